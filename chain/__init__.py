@@ -1,0 +1,1 @@
+"""castnet chain layer (see DESIGN.md)."""

@@ -1,0 +1,356 @@
+"""`apply(state, event) -> state`: the pure, deterministic transition of the network state.
+
+Rules that an event breaks are recorded as violations in the state and the event is skipped; a
+replay never stops on bad content. `fold` applies many events through one set of map mutations,
+which gives the same result as applying them one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from immutables import Map
+
+from events import kinds as k
+from events.envelope import SignedEvent, decode_verified
+from events.errors import EventError
+from events.state import (
+    ASSIGNED, CLAIMED, EMPTY, FAILED, ISSUED, POSTED, RECEIVED, REDEEMED, REJECTED, RESULTED,
+    VERIFIED, WON, Delegation, Evidence, Funds, Head, Job, OfferState, Reputation, State,
+    TicketRecord, Violation,
+)  # fmt: skip
+
+_MAPS = (
+    "by_kind", "heads", "offers", "stakes", "delegations", "funds", "jobs", "tickets",
+    "ticket_nonces", "reputation", "evidence", "chain_seen", "violations",
+)  # fmt: skip
+
+
+class _Builder:
+    """Mutable working copy of a State; `finish` freezes it into a new State."""
+
+    __slots__ = ("events", "round", *_MAPS)
+
+    def __init__(self, state: State) -> None:
+        self.events = state.events
+        self.round = state.round
+        for name in _MAPS:
+            setattr(self, name, getattr(state, name).mutate())
+
+    def finish(self) -> State:
+        maps: dict[str, Map[Any, Any]] = {name: getattr(self, name).finish() for name in _MAPS}
+        return State(events=self.events, round=self.round, **maps)
+
+
+def apply(state: State, event: SignedEvent) -> State:
+    builder = _Builder(state)
+    _apply(builder, event)
+    return builder.finish()
+
+
+def fold(events: Iterable[SignedEvent], initial: State = EMPTY) -> State:
+    builder = _Builder(initial)
+    for event in events:
+        _apply(builder, event)
+    return builder.finish()
+
+
+def _violate(b: Any, e: SignedEvent, rule: str, detail: str = "") -> None:
+    b.violations[len(b.violations)] = Violation(
+        e.id, e.author, e.seq, k.kind_name(e.kind), rule, detail
+    )
+
+
+def _apply(b: Any, e: SignedEvent) -> None:
+    b.events += 1
+    name = k.kind_name(e.kind)
+    b.by_kind[name] = b.by_kind.get(name, 0) + 1
+    head = b.heads.get(e.author)
+    if head is None or e.seq > head.seq:
+        b.heads[e.author] = Head(e.seq, e.id)
+    try:
+        body = k.read_body(e)
+    except EventError as exc:
+        _violate(b, e, "malformed-body", str(exc))
+        return
+    if body is not None:
+        _HANDLERS[type(body)](b, e, body)
+
+
+def _offer(b: Any, e: SignedEvent, o: k.Offer) -> None:
+    b.offers[e.author] = OfferState(
+        o.price_per_unit, o.pixels_per_unit, o.capabilities, o.capacity, o.peer_id, o.addrs,
+        e.time_ms,
+    )  # fmt: skip
+
+
+def _offer_withdrawn(b: Any, e: SignedEvent, body: k.OfferWithdrawn) -> None:
+    if e.author not in b.offers:
+        _violate(b, e, "withdraw-without-offer")
+        return
+    del b.offers[e.author]
+
+
+def _job_posted(b: Any, e: SignedEvent, p: k.JobPosted) -> None:
+    b.jobs[e.id] = Job(
+        poster=e.author, pipeline=p.pipeline, posted_ms=e.time_ms, status=POSTED,
+        targets=p.targets, price_per_unit=p.max_price_per_unit, pixels_per_unit=p.pixels_per_unit,
+    )  # fmt: skip
+
+
+def _price_above(price: int, ppu: int, limit: int, limit_ppu: int) -> bool:
+    return price * limit_ppu > limit * ppu
+
+
+def _job_claimed(b: Any, e: SignedEvent, c: k.JobClaimed) -> None:
+    job = b.jobs.get(c.job_id)
+    if job is None:
+        return _violate(b, e, "claim-unknown-job", c.job_id.hex())
+    if e.author not in b.offers:
+        return _violate(b, e, "claim-without-offer")
+    if job.targets and e.author not in job.targets:
+        return _violate(b, e, "claim-not-targeted")
+    if job.status not in (POSTED, CLAIMED):
+        return _violate(b, e, "claim-closed-job", job.status)
+    if e.author in job.claims:
+        return _violate(b, e, "duplicate-claim")
+    if _price_above(c.price_per_unit, c.pixels_per_unit, job.price_per_unit, job.pixels_per_unit):
+        return _violate(b, e, "claim-above-max-price")
+    b.jobs[c.job_id] = _replace_job(job, status=CLAIMED, claims=(*job.claims, e.author))
+
+
+def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
+    job = b.jobs.get(a.job_id)
+    if job is None:
+        return _violate(b, e, "assign-unknown-job", a.job_id.hex())
+    if e.author != job.poster:
+        return _violate(b, e, "assign-by-non-poster")
+    if job.status in (VERIFIED, RESULTED):
+        return _violate(b, e, "assign-settled-job", job.status)
+    if a.orchestrator not in b.offers:
+        return _violate(b, e, "assign-without-offer", "0x" + a.orchestrator.hex())
+    b.jobs[a.job_id] = _replace_job(
+        job, status=ASSIGNED, assignee=a.orchestrator, attempts=job.attempts + 1,
+        price_per_unit=a.price_per_unit, pixels_per_unit=a.pixels_per_unit,
+    )  # fmt: skip
+
+
+def _job_result(b: Any, e: SignedEvent, r: k.JobResult) -> None:
+    job = b.jobs.get(r.job_id)
+    if job is None:
+        return _violate(b, e, "result-unknown-job", r.job_id.hex())
+    if job.status != ASSIGNED or job.assignee != e.author:
+        return _violate(b, e, "result-not-assigned", job.status)
+    b.jobs[r.job_id] = _replace_job(job, status=RESULTED, output_pixels=r.output_pixels)
+
+
+def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
+    job = b.jobs.get(v.job_id)
+    if job is None:
+        return _violate(b, e, "verdict-unknown-job", v.job_id.hex())
+    if e.author != job.poster:
+        return _violate(b, e, "verdict-by-non-poster")
+    if v.orchestrator != job.assignee:
+        return _violate(b, e, "verdict-wrong-orchestrator")
+    if job.status not in (ASSIGNED, RESULTED):
+        return _violate(b, e, "verdict-without-attempt", job.status)
+    if v.accepted and job.status != RESULTED:
+        return _violate(b, e, "accept-without-result")
+    rep = b.reputation.get(v.orchestrator, _NO_REPUTATION)
+    if v.accepted:
+        status = VERIFIED
+        rep = Reputation(
+            rep.verified + 1, rep.failed, rep.latency_ms_total + v.latency_ms, rep.equivocations
+        )
+    else:
+        status = REJECTED if job.status == RESULTED else FAILED
+        rep = Reputation(rep.verified, rep.failed + 1, rep.latency_ms_total, rep.equivocations)
+    b.reputation[v.orchestrator] = rep
+    b.jobs[v.job_id] = _replace_job(job, status=status)
+
+
+def _ticket_issued(b: Any, e: SignedEvent, t: k.TicketIssued) -> None:
+    if t.ticket_hash in b.tickets:
+        return _violate(b, e, "ticket-replayed", t.ticket_hash.hex())
+    nonce_key = (e.author, t.recipient_rand_hash, t.sender_nonce)
+    if nonce_key in b.ticket_nonces:
+        return _violate(b, e, "ticket-nonce-reused", str(t.sender_nonce))
+    b.ticket_nonces[nonce_key] = t.ticket_hash
+    b.tickets[t.ticket_hash] = TicketRecord(e.author, t.recipient, t.face_value, t.win_prob, ISSUED)
+
+
+def _ticket_received(b: Any, e: SignedEvent, t: k.TicketReceived) -> None:
+    status = WON if t.winning else RECEIVED
+    known = b.tickets.get(t.ticket_hash)
+    if known is None:
+        b.tickets[t.ticket_hash] = TicketRecord(t.sender, e.author, t.face_value, t.win_prob, status)
+        return
+    if known.recipient != e.author:
+        return _violate(b, e, "ticket-wrong-recipient")
+    if (known.sender, known.face_value, known.win_prob) != (t.sender, t.face_value, t.win_prob):
+        return _violate(b, e, "ticket-mismatch")
+    if known.status != ISSUED:
+        return _violate(b, e, "ticket-received-twice", known.status)
+    b.tickets[t.ticket_hash] = TicketRecord(t.sender, e.author, t.face_value, t.win_prob, status)
+
+
+def _ticket_redeemed(b: Any, e: SignedEvent, t: k.TicketRedeemed) -> None:
+    known = b.tickets.get(t.ticket_hash)
+    if known is None:
+        return _violate(b, e, "redeem-unknown-ticket", t.ticket_hash.hex())
+    if known.recipient != e.author:
+        return _violate(b, e, "redeem-not-recipient")
+    if known.status == REDEEMED:
+        return _violate(b, e, "ticket-redeemed-twice")
+    if known.status != WON:
+        return _violate(b, e, "redeem-losing-ticket", known.status)
+    b.tickets[t.ticket_hash] = _replace_ticket(known, REDEEMED)
+
+
+def _chain_observed(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    key = (c.tx_hash, c.log_index)
+    seen = b.chain_seen.get(key)
+    if seen is not None:
+        if seen != c.block_hash:
+            _violate(b, e, "chain-conflict", f"log {c.tx_hash.hex()}:{c.log_index} in two blocks")
+        return  # the same chain log seen by several observers counts once
+    b.chain_seen[key] = c.block_hash
+    _CHAIN_HANDLERS[c.what](b, e, c)
+
+
+def _bond(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    delegator, orchestrator, amount = c.args
+    current = b.delegations.get(delegator)
+    total = amount
+    if current is not None:
+        total += current.amount
+        if current.orchestrator != orchestrator:  # bonding elsewhere moves the whole stake
+            _add_stake(b, current.orchestrator, -current.amount)
+            amount = total
+    _add_stake(b, orchestrator, amount)
+    b.delegations[delegator] = Delegation(orchestrator, total)
+
+
+def _unbond(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    delegator, orchestrator, amount = c.args
+    current = b.delegations.get(delegator)
+    if current is None or current.orchestrator != orchestrator or current.amount < amount:
+        return _violate(b, e, "unbond-exceeds-bond", str(amount))
+    _add_stake(b, orchestrator, -amount)
+    if current.amount == amount:
+        del b.delegations[delegator]
+    else:
+        b.delegations[delegator] = Delegation(orchestrator, current.amount - amount)
+
+
+def _reward(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    orchestrator, amount = c.args
+    _add_stake(b, orchestrator, amount)
+
+
+def _add_stake(b: Any, orchestrator: bytes, delta: int) -> None:
+    stake = b.stakes.get(orchestrator, 0) + delta
+    if stake:
+        b.stakes[orchestrator] = stake
+    elif orchestrator in b.stakes:
+        del b.stakes[orchestrator]
+
+
+def _deposit(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    sender, amount = c.args
+    f = b.funds.get(sender, _NO_FUNDS)
+    b.funds[sender] = Funds(f.deposit + amount, f.reserve)
+
+
+def _reserve(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    sender, amount = c.args
+    f = b.funds.get(sender, _NO_FUNDS)
+    b.funds[sender] = Funds(f.deposit, f.reserve + amount)
+
+
+def _withdraw(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    sender, deposit, reserve = c.args
+    f = b.funds.get(sender, _NO_FUNDS)
+    if deposit > f.deposit or reserve > f.reserve:
+        return _violate(b, e, "withdraw-exceeds-funds")
+    b.funds[sender] = Funds(f.deposit - deposit, f.reserve - reserve)
+
+
+def _redemption(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    sender, _recipient, face_value, ticket_hash = c.args
+    f = b.funds.get(sender, _NO_FUNDS)
+    # The broker pays from the deposit first and covers any shortfall from the reserve.
+    from_deposit = min(face_value, f.deposit)
+    from_reserve = min(face_value - from_deposit, f.reserve)
+    b.funds[sender] = Funds(f.deposit - from_deposit, f.reserve - from_reserve)
+    known = b.tickets.get(ticket_hash)
+    if known is not None and known.status != REDEEMED:
+        b.tickets[ticket_hash] = _replace_ticket(known, REDEEMED)
+
+
+def _round(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    b.round = max(b.round, c.args[0])
+
+
+def _unlock(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    """Unlocking starts a withdrawal period; funds move only on withdraw."""
+
+
+def _equivocation(b: Any, e: SignedEvent, q: k.Equivocation) -> None:
+    try:
+        first, second = decode_verified(q.first), decode_verified(q.second)
+    except EventError as exc:
+        return _violate(b, e, "bad-evidence", str(exc))
+    if first.author != second.author or first.seq != second.seq or first.id == second.id:
+        return _violate(b, e, "bad-evidence", "not two different events at one (author, seq)")
+    key = (first.author, first.seq)
+    if key in b.evidence:
+        return
+    ids = sorted((first.id, second.id))
+    b.evidence[key] = Evidence(first.author, first.seq, ids[0], ids[1], e.author)
+    rep = b.reputation.get(first.author, _NO_REPUTATION)
+    b.reputation[first.author] = Reputation(
+        rep.verified, rep.failed, rep.latency_ms_total, rep.equivocations + 1
+    )
+
+
+def _replace_job(job: Job, **changes: Any) -> Job:
+    values = {name: getattr(job, name) for name in Job.__dataclass_fields__}
+    values.update(changes)
+    return Job(**values)
+
+
+def _replace_ticket(t: TicketRecord, status: str) -> TicketRecord:
+    return TicketRecord(t.sender, t.recipient, t.face_value, t.win_prob, status)
+
+
+_NO_FUNDS = Funds()
+_NO_REPUTATION = Reputation()
+
+_HANDLERS: dict[type, Callable[[Any, SignedEvent, Any], None]] = {
+    k.Offer: _offer,
+    k.OfferWithdrawn: _offer_withdrawn,
+    k.JobPosted: _job_posted,
+    k.JobClaimed: _job_claimed,
+    k.JobAssigned: _job_assigned,
+    k.JobResult: _job_result,
+    k.JobVerdict: _job_verdict,
+    k.TicketIssued: _ticket_issued,
+    k.TicketReceived: _ticket_received,
+    k.TicketRedeemed: _ticket_redeemed,
+    k.ChainObserved: _chain_observed,
+    k.Equivocation: _equivocation,
+}
+_CHAIN_HANDLERS: dict[str, Callable[[Any, SignedEvent, k.ChainObserved], None]] = {
+    "bond": _bond,
+    "rebond": _bond,
+    "unbond": _unbond,
+    "reward": _reward,
+    "deposit": _deposit,
+    "reserve": _reserve,
+    "withdraw": _withdraw,
+    "redemption": _redemption,
+    "round": _round,
+    "unlock": _unlock,
+}

@@ -1,0 +1,1 @@
+"""castnet inference layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""castnet media layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""castnet node layer (see DESIGN.md)."""

@@ -1,0 +1,13 @@
+"""Command groups of the `castnet` CLI. Each module exposes `register(subparsers)`; a parser it
+adds sets `run=function(args) -> exit code` with `set_defaults`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from node.commands import log
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+COMMAND_GROUPS: list[Register] = [log.register]

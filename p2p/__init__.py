@@ -1,0 +1,1 @@
+"""castnet p2p layer (see DESIGN.md)."""

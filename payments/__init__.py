@@ -1,0 +1,1 @@
+"""castnet payments layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""castnet storage layer (see DESIGN.md)."""

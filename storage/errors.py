@@ -1,0 +1,19 @@
+"""The storage package's exception hierarchy."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error raised by `storage`."""
+
+
+class StoreCorrupt(StorageError):
+    """A database, blob or file whose content does not match what it claims."""
+
+
+class CastlogError(StorageError):
+    """A `.castlog` file that is not one, or is truncated or malformed."""
+
+
+class BlobNotFound(StorageError):
+    """No blob with that hash in the store."""

@@ -1,0 +1,34 @@
+"""Open a log for reading whether it is a node's data directory or a `.castlog` file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.castlog import read_castlog
+from storage.errors import StorageError
+from storage.store import DB_NAME, EventStore
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    rows: Iterator[tuple[int, bytes]]  # (position, raw) in log order
+    evidence: list[tuple[bytes, bytes]]  # conflicting events kept aside: (raw, stored id)
+    description: str
+
+
+@contextmanager
+def open_log(path: str | Path) -> Iterator[LogSource]:
+    path = Path(path)
+    if path.is_dir():
+        if not (path / DB_NAME).exists():
+            raise StorageError(f"{path} is not a castnet data directory (no {DB_NAME})")
+        with EventStore.open_dir(path) as store:
+            evidence = [(c.raw, c.other_id) for c in store.conflicts()]
+            yield LogSource(store.read(), evidence, f"store {path}")
+    elif path.exists():
+        yield LogSource(read_castlog(path), [], f"castlog {path}")
+    else:
+        raise StorageError(f"{path}: no such file or directory")

@@ -1,0 +1,317 @@
+"""The SQLite event store: insert-only, one row per event, `(author, seq)` unique.
+
+A second event at an existing `(author, seq)` is equivocation evidence: it goes to the `conflicts`
+table, never over the first. Events must extend their author's chain (seq = head + 1, prev = head
+id); an event past a gap is refused so the caller can hold it until sync fills the gap. Appends are
+batched in one transaction with synchronous=FULL: when `append` returns, the batch is durable.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from events.envelope import SignedEvent
+from events.state import Head, State
+from events.state_codec import STATE_FORMAT, decode_state, encode_state
+from storage.errors import StorageError, StoreCorrupt
+
+DB_NAME = "events.sqlite"
+KEEP_SNAPSHOTS = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    pos     INTEGER PRIMARY KEY,
+    id      BLOB NOT NULL UNIQUE,
+    author  BLOB NOT NULL,
+    seq     INTEGER NOT NULL,
+    kind    INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    raw     BLOB NOT NULL,
+    UNIQUE (author, seq)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    id       BLOB PRIMARY KEY,
+    author   BLOB NOT NULL,
+    seq      INTEGER NOT NULL,
+    other_id BLOB NOT NULL,
+    raw      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS heads (
+    author BLOB PRIMARY KEY,
+    seq    INTEGER NOT NULL,
+    id     BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    pos    INTEGER PRIMARY KEY,
+    format INTEGER NOT NULL,
+    state  BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS conflicts_no_update BEFORE UPDATE ON conflicts
+    BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS conflicts_no_delete BEFORE DELETE ON conflicts
+    BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
+"""
+
+
+class Outcome(enum.Enum):
+    APPENDED = "appended"
+    DUPLICATE = "duplicate"  # already stored: nothing to do
+    EQUIVOCATION = "equivocation"  # kept in `conflicts` as evidence
+    GAP = "gap"  # predecessors missing: hold and sync
+    BROKEN_CHAIN = "broken-chain"  # right seq, but prev is not the stored head
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    outcome: Outcome
+    position: int = 0  # log position when appended or duplicate
+    other_id: bytes = b""  # the stored event's id for an equivocation
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    id: bytes
+    author: bytes
+    seq: int
+    other_id: bytes
+    raw: bytes
+
+
+class EventStore:
+    """One SQLite file. Thread-safe: calls are serialized by a lock, so it can be used from
+    `trio.to_thread` workers. Callers verify signatures before appending."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._heads = self._load_heads()
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(f"{self.path}: not a usable event store ({exc})") from None
+
+    @classmethod
+    def open_dir(cls, data_dir: str | Path) -> EventStore:
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path / DB_NAME)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, events: Sequence[SignedEvent]) -> list[AppendResult]:
+        """Append a batch in one durable transaction; one result per event, in order."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._refresh_if_changed()
+                heads = dict(self._heads)  # committed only with the transaction
+                results, rows, conflicts = self._plan(events, heads)
+                if rows:
+                    db.executemany(
+                        "INSERT INTO events (id, author, seq, kind, time_ms, raw)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    touched = {row[1] for row in rows}
+                    db.executemany(
+                        "INSERT OR REPLACE INTO heads (author, seq, id) VALUES (?, ?, ?)",
+                        [(a, heads[a].seq, heads[a].id) for a in touched],
+                    )
+                if conflicts:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO conflicts (id, author, seq, other_id, raw)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        conflicts,
+                    )
+                last = db.execute("SELECT MAX(pos) FROM events").fetchone()[0] or 0
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._heads = heads
+            self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+        return self._with_positions(results, last, len(rows))
+
+    def _plan(
+        self, events: Sequence[SignedEvent], heads: dict[bytes, Head]
+    ) -> tuple[list[AppendResult | None], list[tuple[object, ...]], list[tuple[object, ...]]]:
+        results: list[AppendResult | None] = []
+        rows: list[tuple[object, ...]] = []
+        conflicts: list[tuple[object, ...]] = []
+        batch_ids: dict[tuple[bytes, int], bytes] = {}
+        for e in events:
+            head = heads.get(e.author)
+            head_seq = head.seq if head else 0
+            if e.seq <= head_seq:
+                stored = batch_ids.get((e.author, e.seq)) or self._id_at(e.author, e.seq)
+                if stored == e.id:
+                    results.append(AppendResult(Outcome.DUPLICATE, self._position_of(e.id)))
+                else:
+                    conflicts.append((e.id, e.author, e.seq, stored, e.raw))
+                    results.append(AppendResult(Outcome.EQUIVOCATION, other_id=stored or b""))
+            elif e.seq > head_seq + 1:
+                results.append(AppendResult(Outcome.GAP))
+            elif e.prev != (head.id if head else b""):
+                results.append(AppendResult(Outcome.BROKEN_CHAIN))
+            else:
+                rows.append((e.id, e.author, e.seq, e.kind, e.time_ms, e.raw))
+                heads[e.author] = Head(e.seq, e.id)
+                batch_ids[(e.author, e.seq)] = e.id
+                results.append(None)  # position filled after the insert
+        return results, rows, conflicts
+
+    @staticmethod
+    def _with_positions(
+        results: list[AppendResult | None], last: int, inserted: int
+    ) -> list[AppendResult]:
+        # Rows were inserted in order with consecutive INTEGER PRIMARY KEYs ending at `last`.
+        position = last - inserted
+        out: list[AppendResult] = []
+        for r in results:
+            if r is None:
+                position += 1
+                out.append(AppendResult(Outcome.APPENDED, position))
+            else:
+                out.append(r)
+        return out
+
+    def _refresh_if_changed(self) -> None:
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:  # another connection wrote: reload its heads
+            self._heads = self._load_heads()
+            self._data_version = version
+
+    def _load_heads(self) -> dict[bytes, Head]:
+        return {a: Head(s, i) for a, s, i in self._db.execute("SELECT author, seq, id FROM heads")}
+
+    def _id_at(self, author: bytes, seq: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT id FROM events WHERE author = ? AND seq = ?", (author, seq)
+        ).fetchone()
+        return row[0] if row else None
+
+    def _position_of(self, event_id: bytes) -> int:
+        row = self._db.execute("SELECT pos FROM events WHERE id = ?", (event_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def heads(self) -> dict[bytes, Head]:
+        with self._lock:
+            self._refresh_if_changed()
+            return dict(self._heads)
+
+    def last_position(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(pos) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def read(
+        self, after: int = 0, limit: int | None = None, batch: int = 4096
+    ) -> Iterator[tuple[int, bytes]]:
+        """(position, raw) in log order after position `after`, fetched in bounded batches."""
+        remaining = limit if limit is not None else -1
+        while remaining != 0:
+            size = batch if remaining < 0 else min(batch, remaining)
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT pos, raw FROM events WHERE pos > ? ORDER BY pos LIMIT ?", (after, size)
+                ).fetchall()
+            yield from rows
+            if len(rows) < size:
+                return
+            after = rows[-1][0]
+            remaining = remaining - len(rows) if remaining > 0 else remaining
+
+    def read_author(self, author: bytes, after_seq: int = 0, limit: int = 1000) -> list[bytes]:
+        """Raw events of one author with seq > after_seq, in seq order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT raw FROM events WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (author, after_seq, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def get(self, event_id: bytes) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT raw FROM events WHERE id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def conflicts(self) -> list[Conflict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, author, seq, other_id, raw FROM conflicts ORDER BY rowid"
+            ).fetchall()
+        return [Conflict(*row) for row in rows]
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def save_snapshot(self, position: int, state: State) -> None:
+        """Store `state` as the fold of events 1..position; keeps the newest few."""
+        blob = encode_state(state)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO snapshots (pos, format, state) VALUES (?, ?, ?)",
+                    (position, STATE_FORMAT, blob),
+                )
+                db.execute(
+                    "DELETE FROM snapshots WHERE pos NOT IN"
+                    " (SELECT pos FROM snapshots ORDER BY pos DESC LIMIT ?)",
+                    (KEEP_SNAPSHOTS,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        """(position, encoded state) of the newest snapshot this code can read."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pos, state FROM snapshots WHERE format = ? ORDER BY pos DESC LIMIT 1",
+                (STATE_FORMAT,),
+            ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def load_snapshot(self) -> tuple[int, State] | None:
+        found = self.latest_snapshot()
+        if found is None:
+            return None
+        position, blob = found
+        return position, decode_state(blob)
+
+
+__all__ = ["AppendResult", "Conflict", "EventStore", "Outcome", "StorageError"]
