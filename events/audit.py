@@ -1,5 +1,5 @@
 """Audit of a log: every signature, every author's hash chain, equivocations, and the refolded
-state. Pure: it is fed raw events in log order and returns findings; reading files is the caller's."""
+state. Pure: it is fed raw events in log order and returns findings; the caller reads files."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ class Problem:
             parts.append(f"id {self.event_id.hex()}")
         if self.author:
             parts.append(f"author 0x{self.author.hex()} seq {self.seq}")
-        return ": ".join([parts[0], " ".join(parts[1:])]) + (f" - {self.detail}" if self.detail else "")
+        return ": ".join([parts[0], " ".join(parts[1:])]) + (
+            f" - {self.detail}" if self.detail else ""
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,10 @@ class AuditReport:
     @property
     def clean(self) -> bool:
         return not self.problems and not self.violations
+
+
+def _problem(position: int, rule: str, detail: str, event: SignedEvent) -> Problem:
+    return Problem(position, rule, detail, event.id, event.author, event.seq)
 
 
 class ChainChecker:
@@ -60,34 +66,41 @@ class ChainChecker:
         self.seen += 1
         try:
             event = decode(raw)
-            if self.verify:
-                event.verify()
         except EventError as exc:
-            self.problems.append(Problem(position, "invalid-event", str(exc)))
+            self.problems.append(Problem(position, "undecodable", str(exc)))
             return None
+        if self.verify:
+            try:
+                event.verify()
+            except EventError as exc:
+                self.problems.append(_problem(position, "bad-signature", str(exc), event))
+                return None
         ids = self._ids.setdefault(event.author, [])
-        where = dict(event_id=event.id, author=event.author, seq=event.seq)
         if event.seq <= len(ids) and ids[event.seq - 1] is not None:
-            known = ids[event.seq - 1]
+            known: bytes = ids[event.seq - 1]  # type: ignore[assignment]
             if known == event.id:
-                self.problems.append(Problem(position, "duplicate", "event appears twice", **where))
+                self.problems.append(_problem(position, "duplicate", "event appears twice", event))
             else:
-                detail = f"two events at one seq: {known.hex()} and {event.id.hex()}"  # type: ignore[union-attr]
-                self.problems.append(Problem(position, "equivocation", detail, **where))
+                detail = f"two events at one seq: {known.hex()} and {event.id.hex()}"
+                self.problems.append(_problem(position, "equivocation", detail, event))
             return None
         expected = len(ids) + 1
         if event.seq > expected:
-            missing = f"seq {expected}" if event.seq == expected + 1 else f"seq {expected}..{event.seq - 1}"
-            self.problems.append(Problem(position, "chain-gap", f"missing {missing}", **where))
+            missing = (
+                f"seq {expected}"
+                if event.seq == expected + 1
+                else f"seq {expected}..{event.seq - 1}"
+            )
+            self.problems.append(_problem(position, "chain-gap", f"missing {missing}", event))
         elif event.seq < expected:
             self.problems.append(
-                Problem(position, "chain-reordered", f"seq {event.seq} after seq {len(ids)}", **where)
+                _problem(position, "chain-reordered", f"seq {event.seq} after {len(ids)}", event)
             )
         if event.seq >= 2:
             prev_id = ids[event.seq - 2] if event.seq - 1 <= len(ids) else None
             if prev_id is not None and prev_id != event.prev:
                 self.problems.append(
-                    Problem(position, "chain-broken", "prev is not the id of seq - 1", **where)
+                    _problem(position, "chain-broken", "prev is not the id of seq - 1", event)
                 )
         if event.seq > len(ids):
             ids.extend([None] * (event.seq - len(ids)))
@@ -119,10 +132,14 @@ def audit(
             continue
         problems.append(
             Problem(
-                0, "equivocation",
-                f"two events at one seq: {stored_id.hex()} (in log) and {event.id.hex()} (kept aside)",
-                event.id, event.author, event.seq,
-            )  # fmt: skip
+                0,
+                "equivocation",
+                f"two events at one seq: {stored_id.hex()} (in log)"
+                f" and {event.id.hex()} (kept aside)",
+                event.id,
+                event.author,
+                event.seq,
+            )
         )
     return AuditReport(
         checker.seen, checker.authors, tuple(problems), tuple(state.violation_list()), state

@@ -1,5 +1,6 @@
 """Field codecs for positional event bodies: each turns a msgpack value into a typed Python value
-(checking it) and back. uint256 values travel as minimal big-endian bytes (msgpack ints stop at 64 bits)."""
+(checking it) and back. uint256 values travel as minimal big-endian bytes (msgpack ints stop
+at 64 bits)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Field:
     name: str
     decode: Callable[[Any], Any]
     encode: Callable[[Any], Any]
+    tag: str  # the codec's name, for schema listings and property tests
 
 
 def _check(ok: bool, what: str, value: Any) -> None:
@@ -86,8 +88,8 @@ def _list_of(item: Callable[[Any], Any], enc: Callable[[Any], Any]) -> tuple[Any
     return dec, encode
 
 
-def _field(name: str, pair: tuple[Callable[[Any], Any], Callable[[Any], Any]]) -> Field:
-    return Field(name, pair[0], pair[1])
+def _field(name: str, pair: tuple[Callable[[Any], Any], Callable[[Any], Any]], tag: str) -> Field:
+    return Field(name, pair[0], pair[1], tag)
 
 
 _ADDR = (_fixed_bytes(20, "20-byte address"), bytes)
@@ -95,51 +97,51 @@ _HASH = (_fixed_bytes(32, "32-byte hash"), bytes)
 
 
 def addr(name: str) -> Field:
-    return _field(name, _ADDR)
+    return _field(name, _ADDR, "addr")
 
 
 def hash32(name: str) -> Field:
-    return _field(name, _HASH)
+    return _field(name, _HASH, "hash")
 
 
 def opt_hash(name: str) -> Field:
-    return Field(name, _dec_opt_hash, bytes)
+    return Field(name, _dec_opt_hash, bytes, "opt_hash")
 
 
 def sig65(name: str) -> Field:
-    return Field(name, _fixed_bytes(65, "65-byte signature"), bytes)
+    return Field(name, _fixed_bytes(65, "65-byte signature"), bytes, "sig")
 
 
 def u64(name: str) -> Field:
-    return _field(name, _uint_bits(64))
+    return _field(name, _uint_bits(64), "u64")
 
 
 def u256(name: str) -> Field:
-    return Field(name, _dec_u256, _enc_u256)
+    return Field(name, _dec_u256, _enc_u256, "u256")
 
 
 def text(name: str) -> Field:
-    return Field(name, _dec_text, str)
+    return Field(name, _dec_text, str, "text")
 
 
 def flag(name: str) -> Field:
-    return Field(name, _dec_bool, bool)
+    return Field(name, _dec_bool, bool, "bool")
 
 
 def blob(name: str) -> Field:
-    return Field(name, _dec_blob, bytes)
+    return Field(name, _dec_blob, bytes, "blob")
 
 
 def texts(name: str) -> Field:
-    return _field(name, _list_of(_dec_text, str))
+    return _field(name, _list_of(_dec_text, str), "texts")
 
 
 def addrs(name: str) -> Field:
-    return _field(name, _list_of(_ADDR[0], bytes))
+    return _field(name, _list_of(_ADDR[0], bytes), "addrs")
 
 
 def hashes(name: str) -> Field:
-    return _field(name, _list_of(_HASH[0], bytes))
+    return _field(name, _list_of(_HASH[0], bytes), "hashes")
 
 
 def raw_list(name: str) -> Field:
@@ -149,7 +151,7 @@ def raw_list(name: str) -> Field:
         _check(type(v) is list and len(v) <= MAX_LIST, "list", v)
         return tuple(v)
 
-    return Field(name, dec, lambda v: list(v))
+    return Field(name, dec, list, "raw")
 
 
 __all__ = [

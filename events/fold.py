@@ -16,15 +16,45 @@ from events import kinds as k
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
 from events.state import (
-    ASSIGNED, CLAIMED, EMPTY, FAILED, ISSUED, POSTED, RECEIVED, REDEEMED, REJECTED, RESULTED,
-    VERIFIED, WON, Delegation, Evidence, Funds, Head, Job, OfferState, Reputation, State,
-    TicketRecord, Violation,
-)  # fmt: skip
+    ASSIGNED,
+    CLAIMED,
+    EMPTY,
+    FAILED,
+    ISSUED,
+    POSTED,
+    RECEIVED,
+    REDEEMED,
+    REJECTED,
+    RESULTED,
+    VERIFIED,
+    WON,
+    Delegation,
+    Evidence,
+    Funds,
+    Head,
+    Job,
+    OfferState,
+    Reputation,
+    State,
+    TicketRecord,
+    Violation,
+)
 
 _MAPS = (
-    "by_kind", "heads", "offers", "stakes", "delegations", "funds", "jobs", "tickets",
-    "ticket_nonces", "reputation", "evidence", "chain_seen", "violations",
-)  # fmt: skip
+    "by_kind",
+    "heads",
+    "offers",
+    "stakes",
+    "delegations",
+    "funds",
+    "jobs",
+    "tickets",
+    "ticket_nonces",
+    "reputation",
+    "evidence",
+    "chain_seen",
+    "violations",
+)
 
 
 class _Builder:
@@ -80,9 +110,14 @@ def _apply(b: Any, e: SignedEvent) -> None:
 
 def _offer(b: Any, e: SignedEvent, o: k.Offer) -> None:
     b.offers[e.author] = OfferState(
-        o.price_per_unit, o.pixels_per_unit, o.capabilities, o.capacity, o.peer_id, o.addrs,
+        o.price_per_unit,
+        o.pixels_per_unit,
+        o.capabilities,
+        o.capacity,
+        o.peer_id,
+        o.addrs,
         e.time_ms,
-    )  # fmt: skip
+    )
 
 
 def _offer_withdrawn(b: Any, e: SignedEvent, body: k.OfferWithdrawn) -> None:
@@ -94,9 +129,14 @@ def _offer_withdrawn(b: Any, e: SignedEvent, body: k.OfferWithdrawn) -> None:
 
 def _job_posted(b: Any, e: SignedEvent, p: k.JobPosted) -> None:
     b.jobs[e.id] = Job(
-        poster=e.author, pipeline=p.pipeline, posted_ms=e.time_ms, status=POSTED,
-        targets=p.targets, price_per_unit=p.max_price_per_unit, pixels_per_unit=p.pixels_per_unit,
-    )  # fmt: skip
+        poster=e.author,
+        pipeline=p.pipeline,
+        posted_ms=e.time_ms,
+        status=POSTED,
+        targets=p.targets,
+        price_per_unit=p.max_price_per_unit,
+        pixels_per_unit=p.pixels_per_unit,
+    )
 
 
 def _price_above(price: int, ppu: int, limit: int, limit_ppu: int) -> bool:
@@ -131,9 +171,13 @@ def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
     if a.orchestrator not in b.offers:
         return _violate(b, e, "assign-without-offer", "0x" + a.orchestrator.hex())
     b.jobs[a.job_id] = _replace_job(
-        job, status=ASSIGNED, assignee=a.orchestrator, attempts=job.attempts + 1,
-        price_per_unit=a.price_per_unit, pixels_per_unit=a.pixels_per_unit,
-    )  # fmt: skip
+        job,
+        status=ASSIGNED,
+        assignee=a.orchestrator,
+        attempts=job.attempts + 1,
+        price_per_unit=a.price_per_unit,
+        pixels_per_unit=a.pixels_per_unit,
+    )
 
 
 def _job_result(b: Any, e: SignedEvent, r: k.JobResult) -> None:
@@ -184,7 +228,9 @@ def _ticket_received(b: Any, e: SignedEvent, t: k.TicketReceived) -> None:
     status = WON if t.winning else RECEIVED
     known = b.tickets.get(t.ticket_hash)
     if known is None:
-        b.tickets[t.ticket_hash] = TicketRecord(t.sender, e.author, t.face_value, t.win_prob, status)
+        b.tickets[t.ticket_hash] = TicketRecord(
+            t.sender, e.author, t.face_value, t.win_prob, status
+        )
         return
     if known.recipient != e.author:
         return _violate(b, e, "ticket-wrong-recipient")

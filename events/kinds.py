@@ -1,7 +1,7 @@
 """Event kinds: numeric ids, schema versions, typed bodies and upcasters for old versions.
 
-A body is a positional msgpack array. Each kind is a frozen dataclass whose `FIELDS` give the order and
-codec of its elements. Bodies of older versions are upcast on read; the log is never rewritten.
+A body is a positional msgpack array. Each kind is a frozen dataclass whose `FIELDS` give the order
+and codec of its elements. Bodies of older versions are upcast on read; the log is never rewritten.
 Unknown kinds (and versions newer than this code) are kept in the log and skipped by the fold.
 """
 
@@ -44,11 +44,11 @@ class Body:
         """Cross-field rules beyond the field codecs."""
 
 
-def _body(kind: int, version: int, name: str, *fields: f.Field) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
+def _body(kind: int, version: int, name: str, *fields: f.Field) -> Callable[[Any], Any]:
+    def wrap(cls: Any) -> Any:
         cls.KIND, cls.VERSION, cls.NAME, cls.FIELDS = kind, version, name, fields
         names = tuple(fld.name for fld in fields)
-        declared = tuple(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        declared = tuple(cls.__dataclass_fields__)
         if names != declared:
             raise TypeError(f"{name}: FIELDS {names} != dataclass fields {declared}")
         return cls
@@ -56,8 +56,17 @@ def _body(kind: int, version: int, name: str, *fields: f.Field) -> Callable[[typ
     return wrap
 
 
-@_body(1, 2, "Offer", f.u256("price_per_unit"), f.u64("pixels_per_unit"),
-       f.texts("capabilities"), f.u64("capacity"), f.text("peer_id"), f.texts("addrs"))  # fmt: skip
+@_body(
+    1,
+    2,
+    "Offer",
+    f.u256("price_per_unit"),
+    f.u64("pixels_per_unit"),
+    f.texts("capabilities"),
+    f.u64("capacity"),
+    f.text("peer_id"),
+    f.texts("addrs"),
+)
 @dataclass(frozen=True, slots=True)
 class Offer(Body):
     """An orchestrator's standing offer: price (wei per `pixels_per_unit` pixels), what it can do,
@@ -81,9 +90,19 @@ class OfferWithdrawn(Body):
     reason: str
 
 
-@_body(3, 1, "JobPosted", f.text("pipeline"), f.hash32("input_hash"), f.u64("input_bytes"),
-       f.u64("duration_ms"), f.texts("profiles"), f.u256("max_price_per_unit"),
-       f.u64("pixels_per_unit"), f.addrs("targets"))  # fmt: skip
+@_body(
+    3,
+    1,
+    "JobPosted",
+    f.text("pipeline"),
+    f.hash32("input_hash"),
+    f.u64("input_bytes"),
+    f.u64("duration_ms"),
+    f.texts("profiles"),
+    f.u256("max_price_per_unit"),
+    f.u64("pixels_per_unit"),
+    f.addrs("targets"),
+)
 @dataclass(frozen=True, slots=True)
 class JobPosted(Body):
     """A gateway's job; its id is the id of this event. `targets` empty means open to all."""
@@ -102,8 +121,7 @@ class JobPosted(Body):
             raise BodyError("JobPosted: pixels_per_unit must be positive")
 
 
-@_body(4, 1, "JobClaimed", f.hash32("job_id"), f.u256("price_per_unit"),
-       f.u64("pixels_per_unit"))  # fmt: skip
+@_body(4, 1, "JobClaimed", f.hash32("job_id"), f.u256("price_per_unit"), f.u64("pixels_per_unit"))
 @dataclass(frozen=True, slots=True)
 class JobClaimed(Body):
     job_id: bytes
@@ -111,8 +129,15 @@ class JobClaimed(Body):
     pixels_per_unit: int
 
 
-@_body(5, 1, "JobAssigned", f.hash32("job_id"), f.addr("orchestrator"), f.u256("price_per_unit"),
-       f.u64("pixels_per_unit"))  # fmt: skip
+@_body(
+    5,
+    1,
+    "JobAssigned",
+    f.hash32("job_id"),
+    f.addr("orchestrator"),
+    f.u256("price_per_unit"),
+    f.u64("pixels_per_unit"),
+)
 @dataclass(frozen=True, slots=True)
 class JobAssigned(Body):
     job_id: bytes
@@ -121,8 +146,15 @@ class JobAssigned(Body):
     pixels_per_unit: int
 
 
-@_body(6, 1, "JobResult", f.hash32("job_id"), f.hashes("output_hashes"), f.u64("output_pixels"),
-       f.u64("compute_ms"))  # fmt: skip
+@_body(
+    6,
+    1,
+    "JobResult",
+    f.hash32("job_id"),
+    f.hashes("output_hashes"),
+    f.u64("output_pixels"),
+    f.u64("compute_ms"),
+)
 @dataclass(frozen=True, slots=True)
 class JobResult(Body):
     job_id: bytes
@@ -131,8 +163,16 @@ class JobResult(Body):
     compute_ms: int
 
 
-@_body(7, 1, "JobVerdict", f.hash32("job_id"), f.addr("orchestrator"), f.flag("accepted"),
-       f.text("reason"), f.u64("latency_ms"))  # fmt: skip
+@_body(
+    7,
+    1,
+    "JobVerdict",
+    f.hash32("job_id"),
+    f.addr("orchestrator"),
+    f.flag("accepted"),
+    f.text("reason"),
+    f.u64("latency_ms"),
+)
 @dataclass(frozen=True, slots=True)
 class JobVerdict(Body):
     job_id: bytes
@@ -142,10 +182,21 @@ class JobVerdict(Body):
     latency_ms: int
 
 
-@_body(8, 1, "TicketIssued", f.hash32("ticket_hash"), f.addr("recipient"), f.u256("face_value"),
-       f.u256("win_prob"), f.u256("sender_nonce"), f.hash32("recipient_rand_hash"),
-       f.u64("creation_round"), f.hash32("creation_round_block_hash"), f.sig65("ticket_sig"),
-       f.opt_hash("job_id"))  # fmt: skip
+@_body(
+    8,
+    1,
+    "TicketIssued",
+    f.hash32("ticket_hash"),
+    f.addr("recipient"),
+    f.u256("face_value"),
+    f.u256("win_prob"),
+    f.u256("sender_nonce"),
+    f.hash32("recipient_rand_hash"),
+    f.u64("creation_round"),
+    f.hash32("creation_round_block_hash"),
+    f.sig65("ticket_sig"),
+    f.opt_hash("job_id"),
+)
 @dataclass(frozen=True, slots=True)
 class TicketIssued(Body):
     """A ticket as its sender (the event author) signed it; the hash is checked by payments."""
@@ -162,8 +213,17 @@ class TicketIssued(Body):
     job_id: bytes
 
 
-@_body(9, 1, "TicketReceived", f.hash32("ticket_hash"), f.addr("sender"), f.u256("face_value"),
-       f.u256("win_prob"), f.flag("winning"), f.opt_hash("job_id"))  # fmt: skip
+@_body(
+    9,
+    1,
+    "TicketReceived",
+    f.hash32("ticket_hash"),
+    f.addr("sender"),
+    f.u256("face_value"),
+    f.u256("win_prob"),
+    f.flag("winning"),
+    f.opt_hash("job_id"),
+)
 @dataclass(frozen=True, slots=True)
 class TicketReceived(Body):
     ticket_hash: bytes
@@ -174,8 +234,16 @@ class TicketReceived(Body):
     job_id: bytes
 
 
-@_body(10, 1, "TicketRedeemed", f.hash32("ticket_hash"), f.addr("sender"), f.u256("face_value"),
-       f.hash32("tx_hash"), f.u64("block_number"))  # fmt: skip
+@_body(
+    10,
+    1,
+    "TicketRedeemed",
+    f.hash32("ticket_hash"),
+    f.addr("sender"),
+    f.u256("face_value"),
+    f.hash32("tx_hash"),
+    f.u64("block_number"),
+)
 @dataclass(frozen=True, slots=True)
 class TicketRedeemed(Body):
     ticket_hash: bytes
@@ -195,14 +263,27 @@ CHAIN_ARGS: dict[str, tuple[f.Field, ...]] = {
     "reserve": (f.addr("sender"), f.u256("amount")),
     "unlock": (f.addr("sender"), f.u64("withdraw_round")),
     "withdraw": (f.addr("sender"), f.u256("deposit"), f.u256("reserve")),
-    "redemption": (f.addr("sender"), f.addr("recipient"), f.u256("face_value"),
-                   f.hash32("ticket_hash")),  # fmt: skip
+    "redemption": (
+        f.addr("sender"),
+        f.addr("recipient"),
+        f.u256("face_value"),
+        f.hash32("ticket_hash"),
+    ),
     "round": (f.u64("round"),),
 }
 
 
-@_body(11, 1, "ChainObserved", f.text("what"), f.u64("block_number"), f.hash32("block_hash"),
-       f.hash32("tx_hash"), f.u64("log_index"), f.raw_list("args"))  # fmt: skip
+@_body(
+    11,
+    1,
+    "ChainObserved",
+    f.text("what"),
+    f.u64("block_number"),
+    f.hash32("block_hash"),
+    f.hash32("tx_hash"),
+    f.u64("log_index"),
+    f.raw_list("args"),
+)
 @dataclass(frozen=True, slots=True)
 class ChainObserved(Body):
     """A chain log seen by the author, with what an auditor needs to find it on chain."""
@@ -227,7 +308,9 @@ class ChainObserved(Body):
             args = tuple(fld.decode(v) for fld, v in zip(spec, body.args, strict=True))
         except BodyError as exc:
             raise BodyError(f"ChainObserved {body.what}: {exc}") from None
-        return cls(body.what, body.block_number, body.block_hash, body.tx_hash, body.log_index, args)
+        return cls(
+            body.what, body.block_number, body.block_hash, body.tx_hash, body.log_index, args
+        )
 
     def to_wire(self) -> list[Any]:
         spec = CHAIN_ARGS[self.what]
@@ -251,9 +334,19 @@ class Equivocation(Body):
 
 
 BODY_TYPES: tuple[type[Body], ...] = (
-    Offer, OfferWithdrawn, JobPosted, JobClaimed, JobAssigned, JobResult, JobVerdict,
-    TicketIssued, TicketReceived, TicketRedeemed, ChainObserved, Equivocation,
-)  # fmt: skip
+    Offer,
+    OfferWithdrawn,
+    JobPosted,
+    JobClaimed,
+    JobAssigned,
+    JobResult,
+    JobVerdict,
+    TicketIssued,
+    TicketReceived,
+    TicketRedeemed,
+    ChainObserved,
+    Equivocation,
+)
 KINDS: dict[int, type[Body]] = {cls.KIND: cls for cls in BODY_TYPES}
 KIND_BY_NAME: dict[str, type[Body]] = {cls.NAME: cls for cls in BODY_TYPES}
 

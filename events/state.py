@@ -9,8 +9,14 @@ from immutables import Map
 
 # Job life cycle. A job may be assigned again after a failed or rejected attempt (failover).
 POSTED, CLAIMED, ASSIGNED, RESULTED, VERIFIED, REJECTED, FAILED = (
-    "posted", "claimed", "assigned", "resulted", "verified", "rejected", "failed",
-)  # fmt: skip
+    "posted",
+    "claimed",
+    "assigned",
+    "resulted",
+    "verified",
+    "rejected",
+    "failed",
+)
 JOB_STATUSES = (POSTED, CLAIMED, ASSIGNED, RESULTED, VERIFIED, REJECTED, FAILED)
 
 # Ticket life cycle as this log saw it.

@@ -16,11 +16,20 @@ STATE_FORMAT = 1  # bump whenever State or the fold rules change: older snapshot
 _BIG = 1
 _TUPLE_KEYED = ("ticket_nonces", "evidence", "chain_seen")
 _VALUE_TYPES: dict[str, type | None] = {
-    "by_kind": None, "heads": s.Head, "offers": s.OfferState, "stakes": None,
-    "delegations": s.Delegation, "funds": s.Funds, "jobs": s.Job, "tickets": s.TicketRecord,
-    "ticket_nonces": None, "reputation": s.Reputation, "evidence": s.Evidence, "chain_seen": None,
+    "by_kind": None,
+    "heads": s.Head,
+    "offers": s.OfferState,
+    "stakes": None,
+    "delegations": s.Delegation,
+    "funds": s.Funds,
+    "jobs": s.Job,
+    "tickets": s.TicketRecord,
+    "ticket_nonces": None,
+    "reputation": s.Reputation,
+    "evidence": s.Evidence,
+    "chain_seen": None,
     "violations": s.Violation,
-}  # fmt: skip
+}
 
 
 def _big(v: Any) -> Any:
@@ -39,7 +48,9 @@ def encode_state(state: s.State) -> bytes:
     out: list[Any] = [STATE_FORMAT, state.events, state.round]
     for name in _VALUE_TYPES:
         mapping: Map[Any, Any] = getattr(state, name)
-        out.append([[list(key) if type(key) is tuple else key, _row(v)] for key, v in mapping.items()])
+        out.append(
+            [[list(key) if type(key) is tuple else key, _row(v)] for key, v in mapping.items()]
+        )
     return msgpack.packb(out, use_bin_type=True)
 
 

@@ -36,7 +36,9 @@ def synth_keys(count: int, seed: int) -> list[bytes]:
 def synth_events(count: int, authors: int, seed: int = 0) -> Iterator[SignedEvent]:
     """Exactly `count` signed events by `authors` (>= 2) authors."""
     if authors < 2:
-        raise ValueError("a synthetic network needs at least 2 authors (a gateway and an orchestrator)")
+        raise ValueError(
+            "a synthetic network needs at least 2 authors (a gateway and an orchestrator)"
+        )
     rng = random.Random(seed)
     signers = [Author(LocalKeySigner(key)) for key in synth_keys(authors, seed)]
     n_gw = max(1, authors // 3)
@@ -72,8 +74,14 @@ def _setup(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
     yield observer, chain.observe("round", 1)
     for o in cast.orchestrators:
         price = rng.randint(*PRICE_RANGE)
-        offer = k.Offer(price, PIXELS_PER_UNIT, ("transcode:h264", "ai:detect-faces"),
-                        rng.randint(2, 8), f"peer-{o}", (f"/ip4/127.0.0.1/tcp/{9000 + o}",))  # fmt: skip
+        offer = k.Offer(
+            price,
+            PIXELS_PER_UNIT,
+            ("transcode:h264", "ai:detect-faces"),
+            rng.randint(2, 8),
+            f"peer-{o}",
+            (f"/ip4/127.0.0.1/tcp/{9000 + o}",),
+        )
         yield o, offer
         stake = rng.randint(1, 100) * 10**18
         yield observer, chain.observe("bond", signers[o].address, signers[o].address, stake)
@@ -103,10 +111,19 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
     g_addr = signers[gateway].address
     max_price = PRICE_RANGE[1]
     segment = rng.randbytes(32)
-    posted = yield gateway, k.JobPosted(
-        "transcode", keccak256(segment), rng.randint(200_000, 2_000_000), 2000,
-        ("720p", "480p", "360p"), max_price, PIXELS_PER_UNIT, (),
-    )  # fmt: skip
+    posted = yield (
+        gateway,
+        k.JobPosted(
+            "transcode",
+            keccak256(segment),
+            rng.randint(200_000, 2_000_000),
+            2000,
+            ("720p", "480p", "360p"),
+            max_price,
+            PIXELS_PER_UNIT,
+            (),
+        ),
+    )
     job_id = posted.id
     claimers = rng.sample(cast.orchestrators, min(len(cast.orchestrators), rng.randint(1, 3)))
     prices = {}
@@ -128,8 +145,21 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
         rand_hash = keccak256(rand.to_bytes(32, "big"))
         ticket_hash = keccak256(b"ticket" + g_addr + o_addr + nonce.to_bytes(8, "big"))
         ticket_sig = signers[gateway].signer.sign_hash(ticket_hash)
-        yield gateway, k.TicketIssued(ticket_hash, o_addr, FACE_VALUE, WIN_PROB, nonce, rand_hash,
-                                      0, bytes(32), ticket_sig, job_id)  # fmt: skip
+        yield (
+            gateway,
+            k.TicketIssued(
+                ticket_hash,
+                o_addr,
+                FACE_VALUE,
+                WIN_PROB,
+                nonce,
+                rand_hash,
+                0,
+                bytes(32),
+                ticket_sig,
+                job_id,
+            ),
+        )
         winning = rng.random() < 1 / 25
         yield o, k.TicketReceived(ticket_hash, g_addr, FACE_VALUE, WIN_PROB, winning, job_id)
         accepted = rng.random() < 0.97
@@ -137,10 +167,13 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
         yield gateway, k.JobVerdict(job_id, o_addr, accepted, verdict, rng.randint(400, 3000))
         if winning:
             tx_hash = rng.randbytes(32)
-            yield o, k.TicketRedeemed(ticket_hash, g_addr, FACE_VALUE, tx_hash,
-                                      rng.randint(2000, 9000))  # fmt: skip
-            redemption = k.ChainObserved("redemption", 0, bytes(32), tx_hash, 0,
-                                         (g_addr, o_addr, FACE_VALUE, ticket_hash))  # fmt: skip
+            yield (
+                o,
+                k.TicketRedeemed(ticket_hash, g_addr, FACE_VALUE, tx_hash, rng.randint(2000, 9000)),
+            )
+            redemption = k.ChainObserved(
+                "redemption", 0, bytes(32), tx_hash, 0, (g_addr, o_addr, FACE_VALUE, ticket_hash)
+            )
             yield cast.gateways[0], redemption
         if accepted:
             return

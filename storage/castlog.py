@@ -61,18 +61,22 @@ def _frames(handle: BinaryIO, name: str) -> Iterator[tuple[int, bytes]]:
             return
         position += 1
         if len(header) < _LEN.size:
-            raise CastlogError(f"{name}: truncated length of event {position} at byte {offset}")
+            raise CastlogError(
+                f"{name}: truncated length of event {position} at byte {offset}", position
+            )
         (size,) = _LEN.unpack(header)
         if size == 0 or size > MAX_EVENT_BYTES:
             raise CastlogError(
                 f"{name}: event {position} at byte {offset} claims {size} bytes"
-                f" (limit {MAX_EVENT_BYTES})"
+                f" (limit {MAX_EVENT_BYTES})",
+                position,
             )
         raw = handle.read(size)
         if len(raw) < size:
             raise CastlogError(
                 f"{name}: event {position} at byte {offset} is truncated"
-                f" ({len(raw)} of {size} bytes)"
+                f" ({len(raw)} of {size} bytes)",
+                position,
             )
         yield position, raw
         offset += _LEN.size + size

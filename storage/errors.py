@@ -12,7 +12,11 @@ class StoreCorrupt(StorageError):
 
 
 class CastlogError(StorageError):
-    """A `.castlog` file that is not one, or is truncated or malformed."""
+    """A `.castlog` file that is not one, or is truncated or malformed at event `position`."""
+
+    def __init__(self, message: str, position: int = 0) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 class BlobNotFound(StorageError):

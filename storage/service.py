@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -32,7 +33,7 @@ class StoreService:
         self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
         self.commits = 0  # transactions run, for tests and metrics
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with self._receive:
             async for first in self._receive:

@@ -138,7 +138,7 @@ class EventStore:
                         " VALUES (?, ?, ?, ?, ?, ?)",
                         rows,
                     )
-                    touched = {row[1] for row in rows}
+                    touched = {e.author for e in events if e.author in heads}
                     db.executemany(
                         "INSERT OR REPLACE INTO heads (author, seq, id) VALUES (?, ?, ?)",
                         [(a, heads[a].seq, heads[a].id) for a in touched],

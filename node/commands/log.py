@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from events import kinds as k
-from events.audit import AuditReport, audit
+from events.audit import AuditReport
 from events.crypto import parse_address
 from events.envelope import decode, decode_verified
 from events.errors import EventError
+from node.audit import audit_path
 from node.jsonview import event_view, jsonable, state_summary
 from node.synth import synth_events
 from storage.castlog import read_castlog, write_castlog
@@ -70,7 +71,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return _fail("--events must be >= 0")
     if args.authors < 2:
         return _fail("--authors must be >= 2 (a gateway and an orchestrator)")
-    count = write_castlog(args.out, (e.raw for e in synth_events(args.events, args.authors, args.seed)))
+    count = write_castlog(
+        args.out, (e.raw for e in synth_events(args.events, args.authors, args.seed))
+    )
     print(f"wrote {count} events by {args.authors} authors to {args.out}")
     return 0
 
@@ -171,7 +174,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _line(view: dict[str, Any]) -> str:
     body = view["body"]
-    fields = ", ".join(f"{key}={_short(v)}" for key, v in body.items()) if isinstance(body, dict) else _short(body)
+    fields = (
+        ", ".join(f"{key}={_short(v)}" for key, v in body.items())
+        if isinstance(body, dict)
+        else _short(body)
+    )
     return (
         f"{view['position']:>8} {view['kind']:<15} {view['author'][:10]}… #{view['seq']:<6}"
         f" {view['id'][:12]}… {fields}"
@@ -185,8 +192,7 @@ def _short(value: Any) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     try:
-        with open_log(args.source) as source:
-            report = audit(source.rows, source.evidence)
+        report = audit_path(args.source)
     except StorageError as exc:
         print(f"castnet: audit failed: {exc}", file=sys.stderr)
         return 1
@@ -199,17 +205,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def _findings(report: AuditReport) -> list[dict[str, Any]]:
     found = [
-        {"position": p.position, "rule": p.rule, "detail": p.detail, "event_id": jsonable(p.event_id),
-         "author": jsonable(p.author), "seq": p.seq, "describe": p.describe()}
+        {
+            "position": p.position,
+            "rule": p.rule,
+            "detail": p.detail,
+            "event_id": jsonable(p.event_id),
+            "author": jsonable(p.author),
+            "seq": p.seq,
+            "describe": p.describe(),
+        }
         for p in report.problems
-    ]  # fmt: skip
+    ]
     for v in report.violations:
         found.append(
-            {"position": None, "rule": v.rule, "detail": v.detail, "event_id": jsonable(v.event_id),
-             "author": jsonable(v.author), "seq": v.seq, "kind": v.kind,
-             "describe": f"{v.kind} id {v.event_id.hex()} author 0x{v.author.hex()} seq {v.seq}:"
-                         f" {v.rule}" + (f" - {v.detail}" if v.detail else "")}
-        )  # fmt: skip
+            {
+                "position": None,
+                "rule": v.rule,
+                "detail": v.detail,
+                "event_id": jsonable(v.event_id),
+                "author": jsonable(v.author),
+                "seq": v.seq,
+                "kind": v.kind,
+                "describe": f"{v.kind} id {v.event_id.hex()} author 0x{v.author.hex()} seq {v.seq}:"
+                f" {v.rule}" + (f" - {v.detail}" if v.detail else ""),
+            }
+        )
     return found
 
 
@@ -227,10 +247,18 @@ def _print_audit(report: AuditReport) -> None:
     summary = state_summary(report.state)
     print(f"events   {report.events}  authors {report.authors}  round {summary['round']}")
     print("by kind  " + ", ".join(f"{n} {c}" for n, c in summary["events_by_kind"].items()))
-    print(f"offers   {len(summary['offers'])}  total stake {summary['total_stake']} wei"
-          f"  delegations {summary['delegations']}")  # fmt: skip
-    print(f"jobs     {summary['jobs']}  " + ", ".join(f"{s} {c}" for s, c in summary["jobs_by_status"].items()))
-    print(f"tickets  {summary['tickets']}  " + ", ".join(f"{s} {c}" for s, c in summary["tickets_by_status"].items()))
+    print(
+        f"offers   {len(summary['offers'])}  total stake {summary['total_stake']} wei"
+        f"  delegations {summary['delegations']}"
+    )
+    print(
+        f"jobs     {summary['jobs']}  "
+        + ", ".join(f"{s} {c}" for s, c in summary["jobs_by_status"].items())
+    )
+    print(
+        f"tickets  {summary['tickets']}  "
+        + ", ".join(f"{s} {c}" for s, c in summary["tickets_by_status"].items())
+    )
     findings = _findings(report)
     if findings:
         print(f"FAILED: {len(findings)} problem(s)")
