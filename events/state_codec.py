@@ -32,6 +32,10 @@ _VALUE_TYPES: dict[str, type | None] = {
 }
 
 
+# value types with tuple fields, which msgpack hands back as lists
+_WITH_TUPLES = (s.OfferState, s.Job)
+
+
 def _big(v: Any) -> Any:
     if type(v) is int and not -(2**63) <= v < 2**64:
         return msgpack.ExtType(_BIG, v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True))
@@ -69,14 +73,14 @@ def decode_state(data: bytes) -> s.State:
         for name, rows in zip(_VALUE_TYPES, out[3:], strict=True):
             cls = _VALUE_TYPES[name]
             keyed = name in _TUPLE_KEYED
-            items = (
-                (
-                    tuple(key) if keyed else key,
-                    cls(*[tuple(v) if type(v) is list else v for v in value]) if cls else value,
-                )
-                for key, value in rows
-            )
-            maps[name] = Map(items)
+            if keyed:
+                rows = [(tuple(key), value) for key, value in rows]
+            if cls in _WITH_TUPLES:
+                rows = [(key, cls(*[tuple(v) if type(v) is list else v for v in value]))
+                        for key, value in rows]  # fmt: skip
+            elif cls is not None:
+                rows = [(key, cls(*value)) for key, value in rows]
+            maps[name] = Map(rows)
         return s.State(events=out[1], round=out[2], **maps)
     except DecodeError:
         raise

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from events.audit import AuditReport, Problem, audit
+from node.progress import counted
 from storage.errors import CastlogError
 from storage.sources import open_log
 
@@ -18,7 +19,7 @@ def audit_path(path: str | Path, *, verify: bool = True) -> AuditReport:
 
     def guarded(rows: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
         try:
-            yield from rows
+            yield from counted(rows, "audit")
         except CastlogError as exc:
             unreadable.append(Problem(exc.position, "unreadable", str(exc)))
 

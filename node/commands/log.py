@@ -16,6 +16,7 @@ from events.envelope import decode, decode_verified
 from events.errors import EventError
 from node.audit import audit_path
 from node.jsonview import event_view, jsonable, state_summary
+from node.progress import counted
 from node.synth import synth_events
 from storage.castlog import read_castlog, write_castlog
 from storage.errors import StorageError
@@ -71,9 +72,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return _fail("--events must be >= 0")
     if args.authors < 2:
         return _fail("--authors must be >= 2 (a gateway and an orchestrator)")
-    count = write_castlog(
-        args.out, (e.raw for e in synth_events(args.events, args.authors, args.seed))
-    )
+    events = counted(synth_events(args.events, args.authors, args.seed), "synth", args.events)
+    count = write_castlog(args.out, (e.raw for e in events))
     print(f"wrote {count} events by {args.authors} authors to {args.out}")
     return 0
 
@@ -84,7 +84,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         with EventStore.open_dir(args.data_dir) as store:
             batch: list[tuple[int, Any]] = []
-            for position, raw in read_castlog(args.file):
+            for position, raw in counted(read_castlog(args.file), "import"):
                 try:
                     batch.append((position, decode_verified(raw)))
                 except EventError as exc:
