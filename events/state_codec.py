@@ -14,7 +14,6 @@ from events.errors import DecodeError
 
 STATE_FORMAT = 1  # bump whenever State or the fold rules change: older snapshots are then refolded
 _BIG = 1
-_TUPLE_KEYED = ("ticket_nonces", "evidence", "chain_seen")
 _VALUE_TYPES: dict[str, type | None] = {
     "by_kind": None,
     "heads": s.Head,
@@ -30,10 +29,6 @@ _VALUE_TYPES: dict[str, type | None] = {
     "chain_seen": None,
     "violations": s.Violation,
 }
-
-
-# value types with tuple fields, which msgpack hands back as lists
-_WITH_TUPLES = (s.OfferState, s.Job)
 
 
 def _big(v: Any) -> Any:
@@ -66,21 +61,14 @@ def _ext(code: int, data: bytes) -> Any:
 
 def decode_state(data: bytes) -> s.State:
     try:
-        out = msgpack.unpackb(data, raw=False, ext_hook=_ext, strict_map_key=False)
+        # use_list=False: arrays come back as tuples, which is what keys and tuple fields are
+        out = msgpack.unpackb(data, raw=False, ext_hook=_ext, strict_map_key=False, use_list=False)
         if out[0] != STATE_FORMAT:
             raise DecodeError(f"snapshot format {out[0]}, this code reads {STATE_FORMAT}")
         maps: dict[str, Map[Any, Any]] = {}
         for name, rows in zip(_VALUE_TYPES, out[3:], strict=True):
             cls = _VALUE_TYPES[name]
-            keyed = name in _TUPLE_KEYED
-            if keyed:
-                rows = [(tuple(key), value) for key, value in rows]
-            if cls in _WITH_TUPLES:
-                rows = [(key, cls(*[tuple(v) if type(v) is list else v for v in value]))
-                        for key, value in rows]  # fmt: skip
-            elif cls is not None:
-                rows = [(key, cls(*value)) for key, value in rows]
-            maps[name] = Map(rows)
+            maps[name] = Map((key, cls(*value)) for key, value in rows) if cls else Map(rows)
         return s.State(events=out[1], round=out[2], **maps)
     except DecodeError:
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterable, Iterator
 
@@ -26,6 +27,18 @@ def decode_stream(rows: Iterable[tuple[int, bytes]], verify: bool) -> Iterator[S
 
 def load_state(store: EventStore, *, verify: bool = False, use_snapshot: bool = True) -> State:
     """The fold of every stored event. With a snapshot only the tail after it is folded."""
+    # Rebuilding a big state allocates millions of objects and none of them are garbage: the
+    # cyclic collector would rescan the growing heap again and again (3x slower at 1M events).
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_state(store, verify, use_snapshot)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _load_state(store: EventStore, verify: bool, use_snapshot: bool) -> State:
     position, state = 0, EMPTY
     if use_snapshot:
         try:
