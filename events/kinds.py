@@ -24,16 +24,18 @@ class Body:
     VERSION: ClassVar[int]
     NAME: ClassVar[str]
     FIELDS: ClassVar[tuple[f.Field, ...]]
+    DECODERS: ClassVar[tuple[Callable[[Any], Any], ...]]
 
     def to_wire(self) -> list[Any]:
         return [fld.encode(getattr(self, fld.name)) for fld in self.FIELDS]
 
     @classmethod
     def from_wire(cls, items: Any) -> Body:
-        if type(items) is not list or len(items) != len(cls.FIELDS):
-            raise BodyError(f"{cls.NAME} body is a list of {len(cls.FIELDS)} fields")
+        decoders = cls.DECODERS
+        if type(items) is not list or len(items) != len(decoders):
+            raise BodyError(f"{cls.NAME} body is a list of {len(decoders)} fields")
         try:
-            values = [fld.decode(v) for fld, v in zip(cls.FIELDS, items, strict=True)]
+            values = [decode(v) for decode, v in zip(decoders, items, strict=True)]
         except BodyError as exc:
             raise BodyError(f"{cls.NAME}: {exc}") from None
         body = cls(*values)
@@ -47,6 +49,7 @@ class Body:
 def _body(kind: int, version: int, name: str, *fields: f.Field) -> Callable[[Any], Any]:
     def wrap(cls: Any) -> Any:
         cls.KIND, cls.VERSION, cls.NAME, cls.FIELDS = kind, version, name, fields
+        cls.DECODERS = tuple(fld.decode for fld in fields)
         names = tuple(fld.name for fld in fields)
         declared = tuple(cls.__dataclass_fields__)
         if names != declared:
