@@ -12,6 +12,7 @@ from events import kinds as k
 from events.author import Author
 from events.crypto import LocalKeySigner, keccak256
 from events.envelope import SignedEvent
+from payments.ticket import Ticket, is_winning, rand_hash, sign_ticket
 
 Step = tuple[int, k.Body]  # (author index, body)
 Script = Generator[Step, SignedEvent, None]
@@ -142,9 +143,10 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
         yield o, k.JobResult(job_id, outputs, pixels, rng.randint(300, 1500))
         nonce = rng.getrandbits(64)
         rand = rng.getrandbits(256)
-        rand_hash = keccak256(rand.to_bytes(32, "big"))
-        ticket_hash = keccak256(b"ticket" + g_addr + o_addr + nonce.to_bytes(8, "big"))
-        ticket_sig = signers[gateway].signer.sign_hash(ticket_hash)
+        commitment = rand_hash(rand)
+        ticket = Ticket(o_addr, g_addr, FACE_VALUE, WIN_PROB, nonce, commitment)
+        ticket_hash = ticket.hash()
+        ticket_sig = sign_ticket(signers[gateway].signer, ticket_hash)
         yield (
             gateway,
             k.TicketIssued(
@@ -160,7 +162,7 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
                 job_id,
             ),
         )
-        winning = rng.random() < 1 / 25
+        winning = is_winning(ticket_sig, rand, WIN_PROB)
         yield o, k.TicketReceived(ticket_hash, g_addr, FACE_VALUE, WIN_PROB, winning, job_id)
         accepted = rng.random() < 0.97
         verdict = "ok" if accepted else "psnr below threshold"
