@@ -155,7 +155,7 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
                 FACE_VALUE,
                 WIN_PROB,
                 nonce,
-                rand_hash,
+                commitment,
                 0,
                 bytes(32),
                 ticket_sig,
