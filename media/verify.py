@@ -1,0 +1,341 @@
+"""Checking renditions against their source: size, frame count, timing, audio, claimed pixels and
+sampled quality (PSNR/SSIM against the source scaled down with Lanczos). A verdict lists reasons."""
+
+from __future__ import annotations
+
+import bisect
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from media.cadence import keeps_frame
+from media.errors import InvalidInput
+from media.quality import Plane, psnr, ssim
+from media.source import Source, describe, frame_rate, open_input, video_stream
+from media.transcoder import Rendition
+
+TICKS = 90_000  # frames are matched by timestamp in 90 kHz units, MPEG-TS's clock
+MIN_PSNR = 30.0  # right renditions measure 35-45 dB; a frame from elsewhere in the clip ~12-22 dB
+MIN_SSIM = 0.80
+SAMPLES = 4
+Chunk = bytes | Path
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a transcoder says it produced for one rendition."""
+
+    width: int
+    height: int
+    frame_count: int
+    pixel_count: int
+    frame_rate: Fraction | None = None
+
+    @classmethod
+    def of(cls, rendition: Rendition) -> Claim:
+        return cls(
+            rendition.width,
+            rendition.height,
+            rendition.frame_count,
+            rendition.pixel_count,
+            rendition.frame_rate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One named test of a rendition and what it found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one rendition: every check, with the measurements behind them."""
+
+    name: str
+    checks: tuple[Check, ...]
+    width: int
+    height: int
+    frames: int
+    duration: float
+    psnr: float | None
+    ssim: float | None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why it failed (empty when it passed)."""
+        return tuple(f"{c.name}: {c.detail}" for c in self.checks if not c.ok)
+
+    @property
+    def pixel_count(self) -> int:
+        return self.frames * self.width * self.height
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What decoding a rendition (one or more MPEG-TS chunks) found."""
+
+    keys: list[int] = field(default_factory=list)
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+    planes: dict[int, Plane] = field(default_factory=dict)
+    chunk_starts: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    has_audio: bool = False
+
+
+@dataclass(slots=True)
+class _SourceScan:
+    width: int
+    height: int
+    keys: list[int]
+    frame_duration: Fraction
+    has_audio: bool
+    planes: dict[tuple[int, int, int], Plane]  # (width, height, key) -> scaled luma
+
+
+def verify_rendition(
+    data: bytes,
+    claim: Claim,
+    source: Source,
+    *,
+    name: str = "rendition",
+    source_format: str | None = None,
+    samples: int = SAMPLES,
+    min_psnr: float = MIN_PSNR,
+    min_ssim: float = MIN_SSIM,
+) -> Verdict:
+    """Verify one rendition's bytes (and the claim made for them) against the source segment."""
+    keys = sample_keys([data], samples)
+    scan = scan_rendition([data], set(keys))
+    wanted = {(claim.width, claim.height): set(keys)}
+    src = scan_source(source, source_format, wanted)
+    checks = [
+        Check(
+            "claim",
+            claim.frame_count == len(scan.keys)
+            and claim.pixel_count == claim.frame_count * claim.width * claim.height,
+            f"claimed {claim.frame_count} frames / {claim.pixel_count} pixels,"
+            f" decoded {len(scan.keys)} frames of {claim.width}x{claim.height}"
+            f" = {len(scan.keys) * claim.width * claim.height} pixels",
+        )
+    ]
+    return judge(name, scan, src, (claim.width, claim.height), claim.frame_rate, checks,
+                 min_psnr, min_ssim)  # fmt: skip
+
+
+def sample_keys(chunks: Sequence[Chunk], samples: int) -> list[int]:
+    """Timestamps of `samples` frames spread evenly over a rendition (from packets, no decoding)."""
+    keys: list[int] = []
+    for chunk in chunks:
+        try:
+            with _open_chunk(chunk) as container:
+                if container.streams.video:
+                    stream = container.streams.video[0]
+                    keys += [
+                        _key(p.pts, p.time_base)
+                        for p in container.demux(stream)
+                        if p.pts is not None
+                    ]
+        except (InvalidInput, av.FFmpegError):
+            continue  # scan_rendition reports it
+    keys.sort()
+    if not keys or samples <= 0:
+        return []
+    step = len(keys) / samples
+    return sorted({keys[min(len(keys) - 1, int(step * i + step / 2))] for i in range(samples)})
+
+
+def scan_rendition(chunks: Sequence[Chunk], wanted: set[int]) -> _Scan:
+    """Decode every chunk in order, keeping the luma of the frames whose timestamp is wanted."""
+    scan = _Scan()
+    for index, chunk in enumerate(chunks):
+        try:
+            with _open_chunk(chunk) as container:
+                if not container.streams.video:
+                    scan.errors.append(f"chunk {index} has no video stream")
+                    continue
+                stream = container.streams.video[0]
+                audio = container.streams.audio[0] if container.streams.audio else None
+                first = True
+                for packet in container.demux([s for s in (stream, audio) if s is not None]):
+                    if packet.stream is audio:
+                        scan.has_audio = scan.has_audio or bool(packet.size)
+                        continue
+                    for frame in packet.decode():
+                        key = _key(frame.pts, frame.time_base)
+                        if first:
+                            scan.chunk_starts.append(key)
+                            first = False
+                        scan.keys.append(key)
+                        scan.sizes.add((frame.width, frame.height))
+                        if key in wanted:
+                            scan.planes[key] = _luma(frame)
+        except (InvalidInput, av.FFmpegError) as exc:
+            scan.errors.append(f"chunk {index} does not decode: {exc}")
+    return scan
+
+
+def scan_source(
+    source: Source, format: str | None, wanted: dict[tuple[int, int], set[int]]
+) -> _SourceScan:
+    """Decode the source once: its frame timestamps, and Lanczos-scaled luma at the wanted ones."""
+    name = describe(source)
+    with open_input(source, format=format) as container:
+        stream = video_stream(container, name)
+        stream.thread_type = "AUTO"
+        keys: list[int] = []
+        planes: dict[tuple[int, int, int], Plane] = {}
+        scalers = {size: VideoReformatter() for size in wanted}
+        try:
+            for frame in container.decode(stream):
+                key = _key(frame.pts, frame.time_base)
+                keys.append(key)
+                for (width, height), want in wanted.items():
+                    hit = next((k for k in (key, key - 1, key + 1) if k in want), None)
+                    if hit is not None:
+                        scaled = scalers[(width, height)].reformat(
+                            frame, width, height, "yuv420p", interpolation=Interpolation.LANCZOS
+                        )
+                        planes[(width, height, hit)] = _luma(scaled)
+        except av.FFmpegError as exc:
+            raise InvalidInput(f"{name}: source does not decode: {exc}") from exc
+        ctx = stream.codec_context
+        return _SourceScan(
+            ctx.width,
+            ctx.height,
+            keys,
+            1 / frame_rate(stream),
+            bool(container.streams.audio),
+            planes,
+        )
+
+
+def judge(
+    name: str,
+    scan: _Scan,
+    src: _SourceScan,
+    size: tuple[int, int],
+    fps_cap: Fraction | None,
+    checks: list[Check],
+    min_psnr: float,
+    min_ssim: float,
+) -> Verdict:
+    """Turn a rendition scan and a source scan into a verdict."""
+    width, height = size
+    decoded = f"{len(scan.keys)} frames" if scan.keys else "no frames"
+    checks.append(
+        Check("decodes", not scan.errors and bool(scan.keys), "; ".join(scan.errors) or decoded)
+    )
+    checks.append(_size_check(scan, size, src))
+    step = src.frame_duration
+    expected = [k for k in src.keys if keeps_frame(Fraction(k, TICKS), step, fps_cap)]
+    counted = f"decoded {len(scan.keys)}, the source gives {len(expected)}"
+    checks.append(Check("frames", len(scan.keys) == len(expected), counted))
+    checks.append(_timing_check(scan.keys, expected, src.frame_duration))
+    audio = "present" if scan.has_audio else ("missing" if src.has_audio else "none in source")
+    checks.append(Check("audio", scan.has_audio or not src.has_audio, audio))
+    scores = _scores(scan, src, size)
+    checks.append(_quality_check(scores, min_psnr, min_ssim))
+    low_psnr = min((p for p, _ in scores), default=None)
+    low_ssim = min((s for _, s in scores), default=None)
+    last_shown = (
+        1 / fps_cap
+        if fps_cap is not None and fps_cap < 1 / src.frame_duration
+        else src.frame_duration
+    )
+    duration = (
+        float(Fraction(scan.keys[-1] - scan.keys[0], TICKS) + last_shown) if scan.keys else 0.0
+    )
+    return Verdict(name, tuple(checks), width, height, len(scan.keys), duration, low_psnr, low_ssim)
+
+
+def _scores(scan: _Scan, src: _SourceScan, size: tuple[int, int]) -> list[tuple[float, float]]:
+    """(PSNR, SSIM) of every sampled frame that has its scaled source frame."""
+    width, height = size
+    return [
+        (psnr(src.planes[(width, height, k)], plane), ssim(src.planes[(width, height, k)], plane))
+        for k, plane in sorted(scan.planes.items())
+        if (width, height, k) in src.planes and plane.shape == (height, width)
+    ]
+
+
+def _quality_check(scores: list[tuple[float, float]], min_psnr: float, min_ssim: float) -> Check:
+    if not scores:
+        return Check("quality", False, "no sampled frame matched a source frame")
+    low_psnr = min(p for p, _ in scores)
+    low_ssim = min(s for _, s in scores)
+    return Check(
+        "quality",
+        low_psnr >= min_psnr and low_ssim >= min_ssim,
+        f"{len(scores)} samples: min PSNR {low_psnr:.2f} dB (>= {min_psnr}),"
+        f" min SSIM {low_ssim:.4f} (>= {min_ssim})",
+    )
+
+
+def _size_check(scan: _Scan, size: tuple[int, int], src: _SourceScan) -> Check:
+    width, height = size
+    if scan.sizes - {size}:
+        found = ", ".join(f"{w}x{h}" for w, h in sorted(scan.sizes))
+        return Check("resolution", False, f"frames are {found}, expected {width}x{height}")
+    sw, sh = src.width, src.height
+    if width > sw or height > sh:
+        return Check("resolution", False, f"{width}x{height} upscales the {sw}x{sh} source")
+    if abs(width - height * sw / sh) > 2 and abs(height - width * sh / sw) > 2:
+        return Check("resolution", False, f"{width}x{height} distorts the {sw}x{sh} aspect ratio")
+    return Check("resolution", True, f"{width}x{height} from {sw}x{sh}")
+
+
+def _timing_check(keys: list[int], expected: list[int], frame_duration: Fraction) -> Check:
+    if not keys or not expected:
+        return Check("timing", False, "no frames to time")
+    tolerance = 1  # 90 kHz rounding of source timestamps
+    starts_ok = abs(keys[0] - expected[0]) <= tolerance
+    ends_ok = abs(keys[-1] - expected[-1]) <= tolerance
+    stray = [k for k in keys if not _near(k, expected)]
+    span = float(Fraction(keys[-1] - keys[0], TICKS) + frame_duration)
+    want = float(Fraction(expected[-1] - expected[0], TICKS) + frame_duration)
+    ok = starts_ok and ends_ok and not stray
+    detail = (
+        f"spans {span:.3f} s from {keys[0] / TICKS:.3f} s;"
+        f" source {want:.3f} s from {expected[0] / TICKS:.3f} s"
+    )
+    if stray:
+        detail += f"; {len(stray)} frames at timestamps the source does not have"
+    return Check("timing", ok, detail)
+
+
+def _near(key: int, expected: list[int]) -> bool:
+    i = bisect.bisect_left(expected, key - 1)
+    return i < len(expected) and abs(expected[i] - key) <= 1
+
+
+def _key(pts: int | None, time_base: Fraction | None) -> int:
+    if pts is None or time_base is None:
+        return -1
+    return round(pts * time_base * TICKS)
+
+
+def _luma(frame: av.VideoFrame) -> Plane:
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    return frame.to_ndarray()[: frame.height]
+
+
+def _open_chunk(chunk: Chunk) -> av.container.InputContainer:
+    target = io.BytesIO(chunk) if isinstance(chunk, bytes) else str(chunk)
+    try:
+        return av.open(target)
+    except (av.FFmpegError, OSError) as exc:
+        raise InvalidInput(f"{describe(chunk)}: cannot open: {exc}") from exc
