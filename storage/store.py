@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,6 +261,43 @@ class EventStore:
                 (author, after_seq, limit),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def first_missing_position(self, theirs: Mapping[bytes, tuple[int, bytes]]) -> int | None:
+        """The first log position holding an event that a peer with heads `theirs`
+        (author -> (seq, id)) lacks or contradicts; None when it has everything we have."""
+        start: int | None = None
+        with self._lock:
+            self._refresh_if_changed()
+            for author, head in self._heads.items():
+                their_seq, their_id = theirs.get(author, (0, b""))
+                if head.seq < their_seq or (head.seq == their_seq and head.id == their_id):
+                    continue
+                # from their head on: a different event at their head is evidence they need
+                row = self._db.execute(
+                    "SELECT pos FROM events WHERE author = ? AND seq = ?",
+                    (author, max(their_seq, 1)),
+                ).fetchone()
+                if row is not None and (start is None or row[0] < start):
+                    start = int(row[0])
+        return start
+
+    def read_missing(
+        self, after: int, theirs: Mapping[bytes, tuple[int, bytes]], scan: int
+    ) -> tuple[list[bytes], int]:
+        """Raw events after position `after`, in log order, that a peer with heads `theirs`
+        lacks, scanning at most `scan` rows; returns them and the last position scanned
+        (equal to `after` at the end of the log). Log order keeps causal order across authors."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pos, author, seq, id, raw FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
+                (after, scan),
+            ).fetchall()
+        out = []
+        for _, author, seq, eid, raw in rows:
+            their_seq, their_id = theirs.get(author, (0, b""))
+            if seq > their_seq or (seq == their_seq and eid != their_id):
+                out.append(bytes(raw))
+        return out, (int(rows[-1][0]) if rows else after)
 
     def get(self, event_id: bytes) -> bytes | None:
         with self._lock:

@@ -1,0 +1,139 @@
+"""`castnet node start|info`: run a p2p node until SIGINT/SIGTERM, or show its identity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, P2PConfig
+from p2p.errors import P2PError
+from p2p.host import quiet_libp2p
+from p2p.identity import key_path, load_identity, peer_id_of
+from p2p.node import INFO_FILE, P2PNode
+from storage.errors import StorageError
+from storage.store import DB_NAME, EventStore
+
+log = logging.getLogger("castnet.node")
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("node", help="run a p2p node, show its identity")
+    cmds = group.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+
+    p = cmds.add_parser("start", help="run a node until SIGINT/SIGTERM")
+    p.add_argument("--data-dir", required=True, type=Path, help="event store and p2p key")
+    p.add_argument(
+        "--listen", action="append", metavar="MULTIADDR",
+        help=f"address to listen on (repeatable; default {DEFAULT_LISTEN})",
+    )  # fmt: skip
+    p.add_argument(
+        "--bootstrap", nargs="+", action="extend", default=[], metavar="MULTIADDR",
+        help="peers to dial and keep dialling: /ip4/../tcp/../p2p/<peer id>",
+    )  # fmt: skip
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="network id (default %(default)s)")
+    p.add_argument("--mdns", action="store_true", help="discover peers on the LAN (multicast)")
+    p.set_defaults(run=cmd_start)
+
+    p = cmds.add_parser("info", help="print peer id and listen addresses of a data dir")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_info)
+
+
+def _fail(message: str) -> int:
+    print(f"castnet: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    try:
+        config = P2PConfig(
+            network=args.network,
+            listen=tuple(args.listen or [DEFAULT_LISTEN]),
+            bootstrap=tuple(args.bootstrap),
+            mdns=args.mdns,
+        )
+    except ValueError as exc:
+        return _fail(str(exc))
+    quiet_libp2p(logging.WARNING if getattr(args, "verbose", False) else logging.ERROR)
+    try:
+        trio.run(serve, args.data_dir, config)
+    except (P2PError, StorageError, OSError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+async def serve(data_dir: Path, config: P2PConfig) -> None:
+    """Run the node; the first SIGINT or SIGTERM stops it cleanly (store closed, hosts shut)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            node = P2PNode(data_dir, config)
+            await nursery.start(node.run)
+            print(f"peer id {node.peer_id}", flush=True)
+            for addr in node.addrs:
+                print(f"listening {addr}", flush=True)
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    log.info("stopped; %d events stored", node.event_count())
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    if not key_path(data_dir).exists():
+        return _fail(f"{data_dir} has no p2p key: run `castnet node start --data-dir {data_dir}`")
+    try:
+        peer_id = peer_id_of(load_identity(data_dir)).to_base58()
+    except P2PError as exc:
+        return _fail(str(exc))
+    info: dict[str, Any] = {"peer_id": peer_id, "key_file": str(key_path(data_dir))}
+    last = data_dir / INFO_FILE
+    if last.exists():
+        recorded = json.loads(last.read_text())
+        info["network"] = recorded.get("network")
+        info["listen_addrs"] = recorded.get("addrs", [])
+    else:
+        info["network"], info["listen_addrs"] = None, []
+    if (data_dir / DB_NAME).exists():
+        with EventStore.open_dir(data_dir) as store:
+            info["events"] = store.count()
+            info["authors"] = len(store.heads())
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"peer id:  {info['peer_id']}")
+    print(f"key file: {info['key_file']}")
+    print(f"network:  {info['network'] or '(never started)'}")
+    print("listen addresses (last start):")
+    for addr in info["listen_addrs"]:
+        print(f"  {addr}")
+    if "events" in info:
+        print(f"events:   {info['events']} by {info['authors']} authors")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m node.commands.node start|info ...`, until the group is in COMMAND_GROUPS."""
+    parser = argparse.ArgumentParser(prog="castnet")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The p2p layer's configuration: one frozen object built by the CLI (or a test) and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NETWORK = "castnet-dev"
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class P2PConfig:
+    """Every tunable of the host, gossip and sync. Defaults follow FIELD-NOTES (py-libp2p 0.8.1)."""
+
+    network: str = DEFAULT_NETWORK
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = False
+    # gossipsub 1.1: ~1 s heartbeat; degree_high at or above the peer count of small networks,
+    # or pruned peers get nothing for the back-off.
+    heartbeat_s: int = 1
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 16
+    prune_back_off_s: int = 10
+    max_validators: int = 64  # concurrent gossip validations (each may wait on a group commit)
+    validation_timeout_s: float = 30.0
+    # publishing: wait while any peer's outbound queue (32 deep, drops when full) is this full
+    publish_queue_high: int = 20
+    publish_wait_s: float = 10.0
+    # anti-entropy sync
+    sync_interval_s: float = 10.0
+    sync_batch_events: int = 1024
+    sync_batch_bytes: int = 1 * MiB
+    sync_session_events: int = 1_000_000  # per session; the next round asks for the rest
+    sync_max_heads: int = 100_000
+    # framing
+    frame_timeout_s: float = 10.0
+    max_frame_bytes: int = 4 * MiB
+    max_blob_bytes: int = 50 * MiB
+    # events whose predecessor is missing, held until sync fills the gap
+    held_max_events: int = 10_000
+    held_ttl_s: float = 120.0
+    # peer scoring: each invalid message costs 1 point; decays with this half-life
+    ban_threshold: float = 5.0
+    score_half_life_s: float = 60.0
+    ban_s: float = 600.0
+    # bootstrap redial
+    bootstrap_retry_s: float = 2.0
+    dial_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.network or "/" in self.network or len(self.network) > 64:
+            raise ValueError(f"bad network id {self.network!r}: 1-64 characters, no '/'")
+        if not self.degree_low <= self.degree <= self.degree_high:
+            raise ValueError("gossip degrees must satisfy degree_low <= degree <= degree_high")
+        if self.sync_batch_events < 1 or self.sync_batch_bytes < 64 * 1024 + 1024:
+            raise ValueError("sync batches must hold at least one maximum-size event")

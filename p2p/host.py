@@ -1,0 +1,137 @@
+"""The libp2p host, configured the only way py-libp2p 0.8.1 works reliably (see FIELD-NOTES):
+TCP + Noise only, yamux, one connection per peer, gossipsub 1.1/1.0 with a 1 s heartbeat and
+its spam limiter off, and Pubsub started before the host runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service.context import background_trio_service
+
+from events.crypto import keccak256
+from p2p.config import P2PConfig
+
+MAX_RPC_BYTES = 1024 * 1024  # one gossip RPC frame; an event is at most 64 KiB
+
+
+@dataclass(slots=True)
+class RunningHost:
+    """A started host with its pubsub; valid inside `running_host`."""
+
+    host: IHost
+    pubsub: Pubsub
+    router: GossipSub
+
+    @property
+    def peer_id(self) -> str:
+        return self.host.get_id().to_base58()
+
+    def addrs(self) -> list[str]:
+        """Full multiaddrs, `/p2p/<peer id>` included, that another node can bootstrap from."""
+        me = self.peer_id
+        out = []
+        for addr in self.host.get_addrs():
+            text = str(addr)
+            out.append(text if "/p2p/" in text else f"{text}/p2p/{me}")
+        return out
+
+
+def message_id(msg: rpc_pb2.Message) -> bytes:
+    """Content address: the same event gossiped by two peers is one message, seen once."""
+    return keccak256(msg.data)
+
+
+def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
+    # Noise only: py-libp2p's default stack also accepts /plaintext/2.0.0, TLS and secio.
+    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen],
+        # one connection per peer: dials take ~19 ms instead of ~250 ms; no auto-connector, which
+        # would redial every peer it ever saw (banned ones too) to reach 50 connections
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=1, min_connections=0, low_watermark=0
+        ),
+        enable_mDNS=config.mdns,
+    )
+
+
+def build_pubsub(
+    host: IHost, config: P2PConfig, topics: frozenset[str]
+) -> tuple[Pubsub, GossipSub]:
+    router = GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],  # 1.2's IDONTWANT doubles CPU per message
+        degree=config.degree,
+        degree_low=config.degree_low,
+        degree_high=config.degree_high,
+        heartbeat_interval=config.heartbeat_s,
+        prune_back_off=config.prune_back_off_s,
+        spam_protection_enabled=False,  # 10 msg/s per (peer, topic), own messages counted
+    )
+    pubsub = Pubsub(
+        host,
+        router,
+        # events are signed by their authors; a second libp2p signature per message only costs CPU
+        strict_signing=False,
+        msg_id_constructor=message_id,
+        max_concurrent_validator_count=config.max_validators,
+        validation_timeout=config.validation_timeout_s,
+        # its cache would keep "invalid" for an event that was only early (held), refusing the
+        # same event once its predecessor arrived: we cache nothing and dedupe in the store
+        validation_cache_ttl=-1,
+        validation_cache_size=1,
+        max_inbound_rpc_size=MAX_RPC_BYTES,
+        allowed_topics=topics,
+    )
+    return pubsub, router
+
+
+@asynccontextmanager
+async def running_host(
+    key_pair: KeyPair,
+    config: P2PConfig,
+    topics: frozenset[str],
+    before_listen: Callable[[RunningHost], None] = lambda _: None,
+) -> AsyncIterator[RunningHost]:
+    """Start pubsub and gossipsub, wait until ready, then run the host (closing in reverse)."""
+    host = build_host(key_pair, config)
+    pubsub, router = build_pubsub(host, config, topics)
+    running = RunningHost(host, pubsub, router)
+    async with background_trio_service(pubsub), background_trio_service(router):
+        await pubsub.wait_until_ready()
+        before_listen(running)
+        listen = [multiaddr.Multiaddr(a) for a in config.listen]
+        async with host.run(listen_addrs=listen):
+            yield running
+
+
+def quiet_libp2p(level: int = logging.ERROR) -> None:
+    """py-libp2p's logger does not propagate and prints WARNINGs to stderr by itself: route it
+    through our handlers at `level` (its warnings are mostly noise from peers going away)."""
+    logger = logging.getLogger("libp2p")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(level)
+    for name, child in list(logging.root.manager.loggerDict.items()):
+        # some modules pin their own level (auto_connector: INFO); the drop counter keeps DEBUG
+        if name.startswith("libp2p.") and isinstance(child, logging.Logger) and child.propagate:
+            child.setLevel(logging.NOTSET)

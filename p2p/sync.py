@@ -1,0 +1,279 @@
+"""Anti-entropy sync, `/castnet/sync/1`: the asking node sends its network id and the head of every
+author it knows; the answering node streams, in bounded batches on that one stream, the events
+after those heads. Run on connect, on a gossip gap, and periodically, so gossip loss never means
+permanent loss.
+
+Messages: HELLO `[1, version, network, [[author, seq, id], ...]]`, EVENTS `[2, [raw, ...]]`,
+DONE `[3, count]`, ERROR `[4, code, text]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.net_stream import INetStream
+from libp2p.peer.id import ID
+
+from events.crypto import ADDRESS_LEN
+from events.envelope import ID_LEN, SignedEvent, decode_verified
+from events.errors import EventError
+from p2p.config import P2PConfig
+from p2p.errors import P2PError, ProtocolError, StreamClosed, StreamTimeout, WrongNetwork
+from p2p.framing import MessageStream
+from p2p.guard import PeerGuard
+from p2p.host import RunningHost
+from p2p.ingest import Ingest
+from storage.store import EventStore, Outcome
+
+SYNC_PROTOCOL = TProtocol("/castnet/sync/1")
+VERSION = 1
+HELLO, EVENTS, DONE, ERROR = 1, 2, 3, 4
+WRONG_NETWORK = "wrong-network"
+log = logging.getLogger("castnet.p2p.sync")
+
+Heads = dict[bytes, tuple[int, bytes]]  # author -> (seq, id) as a peer announced them
+
+
+def parse_heads(items: Any, limit: int) -> Heads:
+    if not isinstance(items, list) or len(items) > limit:
+        raise ProtocolError(f"heads must be a list of at most {limit} entries")
+    heads: Heads = {}
+    for item in items:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ProtocolError("a head is [author, seq, id]")
+        author, seq, eid = item
+        if type(author) is not bytes or len(author) != ADDRESS_LEN:
+            raise ProtocolError("a head's author is a 20-byte address")
+        if type(seq) is not int or not 0 < seq < 2**63:
+            raise ProtocolError(f"bad head seq {seq!r}")
+        if type(eid) is not bytes or len(eid) != ID_LEN:
+            raise ProtocolError("a head's id has 32 bytes")
+        heads[author] = (seq, eid)
+    return heads
+
+
+def verify_batch(raws: Any, max_events: int) -> list[SignedEvent]:
+    """Decode and check the signature of every event of a batch (run in a worker thread)."""
+    if not isinstance(raws, list) or len(raws) > max_events:
+        raise ProtocolError(f"a batch is a list of at most {max_events} events")
+    events = []
+    for raw in raws:
+        if type(raw) is not bytes:
+            raise ProtocolError("a batch holds raw events")
+        try:
+            events.append(decode_verified(raw))
+        except EventError as exc:
+            raise ProtocolError(f"invalid event in sync batch: {exc}") from None
+    return events
+
+
+def _batches(rows: Sequence[bytes], max_bytes: int) -> list[list[bytes]]:
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for raw in rows:
+        if out[-1] and size + len(raw) > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(raw)
+        size += len(raw) + 8
+    return [b for b in out if b]
+
+
+class Sync:
+    """Both sides of the protocol, plus a scheduler that runs at most one session per peer."""
+
+    def __init__(
+        self,
+        running: RunningHost,
+        config: P2PConfig,
+        store: EventStore,
+        ingest: Ingest,
+        guard: PeerGuard,
+    ) -> None:
+        self.running = running
+        self.config = config
+        self.store = store
+        self.ingest = ingest
+        self.guard = guard
+        self.served = 0  # events sent to peers
+        self.fetched = 0  # events received from peers
+        self.sessions = 0
+        self._in_flight: set[ID] = set()
+        self._again: set[ID] = set()
+        self._requests_send, self._requests = trio.open_memory_channel[ID](math.inf)
+        self.wrong_network: set[str] = set()
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def handle(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        if self.guard.is_banned(peer):
+            await stream.reset()
+            return
+        ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
+        try:
+            _, version, network, raw_heads = await ms.expect(HELLO, 4)
+            if network != self.config.network:
+                await ms.send([ERROR, WRONG_NETWORK, f"this node runs {self.config.network!r}"])
+                self._wrong_network(peer, network)
+                return
+            if version != VERSION:
+                raise ProtocolError(f"unsupported sync version {version!r}")
+            heads = parse_heads(raw_heads, self.config.sync_max_heads)
+            sent = await self._serve(ms, heads)
+            if any(seq > self.ingest.heads.get(a, 0) for a, (seq, _) in heads.items()):
+                self.request(peer)  # the asker is ahead of us somewhere: pull back
+            await ms.send([DONE, sent])
+        except (StreamClosed, StreamTimeout) as exc:
+            log.info("sync with %s ended early: %s", peer.to_base58(), exc)
+        except ProtocolError as exc:
+            self.guard.reject(peer, "sync request", str(exc))
+        finally:
+            await _close(stream)
+
+    async def _serve(self, ms: MessageStream, theirs: Heads) -> int:
+        """Send, in our log order and in bounded batches, every event the peer lacks."""
+        store = self.store
+        start = await trio.to_thread.run_sync(store.first_missing_position, theirs)
+        if start is None:
+            return 0
+        after, sent, budget = start - 1, 0, self.config.sync_session_events
+        while budget > 0:
+            scan = min(budget, self.config.sync_batch_events)
+            rows, last = await trio.to_thread.run_sync(store.read_missing, after, theirs, scan)
+            if last == after:
+                break
+            after = last
+            for batch in _batches(rows[:budget], self.config.sync_batch_bytes):
+                await ms.send([EVENTS, batch])
+                sent += len(batch)
+                budget -= len(batch)
+        self.served += sent
+        return sent
+
+    # -- asking ----------------------------------------------------------------------------
+
+    async def sync_from(self, peer: ID) -> int:
+        """Fetch and store every event `peer` has after our heads; the number received."""
+        self.sessions += 1
+        stream = await self.running.host.new_stream(peer, [SYNC_PROTOCOL])
+        ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
+        via = peer.to_base58()
+        received = broken = 0
+        try:
+            heads = await trio.to_thread.run_sync(self.store.heads)
+            items = [[a, h.seq, h.id] for a, h in list(heads.items())[: self.config.sync_max_heads]]
+            await ms.send([HELLO, VERSION, self.config.network, items])
+            batches_send, batches = trio.open_memory_channel[list[SignedEvent]](2)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_batches, ms, batches_send, peer)
+                async for events in batches:
+                    results = await self.ingest.submit(events, via)
+                    received += len(events)
+                    broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+        finally:
+            await _close(stream)
+        self.fetched += received
+        if received:
+            log.info("synced %d events from %s", received, via)
+            # tell the others: their next session with us shows them our newer heads
+            for other in self.running.host.get_connected_peers():
+                if other != peer:
+                    self.request(other)
+        if broken:
+            log.warning("%d events from %s did not link to our chains: not stored", broken, via)
+        return received
+
+    async def _read_batches(
+        self, ms: MessageStream, out: trio.MemorySendChannel[list[SignedEvent]], peer: ID
+    ) -> None:
+        """Read and verify batches ahead of the appender, so network, CPU and disk overlap."""
+        async with out:
+            for _ in range(self.config.sync_session_events + 2):  # a frame holds >= 1 event
+                fields = await ms.receive()
+                kind = fields[0]
+                if kind == EVENTS and len(fields) == 2:
+                    events = await trio.to_thread.run_sync(
+                        verify_batch, fields[1], self.config.sync_batch_events
+                    )
+                    await out.send(events)
+                elif kind == DONE:
+                    return
+                elif kind == ERROR and len(fields) == 3 and fields[1] == WRONG_NETWORK:
+                    self._wrong_network(peer, f"not ours ({fields[2]})")
+                    raise WrongNetwork(str(fields[2]))
+                else:
+                    raise ProtocolError(f"unexpected sync message {kind!r}")
+
+    def _wrong_network(self, peer: ID, theirs: object) -> None:
+        name = peer.to_base58()
+        if name not in self.wrong_network:
+            self.wrong_network.add(name)
+            log.warning(
+                "peer %s is on network %r, we are on %r: disconnecting",
+                name, theirs, self.config.network,
+            )  # fmt: skip
+        self.guard.ban(peer, "wrong network id")
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def request(self, peer: ID) -> None:
+        """Ask for a session with `peer` soon; coalesces with one in flight."""
+        if peer in self._in_flight:
+            self._again.add(peer)
+            return
+        self._in_flight.add(peer)
+        self._requests_send.send_nowait(peer)
+
+    async def run(self, *, workers: int = 4, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(workers):
+                nursery.start_soon(self._worker)
+            nursery.start_soon(self._periodic)
+            task_status.started()
+
+    async def _worker(self) -> None:
+        async for peer in self._requests:
+            for _ in range(2):  # one rerun when asked again meanwhile
+                self._again.discard(peer)
+                await self._session(peer)
+                if peer not in self._again:
+                    break
+            self._in_flight.discard(peer)
+
+    async def _session(self, peer: ID) -> None:
+        if self.guard.is_banned(peer):
+            return
+        try:
+            with trio.fail_after(self.config.frame_timeout_s * 10):
+                await self.sync_from(peer)
+        except ProtocolError as exc:
+            if not isinstance(exc, StreamClosed | StreamTimeout | WrongNetwork):
+                self.guard.reject(peer, "sync answer", str(exc))
+            else:
+                log.info("sync from %s failed: %s", peer.to_base58(), exc)
+        except (P2PError, trio.TooSlowError, Exception) as exc:  # the peer went away, mostly
+            log.info("sync from %s failed: %r", peer.to_base58(), exc)
+
+    async def _periodic(self) -> None:
+        while True:
+            await trio.sleep(self.config.sync_interval_s)
+            peers = self.running.host.get_connected_peers()
+            for peer in _sample(peers, 3):
+                self.request(peer)
+
+
+def _sample(peers: list[ID], k: int) -> list[ID]:
+    return random.sample(peers, min(k, len(peers)))
+
+
+async def _close(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):  # closing a stream the peer reset is fine
+        await stream.close()
