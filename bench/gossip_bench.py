@@ -3,7 +3,8 @@
 - latency: one event at a time from a random node, until all 10 have stored it (p50/p95)
 - throughput: every node publishes as fast as back-pressure allows; events/s until all have all,
   and loss (events that had to come through sync instead of gossip). Baseline, alternated in the
-  same run: raw gossipsub publish with no validation and no store, counted at the subscription.
+  same run: raw gossipsub, one message per event, no validation and no store, counted at the
+  subscription.
 - catch-up: a late joiner syncs a 100,000-event backlog from one peer. Baseline: verifying and
   appending the same events locally (no network), i.e. the floor that sync can approach.
 
@@ -98,8 +99,10 @@ async def throughput_raw(nodes: list[P2PNode], per_node: int) -> float:
             for node, mine in zip(nodes, payloads, strict=True):
 
                 async def run(node: P2PNode = node, mine: list = mine) -> None:
-                    for data in mine:
-                        await node.gossip.publish(data)
+                    for data in mine:  # one message per event, same back-pressure as ours
+                        await node.gossip._wait_for_queues()
+                        await node.running.pubsub.publish(topic, data)
+                        await trio.sleep(0)
 
                 nursery.start_soon(run)
         with trio.fail_after(120):

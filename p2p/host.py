@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import multiaddr
 from libp2p import new_host
@@ -16,6 +17,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -75,6 +77,28 @@ def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
     )
 
 
+class _Pubsub(Pubsub):
+    """py-libp2p marks a message seen only after its validators finish, so every copy that
+    arrives while the first is still being validated (ours wait for a durable append) is
+    validated and forwarded again: on a full mesh each message was re-sent several times per
+    node, queues overflowed and latency went to hundreds of ms. A copy of a message that is
+    already in validation is dropped here, before validation, like a seen one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_validation: set[bytes] = set()
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        msg_id = self._msg_id_constructor(msg)
+        if msg_id in self._in_validation:
+            return
+        self._in_validation.add(msg_id)
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        finally:
+            self._in_validation.discard(msg_id)
+
+
 def build_pubsub(
     host: IHost, config: P2PConfig, topics: frozenset[str]
 ) -> tuple[Pubsub, GossipSub]:
@@ -87,7 +111,7 @@ def build_pubsub(
         prune_back_off=config.prune_back_off_s,
         spam_protection_enabled=False,  # 10 msg/s per (peer, topic), own messages counted
     )
-    pubsub = Pubsub(
+    pubsub = _Pubsub(
         host,
         router,
         # events are signed by their authors; a second libp2p signature per message only costs CPU

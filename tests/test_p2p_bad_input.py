@@ -17,7 +17,7 @@ from events.author import Author
 from events.crypto import LocalKeySigner
 from events.envelope import MAX_EVENT_BYTES, SignedEvent, sign_event
 from p2p.config import P2PConfig
-from p2p.gossip import events_topic
+from p2p.gossip import encode_batch, events_topic
 from p2p.host import RunningHost, running_host
 from p2p.localnet import LOOPBACK, connect, open_local_nodes
 from p2p.node import P2PNode
@@ -67,13 +67,13 @@ async def test_bad_input_is_rejected_not_stored_not_forwarded(tmp_path: Path) ->
             topic = a.gossip.topic
             for payload in (
                 b"\x00 not an event",
-                with_bad_signature(author.sign(offer(9), 9)),
-                b"\x98" + b"x" * MAX_EVENT_BYTES,
-                broken.raw,
+                encode_batch([with_bad_signature(author.sign(offer(9), 9))]),
+                encode_batch([b"\x98" + b"x" * MAX_EVENT_BYTES]),
+                encode_batch([broken.raw]),
             ):
                 await bad.pubsub.publish(topic, payload)
                 await trio.sleep(0)
-            await bad.pubsub.publish(topic, marker.raw)
+            await bad.pubsub.publish(topic, encode_batch([marker.raw]))
             with trio.fail_after(10):
                 await b.wait_until(lambda: b.event_count() == 2)
             assert a.guard.rejected == 4
