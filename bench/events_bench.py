@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from events.envelope import decode, decode_verified  # noqa: E402
-from events.fold import fold  # noqa: E402
-from node.synth import synth_events  # noqa: E402
-from storage.replay import decode_stream, load_state  # noqa: E402
-from storage.store import EventStore  # noqa: E402
+from events.envelope import decode_verified
+from events.fold import fold
+from node.synth import synth_events
+from storage.replay import decode_stream, load_state
+from storage.store import EventStore
 
 BATCH = 1000
 
@@ -129,9 +129,15 @@ def crypto_rates(events: list, rounds: int) -> dict[str, tuple[float, float]]:
         ours_sign.append(timed(lambda: [signer.sign_hash(i) for i in ids]))
         theirs_sign.append(timed(lambda: [Account.unsafe_sign_hash(i, key) for i in ids]))
         ours_verify.append(timed(lambda: [decode_verified(r) for r in raws]))
-        ours_recover.append(timed(lambda: [recover_address(i, s) for i, s in zip(ids, sigs)]))
+        ours_recover.append(
+            timed(lambda: [recover_address(i, s) for i, s in zip(ids, sigs, strict=True)])
+        )
         theirs_verify.append(
-            timed(lambda: [Account._recover_hash(i, signature=s) for i, s in zip(ids, sigs)])
+            timed(
+                lambda: [
+                    Account._recover_hash(i, signature=s) for i, s in zip(ids, sigs, strict=True)
+                ]
+            )
         )
     n = len(ids)
     return {
