@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.castnet-installed
 
-.PHONY: install test lint format typecheck bench clean
+.PHONY: install test lint format typecheck bench clean demo
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/castnet demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

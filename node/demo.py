@@ -1,0 +1,252 @@
+"""`castnet demo`: the main job end to end in one process. A generated (or given) clip is
+transcoded by a gateway on N orchestrators over 127.0.0.1 libp2p, paid with tickets; winning
+tickets are redeemed; every node's log is audited. Returns a JSON-able summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import trio
+
+from events.crypto import to_checksum
+from node.audit import audit_path
+from node.gateway import GatewayConfig, JobReport, SegmentOutcome
+from node.ledger import FakeLedger, Ledger
+from node.network import Network, NetworkPlan, default_plan, open_network
+
+log = logging.getLogger("castnet.demo")
+MARKER = ".castnet-demo"  # marks an output folder the demo may replace
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    input: Path | None = None
+    out: Path = Path("castnet-demo-out")
+    orchestrators: int = 3
+    profiles: str = "720p,480p,360p"
+    preset: str = "veryfast"
+    size: str = "1920x1080"  # of the generated clip
+    seconds: float = 10.0
+    data_dir: Path | None = None  # node logs; a temp folder when None (kept, path reported)
+    faults: tuple[str, ...] = ()  # per orchestrator: "", "wrong-renditions", "die-mid-job"
+    gateway_deposit: int = 10**18
+    gateway_reserve: int = 10**18
+    job_timeout_s: float = 120.0
+    capacity: int = 2  # concurrent segments per orchestrator
+    ticket_ev: int = 2 * 10**10  # wei each ticket is worth
+
+
+def generate_clip(path: Path, size: str, seconds: float, rate: int = 30) -> Path:
+    """A test pattern with a tone, keyframes every 2 s (so segments are cut without re-encoding)."""
+    width, height = (int(x) for x in size.split("x"))
+    graph = f"testsrc2=size={size}:rate={rate}:duration={seconds}"
+    with av.open(graph, format="lavfi") as src, av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.gop_size = 2 * rate
+        video.codec_context.options = {"preset": "ultrafast", "sc_threshold": "0", "crf": "18"}
+        sound = out.add_stream("aac", rate=48_000)
+        for frame in src.decode(video=0):
+            frame.pict_type = av.video.frame.PictureType.NONE
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        tone = f"sine=frequency=440:sample_rate=48000:duration={seconds}"
+        with av.open(tone, format="lavfi") as sine:
+            for aframe in sine.decode(audio=0):
+                out.mux(sound.encode(aframe))
+        out.mux(sound.encode(None))
+    return path
+
+
+def prepare_out(out: Path) -> None:
+    """Refuse to overwrite anything but an earlier demo's output."""
+    if out.exists():
+        if (out / MARKER).is_file():
+            shutil.rmtree(out)
+        elif out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        else:
+            raise SystemExit(f"castnet demo: {out} exists and is not an earlier demo's output")
+
+
+def run_demo(options: DemoOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    return trio.run(demo, options, progress or (lambda line: None))
+
+
+async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
+    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="castnet-demo-nodes-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    source = options.input
+    if source is None:
+        say(f"generating a {options.seconds:g} s {options.size} test clip")
+        source = await trio.to_thread.run_sync(
+            generate_clip, data_dir / "input.mp4", options.size, options.seconds
+        )
+    prepare_out(options.out)
+    ledger: Ledger = FakeLedger(pool_size=max(1, options.orchestrators))
+    gateway_cfg = GatewayConfig(profiles=options.profiles, preset=options.preset,
+                                job_timeout_s=options.job_timeout_s)  # fmt: skip
+    ev = Fraction(options.ticket_ev)
+    plan = default_plan(
+        options.orchestrators, gateway_cfg, options.faults, capacity=options.capacity, ticket_ev=ev
+    )
+    plan = _with_funds(plan, options.gateway_deposit, options.gateway_reserve)
+    say(f"starting {options.orchestrators + 2} nodes on 127.0.0.1 (logs in {data_dir})")
+    error = ""
+    report: JobReport | None = None
+    async with open_network(data_dir, plan, ledger) as net:
+        for o in net.orchestrators:
+            caps = ",".join(o.capabilities)
+            say(f"  orchestrator {to_checksum(o.address)} price {o.config.price_per_pixel} "
+                f"wei/pixel, capacity {o.config.capacity}, caps {caps}")  # fmt: skip
+
+        def on_segment(done: int, total: int, outcome: SegmentOutcome) -> None:
+            who = to_checksum(outcome.orchestrator)[:10] if outcome.result else "FAILED"
+            say(f"  segment {outcome.seq}: {who} after {outcome.attempts} attempt(s), "
+                f"{outcome.latency_s:.2f} s  [{done}/{total}]")  # fmt: skip
+
+        say(f"transcoding {source} -> {options.out} ({options.profiles})")
+        try:
+            report = await net.gateway.transcode_file(source, options.out, on_segment)
+            (options.out / MARKER).write_text("written by castnet demo\n")
+        except Exception as exc:  # reported in the summary; the audit still runs
+            error = str(exc)
+            say(f"transcode failed: {error}")
+        redeemed = await _redeem(net, ledger)
+        say(f"redeemed {redeemed} winning ticket(s)")
+        converged = await net.converge()
+        counts = {m.name: m.node.event_count() for m in net.members}
+        summary = _summary(net, report, options, counts, converged, error)
+    summary["audit"] = await trio.to_thread.run_sync(_audit, net, data_dir)
+    summary["data_dir"] = str(data_dir)
+    return summary
+
+
+def _with_funds(plan: NetworkPlan, deposit: int, reserve: int) -> NetworkPlan:
+    return dataclasses.replace(plan, gateway_deposit=deposit, gateway_reserve=reserve)
+
+
+async def _redeem(net: Network, ledger: Ledger) -> int:
+    """Let the ticket params expire (mine past their validity), then redeem every winner."""
+    blocks = max((o.config.validity_blocks for o in net.orchestrators), default=0) + 1
+    await trio.to_thread.run_sync(ledger.mine, blocks)
+    redeemed = 0
+    for orch, member in zip(net.orchestrators, net.members[1:-1], strict=True):
+        if member.alive:
+            redeemed += await orch.redeem_due()
+    return redeemed
+
+
+def _summary(
+    net: Network,
+    report: JobReport | None,
+    options: DemoOptions,
+    counts: dict[str, int],
+    converged: bool,
+    error: str,
+) -> dict[str, Any]:
+    segments = report.segments if report else []
+    per_orch: dict[bytes, int] = {}
+    for s in segments:
+        if s.result is not None:
+            per_orch[s.orchestrator] = per_orch.get(s.orchestrator, 0) + 1
+    rejected = {v.orchestrator for v in net.gateway.verdicts if not v.accepted}
+    orchestrators = []
+    for orch, member in zip(net.orchestrators, net.members[1:-1], strict=True):
+        orchestrators.append({
+            "address": to_checksum(orch.address),
+            "price_per_pixel": str(orch.config.price_per_pixel),
+            "stake_wei": net.ledger.stake(orch.address),
+            "segments": per_orch.get(orch.address, 0),
+            "tickets_received": orch.stats.tickets,
+            "tickets_won": orch.stats.won,
+            "tickets_redeemed": orch.stats.redeemed,
+            "paid_wei": net.ledger.paid(orch.address),
+            "failed_verdicts": sum(1 for v in net.gateway.verdicts
+                                   if v.orchestrator == orch.address and not v.accepted),
+            "suspended": orch.address in net.gateway.selector.suspended(_now()),
+            "fault": orch.config.fault,
+            "alive": member.alive,
+        })  # fmt: skip
+    total = len(segments)
+    completed = report.completed if report else 0
+    won = sum(o.stats.won for o in net.orchestrators)
+    return {
+        "ok": not error and total > 0 and completed == total,
+        "error": error,
+        "input": str(options.input or "generated"),
+        "profiles": options.profiles,
+        "segments": {"total": total, "completed": completed, "failed": total - completed},
+        "tickets": {
+            "sent": report.tickets_sent if report else 0,
+            "received": sum(o.stats.tickets for o in net.orchestrators),
+            "won": won,
+            "redeemed": sum(o.stats.redeemed for o in net.orchestrators),
+            "pending": sum(o.pending_redemptions() for o in net.orchestrators),
+        },
+        "fees_wei": int(report.fees_wei) if report else 0,
+        "ticket_ev_wei": int(report.ticket_ev_sent) if report else 0,
+        "paid_wei": sum(net.ledger.paid(o.address) for o in net.orchestrators),
+        "orchestrators": orchestrators,
+        "rejected_orchestrators": [to_checksum(a) for a in sorted(rejected)],
+        "events": counts,
+        "converged": converged,
+        "chain": getattr(net.ledger, "kind", type(net.ledger).__name__),
+        "wall_s": round(report.wall_s, 3) if report else 0.0,
+        "out": str(options.out),
+    }
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _audit(net: Network, data_dir: Path) -> dict[str, Any]:
+    nodes = {}
+    for member in net.members:
+        report = audit_path(member.data_dir)
+        nodes[member.name] = {
+            "clean": report.clean,
+            "events": report.events,
+            "problems": [p.describe() for p in report.problems[:5]],
+            "violations": [f"{v.kind}: {v.rule} {v.detail}" for v in report.violations[:5]],
+        }
+    return {"clean": all(n["clean"] for n in nodes.values()), "nodes": nodes}
+
+
+def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
+    seg, tix = summary["segments"], summary["tickets"]
+    lines = [
+        f"segments: {seg['completed']}/{seg['total']} completed, {seg['failed']} failed",
+        f"tickets: {tix['sent']} sent, {tix['won']} won, {tix['redeemed']} redeemed",
+        f"fees owed: {summary['fees_wei']} wei; ticket EV sent: {summary['ticket_ev_wei']} wei; "
+        f"paid on chain: {summary['paid_wei']} wei ({summary['chain']})",
+    ]
+    for o in summary["orchestrators"]:
+        lines.append(
+            f"  {o['address']} price {o['price_per_pixel']} stake {o['stake_wei'] // 10**18} "
+            f"segments {o['segments']} tickets {o['tickets_received']}/{o['tickets_won']} won/"
+            f"{o['tickets_redeemed']} redeemed{' SUSPENDED' if o['suspended'] else ''}"
+            f"{' fault=' + o['fault'] if o['fault'] else ''}"
+        )
+    audit = summary["audit"]
+    for name, a in audit["nodes"].items():
+        verdict = (
+            "clean" if a["clean"] else "PROBLEMS: " + "; ".join(a["problems"] + a["violations"])
+        )
+        lines.append(f"  {name}: {a['events']} events, audit {verdict}")
+    error = f"; error: {summary['error']}" if summary["error"] else ""
+    verdict = "clean" if audit["clean"] else "NOT clean"
+    lines.append(f"audit: {verdict}; output {summary['out']}/master.m3u8{error}")
+    print("\n".join(lines), file=out)

@@ -1,0 +1,400 @@
+"""The orchestrator role: a signed Offer at start and periodically, quotes with fresh ticket params
+on `/castnet/quote/1`, segment jobs with tickets on `/castnet/job/1` (tickets validated, session
+balance checked, the ladder transcoded in a worker thread, renditions and a signed JobResult
+returned), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import trio
+from libp2p.network.stream.net_stream import INetStream
+
+from events import kinds as k
+from events.crypto import Signer, keccak256
+from events.envelope import SignedEvent, decode_verified
+from events.errors import EventError
+from media.encoders import HARDWARE, SOFTWARE, encoder_works
+from media.errors import MediaError
+from media.profiles import parse_profiles
+from media.source import probe
+from media.transcoder import TranscodeResult, transcode
+from node.ledger import Ledger
+from node.protocol import (
+    BAD_REQUEST,
+    BALANCE,
+    BUSY,
+    FAILED,
+    JOB_DONE,
+    JOB_PROTOCOL,
+    JOB_REQUEST,
+    PAYMENT,
+    QUOTE,
+    QUOTE_PROTOCOL,
+    QUOTE_REQUEST,
+    REASSIGNED,
+    REFUSED,
+    VERSION,
+    JobSpec,
+    Refused,
+    estimate_pixels,
+    params_to_wire,
+    rendition_meta,
+    ticket_from_wire,
+)
+from node.view import NodeView
+from node.writer import EventWriter
+from p2p.errors import ProtocolError
+from p2p.framing import MessageStream
+from p2p.node import P2PNode
+from payments.balance import Balances, segment_fee
+from payments.errors import PaymentError
+from payments.fakes import MemoryTicketStore
+from payments.interfaces import RedemptionState
+from payments.params import ParamsPolicy
+from payments.queue import QueueConfig, RedemptionQueue
+from payments.recipient import Recipient
+
+log = logging.getLogger("castnet.orchestrator")
+MAX_TICKETS_PER_JOB = 256
+MAX_EVENTS_PER_JOB = 512
+CAUSAL_WAIT_S = 10.0  # how long a job waits for the gateway's events it depends on
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    """Price (wei per output pixel), concurrency and the ticket terms this orchestrator quotes."""
+
+    price_per_pixel: Fraction
+    capacity: int = 2
+    ticket_ev: Fraction = Fraction(2 * 10**10)  # ~ the fee of 20 Mpixel at 1000 wei/pixel
+    redeem_gas: int = 100_000
+    tx_cost_multiplier: int = 100
+    ev_multiplier: int = 3  # face value = 3 x EV when gas is free: one ticket in 3 wins
+    validity_blocks: int = 5
+    offer_interval_s: float = 30.0
+    encoder: str = "software"
+    # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job"
+    fault: str = ""
+
+
+def capabilities() -> tuple[str, ...]:
+    """What this machine can really encode: `transcode:<codec>`, plus `:hw` for NVENC."""
+    caps = [f"transcode:{c}" for c, name in SOFTWARE.items() if encoder_works(name)]
+    for codec, names in HARDWARE.items():
+        if any(encoder_works(n) for n in names):
+            caps.append(f"transcode:{codec}:hw")
+    return tuple(caps)
+
+
+@dataclass(slots=True)
+class OrchestratorStats:
+    jobs: int = 0
+    refused: int = 0
+    busy: int = 0
+    tickets: int = 0
+    won: int = 0
+    redeemed: int = 0
+    redeemed_wei: int = 0
+
+
+class Orchestrator:
+    """Serves quotes and jobs on a started P2PNode; start with `await nursery.start(o.run)`."""
+
+    def __init__(
+        self,
+        node: P2PNode,
+        signer: Signer,
+        ledger: Ledger,
+        config: OrchestratorConfig,
+        secret: bytes | None = None,
+        on_die: Callable[[], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.ledger = ledger
+        self.config = config
+        self.writer = EventWriter(node, signer)
+        self.address = signer.address
+        self.view = NodeView(node.store)
+        policy = ParamsPolicy(
+            ev=config.ticket_ev,
+            redeem_gas=config.redeem_gas,
+            tx_cost_multiplier=config.tx_cost_multiplier,
+            ev_multiplier=config.ev_multiplier,
+            validity_blocks=config.validity_blocks,
+        )
+        self.queue = RedemptionQueue(
+            self.address, MemoryTicketStore(), ledger, ledger, QueueConfig(config.redeem_gas)
+        )
+        self.recipient = Recipient(
+            self.address, secret or os.urandom(32), policy, ledger, self.queue
+        )
+        self.balances = Balances()
+        self.stats = OrchestratorStats()
+        self.active = 0
+        self.capabilities = capabilities()
+        self.dead = False
+        self._on_die = on_die
+        self._payments = trio.Lock()  # Recipient and the queue are not thread-safe
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        host = self.node.running.host
+        host.set_stream_handler(QUOTE_PROTOCOL, self._handle_quote)
+        host.set_stream_handler(JOB_PROTOCOL, self._handle_job)
+        await self.publish_offer()
+        task_status.started(self)
+        while True:
+            await trio.sleep(self.config.offer_interval_s)
+            await self.publish_offer()
+
+    async def publish_offer(self) -> SignedEvent:
+        price = self.config.price_per_pixel
+        offer = k.Offer(
+            price.numerator,
+            price.denominator,
+            self.capabilities,
+            self.config.capacity,
+            self.node.peer_id,
+            tuple(self.node.addrs),
+        )
+        return await self.writer.emit(offer)
+
+    async def redeem_due(self) -> int:
+        """Redeem every winning ticket whose params have expired; log each redemption."""
+        async with self._payments:
+            now = await trio.to_thread.run_sync(self.ledger.view)
+            changed = await trio.to_thread.run_sync(self.queue.process, now)
+        for record in changed:
+            ticket = record.winning.ticket
+            if record.state is RedemptionState.REDEEMED:
+                self.stats.redeemed += 1
+                self.stats.redeemed_wei += ticket.face_value
+                await self.writer.emit(
+                    k.TicketRedeemed(
+                        record.ticket_hash,
+                        ticket.sender,
+                        ticket.face_value,
+                        record.tx_hash,
+                        record.redeemed_block,
+                    )
+                )
+            else:
+                log.warning("ticket %s: %s (%s)", record.ticket_hash.hex()[:16],
+                            record.state.value, record.last_error)  # fmt: skip
+        return sum(r.state is RedemptionState.REDEEMED for r in changed)
+
+    def pending_redemptions(self) -> int:
+        return len(self.queue._store.pending())
+
+    # -- quote -----------------------------------------------------------------------------
+
+    async def _handle_quote(self, stream: INetStream) -> None:
+        cfg = self.node.config
+        ms = MessageStream(stream, cfg.max_frame_bytes, cfg.frame_timeout_s)
+        try:
+            _, version, sender = await ms.expect(QUOTE_REQUEST, 3)
+            if version != VERSION or type(sender) is not bytes or len(sender) != 20:
+                raise Refused(BAD_REQUEST, "quote request: bad version or sender address")
+            if self.dead:
+                raise Refused(FAILED, "orchestrator is shutting down")
+            if self.active >= self.config.capacity:
+                self.stats.busy += 1
+                raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
+            now = await trio.to_thread.run_sync(self.ledger.view)
+            async with self._payments:
+                try:
+                    params = await trio.to_thread.run_sync(
+                        self.recipient.ticket_params,
+                        sender,
+                        self.config.price_per_pixel,
+                        os.urandom(32),
+                        now,
+                    )
+                except PaymentError as exc:
+                    raise Refused(PAYMENT, str(exc)) from None
+            await ms.send([QUOTE, params_to_wire(params), self.config.capacity, self.active])
+        except Refused as exc:
+            log.info("quote refused: %s", exc)
+            await _refuse(ms, exc)
+        except ProtocolError as exc:
+            log.info("bad quote request from %s: %s", _peer(stream), exc)
+        finally:
+            await _close(stream)
+
+    # -- job -------------------------------------------------------------------------------
+
+    async def _handle_job(self, stream: INetStream) -> None:
+        cfg = self.node.config
+        ms = MessageStream(stream, cfg.max_frame_bytes, cfg.frame_timeout_s)
+        try:
+            _, version, spec_wire, raws, tickets_wire = await ms.expect(JOB_REQUEST, 5)
+            segment = await ms.receive_blob(cfg.max_blob_bytes)
+            if version != VERSION:
+                raise Refused(BAD_REQUEST, f"unsupported job version {version!r}")
+            if self.dead:
+                raise Refused(FAILED, "orchestrator is shutting down")
+            if self.active >= self.config.capacity:
+                self.stats.busy += 1
+                raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
+            self.active += 1
+            try:
+                reply = await self._run_job(spec_wire, raws, tickets_wire, segment)
+            finally:
+                self.active -= 1
+            result_raw, result = reply
+            await ms.send([JOB_DONE, result_raw, [rendition_meta(r) for r in result.renditions]])
+            for rendition in result.renditions:
+                await ms.send_blob(rendition.data)
+            self.stats.jobs += 1
+        except Refused as exc:
+            self.stats.refused += 1
+            log.info("job refused: %s", exc)
+            await _refuse(ms, exc)
+        except ProtocolError as exc:
+            log.info("job stream from %s broke: %s", _peer(stream), exc)
+        except Exception:  # a bug must not take the node down; the gateway sees a reset
+            log.exception("job from %s failed unexpectedly", _peer(stream))
+        finally:
+            await _close(stream)
+
+    async def _run_job(
+        self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes
+    ) -> tuple[bytes, TranscodeResult]:
+        spec = JobSpec.from_wire(spec_wire)
+        sender = await self._ingest_gateway_events(raws, spec.job_id)
+        try:
+            ladder = parse_profiles(spec.profiles)
+            info = await trio.to_thread.run_sync(probe, segment)
+        except MediaError as exc:
+            raise Refused(BAD_REQUEST, f"bad segment or profiles: {exc}") from None
+        await self._take_tickets(tickets_wire, sender, spec.job_id)
+        pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0, ladder)
+        session = sender.hex()
+        fee = segment_fee(pixels, self.config.price_per_pixel)
+        try:
+            self.balances.check(session, fee)
+        except PaymentError as exc:
+            raise Refused(BALANCE, str(exc)) from None
+        if self.config.fault == "die-mid-job":
+            self._die()
+            raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
+        started = time.perf_counter()
+        try:
+            result = await trio.to_thread.run_sync(
+                lambda: transcode(segment, ladder, preset=spec.preset, encoder=self.config.encoder)
+            )
+        except MediaError as exc:
+            raise Refused(FAILED, f"transcode failed: {exc}") from None
+        compute_ms = round((time.perf_counter() - started) * 1000)
+        if self.config.fault == "wrong-renditions":
+            result = _swap_renditions(result)
+        output_pixels = sum(r.pixel_count for r in result.renditions)
+        self.balances.debit(session, segment_fee(output_pixels, self.config.price_per_pixel))
+        state = await self.view.refresh()
+        job = state.jobs.get(spec.job_id)
+        if job is None or job.assignee != self.address or job.status != "assigned":
+            raise Refused(REASSIGNED, "the job was reassigned while it ran")
+        hashes = tuple(keccak256(r.data) for r in result.renditions)
+        event = await self.writer.emit(k.JobResult(spec.job_id, hashes, output_pixels, compute_ms))
+        return event.raw, result
+
+    async def _ingest_gateway_events(self, raws: Any, job_id: bytes) -> bytes:
+        """Store the gateway's JobPosted/JobAssigned/TicketIssued before acting on them, so this
+        log never holds a result or receipt ahead of its cause. Returns the gateway's address."""
+        if not isinstance(raws, list) or not raws or len(raws) > MAX_EVENTS_PER_JOB:
+            raise Refused(BAD_REQUEST, "a job carries 1..512 of the gateway's events")
+        try:
+            events = [decode_verified(raw) for raw in raws if type(raw) is bytes]
+        except EventError as exc:
+            raise Refused(BAD_REQUEST, f"bad event: {exc}") from None
+        authors = {e.author for e in events}
+        if len(events) != len(raws) or len(authors) != 1:
+            raise Refused(BAD_REQUEST, "job events must be signed events of one gateway")
+        (sender,) = authors
+        await self.node.ingest.submit(events, "job")
+        need = max(e.seq for e in events)
+        with trio.move_on_after(CAUSAL_WAIT_S):
+            await self.node.wait_until(lambda: self.node.ingest.heads.get(sender, 0) >= need)
+        if self.node.ingest.heads.get(sender, 0) < need:
+            raise Refused(BAD_REQUEST, "the gateway's earlier events never arrived")
+        state = await self.view.refresh()
+        job = state.jobs.get(job_id)
+        if job is None or job.poster != sender:
+            raise Refused(BAD_REQUEST, f"job {job_id.hex()[:16]} was not posted by the sender")
+        if job.assignee != self.address or job.status != "assigned":
+            raise Refused(BAD_REQUEST, f"job {job_id.hex()[:16]} is not assigned to this node")
+        return sender
+
+    async def _take_tickets(self, tickets_wire: Any, sender: bytes, job_id: bytes) -> None:
+        if not isinstance(tickets_wire, list) or len(tickets_wire) > MAX_TICKETS_PER_JOB:
+            raise Refused(BAD_REQUEST, f"a job carries at most {MAX_TICKETS_PER_JOB} tickets")
+        tickets = [ticket_from_wire(t) for t in tickets_wire]
+        now = await trio.to_thread.run_sync(self.ledger.view)
+        for signed in tickets:
+            if signed.ticket.sender != sender:
+                raise Refused(PAYMENT, "ticket sender is not the job's gateway")
+            if signed.price_per_pixel < self.config.price_per_pixel:
+                raise Refused(PAYMENT, f"ticket priced at {signed.price_per_pixel} wei/pixel, "
+                              f"below {self.config.price_per_pixel}")  # fmt: skip
+            async with self._payments:
+                try:
+                    receipt = await trio.to_thread.run_sync(self.recipient.receive, signed, now)
+                except PaymentError as exc:
+                    raise Refused(PAYMENT, f"ticket refused: {exc}") from None
+            self.stats.tickets += 1
+            self.balances.credit(sender.hex(), receipt.credit)
+            won = receipt.winning is not None
+            self.stats.won += won
+            t = signed.ticket
+            await self.writer.emit(
+                k.TicketReceived(receipt.ticket_hash, sender, t.face_value, t.win_prob, won, job_id)
+            )
+
+    def _die(self) -> None:
+        """Fault injection: vanish mid-job like a killed process (the host stops answering)."""
+        log.warning("orchestrator %s: dying mid-job (fault injection)", self.address.hex()[:8])
+        self.dead = True
+        if self._on_die is not None:
+            self._on_die()
+
+
+def _swap_renditions(result: TranscodeResult) -> TranscodeResult:
+    """A dishonest result: each rendition's bytes claimed as another rung (or half of them)."""
+    rs = result.renditions
+    if len(rs) >= 2:
+        datas = [r.data for r in rs[1:]] + [rs[0].data]
+    else:
+        datas = [rs[0].data[: len(rs[0].data) // 2]]
+    swapped = tuple(
+        type(r)(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "data": d})
+        for r, d in zip(rs, datas, strict=True)
+    )
+    return TranscodeResult(swapped, result.source_width, result.source_height,
+                           result.source_frames, result.start_pts, result.duration,
+                           result.wall_seconds)  # fmt: skip
+
+
+def _peer(stream: INetStream) -> str:
+    try:
+        return stream.muxed_conn.peer_id.to_base58()
+    except Exception:  # a reset stream may have lost its connection
+        return "?"
+
+
+async def _refuse(ms: MessageStream, exc: Refused) -> None:
+    with contextlib.suppress(ProtocolError):  # the asker may already be gone
+        await ms.send([REFUSED, exc.code, exc.reason[:2000]])
+
+
+async def _close(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):  # closing a stream the peer reset is fine
+        await stream.close()

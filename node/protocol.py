@@ -1,0 +1,227 @@
+"""Wire messages of the job market: `/castnet/quote/1` (price and fresh ticket params, like
+Livepeer's GetOrchestratorInfo) and `/castnet/job/1` (segment + spec + tickets up, renditions +
+signed JobResult down). Positional msgpack arrays with an int kind first; integers that may
+exceed 64 bits travel as 32-byte big-endian bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from media.profiles import Profile, plan_ladder
+from media.transcoder import Rendition
+from p2p.errors import ProtocolError
+from payments.errors import PaymentError
+from payments.params import TicketParams
+from payments.ticket import SignedTicket, Ticket
+
+QUOTE_PROTOCOL = "/castnet/quote/1"
+JOB_PROTOCOL = "/castnet/job/1"
+VERSION = 1
+
+QUOTE_REQUEST, QUOTE, JOB_REQUEST, JOB_DONE, REFUSED = 1, 2, 3, 4, 9
+
+# Why an orchestrator refuses; the gateway treats BUSY as "try elsewhere" without blame.
+BUSY = "busy"
+PAYMENT = "payment"
+BALANCE = "insufficient-balance"
+BAD_REQUEST = "bad-request"
+FAILED = "failed"
+REASSIGNED = "reassigned"
+REFUSAL_CODES = frozenset({BUSY, PAYMENT, BALANCE, BAD_REQUEST, FAILED, REASSIGNED})
+
+
+class Refused(Exception):
+    """The other side said no, with a code from REFUSAL_CODES and a human reason."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def u256(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def from_u256(value: Any) -> int:
+    if type(value) is not bytes or len(value) != 32:
+        raise ProtocolError("a uint256 travels as 32 bytes")
+    return int.from_bytes(value, "big")
+
+
+def _int(value: Any, name: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ProtocolError(f"{name} must be a non-negative int")
+    return value
+
+
+def _bytes(value: Any, name: str, size: int | None = None) -> bytes:
+    if type(value) is not bytes or (size is not None and len(value) != size):
+        raise ProtocolError(f"{name} must be {size or 'some'} bytes")
+    return value
+
+
+def _fraction(items: Any, name: str) -> Fraction:
+    if not isinstance(items, list) or len(items) != 2:
+        raise ProtocolError(f"{name} is [numerator, denominator]")
+    num, den = from_u256(items[0]), from_u256(items[1])
+    if den == 0:
+        raise ProtocolError(f"{name} has a zero denominator")
+    return Fraction(num, den)
+
+
+def fraction_wire(value: Fraction) -> list[bytes]:
+    return [u256(value.numerator), u256(value.denominator)]
+
+
+# -- ticket params and tickets ---------------------------------------------------------------
+
+
+def params_to_wire(p: TicketParams) -> list[Any]:
+    return [
+        p.recipient,
+        u256(p.face_value),
+        u256(p.win_prob),
+        p.recipient_rand_hash,
+        p.seed,
+        p.expiration_block,
+        fraction_wire(p.price_per_pixel),
+        p.creation_round,
+        p.creation_round_block_hash,
+    ]
+
+
+def params_from_wire(items: Any) -> TicketParams:
+    if not isinstance(items, list) or len(items) != 9:
+        raise ProtocolError("ticket params are a list of 9 fields")
+    return TicketParams(
+        recipient=_bytes(items[0], "recipient", 20),
+        face_value=from_u256(items[1]),
+        win_prob=from_u256(items[2]),
+        recipient_rand_hash=_bytes(items[3], "recipient_rand_hash", 32),
+        seed=_bytes(items[4], "seed", 32),
+        expiration_block=_int(items[5], "expiration_block"),
+        price_per_pixel=_fraction(items[6], "price_per_pixel"),
+        creation_round=_int(items[7], "creation_round"),
+        creation_round_block_hash=_bytes(items[8], "creation_round_block_hash", 32),
+    )
+
+
+def ticket_to_wire(s: SignedTicket) -> list[Any]:
+    t = s.ticket
+    return [
+        t.recipient,
+        t.sender,
+        u256(t.face_value),
+        u256(t.win_prob),
+        u256(t.sender_nonce),
+        t.recipient_rand_hash,
+        t.creation_round,
+        t.creation_round_block_hash,
+        s.sig,
+        s.seed,
+        s.expiration_block,
+        fraction_wire(s.price_per_pixel),
+    ]
+
+
+def ticket_from_wire(items: Any) -> SignedTicket:
+    if not isinstance(items, list) or len(items) != 12:
+        raise ProtocolError("a ticket is a list of 12 fields")
+    try:
+        ticket = Ticket(
+            recipient=_bytes(items[0], "recipient", 20),
+            sender=_bytes(items[1], "sender", 20),
+            face_value=from_u256(items[2]),
+            win_prob=from_u256(items[3]),
+            sender_nonce=from_u256(items[4]),
+            recipient_rand_hash=_bytes(items[5], "recipient_rand_hash", 32),
+            creation_round=_int(items[6], "creation_round"),
+            creation_round_block_hash=_bytes(items[7], "creation_round_block_hash", 32),
+        )
+    except PaymentError as exc:
+        raise ProtocolError(f"bad ticket: {exc}") from None
+    return SignedTicket(
+        ticket,
+        _bytes(items[8], "sig", 65),
+        _bytes(items[9], "seed", 32),
+        _int(items[10], "expiration_block"),
+        _fraction(items[11], "price_per_pixel"),
+    )
+
+
+# -- job spec and renditions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What the gateway asks for one segment: the job (a JobPosted id), the ladder, the preset."""
+
+    job_id: bytes
+    profiles: str  # media.profiles text, e.g. "360p,240p"
+    preset: str
+
+    def to_wire(self) -> list[Any]:
+        return [self.job_id, self.profiles, self.preset]
+
+    @classmethod
+    def from_wire(cls, items: Any) -> JobSpec:
+        if not isinstance(items, list) or len(items) != 3:
+            raise ProtocolError("a job spec is [job_id, profiles, preset]")
+        if type(items[1]) is not str or type(items[2]) is not str or len(items[1]) > 512:
+            raise ProtocolError("job profiles and preset are short strings")
+        return cls(_bytes(items[0], "job_id", 32), items[1], items[2])
+
+
+def rendition_meta(r: Rendition) -> list[Any]:
+    """Everything about a rendition but its bytes, which follow as a blob."""
+    return [
+        r.name,
+        r.codec,
+        r.encoder,
+        r.width,
+        r.height,
+        r.frame_count,
+        r.start_pts,
+        fraction_wire(r.duration),
+        fraction_wire(r.frame_rate),
+        r.bitrate,
+        r.has_audio,
+    ]
+
+
+def rendition_from_wire(items: Any, data: bytes) -> Rendition:
+    if not isinstance(items, list) or len(items) != 11:
+        raise ProtocolError("rendition metadata is a list of 11 fields")
+    if not all(type(items[i]) is str for i in (0, 1, 2)) or type(items[10]) is not bool:
+        raise ProtocolError("malformed rendition metadata")
+    return Rendition(
+        name=items[0],
+        codec=items[1],
+        encoder=items[2],
+        width=_int(items[3], "width"),
+        height=_int(items[4], "height"),
+        frame_count=_int(items[5], "frame_count"),
+        start_pts=_int(items[6], "start_pts"),
+        duration=_fraction(items[7], "duration"),
+        frame_rate=_fraction(items[8], "frame_rate"),
+        bitrate=_int(items[9], "bitrate"),
+        has_audio=items[10],
+        data=data,
+    )
+
+
+def estimate_pixels(
+    width: int, height: int, rate: Fraction, duration: float, ladder: Sequence[Profile]
+) -> int:
+    """Output pixels a segment should produce, the basis of the fee both sides check before work:
+    frames (duration x the rung's rate) x the rung's fitted size, over the ladder."""
+    total = 0
+    for spec in plan_ladder(tuple(ladder), width, height):
+        fps = min(rate, spec.profile.fps) if spec.profile.fps else rate
+        frames = max(1, round(Fraction(duration).limit_denominator(10_000) * fps))
+        total += frames * spec.width * spec.height
+    return total
