@@ -138,11 +138,16 @@ class Gateway:
         return len(self.view.state.offers)
 
     async def transcode_file(
-        self, source: str | Path, out: Path, on_progress: ProgressFn | None = None
+        self,
+        source: str | Path,
+        out: Path,
+        on_progress: ProgressFn | None = None,
+        profiles: str | None = None,
     ) -> JobReport:
-        """Transcode `source` on the network into an HLS tree at `out`."""
+        """Transcode `source` on the network into an HLS tree at `out` (the configured ladder
+        unless `profiles` names another)."""
         started = time.perf_counter()
-        ladder = parse_profiles(self.config.profiles)
+        ladder = parse_profiles(profiles or self.config.profiles)
         segments = await trio.to_thread.run_sync(lambda: list(segment(source)))
         if not segments:
             raise GatewayError(f"{source}: no segments")
@@ -276,7 +281,8 @@ class Gateway:
                 raws.append(issued.raw)
             report.tickets_sent += len(tickets)
             report.ticket_ev_sent += sum((t.ticket.ev() for t in tickets), Fraction(0))
-            spec = JobSpec(posted.id, self.config.profiles, self.config.preset)
+            profiles = ",".join(p.name for p in ladder)  # a Profile's name is its spec text
+            spec = JobSpec(posted.id, profiles, self.config.preset)
             with trio.fail_after(self.config.job_timeout_s):
                 result_event, renditions = await self._send_job(peer, spec, raws, tickets, seg)
             held = False

@@ -57,7 +57,7 @@ from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee
 from payments.errors import PaymentError
 from payments.fakes import MemoryTicketStore
-from payments.interfaces import RedemptionState
+from payments.interfaces import RedemptionState, TicketStore
 from payments.params import ParamsPolicy
 from payments.queue import QueueConfig, RedemptionQueue
 from payments.recipient import Recipient
@@ -116,6 +116,7 @@ class Orchestrator:
         config: OrchestratorConfig,
         secret: bytes | None = None,
         on_die: Callable[[], None] | None = None,
+        ticket_store: TicketStore | None = None,
     ) -> None:
         self.node = node
         self.ledger = ledger
@@ -131,7 +132,11 @@ class Orchestrator:
             validity_blocks=config.validity_blocks,
         )
         self.queue = RedemptionQueue(
-            self.address, MemoryTicketStore(), ledger, ledger, QueueConfig(config.redeem_gas)
+            self.address,
+            ticket_store or MemoryTicketStore(),
+            ledger,
+            ledger,
+            QueueConfig(config.redeem_gas),
         )
         self.recipient = Recipient(
             self.address, secret or os.urandom(32), policy, ledger, self.queue

@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from node.commands import demo, log, media, node
+from node.commands import demo, log, media, node, run
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMAND_GROUPS: list[Register] = [log.register, media.register, node.register, demo.register]
+COMMAND_GROUPS: list[Register] = [
+    log.register,
+    media.register,
+    node.register,
+    demo.register,
+    run.register,
+]

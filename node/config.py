@@ -1,0 +1,394 @@
+"""A node's configuration: one frozen `NodeConfig` built from a TOML file and command-line
+overrides (both as nested dicts in the file's shape, merged, then validated once), passed down.
+
+```toml
+roles = ["gateway", "orchestrator"]   # any of gateway, orchestrator, delegator
+data_dir = "node-data"                # relative paths are relative to this file
+[p2p]
+network = "castnet-dev"
+listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
+bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
+[ledger]
+kind = "fake"                         # in-memory chain per process ("rpc" once chain/ is wired)
+funded = ["0x..."]                    # fake only: senders it believes deposited
+deposit = "1e18"                      # wei, fake only (our own gateway is always funded)
+[orchestrator]
+price_per_pixel = "1000"              # wei per output pixel, an int or "a/b"
+capacity = 2
+[gateway]
+profiles = "360p,240p"
+[api]
+listen = "127.0.0.1:8935"             # another address needs token or token_file
+[delegator]
+orchestrator = "0x..."
+amount = "5e18"
+[keys]
+gateway = "gw.json"                   # default: DATA_DIR/ROLE/keystore.json
+```"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from events.crypto import parse_address
+from media.encoders import X264_PRESETS
+from media.errors import MediaError
+from media.profiles import parse_profiles
+from node.gateway import GatewayConfig
+from node.orchestrator import OrchestratorConfig
+from p2p.config import DEFAULT_NETWORK, P2PConfig
+
+ROLES = ("gateway", "orchestrator", "delegator")
+LEDGER_KINDS = ("fake", "rpc")
+DEFAULT_API = "127.0.0.1:8935"
+GiB = 1024**3
+KEYSTORE_NAME = "keystore.json"
+
+_SECTIONS: dict[str, set[str]] = {
+    "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
+         "keys"},
+    "p2p": {"network", "listen", "bootstrap", "mdns"},
+    "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded"},
+    "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
+                     "validity_blocks", "redeem_interval_s"},
+    "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
+                "min_offers"},
+    "api": {"listen", "token", "token_file", "max_upload_bytes", "path_roots", "enabled"},
+    "delegator": {"orchestrator", "amount"},
+    "keys": set(ROLES),
+}  # fmt: skip
+
+
+class ConfigError(Exception):
+    """A configuration that cannot work; the message names the key and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    kind: str = "fake"
+    rpc_url: str = ""
+    block_time_s: float = 1.0
+    deposit: int = 10**18
+    reserve: int = 10**18
+    funded: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8935
+    token: str = ""
+    max_upload_bytes: int = 2 * GiB
+    path_roots: tuple[Path, ...] = ()  # JSON `path` jobs only under these (empty: any, on loopback)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+@dataclass(frozen=True, slots=True)
+class DelegatorConfig:
+    orchestrator: bytes | None = None
+    amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    roles: tuple[str, ...]
+    data_dir: Path
+    p2p: P2PConfig = field(default_factory=P2PConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    orchestrator: OrchestratorConfig = field(
+        default_factory=lambda: OrchestratorConfig(price_per_pixel=Fraction(1000))
+    )
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    delegator: DelegatorConfig = field(default_factory=DelegatorConfig)
+    keys: Mapping[str, Path] = field(default_factory=dict)
+    redeem_interval_s: float = 5.0
+    min_offers: int = 1
+
+    def role_dir(self, role: str) -> Path:
+        return self.data_dir / role
+
+    def keystore(self, role: str) -> Path:
+        return self.keys.get(role) or self.role_dir(role) / KEYSTORE_NAME
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, tables merged key by key; None values in `override` are skipped."""
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            below = out.get(key)
+            out[key] = merge(below if isinstance(below, Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Read `path` (optional), apply `overrides` (in the file's shape), validate."""
+    raw = read_toml(path) if path is not None else {}
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    return build_config(merge(raw, overrides or {}), base)
+
+
+def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
+    _check_keys(raw, "")
+    roles = _roles(raw.get("roles"))
+    if "data_dir" not in raw:
+        raise ConfigError("data_dir is required (in the config file or --data-dir)")
+    data_dir = _path(raw["data_dir"], base, "data_dir")
+    p2p, ledger = _table(raw, "p2p"), _table(raw, "ledger")
+    orch, gw = _table(raw, "orchestrator"), _table(raw, "gateway")
+    api, dele, keys = _table(raw, "api"), _table(raw, "delegator"), _table(raw, "keys")
+    config = NodeConfig(
+        roles=roles,
+        data_dir=data_dir,
+        p2p=_p2p(p2p),
+        ledger=_ledger(ledger),
+        orchestrator=_orchestrator(orch),
+        gateway=_gateway(gw),
+        api=_api(api, base),
+        delegator=_delegator(dele, "delegator" in roles),
+        keys={role: _path(value, base, f"keys.{role}") for role, value in keys.items()},
+        redeem_interval_s=_number(
+            orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
+        ),
+        min_offers=int(_number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
+    )  # fmt: skip
+    return config
+
+
+def _check_keys(table: Mapping[str, Any], section: str) -> None:
+    unknown = sorted(set(table) - _SECTIONS[section])
+    if unknown:
+        where = f"[{section}]" if section else "the top level"
+        allowed = ", ".join(sorted(_SECTIONS[section]))
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where} (known: {allowed})")
+
+
+def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{name}] must be a table")
+    _check_keys(value, name)
+    return value
+
+
+def _roles(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"roles must name at least one of {', '.join(ROLES)}")
+    roles: list[str] = []
+    for role in value:
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r}: roles are {', '.join(ROLES)}")
+        if role in roles:
+            raise ConfigError(f"role {role!r} is listed twice")
+        roles.append(role)
+    return tuple(sorted(roles, key=ROLES.index))
+
+
+def _path(value: Any, base: Path, name: str) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ConfigError(f"{name} must be a path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _number(value: Any, name: str, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise ConfigError(f"{name} must be a number >= {minimum}, got {value!r}")
+    return value
+
+
+def _int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _fraction(value: Any, name: str) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f'{name} must be an integer or a string like "1000" or "1/3"')
+    try:
+        result = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if result < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return result
+
+
+def _wei(value: Any, name: str) -> int:
+    amount = _fraction(value, name)
+    if amount.denominator != 1:
+        raise ConfigError(f"{name} must be a whole number of wei, got {value!r}")
+    return int(amount)
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of strings")
+    return tuple(value)
+
+
+def _address(value: Any, name: str) -> bytes:
+    try:
+        return parse_address(value) if isinstance(value, str) else parse_address("")
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _p2p(t: Mapping[str, Any]) -> P2PConfig:
+    try:
+        return P2PConfig(
+            network=t.get("network", DEFAULT_NETWORK),
+            listen=_strings(t.get("listen", ["/ip4/127.0.0.1/tcp/0"]), "p2p.listen"),
+            bootstrap=_strings(t.get("bootstrap", []), "p2p.bootstrap"),
+            mdns=bool(t.get("mdns", False)),
+            sync_interval_s=2.0,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[p2p]: {exc}") from None
+
+
+def _ledger(t: Mapping[str, Any]) -> LedgerConfig:
+    kind = t.get("kind", "fake")
+    if kind not in LEDGER_KINDS:
+        raise ConfigError(f"ledger.kind {kind!r}: use one of {', '.join(LEDGER_KINDS)}")
+    rpc_url = t.get("rpc_url", "")
+    if kind == "rpc" and not (
+        isinstance(rpc_url, str) and rpc_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError('ledger.kind = "rpc" needs ledger.rpc_url = "http(s)://..."')
+    funded = _strings(t.get("funded", []), "ledger.funded")
+    return LedgerConfig(
+        kind=kind,
+        rpc_url=rpc_url,
+        block_time_s=_number(t.get("block_time_s", 1.0), "ledger.block_time_s", 0.01),
+        deposit=_wei(t.get("deposit", 10**18), "ledger.deposit"),
+        reserve=_wei(t.get("reserve", 10**18), "ledger.reserve"),
+        funded=tuple(_address(a, "ledger.funded") for a in funded),
+    )  # fmt: skip
+
+
+def _orchestrator(t: Mapping[str, Any]) -> OrchestratorConfig:
+    encoder = t.get("encoder", "software")
+    if encoder not in ("software", "hardware", "auto"):
+        raise ConfigError(f"orchestrator.encoder {encoder!r}: software, hardware or auto")
+    return OrchestratorConfig(
+        price_per_pixel=_fraction(t.get("price_per_pixel", 1000), "orchestrator.price_per_pixel"),
+        capacity=_int(t.get("capacity", 2), "orchestrator.capacity", 1),
+        ticket_ev=Fraction(_wei(t.get("ticket_ev", 2 * 10**10), "orchestrator.ticket_ev")),
+        encoder=encoder,
+        offer_interval_s=_number(t.get("offer_interval_s", 30.0), "orchestrator.offer_interval_s",
+                                 0.1),
+        validity_blocks=_int(t.get("validity_blocks", 5), "orchestrator.validity_blocks", 2),
+    )  # fmt: skip
+
+
+def _gateway(t: Mapping[str, Any]) -> GatewayConfig:
+    profiles = t.get("profiles", "360p,240p")
+    preset = t.get("preset", "veryfast")
+    try:
+        parse_profiles(profiles) if isinstance(profiles, str) else parse_profiles("")
+    except MediaError as exc:
+        raise ConfigError(f"gateway.profiles {profiles!r}: {exc}") from None
+    if preset not in X264_PRESETS:
+        raise ConfigError(f"gateway.preset {preset!r}: one of {', '.join(X264_PRESETS)}")
+    return GatewayConfig(
+        profiles=profiles,
+        preset=preset,
+        max_price_per_pixel=_fraction(t.get("max_price_per_pixel", 10**6),
+                                      "gateway.max_price_per_pixel"),
+        job_timeout_s=_number(t.get("job_timeout_s", 120.0), "gateway.job_timeout_s", 1.0),
+        suspend_s=_number(t.get("suspend_s", 300.0), "gateway.suspend_s", 0.0),
+    )  # fmt: skip
+
+
+def parse_listen(text: Any, name: str = "api.listen") -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`) with port 0..65535."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"{name} must be HOST:PORT, got {text!r}")
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{name} must be HOST:PORT with a port 0..65535, got {text!r}")
+    return host, int(port)
+
+
+def _api(t: Mapping[str, Any], base: Path) -> ApiConfig:
+    host, port = parse_listen(t.get("listen", DEFAULT_API))
+    token = t.get("token", "")
+    if not isinstance(token, str):
+        raise ConfigError("api.token must be a string")
+    if t.get("token_file"):
+        path = _path(t["token_file"], base, "api.token_file")
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"api.token_file: cannot read {path}: {exc}") from None
+    if token and len(token) < 16:
+        raise ConfigError("api token must be at least 16 characters")
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"api.listen {host}:{port} is not a loopback address: set api.token or "
+            "api.token_file (clients then send `Authorization: Bearer TOKEN`)"
+        )
+    roots = tuple(
+        _path(p, base, "api.path_roots")
+        for p in _strings(t.get("path_roots", []), "api.path_roots")
+    )
+    return ApiConfig(
+        enabled=bool(t.get("enabled", True)),
+        host=host,
+        port=port,
+        token=token,
+        max_upload_bytes=_int(t.get("max_upload_bytes", 2 * GiB), "api.max_upload_bytes", 1),
+        path_roots=roots,
+    )  # fmt: skip
+
+
+def _delegator(t: Mapping[str, Any], active: bool) -> DelegatorConfig:
+    if "orchestrator" not in t:
+        if active and t.get("amount"):
+            raise ConfigError("delegator.amount is set but delegator.orchestrator is not")
+        return DelegatorConfig()
+    return DelegatorConfig(
+        _address(t["orchestrator"], "delegator.orchestrator"),
+        _wei(t.get("amount", 0), "delegator.amount"),
+    )

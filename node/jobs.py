@@ -1,0 +1,238 @@
+"""The gateway's HTTP jobs: a record per job on disk (`<gateway dir>/jobs/<id>/job.json`, written
+atomically, readable from the API's threads) and a trio runner that hands them one at a time to
+`Gateway.transcode_file`. On start the runner re-queues every job a stopped process left queued
+or running, so a restarted gateway finishes them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.gateway import Gateway, SegmentOutcome
+
+log = logging.getLogger("castnet.jobs")
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+INPUT_NAME = "input"
+OUT_NAME = "out"
+MAX_QUEUE = 1000
+
+
+class QueueFull(Exception):
+    """The runner already holds MAX_QUEUE jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    source: str  # the file transcoded: an upload kept in the job's folder, or a local path
+    profiles: str
+    uploaded: bool = False
+    status: str = QUEUED
+    created_ms: int = 0
+    started_ms: int = 0
+    finished_ms: int = 0
+    runs: int = 0  # > 1 when a restart resumed it
+    segments_total: int = 0
+    segments_done: int = 0
+    segments_failed: int = 0
+    orchestrators: tuple[str, ...] = ()
+    error: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """What `GET /v1/jobs/{id}` shows."""
+        total = self.segments_total
+        out: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status,
+            "profiles": self.profiles,
+            "source": "upload" if self.uploaded else self.source,
+            "progress": {
+                "segments_total": total,
+                "segments_done": self.segments_done,
+                "segments_failed": self.segments_failed,
+                "fraction": round(self.segments_done / total, 4) if total else 0.0,
+            },
+            "runs": self.runs,
+            "created_ms": self.created_ms,
+            "started_ms": self.started_ms,
+            "finished_ms": self.finished_ms,
+            "orchestrators": list(self.orchestrators),
+            "error": self.error,
+        }
+        if self.status == DONE:
+            out["playlist"] = f"/v1/jobs/{self.id}/master.m3u8"
+        return out
+
+
+class JobBook:
+    """Job records under `root`; every method is thread-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._records: dict[str, JobRecord] = {}
+        for path in sorted(self.root.glob("*/job.json")):
+            try:
+                raw = json.loads(path.read_text())
+                raw["orchestrators"] = tuple(raw.get("orchestrators", ()))
+                record = JobRecord(**raw)
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable job record %s: %s", path, exc)
+                continue
+            self._records[record.id] = record
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(16)
+
+    def job_dir(self, job_id: str) -> Path:
+        if not JOB_ID.match(job_id):
+            raise KeyError(job_id)
+        return self.root / job_id
+
+    def out_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / OUT_NAME
+
+    def input_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / INPUT_NAME
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            return self._records.get(job_id)
+
+    def all(self) -> list[JobRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: r.created_ms)
+
+    def put(self, record: JobRecord, sync: bool = True) -> JobRecord:
+        """Store (temp file, fsync unless `sync` is False, rename), then publish to readers."""
+        folder = self.job_dir(record.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "job.json.tmp"
+        with open(tmp, "w") as f:
+            json.dump(dataclasses.asdict(record), f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, folder / "job.json")
+        with self._lock:
+            self._records[record.id] = record
+        return record
+
+    def update(self, job_id: str, sync: bool = True, **changes: Any) -> JobRecord:
+        record = self.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        return self.put(dataclasses.replace(record, **changes), sync)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class JobRunner:
+    """Runs the book's jobs on the gateway, one at a time (a job's segments run in parallel)."""
+
+    def __init__(
+        self, gateway: Gateway, book: JobBook, min_offers: int = 1, offer_wait_s: float = 30.0
+    ) -> None:
+        self.gateway = gateway
+        self.book = book
+        self.min_offers = min_offers
+        self.offer_wait_s = offer_wait_s
+        self._send, self._receive = trio.open_memory_channel[str](MAX_QUEUE)
+        self.current: str | None = None
+
+    def enqueue(self, job_id: str) -> None:
+        """Queue a stored job; call in the trio thread (the API uses trio.from_thread)."""
+        try:
+            self._send.send_nowait(job_id)
+        except trio.WouldBlock:
+            raise QueueFull(f"{MAX_QUEUE} jobs are already queued") from None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        resumed = [r for r in self.book.all() if r.status in (QUEUED, RUNNING)]
+        for record in resumed:
+            log.info("resuming job %s (was %s)", record.id, record.status)
+            self.enqueue(record.id)
+        task_status.started(len(resumed))
+        async for job_id in self._receive:
+            self.current = job_id
+            try:
+                await self._run(job_id)
+            finally:
+                self.current = None
+
+    async def _run(self, job_id: str) -> None:
+        record = self.book.get(job_id)
+        if record is None or record.status not in (QUEUED, RUNNING):
+            return
+        out = self.book.out_dir(job_id)
+        await trio.to_thread.run_sync(_clear_partial, out)
+        record = await trio.to_thread.run_sync(
+            lambda: self.book.update(
+                job_id,
+                status=RUNNING,
+                started_ms=now_ms(),
+                runs=record.runs + 1,
+                segments_done=0,
+                segments_failed=0,
+                error="",
+            )
+        )
+        offers = await self.gateway.wait_for_offers(self.min_offers, self.offer_wait_s)
+        if offers < self.min_offers:
+            await self._finish(job_id, FAILED, f"no orchestrator offers after "
+                               f"{self.offer_wait_s:g} s ({offers} known)")  # fmt: skip
+            return
+        done = failed = 0
+        used: list[str] = []
+
+        def progress(count: int, total: int, outcome: SegmentOutcome) -> None:
+            nonlocal done, failed
+            if outcome.result is not None:
+                done += 1
+                who = "0x" + outcome.orchestrator.hex()
+                if who not in used:
+                    used.append(who)
+            else:
+                failed += 1
+            # progress lines are small and rewritten often: no fsync in the trio thread
+            self.book.update(job_id, False, segments_total=total, segments_done=done,
+                             segments_failed=failed, orchestrators=tuple(used))  # fmt: skip
+
+        try:
+            await self.gateway.transcode_file(record.source, out, progress, record.profiles)
+        except Exception as exc:  # the job fails with a message; the runner goes on
+            log.warning("job %s failed: %s", job_id, exc)
+            await self._finish(job_id, FAILED, str(exc)[:2000] or type(exc).__name__)
+            return
+        await self._finish(job_id, DONE, "")
+        log.info("job %s done: %d segments", job_id, done)
+
+    async def _finish(self, job_id: str, status: str, error: str) -> None:
+        await trio.to_thread.run_sync(
+            lambda: self.book.update(job_id, status=status, error=error, finished_ms=now_ms())
+        )
+
+
+def _clear_partial(out: Path) -> None:
+    """Leftovers of an interrupted run: a staging folder, or an output from a killed commit."""
+    for leftover in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if out.exists():
+        shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,291 @@
+"""One castnet process: a p2p node per role (own libp2p identity and SQLite log under
+`DATA_DIR/ROLE/`, its own wallet key from a keystore), joined to each other and to the bootstrap
+peers, plus the roles' services: the orchestrator (offers, quotes, jobs, tickets redeemed from a
+durable queue), the gateway (HTTP API and job runner) and the delegator (its bond, observed into
+its log). Run it with `await nursery.start(service.run)`; cancel it to stop. A restart resumes
+from what the data dir holds: each role's hash chain, its winning tickets, the gateway's jobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from events import kinds as k
+from events.crypto import LocalKeySigner, keccak256, to_checksum
+from events.envelope import decode
+from node.api import GatewayApi, serve_api
+from node.config import NodeConfig
+from node.gateway import Gateway
+from node.jobs import JobBook, JobRunner
+from node.ledger import ChainLog, FakeLedger, Ledger
+from node.orchestrator import Orchestrator
+from node.tickets import SqliteTicketStore
+from node.writer import EventWriter
+from p2p.node import P2PNode
+
+log = logging.getLogger("castnet.service")
+SERVICE_FILE = "service.json"
+
+
+class ServiceError(Exception):
+    """The service cannot start as configured; the message says why."""
+
+
+@dataclass(slots=True)
+class RoleNode:
+    role: str
+    node: P2PNode
+    signer: LocalKeySigner
+
+
+def recipient_secret(private_key: bytes) -> bytes:
+    """The orchestrator's ticket secret, derived from its wallet key so that it survives restarts
+    (tickets issued under params quoted before a restart stay redeemable)."""
+    return keccak256(b"castnet/recipient-secret/v1" + private_key)
+
+
+def make_ledger(config: NodeConfig) -> Ledger:
+    if config.ledger.kind != "fake":
+        raise ServiceError(
+            f"ledger.kind = {config.ledger.kind!r}: the chain client is not wired into the node "
+            'service yet; use ledger.kind = "fake" (an in-memory chain per process)'
+        )
+    ledger = FakeLedger(pool_size=1)
+    for sender in config.ledger.funded:
+        ledger.fund(sender, config.ledger.deposit, config.ledger.reserve)
+    return ledger
+
+
+def clock_block(block_time_s: float) -> int:
+    """Fake chains in separate processes agree on the block number by reading the wall clock."""
+    return int(time.time() / block_time_s)
+
+
+def shifted_listen(addrs: tuple[str, ...], index: int) -> tuple[str, ...]:
+    """The `index`-th role of a process listens on each configured TCP port + index (port 0
+    stays 0: the OS picks)."""
+
+    def shift(match: re.Match[str]) -> str:
+        port = int(match[1])
+        return f"/tcp/{port + index if port else 0}"
+
+    return tuple(re.sub(r"/tcp/(\d+)", shift, a) for a in addrs)
+
+
+class NodeService:
+    """The roles of one process on their own p2p nodes; `keys` maps each role to its key."""
+
+    def __init__(self, config: NodeConfig, keys: Mapping[str, bytes]) -> None:
+        missing = [r for r in config.roles if r not in keys]
+        if missing:
+            raise ServiceError(f"no wallet key for role(s) {', '.join(missing)}")
+        self.config = config
+        self.keys = dict(keys)
+        self.members: dict[str, RoleNode] = {}
+        self.ledger: Ledger
+        self.orchestrator: Orchestrator | None = None
+        self.gateway: Gateway | None = None
+        self.runner: JobRunner | None = None
+        self.api_address: tuple[str, int] | None = None
+        self.resumed_jobs = 0
+        self._ticket_store: SqliteTicketStore | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        self.ledger = make_ledger(cfg)
+        try:
+            async with trio.open_nursery() as nursery:
+                if cfg.ledger.kind == "fake":
+                    await self._tick_fake_chain()
+                    nursery.start_soon(self._fake_chain_clock)
+                earlier: list[str] = []
+                for index, role in enumerate(cfg.roles):
+                    p2p = dataclasses.replace(
+                        cfg.p2p,
+                        listen=shifted_listen(cfg.p2p.listen, index),
+                        bootstrap=(*cfg.p2p.bootstrap, *earlier),
+                    )
+                    node = P2PNode(cfg.role_dir(role), p2p)
+                    await nursery.start(node.run)
+                    self.members[role] = RoleNode(role, node, LocalKeySigner(self.keys[role]))
+                    earlier.append(node.addrs[0])
+                if "orchestrator" in self.members:
+                    await self._start_orchestrator(nursery)
+                if "delegator" in self.members:
+                    await self._start_delegator()
+                if "gateway" in self.members:
+                    await self._start_gateway(nursery)
+                await trio.to_thread.run_sync(self._write_service_file)
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            if self._ticket_store is not None:
+                self._ticket_store.close()
+            log.info("stopped")
+
+    # -- roles -----------------------------------------------------------------------------
+
+    async def _start_orchestrator(self, nursery: trio.Nursery) -> None:
+        member = self.members["orchestrator"]
+        self._ticket_store = await trio.to_thread.run_sync(
+            SqliteTicketStore.open_dir, self.config.role_dir("orchestrator")
+        )
+        self.orchestrator = Orchestrator(
+            member.node,
+            member.signer,
+            self.ledger,
+            self.config.orchestrator,
+            secret=recipient_secret(self.keys["orchestrator"]),
+            ticket_store=self._ticket_store,
+        )
+        await nursery.start(self.orchestrator.run)
+        pending = self.orchestrator.pending_redemptions()
+        if pending:
+            log.info("resuming %d winning ticket(s) waiting for redemption", pending)
+        nursery.start_soon(self._redeem_loop, self.orchestrator)
+
+    async def _redeem_loop(self, orchestrator: Orchestrator) -> None:
+        while True:
+            try:
+                redeemed = await orchestrator.redeem_due()
+                if redeemed:
+                    log.info("redeemed %d winning ticket(s)", redeemed)
+            except Exception:  # a chain hiccup must not stop the node; retried next interval
+                log.exception("redemption pass failed")
+            await trio.sleep(self.config.redeem_interval_s)
+
+    async def _start_gateway(self, nursery: trio.Nursery) -> None:
+        cfg, member = self.config, self.members["gateway"]
+        self.gateway = Gateway(member.node, member.signer, self.ledger, cfg.gateway)
+        if cfg.ledger.kind == "fake":
+            await self._fund_fake_gateway(member)
+        book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
+        self.runner = JobRunner(self.gateway, book, cfg.min_offers)
+        self.resumed_jobs = await nursery.start(self.runner.run)
+        if cfg.api.enabled:
+            api = GatewayApi(cfg.api, book, self.runner.enqueue, self.status,
+                             cfg.gateway.profiles, trio.lowlevel.current_trio_token())  # fmt: skip
+            self.api_address = await nursery.start(serve_api, api)
+
+    async def _fund_fake_gateway(self, member: RoleNode) -> None:
+        """The in-memory chain starts empty in every process: deposit for our gateway. The first
+        start logs the deposit; a restart only restores it on the fake chain (the log has it)."""
+        deposit, reserve = self.config.ledger.deposit, self.config.ledger.reserve
+        address = member.signer.address
+        logs = await trio.to_thread.run_sync(self.ledger.fund, address, deposit, reserve)
+        if await trio.to_thread.run_sync(_observed_before, member, "deposit"):
+            return
+        assert self.gateway is not None
+        await self.gateway.writer.emit(_observed("deposit", logs[0], address, deposit))
+        await self.gateway.writer.emit(_observed("reserve", logs[1], address, reserve))
+
+    async def _start_delegator(self) -> None:
+        """Bond once, observed into the delegator's own log; a restart finds the bond there (and
+        only restores it on a fresh fake chain)."""
+        cfg, member = self.config.delegator, self.members["delegator"]
+        if cfg.orchestrator is None or not cfg.amount:
+            return
+        me = member.signer.address
+        bonded = await trio.to_thread.run_sync(_observed_before, member, "bond")
+        if bonded and self.config.ledger.kind != "fake":
+            log.info("delegator bond found in its log; not bonding again")
+            return
+        chain_log = await trio.to_thread.run_sync(
+            self.ledger.bond, me, cfg.orchestrator, cfg.amount
+        )
+        if bonded:  # a fresh fake chain: restored there, already in the log
+            return
+        writer = EventWriter(member.node, member.signer)
+        await writer.emit(_observed("bond", chain_log, me, cfg.orchestrator, cfg.amount))
+        log.info("bonded %d wei to %s", cfg.amount, to_checksum(cfg.orchestrator))
+
+    # -- fake chain clock ------------------------------------------------------------------
+
+    async def _tick_fake_chain(self) -> None:
+        target = clock_block(self.config.ledger.block_time_s)
+        current = (await trio.to_thread.run_sync(self.ledger.view)).block
+        if target > current:
+            await trio.to_thread.run_sync(self.ledger.mine, target - current)
+
+    async def _fake_chain_clock(self) -> None:
+        while True:
+            await trio.sleep(self.config.ledger.block_time_s)
+            await self._tick_fake_chain()
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able summary (call in the trio thread)."""
+        roles = {}
+        for role, m in self.members.items():
+            roles[role] = {
+                "address": to_checksum(m.signer.address),
+                "peer_id": m.node.peer_id,
+                "addrs": list(m.node.addrs),
+                "events": m.node.event_count(),
+                "peers": len(m.node.connected_peers()),
+            }
+        out: dict[str, Any] = {"pid": os.getpid(), "network": self.config.p2p.network,
+                               "ledger": self.config.ledger.kind, "roles": roles}  # fmt: skip
+        if self.orchestrator is not None:
+            s = self.orchestrator.stats
+            out["orchestrator"] = {
+                "jobs": s.jobs, "busy": s.busy, "refused": s.refused, "tickets": s.tickets,
+                "won": s.won, "redeemed": s.redeemed, "redeemed_wei": s.redeemed_wei,
+                "pending_redemptions": self.orchestrator.pending_redemptions(),
+                "price_per_pixel": str(self.config.orchestrator.price_per_pixel),
+            }  # fmt: skip
+        if self.gateway is not None:
+            out["gateway"] = {
+                "offers": len(self.gateway.view.state.offers),
+                "verdicts": len(self.gateway.verdicts),
+                "current_job": self.runner.current if self.runner else None,
+                "resumed_jobs": self.resumed_jobs,
+            }
+        if self.api_address is not None:
+            out["api"] = "http://{}:{}".format(*self.api_address)
+        return out
+
+    def _write_service_file(self) -> None:
+        """`DATA_DIR/service.json`: where this process can be reached (read by tests, testnets)."""
+        info = {
+            "pid": os.getpid(),
+            "roles": {
+                role: {"address": to_checksum(m.signer.address), "peer_id": m.node.peer_id,
+                       "addrs": list(m.node.addrs)}
+                for role, m in self.members.items()
+            },
+            "api": "http://{}:{}".format(*self.api_address) if self.api_address else None,
+        }  # fmt: skip
+        path = self.config.data_dir / SERVICE_FILE
+        tmp = path.with_name(SERVICE_FILE + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path)
+
+
+def _observed_before(member: RoleNode, what: str) -> bool:
+    """Whether this role's own log records a chain observation of kind `what` (blocking)."""
+    me, seq = member.signer.address, 0
+    while True:
+        raws = member.node.store.read_author(me, after_seq=seq)
+        if not raws:
+            return False
+        for raw in raws:
+            event = decode(raw)
+            seq = event.seq
+            body = k.read_body(event) if event.kind == k.ChainObserved.KIND else None
+            if isinstance(body, k.ChainObserved) and body.what == what:
+                return True
+
+
+def _observed(what: str, at: ChainLog, *args: object) -> k.ChainObserved:
+    return k.ChainObserved(what, at.block_number, at.block_hash, at.tx_hash, at.log_index, args)
