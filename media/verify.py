@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import io
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -121,18 +122,56 @@ def verify_rendition(
     scan = scan_rendition([data], set(keys))
     wanted = {(claim.width, claim.height): set(keys)}
     src = scan_source(source, source_format, wanted)
-    checks = [
-        Check(
-            "claim",
-            claim.frame_count == len(scan.keys)
-            and claim.pixel_count == claim.frame_count * claim.width * claim.height,
-            f"claimed {claim.frame_count} frames / {claim.pixel_count} pixels,"
-            f" decoded {len(scan.keys)} frames of {claim.width}x{claim.height}"
-            f" = {len(scan.keys) * claim.width * claim.height} pixels",
-        )
-    ]
+    checks = [_claim_check(claim, scan)]
     return judge(name, scan, src, (claim.width, claim.height), claim.frame_rate, checks,
                  min_psnr, min_ssim)  # fmt: skip
+
+
+def verify_renditions(
+    renditions: Sequence[tuple[bytes, Claim, str]],
+    source: Source,
+    *,
+    source_format: str | None = None,
+    samples: int = SAMPLES,
+    min_psnr: float = MIN_PSNR,
+    min_ssim: float = MIN_SSIM,
+) -> list[Verdict]:
+    """Verify several renditions of one source segment, given as (bytes, claim, name): the
+    source is decoded once for all of them and the renditions are decoded in parallel threads
+    (PyAV releases the GIL), which is what a gateway checking a whole ladder needs."""
+    keys = [sample_keys([data], samples) for data, _, _ in renditions]
+    wanted: dict[tuple[int, int], set[int]] = {}
+    for (_, claim, _), ks in zip(renditions, keys, strict=True):
+        wanted.setdefault((claim.width, claim.height), set()).update(ks)
+    workers = max(1, min(len(renditions), 4))
+
+    def scan(index: int) -> _Scan:
+        return scan_rendition([renditions[index][0]], set(keys[index]))
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+        scans = pool.map(scan, range(len(renditions)))
+        src = scan_source(source, source_format, wanted)  # meanwhile, in this thread
+        scanned = list(scans)
+
+        def judged(index: int) -> Verdict:
+            _, claim, name = renditions[index]
+            checks = [_claim_check(claim, scanned[index])]
+            size = (claim.width, claim.height)
+            return judge(name, scanned[index], src, size, claim.frame_rate, checks,
+                         min_psnr, min_ssim)  # fmt: skip
+
+        return list(pool.map(judged, range(len(renditions))))
+
+
+def _claim_check(claim: Claim, scan: _Scan) -> Check:
+    return Check(
+        "claim",
+        claim.frame_count == len(scan.keys)
+        and claim.pixel_count == claim.frame_count * claim.width * claim.height,
+        f"claimed {claim.frame_count} frames / {claim.pixel_count} pixels,"
+        f" decoded {len(scan.keys)} frames of {claim.width}x{claim.height}"
+        f" = {len(scan.keys) * claim.width * claim.height} pixels",
+    )
 
 
 def sample_keys(chunks: Sequence[Chunk], samples: int) -> list[int]:

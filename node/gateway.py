@@ -25,7 +25,7 @@ from media.profiles import Profile, parse_profiles, plan_ladder
 from media.segmenter import Segment, segment
 from media.source import SourceInfo, probe
 from media.transcoder import Rendition, TranscodeResult
-from media.verify import Claim, verify_rendition
+from media.verify import Claim, verify_renditions
 from node.ledger import Ledger
 from node.protocol import (
     BALANCE,
@@ -478,10 +478,10 @@ def _check_result(
     got = {r.name: (r.width, r.height) for r in renditions}
     if got != planned:
         problems.append(f"renditions {got} differ from the ladder {planned}")
-    for r in renditions:
-        verdict = verify_rendition(r.data, Claim.of(r), seg.data, name=r.name)
+    verdicts = verify_renditions([(r.data, Claim.of(r), r.name) for r in renditions], seg.data)
+    for verdict in verdicts:
         if not verdict.ok:
-            problems.append(f"{r.name}: {', '.join(verdict.reasons)}")
+            problems.append(f"{verdict.name}: {', '.join(verdict.reasons)}")
     return problems
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from media.profiles import parse_profiles
 from media.transcoder import Rendition, transcode
-from media.verify import Claim, verify_rendition
+from media.verify import Claim, verify_rendition, verify_renditions
 from tests.media_fixtures import ts_bytes, video_file
 
 
@@ -103,3 +103,18 @@ def test_undecodable_rendition_fails(source: bytes) -> None:
     verdict = verify_rendition(b"\x47" + b"\x00" * 2000, claim, source)
     assert not verdict.ok and "decodes" in _failed(verdict.reasons)
     assert verdict.frames == 0 and verdict.psnr is None
+
+
+def test_a_whole_ladder_is_judged_like_its_renditions_one_by_one(
+    source: bytes, renditions: dict[str, Rendition]
+) -> None:
+    items = [(r.data, Claim.of(r), name) for name, r in renditions.items()]
+    r = renditions["240p"]
+    liar = dataclasses.replace(Claim.of(r), pixel_count=Claim.of(r).pixel_count * 2)
+    items.append((r.data, liar, "240p-liar"))
+    together = verify_renditions(items, source)
+    alone = [verify_rendition(data, claim, source, name=name) for data, claim, name in items]
+    assert [v.name for v in together] == [*renditions, "240p-liar"]
+    assert [v.ok for v in together] == [True, True, True, False]
+    for a, b in zip(together, alone, strict=True):
+        assert (a.reasons, a.frames, a.psnr, a.ssim) == (b.reasons, b.frames, b.psnr, b.ssim)
