@@ -260,7 +260,7 @@ class Gateway:
         """One try on one orchestrator; True when it only said it was busy."""
         orch = cand.address
         who = "0x" + orch.hex()[:8]
-        assigned = busy = held = False
+        assigned = busy = held = freed = False
         price = Fraction(0)
         result_event: SignedEvent | None = None
         started = time.monotonic()
@@ -286,6 +286,9 @@ class Gateway:
             with trio.fail_after(self.config.job_timeout_s):
                 result_event, renditions = await self._send_job(peer, spec, raws, tickets, seg)
             held = False
+            # the orchestrator is done with it: let the next segment go there while we verify
+            self._free(orch)
+            freed = True
             self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
             problems = await trio.to_thread.run_sync(
@@ -329,7 +332,8 @@ class Gateway:
         finally:
             if held:  # no result came back: the orchestrator charged nothing
                 self.mirror.credit(orch.hex(), segment_fee(pixels, price))
-            self._free(orch)
+            if not freed:
+                self._free(orch)
         return busy
 
     async def _dial(self, cand: Candidate) -> ID:
