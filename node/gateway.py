@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import trio
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
 from events import kinds as k
@@ -318,7 +319,14 @@ class Gateway:
             log.warning("segment %d: cannot pay %s: %s", seg.seq, who, exc)
             if assigned:
                 await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
-        except (_Rejected, P2PError, OSError, trio.TooSlowError, EventError) as exc:
+        except (
+            _Rejected,
+            P2PError,
+            BaseLibp2pError,
+            OSError,
+            trio.TooSlowError,
+            EventError,
+        ) as exc:
             reason = str(exc) or type(exc).__name__
             if isinstance(exc, trio.TooSlowError):
                 reason = f"no result within {self.config.job_timeout_s:g} s"

@@ -1,0 +1,89 @@
+"""Faults across OS processes: an orchestrator SIGKILLed while it transcodes a segment. The
+gateway must finish the job on the other orchestrator with no segment missing, and every log,
+the killed node's included, must audit clean."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import trio
+from api_client import request, upload, wait_job
+from test_node_service import (
+    FAST_KDF,
+    PASSWORD,
+    node_process,
+    wait_for,
+    write_config,
+)
+
+from events import kinds as k
+from node.audit import audit_path
+from node.demo import generate_clip
+from node.keystore import create_keystore
+from storage.store import DB_NAME
+
+
+def jobs_in_hand(data_dir: Path) -> int:
+    """Segments an orchestrator has been paid for (TicketReceived, one job each at least) but
+    not yet answered (JobResult), read from its log by a read-only connection."""
+    path = data_dir / DB_NAME
+    if not path.exists():
+        return 0
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        counts = dict(db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind").fetchall())
+    return int(counts.get(k.JobAssigned.KIND, 0) > counts.get(k.JobResult.KIND, 0))
+
+
+async def test_orchestrator_killed_mid_job_the_gateway_finishes_elsewhere(
+    tmp_path: Path,
+) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD)
+    # a slow preset stretches each segment's transcode, so the kill lands inside one
+    clip = generate_clip(tmp_path / "clip.mp4", "640x360", 8.0)
+    gw_key = create_keystore(tmp_path / "gw" / "gateway" / "keystore.json", PASSWORD, **FAST_KDF)
+    network = '[p2p]\nnetwork = "fault-test"\n'
+    gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], network
+                           + '[gateway]\nprofiles = "360p,240p"\npreset = "slower"\n'
+                           '[api]\nlisten = "127.0.0.1:0"\n')  # fmt: skip
+
+    def orch_conf(name: str, gateway_addr: str) -> Path:
+        create_keystore(tmp_path / name / "orchestrator" / "keystore.json", PASSWORD, **FAST_KDF)
+        body = (f'{network}bootstrap = ["{gateway_addr}"]\n'
+                f'[ledger]\nfunded = ["0x{gw_key.hex()}"]\n'
+                '[orchestrator]\nticket_ev = "2e8"\ncapacity = 1\n')  # fmt: skip
+        return write_config(tmp_path / f"{name}.toml", ["orchestrator"], body)
+
+    victim_dir = tmp_path / "victim" / "orchestrator"
+    async with node_process(gw_conf, pw) as gateway:
+        api = gateway.value("api ")
+        async with (
+            node_process(orch_conf("victim", gateway.p2p_addr), pw) as victim,
+            node_process(orch_conf("survivor", gateway.p2p_addr), pw) as survivor,
+        ):
+            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
+            # the victim has accepted a segment and not answered it yet: kill it there
+            await wait_for(lambda: jobs_in_hand(victim_dir) > 0, 60)
+            victim.process.kill()  # SIGKILL, our own child, by its handle
+            await victim.process.wait()
+            record = await wait_job(api, job["id"], 120)
+            assert record["status"] == "done", json.dumps(record, indent=1)
+            progress = record["progress"]
+            assert progress["segments_done"] == progress["segments_total"] == 4
+            survivor_address = "0x" + survivor.value("orchestrator ")[2:].lower()
+            assert survivor_address in record["orchestrators"]
+            status, master = await trio.to_thread.run_sync(request, api, "GET", record["playlist"])
+            assert status == 200 and b"360p/index.m3u8" in master
+            for index in range(4):
+                url = f"/v1/jobs/{job['id']}/240p/seg_{index:05d}.ts"
+                status, segment = await trio.to_thread.run_sync(request, api, "GET", url)
+                assert status == 200 and segment[:1] == b"\x47", url
+    for data_dir in (
+        tmp_path / "gw" / "gateway",
+        victim_dir,
+        tmp_path / "survivor" / "orchestrator",
+    ):
+        report = audit_path(data_dir)
+        assert report.clean, (data_dir, [p.describe() for p in report.problems])
