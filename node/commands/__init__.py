@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from node.commands import demo, log, media, node, run
+from node.commands import demo, inference, log, media, node, run
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -16,4 +16,5 @@ COMMAND_GROUPS: list[Register] = [
     node.register,
     demo.register,
     run.register,
+    inference.register,
 ]

