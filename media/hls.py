@@ -54,6 +54,7 @@ class _Track:
     entries: list[PlaylistEntry] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     first_seq: int = 0
+    discontinuity_seq: int = 0  # EXT-X-DISCONTINUITY tags slid out of a live window
 
     def variant(self) -> Variant:
         rates = [
@@ -79,14 +80,15 @@ class _Tree:
         self.root = root
         self.tracks: dict[str, _Track] = {}
 
-    def add(self, seq: int, result: TranscodeResult) -> None:
+    def add(self, seq: int, result: TranscodeResult, discontinuity: bool = False) -> None:
         for rendition in result.renditions:
             track = self.tracks.get(rendition.name)
             if track is None:
                 track = self._new_track(rendition, seq)
             data = rendition.data
             _write_atomic(self.root / track.folder / segment_file(seq), data)
-            track.entries.append(PlaylistEntry(segment_file(seq), float(rendition.duration)))
+            entry = PlaylistEntry(segment_file(seq), float(rendition.duration), discontinuity)
+            track.entries.append(entry)
             track.sizes.append(len(data))
 
     def _new_track(self, rendition: Rendition, seq: int) -> _Track:
@@ -106,7 +108,12 @@ class _Tree:
     def write_playlists(self, *, vod: bool, ended: bool, target: int | None = None) -> None:
         for track in self.tracks.values():
             text = render_media_playlist(
-                track.entries, media_sequence=track.first_seq, target=target, vod=vod, ended=ended
+                track.entries,
+                media_sequence=track.first_seq,
+                target=target,
+                vod=vod,
+                ended=ended,
+                discontinuity_sequence=track.discontinuity_seq,
             )
             _write_atomic(self.root / track.folder / MEDIA, text.encode())
         master = render_master_playlist([t.variant() for t in self.tracks.values()])
@@ -171,17 +178,26 @@ class LiveOutput:
             raise OutputError(f"cannot create {out}: {exc}") from exc
         self.out, self.window, self.target = out, window, target
         self.tree = _Tree(out)
+        self._gap = False
+
+    def skip(self, seq: int) -> None:
+        """Segment `seq` will never come: the next one published opens with EXT-X-DISCONTINUITY
+        (nothing is written now; a gap before the first segment needs no tag)."""
+        self._gap = bool(self.tree.tracks)
 
     def add(self, seq: int, result: TranscodeResult) -> None:
         """Publish one segment: write it, slide the window, delete what players no longer need."""
         try:
-            self.tree.add(seq, result)
+            self.tree.add(seq, result, self._gap)
+            self._gap = False
             stale: list[Path] = []
             for track in self.tree.tracks.values():
                 while len(track.entries) > self.window:
-                    stale.append(self.out / track.folder / track.entries.pop(0).uri)
+                    removed = track.entries.pop(0)
+                    stale.append(self.out / track.folder / removed.uri)
                     track.sizes.pop(0)
                     track.first_seq += 1
+                    track.discontinuity_seq += removed.discontinuity
             self.tree.write_playlists(vod=False, ended=False, target=self.target)
             # RFC 8216 6.2.2: keep a removed segment for a while; one window's worth is plenty.
             for path in stale:

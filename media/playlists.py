@@ -20,6 +20,7 @@ class PlaylistEntry:
 
     uri: str
     duration: float
+    discontinuity: bool = False  # EXT-X-DISCONTINUITY before it (e.g. after a skipped segment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ def render_media_playlist(
     target: int | None = None,
     vod: bool = True,
     ended: bool = True,
+    discontinuity_sequence: int = 0,
 ) -> str:
     """A media playlist; `vod` adds PLAYLIST-TYPE:VOD, `ended` the EXT-X-ENDLIST tag."""
     lines = [
@@ -55,9 +57,13 @@ def render_media_playlist(
         f"#EXT-X-TARGETDURATION:{target or target_duration([e.duration for e in entries])}",
         f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}",
     ]
+    if discontinuity_sequence:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
     if vod:
         lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
     for entry in entries:
+        if entry.discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY")
         lines += [f"#EXTINF:{entry.duration:.6f},", entry.uri]
     if ended:
         lines.append("#EXT-X-ENDLIST")
@@ -147,7 +153,9 @@ def read_media(path: Path) -> tuple[list[PlaylistEntry], bool]:
     playlist = _load(path)
     if playlist.is_variant:
         raise InvalidPlaylist(f"{path}: expected a media playlist, found a master playlist")
-    entries = [PlaylistEntry(s.uri, float(s.duration)) for s in playlist.segments]
+    entries = [
+        PlaylistEntry(s.uri, float(s.duration), bool(s.discontinuity)) for s in playlist.segments
+    ]
     return entries, bool(playlist.is_endlist)
 
 

@@ -4,6 +4,9 @@
   `{"path": "/abs/file.mp4", "profiles": "..."}`; answers 202 with the job id.
 - `GET /v1/jobs`, `GET /v1/jobs/{id}`: status and progress; `GET /v1/jobs/{id}/<file>`: the HLS
   output once done (`master.m3u8`, `<rendition>/index.m3u8`, segments), path traversal refused.
+- `POST /v1/live`: JSON `{"url": "tcp://127.0.0.1:9000", "profiles": "..."}` (tcp, udp, rtmp,
+  srt, http(s), or an absolute file path under `path_roots`); the job's live HLS playlist is
+  served under `/v1/jobs/{id}/` while it runs. `DELETE /v1/jobs/{id}` stops a live job.
 - `POST /v1/ai/{pipeline}`: 501 until inference is wired into the node.
 - `GET /v1/status`: the node's roles, addresses and counters.
 
@@ -31,7 +34,19 @@ import trio
 from media.errors import MediaError
 from media.profiles import parse_profiles
 from node.config import ApiConfig
-from node.jobs import DONE, INPUT_NAME, JOB_ID, JobBook, JobRecord, QueueFull, now_ms
+from node.jobs import (
+    DONE,
+    INPUT_NAME,
+    JOB_ID,
+    LIVE,
+    RUNNING,
+    JobBook,
+    JobRecord,
+    NotStoppable,
+    QueueFull,
+    now_ms,
+)
+from node.live import LiveError, check_live_url
 
 log = logging.getLogger("castnet.api")
 MAX_JSON_BYTES = 64 * 1024
@@ -64,6 +79,7 @@ class GatewayApi:
         status: Callable[[], dict[str, Any]],
         default_profiles: str,
         token: trio.lowlevel.TrioToken,
+        stop: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self.book = book
@@ -71,6 +87,7 @@ class GatewayApi:
         self.status = status  # runs in the trio thread
         self.default_profiles = default_profiles
         self.trio_token = token
+        self.stop = stop  # runs in the trio thread: stops a live job
 
     def in_trio(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -191,6 +208,13 @@ class _Handler(BaseHTTPRequestHandler):
         if head == "transcode" and not rest:
             _allow(method, "POST")
             return self._transcode(api, query)
+        if head == "live" and not rest:
+            _allow(method, "POST")
+            return self._live(api)
+        if head == "jobs" and len(rest) == 1 and method == "DELETE":
+            record = _job(api, rest[0])
+            if record.kind == LIVE:  # a file job cannot be deleted or stopped
+                return self._stop(api, record)
         if head == "ai" and len(rest) == 1:
             _allow(method, "POST")
             raise ApiError(HTTPStatus.NOT_IMPLEMENTED, "not_implemented",
@@ -285,7 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 HTTPStatus.BAD_REQUEST, "bad_path", "output paths are plain names under the job"
             )
-        if record.status != DONE:
+        live = record.kind == LIVE and record.status in (RUNNING, DONE)
+        if record.status != DONE and not live:
             raise ApiError(HTTPStatus.CONFLICT, "not_ready", f"job {record.id} is {record.status}")
         root = api.book.out_dir(record.id).resolve()
         path = root.joinpath(*names).resolve()
@@ -299,11 +324,56 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(size))
+        if live and path.suffix == ".m3u8":  # a live playlist changes every segment
+            self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         if self.command == "HEAD":
             return
-        with open(path, "rb") as f:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - a live segment may slide out meanwhile
+        except FileNotFoundError:
+            self.close_connection = True  # headers are out: end the response short
+            return
+        with f:
             shutil.copyfileobj(f, self.wfile, CHUNK)
+
+    def _live(self, api: GatewayApi) -> None:
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                           'send JSON {"url": ..., "profiles": ...}')  # fmt: skip
+        length = self._content_length()
+        if length > MAX_JSON_BYTES:
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                           f"a JSON request holds at most {MAX_JSON_BYTES} bytes")  # fmt: skip
+        request = _json_object(self.rfile.read(length))
+        unknown = sorted(set(request) - {"url", "profiles"})
+        if unknown:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {unknown[0]!r}")
+        profiles = _profiles(request.get("profiles"), api.default_profiles)
+        source = _live_source(api.config, request.get("url"))
+        job_id = api.book.new_id()
+        record = JobRecord(job_id, source, profiles, created_ms=now_ms(), kind=LIVE)
+        api.book.put(record)
+        try:
+            api.in_trio(api.enqueue, job_id)
+        except QueueFull as exc:
+            api.book.update(job_id, status="failed", error=str(exc))
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", str(exc)) from None
+        url = f"/v1/jobs/{job_id}"
+        self._send_json(HTTPStatus.ACCEPTED, {"id": job_id, "status": "queued", "url": url,
+                                              "playlist": f"{url}/master.m3u8"},
+                        {"Location": url})  # fmt: skip
+
+    def _stop(self, api: GatewayApi, record: JobRecord) -> None:
+        if api.stop is None:
+            raise ApiError(HTTPStatus.NOT_IMPLEMENTED, "not_implemented",
+                           "this gateway cannot stop jobs")  # fmt: skip
+        try:
+            status = api.in_trio(api.stop, record.id)
+        except NotStoppable as exc:
+            raise ApiError(HTTPStatus.CONFLICT, "not_stoppable", str(exc)) from None
+        self._send_json(HTTPStatus.ACCEPTED, {"id": record.id, "status": status})
 
 
 def _allow(method: str, *allowed: str) -> None:
@@ -363,6 +433,23 @@ def _local_source(config: ApiConfig, value: Any) -> Path:
     if not path.is_file():
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_path", f"{value} is not a readable file")
     return path
+
+
+def _live_source(config: ApiConfig, value: Any) -> str:
+    """A stream URL live mode accepts, or a local file path checked as for file jobs."""
+    if not isinstance(value, str) or not value or len(value) > 2048:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request",
+                       'live jobs need "url": a stream URL (tcp, udp, rtmp, srt, http(s)) or '
+                       "an absolute file path")  # fmt: skip
+    if value.startswith("file://"):
+        value = value.removeprefix("file://")
+    if value.startswith("/"):
+        return str(_local_source(config, value))
+    try:
+        check_live_url(value)
+    except LiveError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_url", str(exc)) from None
+    return value
 
 
 async def serve_api(api: GatewayApi, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -196,6 +196,23 @@ class Gateway:
         results: trio.MemorySendChannel[SegmentOutcome],
     ) -> None:
         try:
+            await self.run_segment(seg, ladder, outcome, report)
+        finally:
+            await results.send(outcome)
+
+    async def run_segment(
+        self,
+        seg: Segment,
+        ladder: tuple[Profile, ...],
+        outcome: SegmentOutcome,
+        report: JobReport,
+        prefer: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> SegmentOutcome:
+        """Quote, pay, send, verify and retry one segment (never raises: errors land in
+        `outcome`); `prefer` is tried first when it has a free slot (a live session's
+        orchestrator), `timeout_s` bounds each attempt (default: the config's job timeout)."""
+        try:
             info = await trio.to_thread.run_sync(probe, seg.data)
             pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0,
                                      ladder)  # fmt: skip
@@ -206,32 +223,34 @@ class Gateway:
                             self.config.max_price_per_pixel.denominator, ())
             )  # fmt: skip
             tried: set[bytes] = set()
-            deadline = trio.current_time() + self.config.job_timeout_s * MAX_ATTEMPTS * 2
+            limit = timeout_s or self.config.job_timeout_s
+            deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
             for _ in range(MAX_PICKS):
                 if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:
                     break
-                candidate = await self._pick(frozenset(tried), deadline)
+                candidate = await self._pick(frozenset(tried), deadline, prefer)
                 if candidate is None:
                     outcome.errors.append("no orchestrator available")
                     break
                 tried.add(candidate.address)
                 busy = await self._attempt(seg, info, ladder, pixels, posted, candidate,
-                                           outcome, report)  # fmt: skip
+                                           outcome, report, timeout_s)  # fmt: skip
                 if busy:
                     tried.discard(candidate.address)
         except Exception as exc:  # a segment's failure is reported, never crashes the job
             log.exception("segment %d failed", seg.seq)
             outcome.errors.append(repr(exc))
-        finally:
-            await results.send(outcome)
+        return outcome
 
-    async def _pick(self, exclude: frozenset[bytes], deadline: float) -> Candidate | None:
-        """The best candidate with a free slot, waiting for a slot while any is busy."""
+    async def _pick(
+        self, exclude: frozenset[bytes], deadline: float, prefer: bytes | None = None
+    ) -> Candidate | None:
+        """The best candidate with a free slot (`prefer` if free), waiting while all are busy."""
         while trio.current_time() < deadline:
             state = await self.view.refresh()
             options = self.selector.candidates(state, time.monotonic(), exclude)
             if options:
-                choice = options[0]
+                choice = next((c for c in options if c.address == prefer), options[0])
                 self.selector.acquire(choice.address)
                 return choice
             usable = [a for a in state.offers if a not in exclude
@@ -257,8 +276,10 @@ class Gateway:
         cand: Candidate,
         outcome: SegmentOutcome,
         report: JobReport,
+        timeout_s: float | None = None,
     ) -> bool:
         """One try on one orchestrator; True when it only said it was busy."""
+        timeout_s = timeout_s or self.config.job_timeout_s
         orch = cand.address
         who = "0x" + orch.hex()[:8]
         assigned = busy = held = freed = False
@@ -284,7 +305,7 @@ class Gateway:
             report.ticket_ev_sent += sum((t.ticket.ev() for t in tickets), Fraction(0))
             profiles = ",".join(p.name for p in ladder)  # a Profile's name is its spec text
             spec = JobSpec(posted.id, profiles, self.config.preset)
-            with trio.fail_after(self.config.job_timeout_s):
+            with trio.fail_after(timeout_s):
                 result_event, renditions = await self._send_job(peer, spec, raws, tickets, seg)
             held = False
             # the orchestrator is done with it: let the next segment go there while we verify
@@ -329,7 +350,7 @@ class Gateway:
         ) as exc:
             reason = str(exc) or type(exc).__name__
             if isinstance(exc, trio.TooSlowError):
-                reason = f"no result within {self.config.job_timeout_s:g} s"
+                reason = f"no result within {timeout_s:g} s"
             msg = f"{who}: {reason}"
             outcome.errors.append(msg)
             log.warning("segment %d attempt %d failed: %s", seg.seq, outcome.attempts, msg)

@@ -1,7 +1,9 @@
 """The gateway's HTTP jobs: a record per job on disk (`<gateway dir>/jobs/<id>/job.json`, written
 atomically, readable from the API's threads) and a trio runner that hands them one at a time to
 `Gateway.transcode_file`. On start the runner re-queues every job a stopped process left queued
-or running, so a restarted gateway finishes them."""
+or running, so a restarted gateway finishes them. Live jobs (`kind == "live"`, node.live) run
+beside the queue, each until its stream ends or `stop()`; a restart marks an interrupted live job
+failed (its stream is gone) instead of replaying it."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 import trio
 
 from node.gateway import Gateway, SegmentOutcome
+from node.live import LiveReport, LiveSession
 
 log = logging.getLogger("castnet.jobs")
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -28,10 +31,16 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 INPUT_NAME = "input"
 OUT_NAME = "out"
 MAX_QUEUE = 1000
+TRANSCODE, LIVE = "transcode", "live"
+MAX_LIVE = 8  # live streams at once
 
 
 class QueueFull(Exception):
-    """The runner already holds MAX_QUEUE jobs."""
+    """The runner already holds MAX_QUEUE jobs (or MAX_LIVE live streams)."""
+
+
+class NotStoppable(Exception):
+    """DELETE on a live job that is no longer running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,8 @@ class JobRecord:
     segments_failed: int = 0
     orchestrators: tuple[str, ...] = ()
     error: str = ""
+    kind: str = TRANSCODE  # or LIVE: `source` is then the stream URL
+    ended: str = ""  # a live job: why its stream ended
 
     def public(self) -> dict[str, Any]:
         """What `GET /v1/jobs/{id}` shows."""
@@ -72,7 +83,10 @@ class JobRecord:
             "orchestrators": list(self.orchestrators),
             "error": self.error,
         }
-        if self.status == DONE:
+        if self.kind == LIVE:
+            out["kind"], out["ended"] = LIVE, self.ended
+            out["progress"]["segments_published"] = self.segments_done
+        if self.status == DONE or (self.kind == LIVE and self.segments_done):
             out["playlist"] = f"/v1/jobs/{self.id}/master.m3u8"
         return out
 
@@ -156,26 +170,105 @@ class JobRunner:
         self.offer_wait_s = offer_wait_s
         self._send, self._receive = trio.open_memory_channel[str](MAX_QUEUE)
         self.current: str | None = None
+        self.live: dict[str, LiveSession | None] = {}  # None until its session starts
+        self._nursery: trio.Nursery | None = None
 
     def enqueue(self, job_id: str) -> None:
-        """Queue a stored job; call in the trio thread (the API uses trio.from_thread)."""
+        """Queue a stored job (a live job starts at once); call in the trio thread (the API uses
+        trio.from_thread)."""
+        record = self.book.get(job_id)
+        if record is not None and record.kind == LIVE:
+            if len(self.live) >= MAX_LIVE or self._nursery is None:
+                raise QueueFull(f"{MAX_LIVE} live streams are already running")
+            self.live[job_id] = None
+            self._nursery.start_soon(self._run_live, job_id)
+            return
         try:
             self._send.send_nowait(job_id)
         except trio.WouldBlock:
             raise QueueFull(f"{MAX_QUEUE} jobs are already queued") from None
 
+    def stop(self, job_id: str) -> str:
+        """Stop a live job (its playlist ends after the segments in flight); returns the job's
+        status. Call in the trio thread."""
+        record = self.book.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        if record.kind == LIVE and job_id in self.live:
+            session = self.live[job_id]
+            if session is None:  # still waiting for offers: it will not start
+                self.live[job_id] = _STOPPED
+            elif session is not _STOPPED:
+                session.stop()
+            return "stopping"
+        raise NotStoppable(f"job {job_id} is {record.status}: only a running live job can be "
+                           "stopped")  # fmt: skip
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        resumed = [r for r in self.book.all() if r.status in (QUEUED, RUNNING)]
-        for record in resumed:
-            log.info("resuming job %s (was %s)", record.id, record.status)
-            self.enqueue(record.id)
-        task_status.started(len(resumed))
-        async for job_id in self._receive:
-            self.current = job_id
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            resumed = []
+            for record in self.book.all():
+                if record.status not in (QUEUED, RUNNING):
+                    continue
+                if record.kind == LIVE:
+                    log.warning("live job %s was interrupted by a restart", record.id)
+                    await self._finish(record.id, FAILED, "interrupted: the gateway restarted")
+                    continue
+                log.info("resuming job %s (was %s)", record.id, record.status)
+                self.enqueue(record.id)
+                resumed.append(record)
+            task_status.started(len(resumed))
+            async for job_id in self._receive:
+                self.current = job_id
+                try:
+                    await self._run(job_id)
+                finally:
+                    self.current = None
+
+    async def _run_live(self, job_id: str) -> None:
+        try:
+            record = self.book.get(job_id)
+            if record is None:
+                return
+            record = await trio.to_thread.run_sync(
+                lambda: self.book.update(job_id, status=RUNNING, started_ms=now_ms(), runs=1)
+            )
+            offers = await self.gateway.wait_for_offers(self.min_offers, self.offer_wait_s)
+            if self.live.get(job_id) is _STOPPED:
+                await self._finish(job_id, DONE, "", ended="stopped before it started")
+                return
+            if offers < self.min_offers:
+                await self._finish(job_id, FAILED, f"no orchestrator offers after "
+                                   f"{self.offer_wait_s:g} s ({offers} known)")  # fmt: skip
+                return
+
+            def progress(report: LiveReport, outcome: SegmentOutcome) -> None:
+                used = sorted({"0x" + o.orchestrator.hex() for o in report.job.segments
+                               if o.result is not None})  # fmt: skip
+                self.book.update(job_id, False, segments_total=len(report.job.segments),
+                                 segments_done=len(report.published),
+                                 segments_failed=len(report.skipped),
+                                 orchestrators=tuple(used))  # fmt: skip
+
+            out = self.book.out_dir(job_id)
+            session: LiveSession | None = None
             try:
-                await self._run(job_id)
-            finally:
-                self.current = None
+                session = LiveSession(self.gateway, record.source, out, record.profiles,
+                                      on_publish=progress)  # fmt: skip
+                self.live[job_id] = session
+                report = await session.run()
+            except Exception as exc:  # the job fails with a message; the gateway goes on
+                log.warning("live job %s failed: %s", job_id, exc)
+                ended = session.report.ended[:2000] if session is not None else ""
+                await self._finish(job_id, FAILED, str(exc)[:2000] or type(exc).__name__,
+                                   ended=ended)  # fmt: skip
+                return
+            await self._finish(job_id, DONE, "", ended=report.ended[:2000])
+            log.info("live job %s ended (%s): %d segments published, %d skipped", job_id,
+                     report.ended, len(report.published), len(report.skipped))  # fmt: skip
+        finally:
+            self.live.pop(job_id, None)
 
     async def _run(self, job_id: str) -> None:
         record = self.book.get(job_id)
@@ -224,10 +317,15 @@ class JobRunner:
         await self._finish(job_id, DONE, "")
         log.info("job %s done: %d segments", job_id, done)
 
-    async def _finish(self, job_id: str, status: str, error: str) -> None:
+    async def _finish(self, job_id: str, status: str, error: str, **more: Any) -> None:
         await trio.to_thread.run_sync(
-            lambda: self.book.update(job_id, status=status, error=error, finished_ms=now_ms())
+            lambda: self.book.update(
+                job_id, status=status, error=error, finished_ms=now_ms(), **more
+            )
         )
+
+
+_STOPPED: Any = object()  # a live job stopped before its session started
 
 
 def _clear_partial(out: Path) -> None:

@@ -173,7 +173,8 @@ class NodeService:
         self.resumed_jobs = await nursery.start(self.runner.run)
         if cfg.api.enabled:
             api = GatewayApi(cfg.api, book, self.runner.enqueue, self.status,
-                             cfg.gateway.profiles, trio.lowlevel.current_trio_token())  # fmt: skip
+                             cfg.gateway.profiles, trio.lowlevel.current_trio_token(),
+                             self.runner.stop)  # fmt: skip
             self.api_address = await nursery.start(serve_api, api)
 
     async def _fund_fake_gateway(self, member: RoleNode) -> None:

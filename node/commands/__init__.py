@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from node.commands import demo, inference, log, media, node, run
+from node.commands import demo, inference, live, log, media, node, run
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -17,4 +17,5 @@ COMMAND_GROUPS: list[Register] = [
     demo.register,
     run.register,
     inference.register,
+    live.register,
 ]

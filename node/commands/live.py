@@ -1,0 +1,114 @@
+"""`castnet live URL --out DIR`: live mode on an in-process network (a gateway and N orchestrators
+on 127.0.0.1, as `castnet demo` runs them): pull the stream, publish a live HLS playlist in DIR
+until the stream ends or Ctrl-C (then the playlist gets EXT-X-ENDLIST), print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.gateway import GatewayConfig, SegmentOutcome
+from node.ledger import FakeLedger
+from node.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
+from node.network import default_plan, open_network
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("live", help="publish a live HLS playlist from a stream URL")
+    p.add_argument("url", help="tcp://HOST:PORT[?listen=1], udp://, rtmp://, srt://, http(s):// "
+                               "or a file path")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("castnet-live-out"), help="HLS output folder")
+    p.add_argument("--orchestrators", type=int, default=2, help="how many (default 2)")
+    p.add_argument("--profiles", default="360p,240p", help="ladder, e.g. 480p,360p")
+    p.add_argument("--window", type=int, default=6, help="segments in the live playlist")
+    p.add_argument("--read-timeout", type=float, default=30.0, help="seconds the input may stall")
+    p.add_argument("--data-dir", type=Path, help="where node logs go (default: a temp folder)")
+    p.add_argument("--ticket-ev", type=int, default=2 * 10**10, help="wei per ticket (EV)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_live)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    if args.orchestrators < 1 or args.window < 1:
+        print("castnet live: --orchestrators and --window must be at least 1", file=sys.stderr)
+        return 2
+    if not Path(args.url).is_file():
+        try:
+            check_live_url(args.url)
+        except LiveError as exc:
+            print(f"castnet live: {exc}", file=sys.stderr)
+            return 2
+    if not getattr(args, "verbose", False):
+        for name in ("castnet.p2p", "castnet.gateway", "castnet.orchestrator", "libp2p"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="castnet-live-") as temp:
+        try:
+            summary = trio.run(_live, args, args.data_dir or Path(temp))
+        except LiveError as exc:
+            print(f"castnet live: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        seg = summary["segments"]
+        print(f"{summary['ended']}: {seg['published']} segments published, {seg['skipped']} "
+              f"skipped, {summary['failovers']} failover(s), {summary['tickets_sent']} tickets, "
+              f"fees {summary['fees_wei']} wei -> {summary['out']}/master.m3u8")  # fmt: skip
+    return 0 if summary["segments"]["published"] else 1
+
+
+async def _live(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    gateway_cfg = GatewayConfig(profiles=args.profiles)
+    plan = default_plan(args.orchestrators, gateway_cfg, ticket_ev=Fraction(args.ticket_ev))
+    say(f"starting {args.orchestrators + 2} nodes on 127.0.0.1 (logs in {data_dir})")
+    async with open_network(data_dir, plan, FakeLedger(pool_size=args.orchestrators)) as net:
+
+        def on_publish(report: LiveReport, outcome: SegmentOutcome) -> None:
+            who = "0x" + outcome.orchestrator.hex()[:8] if outcome.result else "SKIPPED"
+            say(f"  segment {outcome.seq}: {who} after {outcome.attempts} attempt(s), "
+                f"{outcome.latency_s:.2f} s  [{len(report.published)} published]")  # fmt: skip
+
+        config = LiveConfig(window=args.window, read_timeout_s=args.read_timeout)
+        session = LiveSession(net.gateway, args.url, args.out, args.profiles, config, on_publish)
+        say(f"live {args.url} -> {args.out}/master.m3u8 ({args.profiles}); Ctrl-C ends it")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, session)
+            report = await session.run()
+            nursery.cancel_scope.cancel()
+    used = Counter("0x" + o.orchestrator.hex() for o in report.job.segments if o.result)
+    return {
+        "url": args.url,
+        "out": str(args.out),
+        "ended": report.ended,
+        "segments": {
+            "total": len(report.job.segments),
+            "published": len(report.published),
+            "skipped": len(report.skipped),
+        },
+        "failovers": report.failovers,
+        "tickets_sent": report.job.tickets_sent,
+        "fees_wei": int(report.job.fees_wei),
+        "ticket_ev_wei": int(report.job.ticket_ev_sent),
+        "orchestrators": [{"address": a, "segments": n} for a, n in used.most_common()],
+        "wall_s": round(report.wall_s, 3),
+    }
+
+
+async def _stop_on_signal(session: LiveSession) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            session.stop()
+            return
