@@ -15,6 +15,7 @@ deposit = "1e18"                      # wei, fake only (our own gateway is alway
 [orchestrator]
 price_per_pixel = "1000"              # wei per output pixel, an int or "a/b"
 capacity = 2
+workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may attach
 [gateway]
 profiles = "360p,240p"
 [api]
@@ -36,6 +37,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from libp2p.peer.id import ID
+
 from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
@@ -56,7 +59,8 @@ _SECTIONS: dict[str, set[str]] = {
     "p2p": {"network", "listen", "bootstrap", "mdns"},
     "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
-                     "validity_blocks", "redeem_interval_s"},
+                     "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
+                     "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
                 "min_offers"},
     "api": {"listen", "token", "token_file", "max_upload_bytes", "path_roots", "enabled"},
@@ -318,7 +322,31 @@ def _orchestrator(t: Mapping[str, Any]) -> OrchestratorConfig:
         offer_interval_s=_number(t.get("offer_interval_s", 30.0), "orchestrator.offer_interval_s",
                                  0.1),
         validity_blocks=_int(t.get("validity_blocks", 5), "orchestrator.validity_blocks", 2),
+        workers=_peer_ids(t.get("workers", []), "orchestrator.workers"),
+        allow_any_worker=_bool(t.get("allow_any_worker", False), "orchestrator.allow_any_worker"),
+        worker_timeout_s=_number(t.get("worker_timeout_s", 120.0),
+                                 "orchestrator.worker_timeout_s", 1.0),
     )  # fmt: skip
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _peer_ids(value: Any, name: str) -> tuple[str, ...]:
+    """libp2p peer ids (base58, as `castnet worker --print-peer-id` shows them)."""
+    ids = _strings(value, name)
+    for text in ids:
+        try:
+            raw = ID.from_base58(text).to_bytes()
+        except Exception:  # base58 decoding raises a variety of errors
+            raw = b""
+        # a multihash: identity (0x00) or sha2-256 (0x12) code, then the digest's length
+        if len(raw) < 3 or raw[0] not in (0x00, 0x12) or raw[1] != len(raw) - 2:
+            raise ConfigError(f"{name}: {text!r} is not a libp2p peer id")
+    return ids
 
 
 def _gateway(t: Mapping[str, Any]) -> GatewayConfig:

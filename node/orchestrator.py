@@ -23,7 +23,7 @@ from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
 from media.encoders import HARDWARE, SOFTWARE, encoder_works
 from media.errors import MediaError
-from media.profiles import parse_profiles
+from media.profiles import Profile, parse_profiles
 from media.source import probe
 from media.transcoder import TranscodeResult, transcode
 from node.ledger import Ledger
@@ -50,6 +50,7 @@ from node.protocol import (
     ticket_from_wire,
 )
 from node.view import NodeView
+from node.workers import WORKER_PROTOCOL, WorkerFailed, WorkerPool
 from node.writer import EventWriter
 from p2p.errors import ProtocolError
 from p2p.framing import MessageStream
@@ -83,6 +84,10 @@ class OrchestratorConfig:
     encoder: str = "software"
     # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job"
     fault: str = ""
+    # remote workers (`castnet worker`): peer ids allowed to attach, or any
+    workers: tuple[str, ...] = ()
+    allow_any_worker: bool = False
+    worker_timeout_s: float = 120.0
 
 
 def capabilities() -> tuple[str, ...]:
@@ -103,6 +108,9 @@ class OrchestratorStats:
     won: int = 0
     redeemed: int = 0
     redeemed_wei: int = 0
+    worker_segments: int = 0  # computed by an attached worker
+    local_segments: int = 0  # computed in this process
+    worker_failures: int = 0  # a worker failed mid-segment; finished in-process
 
 
 class Orchestrator:
@@ -148,6 +156,9 @@ class Orchestrator:
         self.dead = False
         self._on_die = on_die
         self._payments = trio.Lock()  # Recipient and the queue are not thread-safe
+        self.workers = WorkerPool(
+            node, config.workers, config.allow_any_worker, config.worker_timeout_s
+        )
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -155,6 +166,7 @@ class Orchestrator:
         host = self.node.running.host
         host.set_stream_handler(QUOTE_PROTOCOL, self._handle_quote)
         host.set_stream_handler(JOB_PROTOCOL, self._handle_job)
+        host.set_stream_handler(WORKER_PROTOCOL, self.workers.handle_register)
         await self.publish_offer()
         task_status.started(self)
         while True:
@@ -293,12 +305,7 @@ class Orchestrator:
             self._die()
             raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
         started = time.perf_counter()
-        try:
-            result = await trio.to_thread.run_sync(
-                lambda: transcode(segment, ladder, preset=spec.preset, encoder=self.config.encoder)
-            )
-        except MediaError as exc:
-            raise Refused(FAILED, f"transcode failed: {exc}") from None
+        result = await self._compute(segment, ladder, spec)
         compute_ms = round((time.perf_counter() - started) * 1000)
         if self.config.fault == "wrong-renditions":
             result = _swap_renditions(result)
@@ -311,6 +318,35 @@ class Orchestrator:
         hashes = tuple(keccak256(r.data) for r in result.renditions)
         event = await self.writer.emit(k.JobResult(spec.job_id, hashes, output_pixels, compute_ms))
         return event.raw, result
+
+    # -- compute: an attached worker when one is free, else (or when it fails) in-process ------
+
+    async def _compute(
+        self, segment: bytes, ladder: tuple[Profile, ...], spec: JobSpec
+    ) -> TranscodeResult:
+        worker = self.workers.acquire()
+        if worker is not None:
+            try:
+                result = await self.workers.transcode(
+                    worker, segment, spec.profiles, spec.preset, len(ladder)
+                )
+                self.stats.worker_segments += 1
+                log.info("segment of job %s computed by worker %s",
+                         spec.job_id.hex()[:16], worker.peer_id)  # fmt: skip
+                return result
+            except WorkerFailed as exc:
+                self.stats.worker_failures += 1
+                log.warning("worker failed mid-segment (%s); computing it in-process", exc)
+            finally:
+                self.workers.release(worker)
+        try:
+            result = await trio.to_thread.run_sync(
+                lambda: transcode(segment, ladder, preset=spec.preset, encoder=self.config.encoder)
+            )
+        except MediaError as exc:
+            raise Refused(FAILED, f"transcode failed: {exc}") from None
+        self.stats.local_segments += 1
+        return result
 
     async def _ingest_gateway_events(self, raws: Any, job_id: bytes) -> bytes:
         """Store the gateway's JobPosted/JobAssigned/TicketIssued before acting on them, so this

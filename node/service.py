@@ -245,6 +245,9 @@ class NodeService:
                 "pending_redemptions": self.orchestrator.pending_redemptions(),
                 "price_per_pixel": str(self.config.orchestrator.price_per_pixel),
             }  # fmt: skip
+            out["orchestrator"].update(worker_segments=s.worker_segments,
+                local_segments=s.local_segments, worker_failures=s.worker_failures,
+                workers=self.orchestrator.workers.summary())  # fmt: skip
         if self.gateway is not None:
             out["gateway"] = {
                 "offers": len(self.gateway.view.state.offers),

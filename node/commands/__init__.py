@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from node.commands import demo, inference, live, log, media, node, run
+from node.commands import demo, inference, live, log, media, node, run, worker
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -17,5 +17,6 @@ COMMAND_GROUPS: list[Register] = [
     demo.register,
     run.register,
     inference.register,
+    worker.register,
     live.register,
 ]

@@ -1,0 +1,99 @@
+"""`castnet worker --orchestrator MULTIADDR --data-dir DIR`: a separate compute process (a GPU
+machine) attached to an orchestrator over libp2p, transcoding the segments it pushes, until
+SIGINT/SIGTERM. `--print-peer-id` shows the id to list in the orchestrator's `workers`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.orchestrator import capabilities
+from node.worker import Worker, WorkerConfig
+from p2p.config import DEFAULT_NETWORK, P2PConfig
+from p2p.errors import P2PError
+from p2p.host import quiet_libp2p
+from p2p.identity import load_or_create_identity, peer_id_of
+
+log = logging.getLogger("castnet.worker")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("worker", help="attach to an orchestrator and compute its segments")
+    p.add_argument("--orchestrator", metavar="MULTIADDR",
+                   help="the orchestrator's /ip4/../tcp/../p2p/<peer id>")  # fmt: skip
+    p.add_argument("--data-dir", type=Path, required=True, help="holds this worker's p2p key")
+    p.add_argument("--capacity", type=int, default=1, help="segments at once (%(default)s)")
+    p.add_argument(
+        "--encoder",
+        default="auto",
+        help="software, auto (NVENC when it opens; default) or an encoder name",
+    )
+    p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR",
+                   help="p2p listen address (%(default)s)")  # fmt: skip
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="network id (%(default)s)")
+    p.add_argument("--print-peer-id", action="store_true",
+                   help="print this worker's peer id (creating its key) and exit")  # fmt: skip
+    p.set_defaults(run=cmd_worker)
+
+
+def _fail(message: str) -> int:
+    print(f"castnet worker: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir.resolve()
+    try:
+        if args.print_peer_id:
+            print(peer_id_of(load_or_create_identity(data_dir)).to_base58())
+            return 0
+        if not args.orchestrator:
+            return _fail("--orchestrator MULTIADDR is required")
+        if args.capacity < 1:
+            return _fail("--capacity must be >= 1")
+        p2p = P2PConfig(network=args.network, listen=(args.listen,))
+        caps = capabilities() if args.encoder != "software" else software_capabilities()
+        config = WorkerConfig(args.orchestrator, data_dir, args.capacity, args.encoder, caps, p2p)
+        worker = Worker(config, on_line=lambda line: print(line, flush=True))
+    except (P2PError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    if not args.verbose:
+        logging.getLogger("castnet.worker").setLevel(logging.WARNING)
+    quiet_libp2p(logging.WARNING if args.verbose else logging.ERROR)
+    try:
+        trio.run(serve, worker)
+    except (P2PError, OSError) as exc:
+        return _fail(str(exc))
+    if worker.refusal is not None:
+        return _fail(f"refused by the orchestrator: {worker.refusal}")
+    return 0
+
+
+def software_capabilities() -> tuple[str, ...]:
+    return tuple(c for c in capabilities() if not c.endswith(":hw"))
+
+
+async def serve(worker: Worker) -> None:
+    """Run until the first SIGINT or SIGTERM (or a final refusal), then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def work(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await worker.run(task_status=task_status)
+                nursery.cancel_scope.cancel()  # refused for good: nothing left to do
+
+            await nursery.start(work)
+            print(f"castnet worker {worker.peer_id} for {worker.config.orchestrator}", flush=True)
+            for addr in worker.addrs():
+                print(f"  listening {addr}", flush=True)
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    print(f"stopped ({worker.stats.segments} segment(s) served)", flush=True)
