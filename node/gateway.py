@@ -22,11 +22,11 @@ from events.crypto import Signer, keccak256
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
 from media.hls import VodOutput
-from media.profiles import Profile, parse_profiles, plan_ladder
+from media.profiles import Profile, parse_profiles
 from media.segmenter import Segment, segment
 from media.source import SourceInfo, probe
 from media.transcoder import Rendition, TranscodeResult
-from media.verify import Claim, verify_renditions
+from node.checks import check_result
 from node.ledger import Ledger
 from node.protocol import (
     BALANCE,
@@ -314,7 +314,7 @@ class Gateway:
             self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
             problems = await trio.to_thread.run_sync(
-                _check_result, result_event, orch, posted.id, renditions, seg, info, ladder
+                check_result, result_event, orch, posted.id, renditions, seg, info, ladder
             )
             if problems:
                 raise _Rejected("; ".join(problems))
@@ -486,36 +486,6 @@ def _issued(t: SignedTicket, job_id: bytes) -> k.TicketIssued:
     return k.TicketIssued(x.hash(), x.recipient, x.face_value, x.win_prob, x.sender_nonce,
                           x.recipient_rand_hash, x.creation_round, x.creation_round_block_hash,
                           t.sig, job_id)  # fmt: skip
-
-
-def _check_result(
-    event: SignedEvent,
-    orch: bytes,
-    job_id: bytes,
-    renditions: list[Rendition],
-    seg: Segment,
-    info: SourceInfo,
-    ladder: tuple[Profile, ...],
-) -> list[str]:
-    """Every reason to reject a result (blocking: decodes and measures the renditions)."""
-    problems = []
-    body = k.read_body(event)
-    assert isinstance(body, k.JobResult)
-    if event.author != orch:
-        problems.append("result signed by another address")
-    if body.job_id != job_id:
-        problems.append("result names another job")
-    if body.output_pixels != sum(r.pixel_count for r in renditions):
-        problems.append("signed pixel count differs from the renditions")
-    planned = {s.name: (s.width, s.height) for s in plan_ladder(ladder, info.width, info.height)}
-    got = {r.name: (r.width, r.height) for r in renditions}
-    if got != planned:
-        problems.append(f"renditions {got} differ from the ladder {planned}")
-    verdicts = verify_renditions([(r.data, Claim.of(r), r.name) for r in renditions], seg.data)
-    for verdict in verdicts:
-        if not verdict.ok:
-            problems.append(f"{verdict.name}: {', '.join(verdict.reasons)}")
-    return problems
 
 
 def _as_result(renditions: list[Rendition], seg: Segment) -> TranscodeResult:

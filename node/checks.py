@@ -1,0 +1,43 @@
+"""What a gateway checks in an orchestrator's answer before it accepts and pays for it: the signed
+result (author, job, pixel claim), the renditions against the planned ladder, and every rendition
+decoded and measured against the source segment (media.verify)."""
+
+from __future__ import annotations
+
+from events import kinds as k
+from events.envelope import SignedEvent
+from media.profiles import Profile, plan_ladder
+from media.segmenter import Segment
+from media.source import SourceInfo
+from media.transcoder import Rendition
+from media.verify import Claim, verify_renditions
+
+
+def check_result(
+    event: SignedEvent,
+    orch: bytes,
+    job_id: bytes,
+    renditions: list[Rendition],
+    seg: Segment,
+    info: SourceInfo,
+    ladder: tuple[Profile, ...],
+) -> list[str]:
+    """Every reason to reject a result (blocking: decodes and measures the renditions)."""
+    problems = []
+    body = k.read_body(event)
+    assert isinstance(body, k.JobResult)
+    if event.author != orch:
+        problems.append("result signed by another address")
+    if body.job_id != job_id:
+        problems.append("result names another job")
+    if body.output_pixels != sum(r.pixel_count for r in renditions):
+        problems.append("signed pixel count differs from the renditions")
+    planned = {s.name: (s.width, s.height) for s in plan_ladder(ladder, info.width, info.height)}
+    got = {r.name: (r.width, r.height) for r in renditions}
+    if got != planned:
+        problems.append(f"renditions {got} differ from the ladder {planned}")
+    verdicts = verify_renditions([(r.data, Claim.of(r), r.name) for r in renditions], seg.data)
+    for verdict in verdicts:
+        if not verdict.ok:
+            problems.append(f"{verdict.name}: {', '.join(verdict.reasons)}")
+    return problems
