@@ -149,6 +149,11 @@ class P2PNode:
                 name = info.peer_id.to_base58()
                 if info.peer_id in connected or self.guard.is_banned(info.peer_id):
                     continue
+                # py-libp2p refuses for 60 s to redial a peer whose addresses all failed once
+                # (its "negative cache"); a restarted bootstrap peer must be found sooner
+                unblock = getattr(self.running.host.get_network(), "unblock_peer", None)
+                if unblock is not None:
+                    unblock(info.peer_id)
                 try:
                     with trio.fail_after(self.config.dial_timeout_s):
                         await self.running.host.connect(info)

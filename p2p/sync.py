@@ -20,6 +20,7 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
+from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
 
 from events.crypto import ADDRESS_LEN
 from events.envelope import ID_LEN, SignedEvent, decode_verified
@@ -106,6 +107,7 @@ class Sync:
         self.fetched = 0  # events received from peers
         self.sessions = 0
         self._in_flight: set[ID] = set()
+        self._no_sync: set[ID] = set()  # peers that do not speak the sync protocol
         self._again: set[ID] = set()
         self._requests_send, self._requests = trio.open_memory_channel[ID](math.inf)
         self.wrong_network: set[str] = set()
@@ -226,6 +228,8 @@ class Sync:
 
     def request(self, peer: ID) -> None:
         """Ask for a session with `peer` soon; coalesces with one in flight."""
+        if peer in self._no_sync:
+            return
         if peer in self._in_flight:
             self._again.add(peer)
             return
@@ -260,6 +264,11 @@ class Sync:
             else:
                 log.info("sync from %s failed: %s", peer.to_base58(), exc)
         except (P2PError, trio.TooSlowError, Exception) as exc:  # the peer went away, mostly
+            if _not_supported(exc):  # a peer without a log (a worker): never ask it again
+                self._no_sync.add(peer)
+                log.info("%s does not serve %s; not syncing with it", peer.to_base58(),
+                         SYNC_PROTOCOL)  # fmt: skip
+                return
             log.info("sync from %s failed: %r", peer.to_base58(), exc)
 
     async def _periodic(self) -> None:
@@ -268,6 +277,18 @@ class Sync:
             peers = self.running.host.get_connected_peers()
             for peer in _sample(peers, 3):
                 self.request(peer)
+
+
+def _not_supported(exc: BaseException) -> bool:
+    """Whether a failed stream open means the peer does not speak the protocol at all."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, ProtocolNotSupportedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _sample(peers: list[ID], k: int) -> list[ID]:
