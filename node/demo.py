@@ -19,11 +19,13 @@ from typing import Any
 import av
 import trio
 
+from chain.client import ProtocolParams
 from events.crypto import to_checksum
 from node.audit import audit_path
+from node.chain_ledger import ChainLedger
 from node.gateway import GatewayConfig, JobReport, SegmentOutcome
 from node.ledger import FakeLedger, Ledger
-from node.network import Network, NetworkPlan, default_plan, open_network
+from node.network import Network, NetworkPlan, default_plan, key_for, open_network
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
@@ -44,7 +46,16 @@ class DemoOptions:
     gateway_reserve: int = 10**18
     job_timeout_s: float = 120.0
     capacity: int = 2  # concurrent segments per orchestrator
-    ticket_ev: int = 2 * 10**10  # wei each ticket is worth
+    # wei each ticket is worth, and the cheapest price per pixel; None: the chain's default
+    ticket_ev: int | None = None
+    price: int | None = None
+    chain: str = "embedded"  # "embedded": contracts on an in-process EVM; "fake": in memory
+
+
+# On a real chain a winning ticket must pay for its redemption: face value is ~100x the gas cost
+# (100k gas at 1 gwei: 0.01 ETH), so tickets are worth more and prices are higher than on the
+# gas-free fake, or almost no ticket would ever win.
+ECONOMICS = {"embedded": (5 * 10**14, 10**7), "fake": (2 * 10**10, 1000)}
 
 
 def generate_clip(path: Path, size: str, seconds: float, rate: int = 30) -> Path:
@@ -94,14 +105,19 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
             generate_clip, data_dir / "input.mp4", options.size, options.seconds
         )
     prepare_out(options.out)
-    ledger: Ledger = FakeLedger(pool_size=max(1, options.orchestrators))
+    default_ev, default_price = ECONOMICS[options.chain]
+    ev = Fraction(options.ticket_ev if options.ticket_ev is not None else default_ev)
+    price = options.price if options.price is not None else default_price
+    # the gateway accepts the demo's prices and ticket values (orchestrators ask up to 2x base)
     gateway_cfg = GatewayConfig(profiles=options.profiles, preset=options.preset,
-                                job_timeout_s=options.job_timeout_s)  # fmt: skip
-    ev = Fraction(options.ticket_ev)
-    plan = default_plan(
-        options.orchestrators, gateway_cfg, options.faults, capacity=options.capacity, ticket_ev=ev
-    )
+                                job_timeout_s=options.job_timeout_s,
+                                max_price_per_pixel=Fraction(4 * price), max_ev=4 * ev,
+                                max_total_ev=max(Fraction(10**17), 10_000 * ev))  # fmt: skip
+    plan = default_plan(options.orchestrators, gateway_cfg, options.faults, base_price=price,
+                        capacity=options.capacity, ticket_ev=ev)  # fmt: skip
     plan = _with_funds(plan, options.gateway_deposit, options.gateway_reserve)
+    ledger = await trio.to_thread.run_sync(_ledger, options, plan)
+    say(f"chain: {ledger.kind}")
     say(f"starting {options.orchestrators + 2} nodes on 127.0.0.1 (logs in {data_dir})")
     error = ""
     report: JobReport | None = None
@@ -131,6 +147,15 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
     summary["audit"] = await trio.to_thread.run_sync(_audit, net, data_dir)
     summary["data_dir"] = str(data_dir)
     return summary
+
+
+def _ledger(options: DemoOptions, plan: NetworkPlan) -> Ledger:
+    pool = max(1, options.orchestrators)
+    if options.chain == "fake":
+        return FakeLedger(pool_size=pool)
+    names = ["gateway", "delegator", *(f"orchestrator{i}" for i in range(options.orchestrators))]
+    keys = [key_for(plan.seed, name) for name in names]
+    return ChainLedger.embedded(keys, ProtocolParams(round_length=20, pool_size=pool))
 
 
 def _with_funds(plan: NetworkPlan, deposit: int, reserve: int) -> NetworkPlan:

@@ -169,10 +169,15 @@ def _observed(what: str, at: ChainLog, *args: object) -> k.ChainObserved:
 
 
 def default_plan(
-    count: int, gateway: GatewayConfig, faults: Sequence[str] = (), **orch: Any
+    count: int,
+    gateway: GatewayConfig,
+    faults: Sequence[str] = (),
+    base_price: int = 1000,
+    **orch: Any,
 ) -> NetworkPlan:
-    """N orchestrators with different prices (wei/pixel) and stakes; `faults[i]` for the i-th."""
-    prices = [Fraction(1000 + 250 * i) for i in range(count)]
+    """N orchestrators with different prices (wei/pixel: base, +25%, +50%, ...) and stakes;
+    `faults[i]` for the i-th."""
+    prices = [Fraction(base_price * (4 + i), 4) for i in range(count)]
     stakes = [(30 - 10 * (i % 3)) * TOKEN for i in range(count)]
     plans = tuple(
         OrchestratorPlan(

@@ -1,0 +1,281 @@
+"""The web3 client of castnet's protocol contracts (blocking: call it from a thread).
+
+    chain = Chain.embedded()                         # in-process EVM: eth-tester on py-evm
+    chain = Chain.rpc("http://127.0.0.1:8545", funder_key)   # any JSON-RPC node (anvil)
+    protocol = deploy_protocol(chain, chain.dev_key, ProtocolParams(round_length=20))
+    chain.transfer(chain.dev_key, sender_address, 10**18)    # gas money
+    protocol.fund_deposit_and_reserve(sender_key, deposit, reserve)
+    protocol.initialize_round(key)                   # once per round, by anyone
+    protocol.redeem(recipient_key, ticket, sig, recipient_rand)  # -> RedeemReceipt
+    protocol.sender_info(sender, claimant); protocol.view()       # payments' SenderInfo/ChainView
+
+Both backends take the same path: transactions are signed locally (eth-account) with nonces
+owned here, sent raw with explicit gas, and receipts polled. Each transaction is first run as a
+call, so a revert surfaces as a specific `chain.errors.Reverted` with the contract's reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import EthereumTesterProvider, HTTPProvider, Web3
+
+from chain.compile import load_artifact
+from chain.errors import ChainError, reverted
+from payments.interfaces import ChainView, RedeemReceipt, SenderInfo
+from payments.ticket import Ticket
+
+DEPLOY_GAS = 3_000_000
+TX_GAS = 300_000
+RECEIPT_TIMEOUT_S = 60.0
+POLL_S = 0.01
+_PREFIXES = ("execution reverted: ", "execution reverted:", "VM Exception while processing "
+             "transaction: revert ", "revert ")  # fmt: skip
+
+
+def _reason(exc: BaseException) -> str:
+    """The revert string inside a web3/eth-tester error message."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc.args[0] if exc.args else None, dict):
+        text = str(exc.args[0].get("message", text))  # type: ignore[union-attr]
+    for prefix in _PREFIXES:
+        if prefix in text:
+            text = text.split(prefix, 1)[1]
+    return text.strip().strip("'\"") or "reverted without a reason"
+
+
+class Chain:
+    """One connection and the one place that assigns nonces to our accounts."""
+
+    def __init__(self, w3: Web3, dev_key: bytes, tester: EthereumTester | None = None) -> None:
+        self.w3 = w3
+        self.dev_key = dev_key
+        self.tester = tester
+        self.chain_id = w3.eth.chain_id
+        self._nonces: dict[str, int] = {}
+        self.lock = threading.RLock()  # eth-tester is not thread-safe: one call at a time
+        self.kind = "embedded EVM (eth-tester, py-evm)" if tester else "JSON-RPC"
+
+    @classmethod
+    def embedded(cls) -> Chain:
+        tester = EthereumTester(PyEVMBackend())
+        w3 = Web3(EthereumTesterProvider(tester))
+        key = tester.backend.account_keys[0].to_bytes()
+        return cls(w3, key, tester)
+
+    @classmethod
+    def rpc(cls, url: str, dev_key: bytes) -> Chain:
+        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+        try:
+            w3.eth.chain_id  # noqa: B018 - reachability check
+        except Exception as exc:
+            raise ChainError(f"cannot reach the chain at {url}: {exc}") from None
+        chain = cls(w3, dev_key)
+        chain.kind = f"JSON-RPC {url}"
+        return chain
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def balance(self, address: bytes) -> int:
+        return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
+
+    def mine(self, blocks: int) -> None:
+        """Advance the chain by empty blocks (embedded EVM or anvil)."""
+        if blocks <= 0:
+            return
+        with self.lock:
+            if self.tester is not None:
+                self.tester.mine_blocks(blocks)
+            else:
+                self.w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        key: bytes,
+        to: str | None,
+        data: bytes | str,
+        value: int = 0,
+        gas: int = TX_GAS,
+        what: str = "transaction",
+    ) -> Any:
+        """Sign, send and wait for one transaction; a revert raises its specific error."""
+        sender = Account.from_key(key).address
+        tx: dict[str, Any] = {"from": sender, "data": data, "value": value, "gas": gas,
+                              "chainId": self.chain_id}  # fmt: skip
+        if to is not None:
+            tx["to"] = to
+        with self.lock:
+            try:
+                self.w3.eth.call(tx)  # a revert shows its reason here, before any gas is spent
+            except Exception as exc:
+                raise reverted(_reason(exc), what) from None
+            tx["gasPrice"] = self.w3.eth.gas_price
+            tx["nonce"] = self._next_nonce(sender)
+            signed = Account.sign_transaction(tx, key)
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Exception as exc:
+                self._nonces.pop(sender, None)  # ask the chain again next time
+                raise reverted(_reason(exc), what) from None
+            self._nonces[sender] = tx["nonce"] + 1
+        receipt = self._wait(tx_hash)
+        if receipt["status"] != 1:
+            raise reverted("reverted without a reason", what)
+        return receipt
+
+    def _next_nonce(self, sender: str) -> int:
+        if sender not in self._nonces:
+            self._nonces[sender] = int(self.w3.eth.get_transaction_count(sender, "pending"))
+        return self._nonces[sender]
+
+    def _wait(self, tx_hash: bytes) -> Any:
+        deadline = time.monotonic() + RECEIPT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except Exception:  # not mined yet
+                time.sleep(POLL_S)
+        raise ChainError(f"transaction {tx_hash.hex()} not mined in {RECEIPT_TIMEOUT_S:g} s")
+
+    def transfer(self, key: bytes, to: bytes, wei: int) -> Any:
+        return self.send(key, Web3.to_checksum_address(to), b"", wei, 21_000, "transfer")
+
+    def deploy(self, key: bytes, name: str, *args: Any) -> str:
+        artifact = load_artifact(name)
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        data = factory.constructor(*args).build_transaction({"gas": DEPLOY_GAS, "gasPrice": 0})
+        receipt = self.send(key, None, data["data"], 0, DEPLOY_GAS, f"deploy {name}")
+        return str(receipt["contractAddress"])
+
+    def contract(self, name: str, address: str) -> Any:
+        return self.w3.eth.contract(address=address, abi=load_artifact(name)["abi"])
+
+
+@dataclass(frozen=True)
+class ProtocolParams:
+    round_length: int = 20  # blocks
+    pool_size: int = 1  # active orchestrators sharing a sender's reserve
+    ticket_validity_rounds: int = 2
+    unlock_period_rounds: int = 2
+
+
+class Protocol:
+    """The deployed contracts with typed calls; implements payments' ChainBroker and
+    SenderFunds for one redeeming account (`for_recipient`)."""
+
+    def __init__(self, chain: Chain, rounds: str, broker: str) -> None:
+        self.chain = chain
+        self.rounds = chain.contract("Rounds", rounds)
+        self.broker = chain.contract("TicketBroker", broker)
+
+    def addresses(self) -> dict[str, str]:
+        return {"Rounds": self.rounds.address, "TicketBroker": self.broker.address}
+
+    def _tx(self, key: bytes, fn: Any, value: int = 0, gas: int = TX_GAS, what: str = "") -> Any:
+        data = fn.build_transaction({"gas": gas, "gasPrice": 0, "value": value})["data"]
+        return self.chain.send(key, fn.address, data, value, gas, what or fn.fn_name)
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def current_round(self) -> int:
+        return int(self.rounds.functions.currentRound().call())
+
+    def round_initialized(self) -> bool:
+        return bool(self.rounds.functions.currentRoundInitialized().call())
+
+    def initialize_round(self, key: bytes) -> Any:
+        return self._tx(key, self.rounds.functions.initializeRound())
+
+    def ensure_round(self, key: bytes) -> None:
+        if not self.round_initialized():
+            self.initialize_round(key)
+
+    def view(self) -> ChainView:
+        current = self.current_round()
+        block_hash = bytes(self.rounds.functions.blockHashForRound(current).call())
+        return ChainView(block=self.chain.block_number(), round=current,
+                         round_block_hash=block_hash, gas_price=int(self.chain.w3.eth.gas_price),
+                         pool_size=int(self.broker.functions.poolSize().call()))  # fmt: skip
+
+    # -- ticket broker ---------------------------------------------------------------------
+
+    def fund_deposit_and_reserve(self, key: bytes, deposit: int, reserve: int) -> Any:
+        fn = self.broker.functions.fundDepositAndReserve(deposit, reserve)
+        return self._tx(key, fn, deposit + reserve)
+
+    def fund_deposit(self, key: bytes, wei: int) -> Any:
+        return self._tx(key, self.broker.functions.fundDeposit(), wei)
+
+    def fund_reserve(self, key: bytes, wei: int) -> Any:
+        return self._tx(key, self.broker.functions.fundReserve(), wei)
+
+    def unlock(self, key: bytes) -> Any:
+        return self._tx(key, self.broker.functions.unlock())
+
+    def cancel_unlock(self, key: bytes) -> Any:
+        return self._tx(key, self.broker.functions.cancelUnlock())
+
+    def withdraw(self, key: bytes) -> Any:
+        return self._tx(key, self.broker.functions.withdraw())
+
+    def sender_info(self, sender: bytes, claimant: bytes) -> SenderInfo:
+        f = self.broker.functions
+        s, c = Web3.to_checksum_address(sender), Web3.to_checksum_address(claimant)
+        current = self.current_round()
+        return SenderInfo(
+            deposit=int(f.deposit(s).call()),
+            reserve=int(f.reserve(s).call()),
+            withdraw_round=int(f.withdrawRound(s).call()),
+            reserve_claimed_in_round=int(f.claimedInRound(s, current).call()),
+            claimed_by_recipient=int(f.claimedBy(s, current, c).call()),
+        )
+
+    def is_used(self, ticket_hash: bytes) -> bool:
+        return bool(self.broker.functions.usedTickets(ticket_hash).call())
+
+    def redeem(self, key: bytes, ticket: Ticket, sig: bytes, recipient_rand: int) -> RedeemReceipt:
+        fn = self.broker.functions.redeemWinningTicket(_ticket_tuple(ticket), sig, recipient_rand)
+        receipt = self._tx(key, fn, what="redeemWinningTicket")
+        return RedeemReceipt(bytes(receipt["transactionHash"]), int(receipt["blockNumber"]))
+
+    def for_recipient(self, key: bytes) -> RecipientBroker:
+        return RecipientBroker(self, key)
+
+
+class RecipientBroker:
+    """payments' ChainBroker + SenderFunds for one recipient's account."""
+
+    def __init__(self, protocol: Protocol, key: bytes) -> None:
+        self.protocol = protocol
+        self.key = key
+
+    def sender_info(self, sender: bytes, claimant: bytes) -> SenderInfo:
+        return self.protocol.sender_info(sender, claimant)
+
+    def redeem(self, ticket: Ticket, sig: bytes, recipient_rand: int) -> RedeemReceipt:
+        return self.protocol.redeem(self.key, ticket, sig, recipient_rand)
+
+
+def _ticket_tuple(t: Ticket) -> tuple[Any, ...]:
+    return (Web3.to_checksum_address(t.recipient), Web3.to_checksum_address(t.sender),
+            t.face_value, t.win_prob, t.sender_nonce, t.recipient_rand_hash, t.creation_round,
+            t.creation_round_block_hash)  # fmt: skip
+
+
+def deploy_protocol(chain: Chain, key: bytes, params: ProtocolParams | None = None) -> Protocol:
+    """Deploy every contract, wired together; returns the typed client."""
+    p = params or ProtocolParams()
+    rounds = chain.deploy(key, "Rounds", p.round_length)
+    broker = chain.deploy(key, "TicketBroker", rounds, p.pool_size, p.ticket_validity_rounds,
+                          p.unlock_period_rounds)  # fmt: skip
+    return Protocol(chain, rounds, broker)

@@ -1,0 +1,52 @@
+# pragma version ~=0.4.3
+"""
+@title castnet rounds
+@notice Rounds are fixed runs of blocks. Initializing a round records the hash of the block
+        before it started, the value tickets commit to (creationRoundBlockHash).
+"""
+
+event NewRound:
+    round: indexed(uint256)
+    blockHash: bytes32
+
+roundLength: public(uint256)
+lastInitializedRound: public(uint256)
+blockHashForRound: public(HashMap[uint256, bytes32])
+
+
+@deploy
+def __init__(round_length: uint256):
+    assert round_length > 0, "round length must be positive"
+    self.roundLength = round_length
+
+
+@view
+@external
+def currentRound() -> uint256:
+    return block.number // self.roundLength
+
+
+@view
+@external
+def currentRoundStartBlock() -> uint256:
+    return block.number // self.roundLength * self.roundLength
+
+
+@view
+@external
+def currentRoundInitialized() -> bool:
+    return self.lastInitializedRound == block.number // self.roundLength
+
+
+@external
+def initializeRound():
+    current: uint256 = block.number // self.roundLength
+    assert self.lastInitializedRound < current, "round already initialized"
+    start: uint256 = current * self.roundLength
+    # the block before the round's first one; the genesis round has none
+    hash: bytes32 = empty(bytes32)
+    if start > 0:
+        hash = blockhash(start - 1)
+    self.lastInitializedRound = current
+    self.blockHashForRound[current] = hash
+    log NewRound(round=current, blockHash=hash)
