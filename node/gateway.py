@@ -326,12 +326,12 @@ class Gateway:
             outcome.result = _as_result(renditions, seg)
             log.info("segment %d done by %s in %.2f s", seg.seq, who, latency)
         except Refused as exc:
-            msg = f"{who} refused: {exc}"
-            outcome.errors.append(msg)
+            outcome.errors.append(msg := f"{who} refused: {exc}")
             log.warning("segment %d: %s", seg.seq, msg)
-            if exc.code == BUSY and not assigned:
-                busy = True
-            elif exc.code not in (PAYMENT, BALANCE):  # our own funds are not its fault
+            if exc.code == BALANCE:  # our mirror of its balance was off: forget it, pay in full
+                self.mirror.close(orch.hex())
+            busy = (exc.code == BUSY and not assigned) or exc.code == BALANCE
+            if not busy and exc.code != PAYMENT:  # our own funds are not its fault
                 self.selector.failed(orch, time.monotonic())
             if assigned:
                 await self._verdict(posted.id, orch, False, msg[:500], 0.0, result_event)
