@@ -6,12 +6,14 @@ those pre-processed tensors through `session.run`, back to back (the model's own
 encoding; "e2e" is the whole `run_pipeline`, with H.264 encoding for filter/upscale. Runs
 alternate raw / pipeline / e2e; the table shows medians in frames per second.
 
-Run: `python bench/inference_bench.py [--rounds 3] [--frames 60] [--provider auto|cpu|cuda]`.
+Run: `python bench/inference_bench.py [--rounds 3] [--frames 60] [--provider auto|cpu|cuda]
+[--only filter,upscale] [--json]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -87,7 +89,7 @@ def pipeline_seconds(
             prepare, infer = worker.prepare, worker.detect
         else:
             imager = ImageModel(model, info.width, info.height, 2 if pipeline == "upscale" else 1)
-            prepare, infer = imager.prepare, imager.apply
+            prepare, infer = imager.prepare, imager.apply_frames
         stages = [_batched(prepare, engine.config.batch), _mapped(infer)]
         for _ in run_stages(frames, stages):
             pass
@@ -100,14 +102,21 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames of each clip to use")
     parser.add_argument("--provider", default="auto")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT's)")
     parser.add_argument("--preset", default="veryfast")
+    parser.add_argument("--only", help="comma-separated pipelines or model names to run")
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="castnet-inference-bench-"))
     write_model(folder, "sharpen", "filter", conv3x3_model())
     write_model(folder, "sharpen-u8", "filter", conv3x3_model(dtype="uint8"), dtype="uint8")
     write_model(folder, "nearest2x", "upscale", resize2x_model("nearest"))
     config = InferenceConfig(
-        provider=args.provider, models_dir=folder, batch=args.batch, preset=args.preset
+        provider=args.provider,
+        models_dir=folder,
+        batch=args.batch,
+        preset=args.preset,
+        threads=args.threads,
     )
     engine = InferenceEngine(config)
     bbb = trimmed(DATA / "bigbuckbunny.mp4", args.frames, folder)
@@ -120,12 +129,18 @@ def main() -> int:
         ("filter", "sharpen-u8", bbb, "1280x720"),
         ("upscale", "nearest2x", bbb, "1280x720"),
     ]
-    print(f"provider: {engine.provider} ({engine.choice.reason}); {args.frames} frames per clip,"
-          f" batch {args.batch}, x264 {args.preset}, {args.rounds} rounds, medians")  # fmt: skip
+    if args.only:
+        wanted = set(args.only.split(","))
+        cases = [c for c in cases if c[0] in wanted or c[1] in wanted]
+    show = (lambda *_: None) if args.json else print
+    show(f"provider: {engine.provider} ({engine.choice.reason}); {args.frames} frames per clip,"
+         f" batch {args.batch}, threads {args.threads}, x264 {args.preset}, {args.rounds} rounds,"
+         " medians")  # fmt: skip
     header = (f"| {'pipeline':<12} | {'model':<10} | {'input':<8} | {'raw ORT fps':>11} |"
               f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'e2e fps':>7} |")  # fmt: skip
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    show(header)
+    show("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    rows = []
     for pipeline, name, video, size in cases:
         model = engine.cache.get(engine.registry.get(name))
         feeds = record_feeds(model)
@@ -139,8 +154,16 @@ def main() -> int:
             pipes.append(pipeline_seconds(engine, pipeline, model, video))
             e2es.append(engine.run_pipeline(pipeline, video, model=name, out=out).wall_seconds)
         fps = [args.frames / statistics.median(t) for t in (raws, pipes, e2es)]
-        print(f"| {pipeline:<12} | {name:<10} | {size:<8} | {fps[0]:>11.1f} | {fps[1]:>12.1f} |"
-              f" {fps[1] / fps[0]:>8.2f} | {fps[2]:>7.1f} |")  # fmt: skip
+        show(f"| {pipeline:<12} | {name:<10} | {size:<8} | {fps[0]:>11.1f} | {fps[1]:>12.1f} |"
+             f" {fps[1] / fps[0]:>8.2f} | {fps[2]:>7.1f} |")  # fmt: skip
+        rows.append({"pipeline": pipeline, "model": name, "input": size, "raw_fps": fps[0],
+                     "pipeline_fps": fps[1], "pipeline_over_raw": fps[1] / fps[0],
+                     "e2e_fps": fps[2]})  # fmt: skip
+    if args.json:
+        print(json.dumps({"provider": engine.provider, "provider_reason": engine.choice.reason,
+                          "frames": args.frames, "batch": args.batch, "threads": args.threads,
+                          "rounds": args.rounds,
+                          "preset": args.preset, "results": rows}))  # fmt: skip
     return 0
 
 

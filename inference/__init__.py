@@ -6,7 +6,13 @@ money. Start with `InferenceEngine` (registry, execution provider, warm-model ca
 """
 
 from inference.detections import Box, FrameDetections
-from inference.engine import InferenceConfig, InferenceEngine, ModelInfo, run_pipeline
+from inference.engine import (
+    InferenceConfig,
+    InferenceEngine,
+    ModelInfo,
+    available_models,
+    run_pipeline,
+)
 from inference.errors import InferenceError
 from inference.pipelines import PIPELINES, PipelineResult
 
@@ -19,5 +25,6 @@ __all__ = [
     "InferenceError",
     "ModelInfo",
     "PipelineResult",
+    "available_models",
     "run_pipeline",
 ]

@@ -146,9 +146,20 @@ class InferenceEngine:
 def run_pipeline(
     pipeline: str,
     source: Source,
+    model: str | Path | None = None,
+    out: Path | None = None,
+    progress: ProgressCallback | None = None,
     *,
     engine: InferenceEngine | None = None,
     **options: Any,
 ) -> PipelineResult:
-    """One-shot convenience: run a pipeline on a fresh default engine (or the one given)."""
-    return (engine or InferenceEngine()).run_pipeline(pipeline, source, **options)
+    """One-shot convenience for the node (blocking: call it from a thread): run a pipeline on a
+    fresh default engine, or on `engine`; `progress` is called as frames complete."""
+    return (engine or InferenceEngine()).run_pipeline(
+        pipeline, source, model=model, out=out, on_progress=progress, **options
+    )
+
+
+def available_models(engine: InferenceEngine | None = None) -> list[ModelInfo]:
+    """The installed models (with their warm flags) that this node can offer."""
+    return (engine or InferenceEngine()).available()

@@ -152,6 +152,13 @@ class VideoWriter:
         """Encode one image (H, W, 3 uint8, rgb24 or bgr24) with the source frame's timestamp."""
         try:
             frame = av.VideoFrame.from_ndarray(image, format=pixel_format)
+        except ValueError as exc:
+            raise OutputFailed(f"frame {self.frames} is not an image: {exc}") from exc
+        self.write_frame(frame, pts)
+
+    def write_frame(self, frame: av.VideoFrame, pts: int) -> None:
+        """Encode one frame of any pixel format with the source frame's timestamp."""
+        try:
             frame.pts = pts
             frame = self._scaler.reformat(frame, self.width, self.height, "yuv420p")
             frame.pts = pts

@@ -7,6 +7,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from inference.errors import ShapeMismatch
+from inference.planar import PLANAR, Scratch, planar_frame, planar_pixels, planar_tensor
 from inference.sessions import LoadedModel
 from inference.tensors import from_tensor, run_batch, to_tensor
 
@@ -33,8 +34,12 @@ class ImageModel:
         layout = self.manifest.layout.replace("N", "")
         dims = {"C": 3, "H": height, "W": width}
         self.net.check_feed((1, *(dims[axis] for axis in layout)))
-        self.pixel_format = "bgr24" if self.manifest.normalization.channels == "BGR" else "rgb24"
+        self.order = self.manifest.normalization.channels
+        self.pixel_format = "bgr24" if self.order == "BGR" else "rgb24"
+        # NCHW models take and give planar RGB straight from and to swscale: no transposes
+        self.planar = self.manifest.layout == "NCHW"
         self._scaler = VideoReformatter()
+        self._scratch = Scratch()  # used by `apply_frames`, which runs in one thread
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -42,16 +47,33 @@ class ImageModel:
         return self.width * self.factor, self.height * self.factor
 
     def prepare(self, pictures: list[av.VideoFrame]) -> np.ndarray:
+        if self.planar:
+            frames = [self._scaler.reformat(p, format=PLANAR) for p in pictures]
+            return planar_tensor(frames, self.manifest)
         images = [self._scaler.reformat(p, format=self.pixel_format).to_ndarray() for p in pictures]
         return to_tensor(np.stack(images), self.manifest)
 
     def apply(self, tensor: np.ndarray) -> np.ndarray:
         """(N, H', W', 3) uint8 output images, checked to be the size this pipeline promises."""
         images = from_tensor(run_batch(self.net, tensor)[0], self.manifest)
+        self._check_size(images.shape[2], images.shape[1])
+        return images
+
+    def apply_frames(self, tensor: np.ndarray) -> list[av.VideoFrame]:
+        """The model's output as frames ready to encode (planar RGB for NCHW models)."""
+        if not self.planar:
+            return [
+                av.VideoFrame.from_ndarray(image, format=self.pixel_format)
+                for image in self.apply(tensor)
+            ]
+        pixels = planar_pixels(run_batch(self.net, tensor)[0], self.manifest, self._scratch)
+        self._check_size(pixels.shape[3], pixels.shape[2])
+        return [planar_frame(image, self.order) for image in pixels]
+
+    def _check_size(self, made_width: int, made_height: int) -> None:
         width, height = self.output_size
-        if images.shape[1:3] != (height, width):
+        if (made_width, made_height) != (width, height):
             raise ShapeMismatch(
-                f"model {self.manifest.name!r} made {images.shape[2]}x{images.shape[1]} frames"
+                f"model {self.manifest.name!r} made {made_width}x{made_height} frames"
                 f" from {self.width}x{self.height}; this pipeline needs {width}x{height}"
             )
-        return images

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import av
-import numpy as np
 
 from inference.detections import Box, FrameDetections
 from inference.errors import OutputFailed, UnknownPipeline
@@ -120,12 +119,12 @@ class _DetectionSink:
 
 
 class _VideoSink:
-    def __init__(self, writer: VideoWriter, pixel_format: str) -> None:
-        self.writer, self.pixel_format = writer, pixel_format
+    def __init__(self, writer: VideoWriter) -> None:
+        self.writer = writer
 
-    def take(self, metas: list[FrameStamp], results: np.ndarray) -> None:
-        for meta, image in zip(metas, results, strict=True):
-            self.writer.write(image, meta.pts, self.pixel_format)
+    def take(self, metas: list[FrameStamp], results: list[av.VideoFrame]) -> None:
+        for meta, frame in zip(metas, results, strict=True):
+            self.writer.write_frame(frame, meta.pts)
 
     def close(self) -> bytes | None:
         return self.writer.close()
@@ -196,7 +195,7 @@ def _plan(
     writer = VideoWriter(
         out, width, height, info.rate, info.time_base, preset=preset, encoder=encoder
     )
-    return imager.prepare, imager.apply, _VideoSink(writer, imager.pixel_format), (width, height)
+    return imager.prepare, imager.apply_frames, _VideoSink(writer), (width, height)
 
 
 def _batched(

@@ -50,6 +50,8 @@ class ProviderChoice:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads  # 0: onnxruntime's default (physical cores)
         options.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: the pipeline's other stages need the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
 
     def create_session(self, model: bytes) -> ort.InferenceSession:

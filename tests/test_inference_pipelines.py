@@ -241,3 +241,69 @@ def test_stage_errors_reach_the_caller_and_stop_every_thread() -> None:
     assert [next(early) for _ in range(3)] == [0, 1, 2]
     early.close()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("model", ["sharpen", "sharpen-u8"])
+def test_planar_path_is_exact_at_odd_sizes(engine: InferenceEngine, model: str) -> None:
+    # 75 pixels wide: swscale pads each plane's rows, which the planar views must skip
+    from inference.imagemodels import ImageModel
+
+    loaded = engine.cache.get(engine.registry.get(model))
+    images = [image[:45, :75] for image in textured(2)]
+    filter_ = ImageModel(loaded, 75, 45, factor=1)
+    assert filter_.planar
+    pictures = [av.VideoFrame.from_ndarray(np.ascontiguousarray(i), format="rgb24") for i in images]
+    tensor = filter_.prepare(pictures)
+    assert tensor.shape == (2, 3, 45, 75)
+    made = filter_.apply_frames(tensor)
+    for original, frame in zip(images, made, strict=True):
+        assert (frame.width, frame.height, frame.format.name) == (75, 45, "gbrp")
+        got = frame.to_ndarray().astype(int)  # gbrp reads back as RGB
+        assert np.abs(got - sharpen_reference(original).astype(int)).max() <= 1
+
+
+def test_planar_channels_follow_the_manifest_order() -> None:
+    from inference.manifest import ModelFile, ModelManifest, Normalization
+    from inference.planar import planar_frame, planar_pixels, planar_tensor
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    picture = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="gbrp")
+    for order, channels in (("RGB", [0, 1, 2]), ("BGR", [2, 1, 0])):
+        norm = Normalization(
+            scale=1 / 255, mean=(0.5, 0.25, 0.0), std=(0.5, 2.0, 1.0), channels=order
+        )
+        manifest = ModelManifest(
+            "t", "filter", (ModelFile("main", Path("x"), "0"),), "", normalization=norm
+        )
+        tensor = planar_tensor([picture], manifest)
+        expected = image[..., channels].transpose(2, 0, 1) / 255 - np.reshape(norm.mean, (3, 1, 1))
+        expected /= np.reshape(norm.std, (3, 1, 1))
+        assert np.allclose(tensor[0], expected, atol=1e-5)
+        pixels = planar_pixels(tensor, manifest)
+        assert np.array_equal(pixels[0], image[..., channels].transpose(2, 0, 1))
+        assert np.array_equal(planar_frame(pixels[0], order).to_ndarray(), image)
+
+
+def test_node_entry_points_run_from_a_thread_with_progress(
+    engine: InferenceEngine, tmp_path: Path
+) -> None:
+    from inference import available_models, run_pipeline
+
+    offered = {m.name: m for m in available_models(engine)}
+    assert {"mtcnn", "ppocr-det", "sharpen"} <= set(offered)
+    video = encode(tmp_path / "in.mp4", textured(5))
+    seen: list[Progress] = []
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            run_pipeline("filter", video, "sharpen", tmp_path / "o.mkv", seen.append, engine=engine)
+        )
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and len(results) == 1
+    assert results[0].frames == 5 and results[0].provider == "CPUExecutionProvider"
+    assert [p.frames for p in seen][-1] == 5 and seen[-1].seconds == pytest.approx(0.5)
+    assert available_models(engine)[0].name == "mtcnn"
+    assert {m.name for m in available_models(engine) if m.warm} >= {"sharpen"}
