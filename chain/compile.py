@@ -14,7 +14,7 @@ from vyper.compiler import compile_code
 
 CONTRACTS = Path(__file__).resolve().parent / "contracts"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-NAMES = ("Rounds", "TicketBroker")
+NAMES = ("Rounds", "TicketBroker", "StakeToken", "Bonding")
 
 
 def compile_contract(name: str) -> dict[str, object]:

@@ -5,7 +5,8 @@
         byte-compatible with Livepeer's TicketBroker (packed hash, signed-message signature,
         win rule keccak256(sig ++ pad32(recipientRand)) < winProb). Face value is paid from the
         deposit, then from the recipient's share of the reserve (reserve / active pool size per
-        round). Fees are reported to the bonding contract when one is set.
+        round). With a bonding contract set (the fee sink), fees go to it, to be split by fee
+        share, and only active orchestrators may claim from a reserve.
 """
 
 interface Rounds:
@@ -14,7 +15,8 @@ interface Rounds:
     def blockHashForRound(round: uint256) -> bytes32: view
 
 interface FeeSink:
-    def updateFees(recipient: address, fees: uint256, round: uint256): nonpayable
+    def updateFees(recipient: address, round: uint256): payable
+    def isActive(orchestrator: address) -> bool: view
 
 event DepositFunded:
     sender: indexed(address)
@@ -200,7 +202,7 @@ def redeemWinningTicket(t: Ticket, sig: Bytes[65], recipientRand: uint256):
     amount: uint256 = min(t.faceValue, self.deposit[t.sender])
     self.deposit[t.sender] -= amount
     rest: uint256 = t.faceValue - amount
-    if rest > 0:
+    if rest > 0 and (self.feeSink == empty(address) or staticcall FeeSink(self.feeSink).isActive(t.recipient)):
         claim: uint256 = min(rest, self._reserve_share(t.sender, t.recipient, current))
         if claim > 0:
             self.reserve[t.sender] -= claim
@@ -211,8 +213,7 @@ def redeemWinningTicket(t: Ticket, sig: Bytes[65], recipientRand: uint256):
     log WinningTicketRedeemed(sender=t.sender, recipient=t.recipient, faceValue=t.faceValue, paid=amount, ticketHash=ticket_hash)
     if amount > 0:
         if self.feeSink != empty(address):
-            extcall FeeSink(self.feeSink).updateFees(t.recipient, amount, current)
-            send(self.feeSink, amount)
+            extcall FeeSink(self.feeSink).updateFees(t.recipient, current, value=amount)
         else:
             send(t.recipient, amount)
 

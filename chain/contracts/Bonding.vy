@@ -1,0 +1,468 @@
+# pragma version ~=0.4.3
+"""
+@title castnet bonding
+@notice Stake and delegation. Orchestrators bond stake to themselves and register a reward cut
+        and a fee share; delegators bond to an orchestrator. The largest registered stakes, up to
+        `maxActive`, form the active set. Once per round each active orchestrator may call
+        `reward()`, which mints inflation pro rata to its stake; its cut is commission, the rest
+        goes to everyone bonded to it. Fees of redeemed tickets arrive from the ticket broker;
+        `feeShare` of them goes to the stake, the rest is commission.
+
+        Earnings use cumulative factors (no loop over delegators): per orchestrator, a reward
+        factor F (stake value per unit bonded, scaled by PREC) and a fee factor G, indexed by
+        epoch. A delegator with `bonded` at epoch L is worth bonded * F[e] / F[L] at epoch e and
+        has earned bonded * (G[e] - G[L]) / F[L] in fees. Rewards and fees update the current
+        epoch in place; a claim closes it (the claimer's factors are frozen) and opens the next,
+        so a fee arriving after a claim is never lost to that claimer's baseline.
+"""
+
+interface Rounds:
+    def currentRound() -> uint256: view
+    def currentRoundInitialized() -> bool: view
+
+interface Token:
+    def totalSupply() -> uint256: view
+    def mint(receiver: address, amount: uint256): nonpayable
+    def transfer(receiver: address, amount: uint256) -> bool: nonpayable
+    def transferFrom(sender: address, receiver: address, amount: uint256) -> bool: nonpayable
+
+interface Broker:
+    def setPoolSize(size: uint256): nonpayable
+
+event OrchestratorRegistered:
+    orchestrator: indexed(address)
+    rewardCut: uint256
+    feeShare: uint256
+
+event Bond:
+    delegator: indexed(address)
+    orchestrator: indexed(address)
+    oldOrchestrator: address
+    amount: uint256
+    bonded: uint256
+
+event Unbond:
+    delegator: indexed(address)
+    orchestrator: indexed(address)
+    amount: uint256
+    bonded: uint256
+    lockId: uint256
+    withdrawRound: uint256
+
+event Rebond:
+    delegator: indexed(address)
+    orchestrator: indexed(address)
+    amount: uint256
+    bonded: uint256
+    lockId: uint256
+
+event WithdrawStake:
+    delegator: indexed(address)
+    lockId: uint256
+    amount: uint256
+
+event Reward:
+    orchestrator: indexed(address)
+    amount: uint256
+
+event FeesEarned:
+    orchestrator: indexed(address)
+    fees: uint256
+
+event WithdrawFees:
+    delegator: indexed(address)
+    amount: uint256
+
+struct Orchestrator:
+    registered: bool
+    rewardCut: uint256  # parts per million of a reward kept as commission
+    feeShare: uint256  # parts per million of fees given to the stake
+    delegatedAmount: uint256  # total stake bonded to it, earnings included
+    lastRewardRound: uint256
+    epoch: uint256
+
+struct Delegator:
+    bonded: uint256  # as of `lastClaimEpoch`
+    delegate: address
+    lastClaimEpoch: uint256
+    fees: uint256  # wei claimed and not withdrawn
+    nextLockId: uint256
+
+struct UnbondingLock:
+    amount: uint256
+    withdrawRound: uint256
+
+PPM: constant(uint256) = 1_000_000
+PPB: constant(uint256) = 1_000_000_000
+PREC: constant(uint256) = 10 ** 27
+MAX_ACTIVE: constant(uint256) = 100
+MAX_ORCHESTRATORS: constant(uint256) = 100
+
+rounds: public(address)
+token: public(address)
+broker: public(address)
+unbondingPeriod: public(uint256)  # rounds
+maxActive: public(uint256)
+inflation: public(uint256)  # parts per billion of the token supply minted per round
+
+orchestrators: public(HashMap[address, Orchestrator])
+delegators: public(HashMap[address, Delegator])
+locks: public(HashMap[address, HashMap[uint256, UnbondingLock]])
+rewardFactor: public(HashMap[address, HashMap[uint256, uint256]])  # 0 reads as PREC
+feeFactor: public(HashMap[address, HashMap[uint256, uint256]])
+
+active: public(DynArray[address, MAX_ACTIVE])
+activeIndex: HashMap[address, uint256]  # position in `active` + 1; 0 when not active
+totalActiveStake: public(uint256)
+listed: DynArray[address, MAX_ORCHESTRATORS]  # every address ever registered
+isListed: HashMap[address, bool]
+
+mintableForRound: public(HashMap[uint256, uint256])
+activeStakeForRound: public(HashMap[uint256, uint256])
+mintedInRound: public(HashMap[uint256, uint256])
+
+
+@deploy
+def __init__(rounds: address, token: address, broker: address, unbonding_period: uint256,
+             max_active: uint256, inflation: uint256):
+    assert max_active > 0 and max_active <= MAX_ACTIVE, "max active out of range"
+    assert inflation <= PPB, "inflation above 100%"
+    self.rounds = rounds
+    self.token = token
+    self.broker = broker
+    self.unbondingPeriod = unbonding_period
+    self.maxActive = max_active
+    self.inflation = inflation
+
+
+# -- earnings ------------------------------------------------------------------------------
+
+@view
+@internal
+def _reward_factor(o: address, epoch: uint256) -> uint256:
+    f: uint256 = self.rewardFactor[o][epoch]
+    if f == 0:
+        return PREC
+    return f
+
+
+@view
+@internal
+def _pending(d: address) -> (uint256, uint256):
+    """(bonded, fees) of `d` with the earnings not yet claimed."""
+    dl: Delegator = self.delegators[d]
+    if dl.delegate == empty(address) or dl.bonded == 0:
+        return dl.bonded, dl.fees
+    o: address = dl.delegate
+    e: uint256 = self.orchestrators[o].epoch
+    if dl.lastClaimEpoch >= e:
+        return dl.bonded, dl.fees
+    start: uint256 = self._reward_factor(o, dl.lastClaimEpoch)
+    bonded: uint256 = dl.bonded * self._reward_factor(o, e) // start
+    fees: uint256 = dl.fees + dl.bonded * (self.feeFactor[o][e] - self.feeFactor[o][dl.lastClaimEpoch]) // start
+    return bonded, fees
+
+
+@internal
+def _checkpoint(d: address, o: address):
+    """Start `d`'s earnings at `o`'s current epoch, and open a new epoch for later updates."""
+    e: uint256 = self.orchestrators[o].epoch
+    self.delegators[d].lastClaimEpoch = e
+    self.rewardFactor[o][e + 1] = self._reward_factor(o, e)
+    self.feeFactor[o][e + 1] = self.feeFactor[o][e]
+    self.orchestrators[o].epoch = e + 1
+
+
+@internal
+def _claim(d: address):
+    bonded: uint256 = 0
+    fees: uint256 = 0
+    bonded, fees = self._pending(d)
+    self.delegators[d].bonded = bonded
+    self.delegators[d].fees = fees
+    o: address = self.delegators[d].delegate
+    if o != empty(address):
+        self._checkpoint(d, o)
+
+
+# -- active set ----------------------------------------------------------------------------
+
+@internal
+def _activate(o: address):
+    self.active.append(o)
+    self.activeIndex[o] = len(self.active)
+    self.totalActiveStake += self.orchestrators[o].delegatedAmount
+
+
+@internal
+def _deactivate(o: address):
+    i: uint256 = self.activeIndex[o] - 1
+    last: address = self.active.pop()
+    if last != o:
+        self.active[i] = last
+        self.activeIndex[last] = i + 1
+    self.activeIndex[o] = 0
+    self.totalActiveStake -= self.orchestrators[o].delegatedAmount
+
+
+@internal
+def _update_active(o: address, old_stake: uint256):
+    """Keep the active set the largest registered stakes after `o`'s stake changed."""
+    size: uint256 = len(self.active)
+    new_stake: uint256 = self.orchestrators[o].delegatedAmount
+    if self.activeIndex[o] != 0:
+        self.totalActiveStake = self.totalActiveStake + new_stake - old_stake
+        if not self.orchestrators[o].registered or new_stake == 0:
+            self._deactivate(o)
+        if new_stake < old_stake:
+            best: address = empty(address)
+            best_stake: uint256 = 0
+            for c: address in self.listed:
+                s: uint256 = self.orchestrators[c].delegatedAmount
+                if self.activeIndex[c] == 0 and self.orchestrators[c].registered and s > best_stake:
+                    best = c
+                    best_stake = s
+            if best != empty(address):
+                if self.activeIndex[o] != 0 and best_stake > new_stake:
+                    self._deactivate(o)
+                if len(self.active) < self.maxActive:
+                    self._activate(best)
+    elif self.orchestrators[o].registered and new_stake > 0:
+        if len(self.active) < self.maxActive:
+            self._activate(o)
+        else:
+            low: address = empty(address)
+            low_stake: uint256 = max_value(uint256)
+            for c: address in self.active:
+                s: uint256 = self.orchestrators[c].delegatedAmount
+                if s < low_stake:
+                    low = c
+                    low_stake = s
+            if new_stake > low_stake:
+                self._deactivate(low)
+                self._activate(o)
+    if len(self.active) != size and len(self.active) > 0:
+        extcall Broker(self.broker).setPoolSize(len(self.active))
+
+
+@internal
+def _add_stake(o: address, amount: uint256):
+    old: uint256 = self.orchestrators[o].delegatedAmount
+    self.orchestrators[o].delegatedAmount = old + amount
+    self._update_active(o, old)
+
+
+@internal
+def _remove_stake(o: address, amount: uint256):
+    old: uint256 = self.orchestrators[o].delegatedAmount
+    self.orchestrators[o].delegatedAmount = old - amount
+    self._update_active(o, old)
+
+
+# -- orchestrators -------------------------------------------------------------------------
+
+@external
+def register(reward_cut: uint256, fee_share: uint256):
+    assert reward_cut <= PPM, "reward cut above 100%"
+    assert fee_share <= PPM, "fee share above 100%"
+    dl: Delegator = self.delegators[msg.sender]
+    assert dl.delegate == msg.sender and dl.bonded > 0, "bond to yourself before registering"
+    self.orchestrators[msg.sender].rewardCut = reward_cut
+    self.orchestrators[msg.sender].feeShare = fee_share
+    if not self.orchestrators[msg.sender].registered:
+        self.orchestrators[msg.sender].registered = True
+        if not self.isListed[msg.sender]:
+            assert len(self.listed) < MAX_ORCHESTRATORS, "too many orchestrators"
+            self.listed.append(msg.sender)
+            self.isListed[msg.sender] = True
+        self._update_active(msg.sender, self.orchestrators[msg.sender].delegatedAmount)
+    log OrchestratorRegistered(orchestrator=msg.sender, rewardCut=reward_cut, feeShare=fee_share)
+
+
+@external
+def reward():
+    o: address = msg.sender
+    assert self.orchestrators[o].registered, "not a registered orchestrator"
+    assert self.activeIndex[o] != 0, "orchestrator is not active"
+    assert staticcall Rounds(self.rounds).currentRoundInitialized(), "current round is not initialized"
+    current: uint256 = staticcall Rounds(self.rounds).currentRound()
+    assert self.orchestrators[o].lastRewardRound < current, "already rewarded in this round"
+    self.orchestrators[o].lastRewardRound = current
+    if self.activeStakeForRound[current] == 0:  # the first reward of the round fixes its budget
+        self.mintableForRound[current] = staticcall Token(self.token).totalSupply() * self.inflation // PPB
+        self.activeStakeForRound[current] = self.totalActiveStake
+    total: uint256 = self.orchestrators[o].delegatedAmount
+    amount: uint256 = self.mintableForRound[current] * total // self.activeStakeForRound[current]
+    amount = min(amount, self.mintableForRound[current] - self.mintedInRound[current])
+    self.mintedInRound[current] += amount
+
+    self._claim(o)  # the orchestrator's own stake, up to now
+    e: uint256 = self.orchestrators[o].epoch
+    commission: uint256 = amount * self.orchestrators[o].rewardCut // PPM
+    before: uint256 = self._reward_factor(o, e)
+    after: uint256 = before + before * (amount - commission) // total
+    self.rewardFactor[o][e] = after
+    # the commission joins the orchestrator's bond, expressed at its claim epoch's factor
+    self.delegators[o].bonded += commission * before // after
+    self.orchestrators[o].delegatedAmount = total + amount
+    self.totalActiveStake += amount
+    extcall Token(self.token).mint(self, amount)
+    log Reward(orchestrator=o, amount=amount)
+
+
+@payable
+@external
+def updateFees(recipient: address, round: uint256):
+    """Called by the ticket broker with the face value a winning ticket paid."""
+    assert msg.sender == self.broker, "only the ticket broker"
+    assert self.orchestrators[recipient].registered, "ticket recipient is not a registered orchestrator"
+    total: uint256 = self.orchestrators[recipient].delegatedAmount
+    shared: uint256 = msg.value * self.orchestrators[recipient].feeShare // PPM
+    if shared > 0 and total > 0:
+        e: uint256 = self.orchestrators[recipient].epoch
+        self.feeFactor[recipient][e] += self._reward_factor(recipient, e) * shared // total
+    else:
+        shared = 0
+    self.delegators[recipient].fees += msg.value - shared
+    log FeesEarned(orchestrator=recipient, fees=msg.value)
+
+
+# -- delegators ----------------------------------------------------------------------------
+
+@external
+def bond(amount: uint256, to: address):
+    """Bond `amount` more to `to`; bonding to another orchestrator moves the whole stake."""
+    d: address = msg.sender
+    assert to != empty(address), "bond to the null address"
+    assert to == d or self.orchestrators[to].registered, "orchestrator is not registered"
+    self._claim(d)
+    old: address = self.delegators[d].delegate
+    before: uint256 = self.delegators[d].bonded
+    bonded: uint256 = before + amount
+    if old != to and old != empty(address) and before > 0:
+        assert not (old == d and self.orchestrators[d].registered), "a registered orchestrator stays bonded to itself"
+        self._remove_stake(old, before)
+        self._add_stake(to, bonded)
+    else:
+        assert amount > 0, "nothing to bond"
+        self._add_stake(to, amount)
+    if old != to:
+        self.delegators[d].delegate = to
+        self._checkpoint(d, to)
+    self.delegators[d].bonded = bonded
+    if amount > 0:
+        assert extcall Token(self.token).transferFrom(d, self, amount), "token transfer failed"
+    log Bond(delegator=d, orchestrator=to, oldOrchestrator=old, amount=amount, bonded=bonded)
+
+
+@external
+def unbond(amount: uint256) -> uint256:
+    """Move `amount` of the bond into a lock released after the unbonding period."""
+    d: address = msg.sender
+    self._claim(d)
+    o: address = self.delegators[d].delegate
+    assert o != empty(address), "not bonded"
+    assert amount > 0 and amount <= self.delegators[d].bonded, "unbond amount exceeds bonded stake"
+    bonded: uint256 = self.delegators[d].bonded - amount
+    self.delegators[d].bonded = bonded
+    if bonded == 0:
+        self.delegators[d].delegate = empty(address)
+        if o == d:
+            self.orchestrators[d].registered = False  # leaves the active set below
+    self._remove_stake(o, amount)
+    lock_id: uint256 = self.delegators[d].nextLockId
+    self.delegators[d].nextLockId = lock_id + 1
+    when: uint256 = staticcall Rounds(self.rounds).currentRound() + self.unbondingPeriod
+    self.locks[d][lock_id] = UnbondingLock(amount=amount, withdrawRound=when)
+    log Unbond(delegator=d, orchestrator=o, amount=amount, bonded=bonded, lockId=lock_id, withdrawRound=when)
+    return lock_id
+
+
+@internal
+def _take_lock(d: address, lock_id: uint256) -> uint256:
+    amount: uint256 = self.locks[d][lock_id].amount
+    assert amount > 0, "no such unbonding lock"
+    self.locks[d][lock_id] = empty(UnbondingLock)
+    return amount
+
+
+@external
+def rebond(lock_id: uint256):
+    """Return an unbonding lock to the current bond."""
+    d: address = msg.sender
+    self._claim(d)
+    o: address = self.delegators[d].delegate
+    assert o != empty(address), "not bonded: use rebondFromUnbonded"
+    amount: uint256 = self._take_lock(d, lock_id)
+    bonded: uint256 = self.delegators[d].bonded + amount
+    self.delegators[d].bonded = bonded
+    self._add_stake(o, amount)
+    log Rebond(delegator=d, orchestrator=o, amount=amount, bonded=bonded, lockId=lock_id)
+
+
+@external
+def rebondFromUnbonded(to: address, lock_id: uint256):
+    """Bond an unbonding lock to `to` after the whole stake was unbonded."""
+    d: address = msg.sender
+    assert self.delegators[d].delegate == empty(address), "still bonded: use rebond"
+    assert to == d or self.orchestrators[to].registered, "orchestrator is not registered"
+    amount: uint256 = self._take_lock(d, lock_id)
+    self.delegators[d].delegate = to
+    self.delegators[d].bonded = amount
+    self._checkpoint(d, to)
+    self._add_stake(to, amount)
+    log Rebond(delegator=d, orchestrator=to, amount=amount, bonded=amount, lockId=lock_id)
+
+
+@external
+def withdrawStake(lock_id: uint256):
+    d: address = msg.sender
+    when: uint256 = self.locks[d][lock_id].withdrawRound
+    assert self.locks[d][lock_id].amount > 0, "no such unbonding lock"
+    assert when <= staticcall Rounds(self.rounds).currentRound(), "unbonding period has not passed"
+    amount: uint256 = self._take_lock(d, lock_id)
+    assert extcall Token(self.token).transfer(d, amount), "token transfer failed"
+    log WithdrawStake(delegator=d, lockId=lock_id, amount=amount)
+
+
+@external
+def withdrawFees():
+    d: address = msg.sender
+    self._claim(d)
+    fees: uint256 = self.delegators[d].fees
+    assert fees > 0, "no fees to withdraw"
+    self.delegators[d].fees = 0
+    send(d, fees)
+    log WithdrawFees(delegator=d, amount=fees)
+
+
+# -- views ---------------------------------------------------------------------------------
+
+@view
+@external
+def pendingStake(d: address) -> uint256:
+    bonded: uint256 = 0
+    fees: uint256 = 0
+    bonded, fees = self._pending(d)
+    return bonded
+
+
+@view
+@external
+def pendingFees(d: address) -> uint256:
+    bonded: uint256 = 0
+    fees: uint256 = 0
+    bonded, fees = self._pending(d)
+    return fees
+
+
+@view
+@external
+def isActive(o: address) -> bool:
+    return self.activeIndex[o] != 0
+
+
+@view
+@external
+def activeCount() -> uint256:
+    return len(self.active)
