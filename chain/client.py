@@ -3,7 +3,9 @@
     chain = Chain.embedded()                         # in-process EVM: eth-tester on py-evm
     chain = Chain.rpc("http://127.0.0.1:8545", funder_key)   # any JSON-RPC node (anvil)
     protocol = deploy_protocol(chain, chain.dev_key, ProtocolParams(round_length=20))
+    Protocol.at(chain, protocol.addresses())         # the same contracts, from their addresses
     chain.transfer(chain.dev_key, sender_address, 10**18)    # gas money
+    protocol.staking.bond(...); protocol.staking.reward(...) # chain.staking: token and bonding
     protocol.fund_deposit_and_reserve(sender_key, deposit, reserve)
     protocol.initialize_round(key)                   # once per round, by anyone
     protocol.redeem(recipient_key, ticket, sig, recipient_rand)  # -> RedeemReceipt
@@ -27,10 +29,11 @@ from web3 import EthereumTesterProvider, HTTPProvider, Web3
 
 from chain.compile import load_artifact
 from chain.errors import ChainError, reverted
+from chain.staking import Staking
 from payments.interfaces import ChainView, RedeemReceipt, SenderInfo
 from payments.ticket import Ticket
 
-DEPLOY_GAS = 3_000_000
+DEPLOY_GAS = 6_000_000
 TX_GAS = 300_000
 RECEIPT_TIMEOUT_S = 60.0
 POLL_S = 0.01
@@ -116,7 +119,9 @@ class Chain:
             tx["to"] = to
         with self.lock:
             try:
-                self.w3.eth.call(tx)  # a revert shows its reason here, before any gas is spent
+                # a revert shows its reason here, before any gas is spent; "pending" runs it in
+                # the block the transaction will land in (a round may turn at that block)
+                self.w3.eth.call(tx, "pending")
             except Exception as exc:
                 raise reverted(_reason(exc), what) from None
             tx["gasPrice"] = self.w3.eth.gas_price
@@ -130,6 +135,8 @@ class Chain:
             self._nonces[sender] = tx["nonce"] + 1
         receipt = self._wait(tx_hash)
         if receipt["status"] != 1:
+            if int(receipt["gasUsed"]) >= gas:
+                raise ChainError(f"{what} ran out of gas (limit {gas:,})")
             raise reverted("reverted without a reason", what)
         return receipt
 
@@ -164,22 +171,47 @@ class Chain:
 @dataclass(frozen=True)
 class ProtocolParams:
     round_length: int = 20  # blocks
-    pool_size: int = 1  # active orchestrators sharing a sender's reserve
+    pool_size: int = 1  # reserve shares until bonding sets it to the active set's size
     ticket_validity_rounds: int = 2
     unlock_period_rounds: int = 2
+    unbonding_period_rounds: int = 2
+    max_active: int = 10  # orchestrators in the active set
+    inflation_ppb: int = 1_000_000  # stake token minted per round, parts per billion of supply
+    genesis_supply: int = 10**27  # stake token given to the deployer
+
+
+CONTRACTS = ("Rounds", "TicketBroker", "StakeToken", "Bonding")
 
 
 class Protocol:
     """The deployed contracts with typed calls; implements payments' ChainBroker and
     SenderFunds for one redeeming account (`for_recipient`)."""
 
-    def __init__(self, chain: Chain, rounds: str, broker: str) -> None:
+    def __init__(self, chain: Chain, addresses: dict[str, str]) -> None:
+        missing = [name for name in CONTRACTS if name not in addresses]
+        if missing:
+            raise ChainError(f"contract addresses lack {', '.join(missing)}")
         self.chain = chain
-        self.rounds = chain.contract("Rounds", rounds)
-        self.broker = chain.contract("TicketBroker", broker)
+        self.rounds = chain.contract("Rounds", addresses["Rounds"])
+        self.broker = chain.contract("TicketBroker", addresses["TicketBroker"])
+        self.token = chain.contract("StakeToken", addresses["StakeToken"])
+        self.bonding = chain.contract("Bonding", addresses["Bonding"])
+        self.staking = Staking(self)
+
+    @classmethod
+    def at(cls, chain: Chain, addresses: dict[str, str]) -> Protocol:
+        """The contracts at `addresses` (as `addresses()` gives them), checked to hold code."""
+        for name in CONTRACTS:
+            address = addresses.get(name, "")
+            if not Web3.is_address(address) or not chain.w3.eth.get_code(
+                Web3.to_checksum_address(address)
+            ):
+                raise ChainError(f"no {name} contract at {address or '(none)'} on {chain.kind}")
+        return cls(chain, {name: Web3.to_checksum_address(addresses[name]) for name in CONTRACTS})
 
     def addresses(self) -> dict[str, str]:
-        return {"Rounds": self.rounds.address, "TicketBroker": self.broker.address}
+        return {"Rounds": self.rounds.address, "TicketBroker": self.broker.address,
+                "StakeToken": self.token.address, "Bonding": self.bonding.address}  # fmt: skip
 
     def _tx(self, key: bytes, fn: Any, value: int = 0, gas: int = TX_GAS, what: str = "") -> Any:
         data = fn.build_transaction({"gas": gas, "gasPrice": 0, "value": value})["data"]
@@ -191,7 +223,9 @@ class Protocol:
         return int(self.rounds.functions.currentRound().call())
 
     def round_initialized(self) -> bool:
-        return bool(self.rounds.functions.currentRoundInitialized().call())
+        """Whether the round of the next block (where a transaction sent now lands) is."""
+        fn = self.rounds.functions.currentRoundInitialized()
+        return bool(fn.call(block_identifier="pending"))
 
     def initialize_round(self, key: bytes) -> Any:
         return self._tx(key, self.rounds.functions.initializeRound())
@@ -273,9 +307,17 @@ def _ticket_tuple(t: Ticket) -> tuple[Any, ...]:
 
 
 def deploy_protocol(chain: Chain, key: bytes, params: ProtocolParams | None = None) -> Protocol:
-    """Deploy every contract, wired together; returns the typed client."""
+    """Deploy every contract, wired together (bonding mints the token and receives the broker's
+    fees); `key` gets the token's genesis supply. Returns the typed client."""
     p = params or ProtocolParams()
     rounds = chain.deploy(key, "Rounds", p.round_length)
+    token = chain.deploy(key, "StakeToken", p.genesis_supply)
     broker = chain.deploy(key, "TicketBroker", rounds, p.pool_size, p.ticket_validity_rounds,
                           p.unlock_period_rounds)  # fmt: skip
-    return Protocol(chain, rounds, broker)
+    bonding = chain.deploy(key, "Bonding", rounds, token, broker, p.unbonding_period_rounds,
+                           p.max_active, p.inflation_ppb)  # fmt: skip
+    protocol = Protocol(chain, {"Rounds": rounds, "TicketBroker": broker, "StakeToken": token,
+                                "Bonding": bonding})  # fmt: skip
+    protocol._tx(key, protocol.token.functions.setMinter(bonding))
+    protocol._tx(key, protocol.broker.functions.setFeeSink(bonding))
+    return protocol

@@ -47,6 +47,22 @@ class RoundAlreadyInitialized(Reverted):
     pass
 
 
+class StakeLocked(Reverted):
+    """An unbonding lock's period has not passed."""
+
+
+class NotRegistered(Reverted):
+    """The address is not a registered orchestrator (or not an active one)."""
+
+
+class AlreadyRewarded(Reverted):
+    pass
+
+
+class InsufficientStake(Reverted):
+    """More than is bonded, or than the account holds, or nothing at all."""
+
+
 _BY_REASON: dict[str, type[Reverted]] = {
     "ticket is used": TicketUsed,
     "ticket is expired": TicketExpired,
@@ -59,6 +75,17 @@ _BY_REASON: dict[str, type[Reverted]] = {
     "account is locked": AccountLocked,
     "sender is not unlocking": AccountLocked,
     "round already initialized": RoundAlreadyInitialized,
+    "unbonding period has not passed": StakeLocked,
+    "orchestrator is not registered": NotRegistered,
+    "not a registered orchestrator": NotRegistered,
+    "orchestrator is not active": NotRegistered,
+    "ticket recipient is not a registered orchestrator": NotRegistered,
+    "already rewarded in this round": AlreadyRewarded,
+    "unbond amount exceeds bonded stake": InsufficientStake,
+    "transfer amount exceeds balance": InsufficientStake,
+    "nothing to bond": InsufficientStake,
+    "not bonded": InsufficientStake,
+    "no fees to withdraw": InsufficientStake,
 }
 
 

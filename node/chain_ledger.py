@@ -1,14 +1,14 @@
-"""The node's `Ledger` on the real contracts (chain.client): rounds, deposits, reserves and ticket
-redemption are transactions on an EVM (the embedded one by default). The ledger signs for the
-accounts whose keys it was given (the demo holds every member's key). Bonded stake is kept in
-memory: the bonding contract is not built yet, so a bond's ChainLog names the block it was
-recorded at and a zero transaction hash."""
+"""The node's `Ledger` on the real contracts (chain.client): rounds, deposits, reserves, stake,
+rewards and ticket redemption are transactions on an EVM (the embedded one by default). The
+ledger signs for the accounts whose keys it was given (the demo holds every member's key); the
+deployer's key funds them with gas money and stake token."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
+
+from web3.logs import DISCARD
 
 from chain.client import Chain, Protocol, ProtocolParams, deploy_protocol
 from chain.errors import ChainError, Reverted, TicketUsed
@@ -19,6 +19,7 @@ from payments.interfaces import ChainView, RedeemReceipt, SenderInfo
 from payments.ticket import Ticket
 
 GAS_MONEY = 10**20  # wei sent to every account the ledger signs for
+REWARD_CUT, FEE_SHARE = 100_000, 500_000  # parts per million: what self-bonded orchestrators ask
 ROUND_TURNED = ("current round is not initialized", "reverted without a reason")
 
 
@@ -32,9 +33,7 @@ class ChainLedger:
         for address in self._keys:
             self.chain.transfer(self.chain.dev_key, address, GAS_MONEY)
         protocol.ensure_round(self.chain.dev_key)
-        self._stakes: dict[bytes, int] = {}
-        self._lock = threading.Lock()
-        self.kind = f"{self.chain.kind}: Rounds + TicketBroker contracts (stake kept in memory)"
+        self.kind = f"{self.chain.kind}: Rounds, TicketBroker, StakeToken, Bonding contracts"
 
     @classmethod
     def embedded(cls, keys: Iterable[bytes], params: ProtocolParams | None = None) -> ChainLedger:
@@ -48,7 +47,10 @@ class ChainLedger:
             raise ChainError(f"no key for 0x{address.hex()} to {what}") from None
 
     def view(self) -> ChainView:
+        """The chain now, its round initialized first (anyone may): ticket params must carry the
+        round's recorded block hash, not the zero hash of a round nobody has initialized."""
         with self.chain.lock:
+            self.protocol.ensure_round(self.chain.dev_key)
             return self.protocol.view()
 
     def sender_info(self, sender: bytes, claimant: bytes) -> SenderInfo:
@@ -85,15 +87,39 @@ class ChainLedger:
         return first, second
 
     def bond(self, delegator: bytes, orchestrator: bytes, amount: int) -> ChainLog:
-        with self._lock:
-            self._stakes[orchestrator] = self._stakes.get(orchestrator, 0) + amount
+        """Bond `amount` of stake token (given by the deployer) to `orchestrator`; a self-bond
+        registers the orchestrator. The ChainLog is the Bond event's."""
+        key, staking = self._key(delegator, "bond"), self.protocol.staking
         with self.chain.lock:
-            block = self.chain.w3.eth.get_block("latest")
-        return ChainLog(int(block["number"]), bytes(block["hash"]), bytes(32))
+            staking.transfer_tokens(self.chain.dev_key, delegator, amount)
+            receipt = staking.bond(key, amount, orchestrator)
+            if delegator == orchestrator and not staking.orchestrator(orchestrator).registered:
+                staking.register(key, REWARD_CUT, FEE_SHARE)
+        (bond,) = self.protocol.bonding.events.Bond().process_receipt(receipt, errors=DISCARD)
+        return _log(receipt, bond)
+
+    def reward(self, orchestrator: bytes) -> tuple[ChainLog, int] | None:
+        """Claim this round's reward for `orchestrator`: the Reward log and the amount minted,
+        or None when it has nothing to claim (already rewarded, or not active)."""
+        key, staking = self._key(orchestrator, "reward"), self.protocol.staking
+        with self.chain.lock:
+            self.protocol.ensure_round(self.chain.dev_key)
+            info = staking.orchestrator(orchestrator)
+            if not info.active or info.last_reward_round >= self.protocol.current_round():
+                return None
+            try:
+                receipt = staking.reward(key)
+            except Reverted as exc:
+                if exc.reason not in ROUND_TURNED:
+                    raise
+                self.protocol.ensure_round(self.chain.dev_key)
+                receipt = staking.reward(key)
+        (entry,) = self.protocol.bonding.events.Reward().process_receipt(receipt, errors=DISCARD)
+        return _log(receipt, entry), int(entry["args"]["amount"])
 
     def stake(self, orchestrator: bytes) -> int:
-        with self._lock:
-            return self._stakes.get(orchestrator, 0)
+        with self.chain.lock:
+            return self.protocol.staking.stake(orchestrator)
 
     def mine(self, blocks: int) -> None:
         with self.chain.lock:

@@ -65,10 +65,6 @@ event Reward:
     orchestrator: indexed(address)
     amount: uint256
 
-event FeesEarned:
-    orchestrator: indexed(address)
-    fees: uint256
-
 event WithdrawFees:
     delegator: indexed(address)
     amount: uint256
@@ -323,8 +319,7 @@ def updateFees(recipient: address, round: uint256):
         self.feeFactor[recipient][e] += self._reward_factor(recipient, e) * shared // total
     else:
         shared = 0
-    self.delegators[recipient].fees += msg.value - shared
-    log FeesEarned(orchestrator=recipient, fees=msg.value)
+    self.delegators[recipient].fees += msg.value - shared  # the broker's redemption log says it
 
 
 # -- delegators ----------------------------------------------------------------------------

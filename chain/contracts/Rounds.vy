@@ -38,6 +38,15 @@ def currentRoundInitialized() -> bool:
     return self.lastInitializedRound == block.number // self.roundLength
 
 
+@view
+@external
+def ticketRound(creation_round: uint256) -> (uint256, bool, bytes32):
+    """What a redemption checks, in one call: the current round, whether it is initialized,
+    and the block hash recorded for the ticket's creation round."""
+    current: uint256 = block.number // self.roundLength
+    return current, self.lastInitializedRound == current, self.blockHashForRound[creation_round]
+
+
 @external
 def initializeRound():
     current: uint256 = block.number // self.roundLength

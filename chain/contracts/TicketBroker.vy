@@ -13,6 +13,7 @@ interface Rounds:
     def currentRound() -> uint256: view
     def currentRoundInitialized() -> bool: view
     def blockHashForRound(round: uint256) -> bytes32: view
+    def ticketRound(creation_round: uint256) -> (uint256, bool, bytes32): view
 
 interface FeeSink:
     def updateFees(recipient: address, round: uint256): payable
@@ -188,10 +189,13 @@ def redeemWinningTicket(t: Ticket, sig: Bytes[65], recipientRand: uint256):
     assert t.sender != empty(address), "ticket sender is null address"
     assert not self.usedTickets[ticket_hash], "ticket is used"
     assert keccak256(convert(recipientRand, bytes32)) == t.recipientRandHash, "recipientRand does not match recipientRandHash"
-    assert staticcall Rounds(self.rounds).currentRoundInitialized(), "current round is not initialized"
-    current: uint256 = staticcall Rounds(self.rounds).currentRound()
+    current: uint256 = 0
+    initialized: bool = False
+    creation_hash: bytes32 = empty(bytes32)
+    current, initialized, creation_hash = staticcall Rounds(self.rounds).ticketRound(t.creationRound)
+    assert initialized, "current round is not initialized"
     assert t.creationRound + self.ticketValidityRounds > current, "ticket is expired"
-    assert staticcall Rounds(self.rounds).blockHashForRound(t.creationRound) == t.creationRoundBlockHash, "ticket creationRound blockHash invalid"
+    assert creation_hash == t.creationRoundBlockHash, "ticket creationRound blockHash invalid"
     digest: bytes32 = keccak256(concat(b"\x19Ethereum Signed Message:\n32", ticket_hash))
     assert self._recover(digest, sig) == t.sender, "invalid signature over ticket hash"
     assert convert(keccak256(concat(sig, convert(recipientRand, bytes32))), uint256) < t.winProb, "ticket did not win"
