@@ -121,6 +121,11 @@ class ChainLedger:
         with self.chain.lock:
             return self.protocol.staking.stake(orchestrator)
 
+    def bonded(self, delegator: bytes) -> int:
+        """The delegator's bond with the rewards it has earned and not yet claimed."""
+        with self.chain.lock:
+            return self.protocol.staking.delegator(delegator).bonded
+
     def mine(self, blocks: int) -> None:
         with self.chain.lock:
             self.chain.mine(blocks)

@@ -29,6 +29,7 @@ from node.network import Network, NetworkPlan, default_plan, key_for, open_netwo
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
+REWARD_ROUND_BLOCKS = 20  # round length on the embedded chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,8 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
             say(f"  segment {outcome.seq}: {who} after {outcome.attempts} attempt(s), "
                 f"{outcome.latency_s:.2f} s  [{done}/{total}]")  # fmt: skip
 
+        minted = await net.claim_rewards()
+        say(f"round rewards claimed by the active orchestrators: {minted} wei of stake minted")
         say(f"transcoding {source} -> {options.out} ({options.profiles})")
         try:
             report = await net.gateway.transcode_file(source, options.out, on_segment)
@@ -141,6 +144,9 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
             say(f"transcode failed: {error}")
         redeemed = await _redeem(net, ledger)
         say(f"redeemed {redeemed} winning ticket(s)")
+        await trio.to_thread.run_sync(ledger.mine, REWARD_ROUND_BLOCKS)
+        minted = await net.claim_rewards()
+        say(f"next round's rewards: {minted} wei of stake minted")
         converged = await net.converge()
         counts = {m.name: m.node.event_count() for m in net.members}
         summary = _summary(net, report, options, counts, converged, error)
@@ -155,7 +161,8 @@ def _ledger(options: DemoOptions, plan: NetworkPlan) -> Ledger:
         return FakeLedger(pool_size=pool)
     names = ["gateway", "delegator", *(f"orchestrator{i}" for i in range(options.orchestrators))]
     keys = [key_for(plan.seed, name) for name in names]
-    return ChainLedger.embedded(keys, ProtocolParams(round_length=20, pool_size=pool))
+    params = ProtocolParams(round_length=REWARD_ROUND_BLOCKS, pool_size=pool)
+    return ChainLedger.embedded(keys, params)
 
 
 def _with_funds(plan: NetworkPlan, deposit: int, reserve: int) -> NetworkPlan:
@@ -221,6 +228,15 @@ def _summary(
             "pending": sum(o.pending_redemptions() for o in net.orchestrators),
         },
         "fees_wei": int(report.fees_wei) if report else 0,
+        "rewards": {
+            "minted_wei": sum(r.minted for r in net.rewarders),
+            "rounds": sorted({n for r in net.rewarders for n in r.rewarded_rounds}),
+        },
+        "delegator": {
+            "address": to_checksum(net.members[-1].signer.address),
+            "delegated_wei": net.delegation,
+            "bonded_wei": net.ledger.bonded(net.members[-1].signer.address),
+        },
         "ticket_ev_wei": int(report.ticket_ev_sent) if report else 0,
         "paid_wei": sum(net.ledger.paid(o.address) for o in net.orchestrators),
         "orchestrators": orchestrators,
@@ -258,6 +274,11 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
         f"fees owed: {summary['fees_wei']} wei; ticket EV sent: {summary['ticket_ev_wei']} wei; "
         f"paid on chain: {summary['paid_wei']} wei ({summary['chain']})",
     ]
+    rewards, delegator = summary["rewards"], summary["delegator"]
+    lines.append(
+        f"rewards: {rewards['minted_wei']} wei of stake minted in rounds {rewards['rounds']}; "
+        f"delegator bonded {delegator['delegated_wei']}, now {delegator['bonded_wei']} wei"
+    )
     for o in summary["orchestrators"]:
         lines.append(
             f"  {o['address']} price {o['price_per_pixel']} stake {o['stake_wei'] // 10**18} "

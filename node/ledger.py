@@ -35,6 +35,7 @@ class Ledger(Protocol):
     def bond(self, delegator: bytes, orchestrator: bytes, amount: int) -> ChainLog: ...
     def reward(self, orchestrator: bytes) -> tuple[ChainLog, int] | None: ...
     def stake(self, orchestrator: bytes) -> int: ...
+    def bonded(self, delegator: bytes) -> int: ...
     def mine(self, blocks: int) -> None: ...
     def paid(self, recipient: bytes) -> int: ...
 
@@ -48,6 +49,7 @@ class FakeLedger:
         self._chain.round = 1
         self._chain.pool_size = pool_size
         self._stakes: dict[bytes, int] = {}
+        self._bonded: dict[bytes, int] = {}
         self._lock = threading.Lock()
         self.kind = "in-memory fake (payments.fakes.FakeChain)"
 
@@ -81,6 +83,7 @@ class FakeLedger:
     def bond(self, delegator: bytes, orchestrator: bytes, amount: int) -> ChainLog:
         with self._lock:
             self._stakes[orchestrator] = self._stakes.get(orchestrator, 0) + amount
+            self._bonded[delegator] = self._bonded.get(delegator, 0) + amount
             return self._next_log(b"bond" + delegator + orchestrator)
 
     def reward(self, orchestrator: bytes) -> tuple[ChainLog, int] | None:
@@ -96,6 +99,10 @@ class FakeLedger:
     def stake(self, orchestrator: bytes) -> int:
         with self._lock:
             return self._stakes.get(orchestrator, 0)
+
+    def bonded(self, delegator: bytes) -> int:
+        with self._lock:
+            return self._bonded.get(delegator, 0)
 
     def mine(self, blocks: int) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from events.crypto import LocalKeySigner, keccak256
 from node.gateway import Gateway, GatewayConfig
 from node.ledger import ChainLog, Ledger
 from node.orchestrator import Orchestrator, OrchestratorConfig
+from node.rewards import RewardCaller
 from node.writer import EventWriter
 from p2p.config import P2PConfig
 from p2p.localnet import LOOPBACK, connect, full_mesh
@@ -62,6 +63,16 @@ class Network:
     gateway: Gateway
     orchestrators: list[Orchestrator]
     members: list[Member] = field(default_factory=list)
+    rewarders: list[RewardCaller] = field(default_factory=list)  # one per orchestrator
+    delegation: int = 0  # wei of stake the delegator bonded
+
+    async def claim_rewards(self) -> int:
+        """Every live orchestrator claims the current round's reward (if not yet); wei minted."""
+        minted = 0
+        for rewarder, member in zip(self.rewarders, self.members[1:-1], strict=True):
+            if member.alive:
+                minted += await rewarder.claim_once()
+        return minted
 
     def member(self, name: str) -> Member:
         return next(m for m in self.members if m.name == name)
@@ -125,7 +136,8 @@ async def open_network(
                                 on_die=_killer(member))  # fmt: skip
             await nursery.start(orch.run)
             orchestrators.append(orch)
-        net = Network(ledger, gateway, orchestrators, members)
+        rewarders = [RewardCaller(ledger, orch.writer) for orch in orchestrators]
+        net = Network(ledger, gateway, orchestrators, members, rewarders, plan.delegation)
         await _setup_chain(net, plan, delegator)
         await gateway.wait_for_offers(len(orchestrators))
         try:

@@ -52,6 +52,10 @@ def test_demo_json_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert summary["paid_wei"] == sum(o["paid_wei"] for o in summary["orchestrators"])
     assert summary["paid_wei"] > 0 and "TicketBroker" in summary["chain"]
     assert summary["fees_wei"] > 0 and summary["ticket_ev_wei"] >= summary["fees_wei"]
+    # each active orchestrator claimed a reward in two rounds; the delegator's bond grew
+    assert len(summary["rewards"]["rounds"]) == 2 and summary["rewards"]["minted_wei"] > 0
+    delegator = summary["delegator"]
+    assert delegator["bonded_wei"] > delegator["delegated_wei"] > 0
     assert summary["audit"]["clean"], summary["audit"]
     assert set(summary["audit"]["nodes"]) == {"gateway", "orchestrator0", "orchestrator1",
                                               "orchestrator2", "delegator"}  # fmt: skip
