@@ -5,7 +5,9 @@ deployer's key funds them with gas money and stake token."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from web3.logs import DISCARD
@@ -18,7 +20,8 @@ from payments.errors import RedemptionFailed, TicketAlreadyRedeemed
 from payments.interfaces import ChainView, RedeemReceipt, SenderInfo
 from payments.ticket import Ticket
 
-GAS_MONEY = 10**20  # wei sent to every account the ledger signs for
+GAS_MONEY = 10**20  # wei sent to every account the ledger signs for (embedded chain)
+STAKE_GRANT = 1_000 * 10**18  # stake token given to each of them
 REWARD_CUT, FEE_SHARE = 100_000, 500_000  # parts per million: what self-bonded orchestrators ask
 ROUND_TURNED = ("current round is not initialized", "reverted without a reason")
 
@@ -26,12 +29,15 @@ ROUND_TURNED = ("current round is not initialized", "reverted without a reason")
 class ChainLedger:
     """Blocking and thread-safe (the chain client serializes transactions)."""
 
-    def __init__(self, protocol: Protocol, keys: Iterable[bytes]) -> None:
+    def __init__(self, protocol: Protocol, keys: Iterable[bytes], grant: bool = True) -> None:
+        """With `grant`, the deployer funds every account with gas money and stake token (a
+        fresh embedded chain); on a shared chain the accounts were funded beforehand."""
         self.protocol = protocol
         self.chain = protocol.chain
         self._keys = {LocalKeySigner(key).address: key for key in keys}
-        for address in self._keys:
+        for address in self._keys if grant else ():
             self.chain.transfer(self.chain.dev_key, address, GAS_MONEY)
+            protocol.staking.transfer_tokens(self.chain.dev_key, address, STAKE_GRANT)
         protocol.ensure_round(self.chain.dev_key)
         self.kind = f"{self.chain.kind}: Rounds, TicketBroker, StakeToken, Bonding contracts"
 
@@ -39,6 +45,20 @@ class ChainLedger:
     def embedded(cls, keys: Iterable[bytes], params: ProtocolParams | None = None) -> ChainLedger:
         chain = Chain.embedded()
         return cls(deploy_protocol(chain, chain.dev_key, params), keys)
+
+    @classmethod
+    def connect(cls, url: str, contracts_file: Path, keys: Sequence[bytes]) -> ChainLedger:
+        """The contracts of a deployment file on a JSON-RPC chain; the first key initializes
+        rounds when nobody has."""
+        try:
+            document = json.loads(contracts_file.read_text())
+            addresses = document.get("contracts", document)
+            if not isinstance(addresses, dict):
+                raise ValueError("no contract addresses")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ChainError(f"{contracts_file}: not a castnet deployment file: {exc}") from None
+        chain = Chain.rpc(url, keys[0])
+        return cls(Protocol.at(chain, addresses), keys, grant=False)
 
     def _key(self, address: bytes, what: str) -> bytes:
         try:
@@ -87,11 +107,10 @@ class ChainLedger:
         return first, second
 
     def bond(self, delegator: bytes, orchestrator: bytes, amount: int) -> ChainLog:
-        """Bond `amount` of stake token (given by the deployer) to `orchestrator`; a self-bond
+        """Bond `amount` of the delegator's stake token to `orchestrator`; a self-bond
         registers the orchestrator. The ChainLog is the Bond event's."""
         key, staking = self._key(delegator, "bond"), self.protocol.staking
         with self.chain.lock:
-            staking.transfer_tokens(self.chain.dev_key, delegator, amount)
             receipt = staking.bond(key, amount, orchestrator)
             if delegator == orchestrator and not staking.orchestrator(orchestrator).registered:
                 staking.register(key, REWARD_CUT, FEE_SHARE)

@@ -57,7 +57,7 @@ _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys"},
     "p2p": {"network", "listen", "bootstrap", "mdns"},
-    "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded"},
+    "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
@@ -81,6 +81,7 @@ class LedgerConfig:
     deposit: int = 10**18
     reserve: int = 10**18
     funded: tuple[bytes, ...] = ()
+    contracts: Path | None = None  # rpc: the deployment file `castnet chain deploy` wrote
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,7 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
         roles=roles,
         data_dir=data_dir,
         p2p=_p2p(p2p),
-        ledger=_ledger(ledger),
+        ledger=_ledger(ledger, base),
         orchestrator=_orchestrator(orch),
         gateway=_gateway(gw),
         api=_api(api, base),
@@ -290,7 +291,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
         raise ConfigError(f"[p2p]: {exc}") from None
 
 
-def _ledger(t: Mapping[str, Any]) -> LedgerConfig:
+def _ledger(t: Mapping[str, Any], base: Path) -> LedgerConfig:
     kind = t.get("kind", "fake")
     if kind not in LEDGER_KINDS:
         raise ConfigError(f"ledger.kind {kind!r}: use one of {', '.join(LEDGER_KINDS)}")
@@ -299,6 +300,9 @@ def _ledger(t: Mapping[str, Any]) -> LedgerConfig:
         isinstance(rpc_url, str) and rpc_url.startswith(("http://", "https://"))
     ):
         raise ConfigError('ledger.kind = "rpc" needs ledger.rpc_url = "http(s)://..."')
+    if kind == "rpc" and "contracts" not in t:
+        raise ConfigError('ledger.kind = "rpc" needs ledger.contracts = "FILE" (from deploying)')
+    contracts = _path(t["contracts"], base, "ledger.contracts") if "contracts" in t else None
     funded = _strings(t.get("funded", []), "ledger.funded")
     return LedgerConfig(
         kind=kind,
@@ -307,6 +311,7 @@ def _ledger(t: Mapping[str, Any]) -> LedgerConfig:
         deposit=_wei(t.get("deposit", 10**18), "ledger.deposit"),
         reserve=_wei(t.get("reserve", 10**18), "ledger.reserve"),
         funded=tuple(_address(a, "ledger.funded") for a in funded),
+        contracts=contracts,
     )  # fmt: skip
 
 

@@ -19,15 +19,18 @@ from typing import Any
 
 import trio
 
+from chain.errors import ChainError
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256, to_checksum
 from events.envelope import decode
 from node.api import GatewayApi, serve_api
+from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
 from node.gateway import Gateway
 from node.jobs import JobBook, JobRunner
 from node.ledger import ChainLog, FakeLedger, Ledger
 from node.orchestrator import Orchestrator
+from node.rewards import RewardCaller
 from node.tickets import SqliteTicketStore
 from node.writer import EventWriter
 from p2p.node import P2PNode
@@ -53,12 +56,16 @@ def recipient_secret(private_key: bytes) -> bytes:
     return keccak256(b"castnet/recipient-secret/v1" + private_key)
 
 
-def make_ledger(config: NodeConfig) -> Ledger:
-    if config.ledger.kind != "fake":
-        raise ServiceError(
-            f"ledger.kind = {config.ledger.kind!r}: the chain client is not wired into the node "
-            'service yet; use ledger.kind = "fake" (an in-memory chain per process)'
-        )
+def make_ledger(config: NodeConfig, keys: Mapping[str, bytes]) -> Ledger:
+    """The fake in-memory chain, or the protocol contracts on a JSON-RPC chain (blocking)."""
+    if config.ledger.kind == "rpc":
+        assert config.ledger.contracts is not None  # the config parser requires it
+        try:
+            return ChainLedger.connect(
+                config.ledger.rpc_url, config.ledger.contracts, list(keys.values())
+            )
+        except ChainError as exc:
+            raise ServiceError(f"ledger: {exc}") from None
     ledger = FakeLedger(pool_size=1)
     for sender in config.ledger.funded:
         ledger.fund(sender, config.ledger.deposit, config.ledger.reserve)
@@ -98,10 +105,11 @@ class NodeService:
         self.api_address: tuple[str, int] | None = None
         self.resumed_jobs = 0
         self._ticket_store: SqliteTicketStore | None = None
+        self.rewards: RewardCaller | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        self.ledger = make_ledger(cfg)
+        self.ledger = await trio.to_thread.run_sync(make_ledger, cfg, self.keys)
         try:
             async with trio.open_nursery() as nursery:
                 if cfg.ledger.kind == "fake":
@@ -148,6 +156,9 @@ class NodeService:
             ticket_store=self._ticket_store,
         )
         await nursery.start(self.orchestrator.run)
+        if self.config.ledger.kind == "rpc":  # rewards exist only on the contracts
+            self.rewards = RewardCaller(self.ledger, self.orchestrator.writer)
+            await nursery.start(self.rewards.run)
         pending = self.orchestrator.pending_redemptions()
         if pending:
             log.info("resuming %d winning ticket(s) waiting for redemption", pending)
@@ -244,6 +255,7 @@ class NodeService:
                 "won": s.won, "redeemed": s.redeemed, "redeemed_wei": s.redeemed_wei,
                 "pending_redemptions": self.orchestrator.pending_redemptions(),
                 "price_per_pixel": str(self.config.orchestrator.price_per_pixel),
+                "rewarded_rounds": self.rewards.rewarded_rounds if self.rewards else [],
             }  # fmt: skip
             out["orchestrator"].update(worker_segments=s.worker_segments,
                 local_segments=s.local_segments, worker_failures=s.worker_failures,

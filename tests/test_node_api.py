@@ -179,10 +179,15 @@ def _chunked_post(api: str) -> tuple[int, Any]:
         conn.close()
 
 
-def test_service_refuses_a_chain_ledger_until_wired(tmp_path: Path) -> None:
+def test_an_rpc_ledger_needs_a_deployment_and_a_reachable_chain(tmp_path: Path) -> None:
+    from node.config import ConfigError
     from node.service import ServiceError, make_ledger
 
-    config = build_config({"roles": ["gateway"], "data_dir": "d", "ledger": {
-        "kind": "rpc", "rpc_url": "http://127.0.0.1:8545"}}, tmp_path)  # fmt: skip
-    with pytest.raises(ServiceError, match="not wired"):
-        make_ledger(config)
+    rpc = {"kind": "rpc", "rpc_url": "http://127.0.0.1:9"}  # discard port: nothing answers
+    with pytest.raises(ConfigError, match=r"ledger\.contracts"):
+        build_config({"roles": ["gateway"], "data_dir": "d", "ledger": rpc}, tmp_path)
+    (tmp_path / "contracts.json").write_text('{"contracts": {}}')
+    config = build_config({"roles": ["gateway"], "data_dir": "d",
+                           "ledger": {**rpc, "contracts": "contracts.json"}}, tmp_path)  # fmt: skip
+    with pytest.raises(ServiceError, match="cannot reach the chain"):
+        make_ledger(config, {"gateway": b"\x01" * 32})
