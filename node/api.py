@@ -7,7 +7,10 @@
 - `POST /v1/live`: JSON `{"url": "tcp://127.0.0.1:9000", "profiles": "..."}` (tcp, udp, rtmp,
   srt, http(s), or an absolute file path under `path_roots`); the job's live HLS playlist is
   served under `/v1/jobs/{id}/` while it runs. `DELETE /v1/jobs/{id}` stops a live job.
-- `POST /v1/ai/{pipeline}`: 501 until inference is wired into the node.
+- `POST /v1/ai/{pipeline}` (detect-faces, detect-text, filter, upscale; 404 for any other): the
+  same inputs as a transcode, with `?model=NAME` or `"model"` instead of profiles (default: each
+  orchestrator's model for the pipeline); a done job serves `detections.jsonl` (a line per frame:
+  absolute frame number, pts, time, boxes) or the processed video's HLS (`master.m3u8`).
 - `GET /v1/status`: the node's roles, addresses and counters.
 
 Every error is JSON `{"error": code, "message": text}`. With a token configured every request
@@ -15,6 +18,7 @@ needs `Authorization: Bearer TOKEN`; the config refuses a non-loopback address w
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -33,8 +37,10 @@ import trio
 
 from media.errors import MediaError
 from media.profiles import parse_profiles
+from node.ai_jobs import AiJobError, check_request
 from node.config import ApiConfig
 from node.jobs import (
+    AI,
     DONE,
     INPUT_NAME,
     JOB_ID,
@@ -59,6 +65,7 @@ CONTENT_TYPES = {
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
 }
 
 
@@ -207,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
         head, rest = parts[0], parts[1:]
         if head == "transcode" and not rest:
             _allow(method, "POST")
-            return self._transcode(api, query)
+            return self._file_job(api, query)
         if head == "live" and not rest:
             _allow(method, "POST")
             return self._live(api)
@@ -217,9 +224,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._stop(api, record)
         if head == "ai" and len(rest) == 1:
             _allow(method, "POST")
-            raise ApiError(HTTPStatus.NOT_IMPLEMENTED, "not_implemented",
-                           f"AI pipeline {unquote(rest[0])[:64]!r} is not available: inference is "
-                           "not wired into this gateway yet")  # fmt: skip
+            pipeline = unquote(rest[0])
+            try:
+                check_request(pipeline)
+            except AiJobError as exc:
+                raise ApiError(HTTPStatus.NOT_FOUND, "unknown_pipeline", str(exc)) from None
+            return self._file_job(api, query, pipeline)
         if head == "status" and not rest:
             _allow(method, "GET", "HEAD")
             return self._send_json(HTTPStatus.OK, api.in_trio(api.status))
@@ -234,7 +244,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._output(api, record, rest[1:])
         raise ApiError(HTTPStatus.NOT_FOUND, "not_found", f"no such endpoint /v1/{'/'.join(parts)}")
 
-    def _transcode(self, api: GatewayApi, query: dict[str, list[str]]) -> None:
+    def _file_job(
+        self, api: GatewayApi, query: dict[str, list[str]], pipeline: str | None = None
+    ) -> None:
+        """A file job: a transcode, or an AI job when `pipeline` is given."""
+        option = "profiles" if pipeline is None else "model"
         kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         length = self._content_length()
         job_id = api.book.new_id()
@@ -243,12 +257,12 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
                                f"a JSON request holds at most {MAX_JSON_BYTES} bytes")  # fmt: skip
             request = _json_object(self.rfile.read(length))
-            unknown = sorted(set(request) - {"path", "profiles"})
+            unknown = sorted(set(request) - {"path", option})
             if unknown:
                 raise ApiError(
                     HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {unknown[0]!r}"
                 )
-            profiles = _profiles(request.get("profiles"), api.default_profiles)
+            profiles, model = _options(pipeline, request.get(option), api.default_profiles)
             source, uploaded = _local_source(api.config, request.get("path")), False
         elif kind.startswith("multipart/"):
             raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
@@ -261,9 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
                                f"{api.config.max_upload_bytes}")  # fmt: skip
             if length == 0:
                 raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "empty upload")
-            profiles = _profiles(query.get("profiles", [None])[0], api.default_profiles)
+            profiles, model = _options(pipeline, query.get(option, [None])[0], api.default_profiles)
             source, uploaded = self._receive_upload(api.book, job_id, length), True
         record = JobRecord(job_id, str(source), profiles, uploaded, created_ms=now_ms())
+        if pipeline is not None:
+            record = dataclasses.replace(record, kind=AI, pipeline=pipeline, model=model)
         api.book.put(record)
         try:
             api.in_trio(api.enqueue, job_id)
@@ -413,6 +429,20 @@ def _profiles(value: Any, default: str) -> str:
     except MediaError as exc:
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_profiles", str(exc)) from None
     return value
+
+
+def _options(pipeline: str | None, value: Any, default_profiles: str) -> tuple[str, str]:
+    """(profiles, model): a transcode's ladder, or an AI job's model name ("" for each
+    orchestrator's default model of the pipeline)."""
+    if pipeline is None:
+        return _profiles(value, default_profiles), ""
+    if value is not None and not isinstance(value, str):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_model", "model is a model's name")
+    try:
+        check_request(pipeline, value or "")
+    except AiJobError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_model", str(exc)) from None
+    return "", value or ""
 
 
 def _local_source(config: ApiConfig, value: Any) -> Path:

@@ -1,142 +1,52 @@
 """The gateway role: segment an input, post a job per segment, pick orchestrators (node.selection),
 quote, pay with tickets, send the segment, verify every result (signature, hashes, pixel claims,
 media.verify against the source), log verdicts, retry a failed or late segment elsewhere (up to 3
-attempts), and write the HLS ladder in order as segments complete."""
+attempts), and write the HLS ladder in order as segments complete. What every paid segment shares
+with inference jobs (node.ai_jobs) lives in node.market; this module is the transcoding."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import trio
-from libp2p.exceptions import BaseLibp2pError
-from libp2p.peer.id import ID
 
 from events import kinds as k
-from events.crypto import Signer, keccak256
-from events.envelope import SignedEvent, decode_verified
-from events.errors import EventError
+from events.crypto import keccak256
+from events.envelope import SignedEvent
 from media.hls import VodOutput
 from media.profiles import Profile, parse_profiles
 from media.segmenter import Segment, segment
 from media.source import SourceInfo, probe
 from media.transcoder import Rendition, TranscodeResult
 from node.checks import check_result
-from node.ledger import Ledger
+from node.market import GatewayConfig as GatewayConfig
+from node.market import JobReport as JobReport
+from node.market import SegmentMarket, SegmentWork
+from node.market import SegmentOutcome as SegmentOutcome
 from node.protocol import (
-    BALANCE,
-    BUSY,
     JOB_DONE,
     JOB_PROTOCOL,
     JOB_REQUEST,
-    PAYMENT,
-    QUOTE,
-    QUOTE_PROTOCOL,
-    QUOTE_REQUEST,
-    REFUSED,
-    VERSION,
     JobSpec,
-    Refused,
     estimate_pixels,
-    params_from_wire,
     rendition_from_wire,
-    ticket_to_wire,
 )
-from node.selection import Candidate, Selector
-from node.view import NodeView
-from node.writer import EventWriter
-from p2p.errors import P2PError, ProtocolError
-from p2p.framing import MessageStream
-from p2p.node import P2PNode
-from payments.balance import Balances, segment_fee, tickets_needed
-from payments.errors import PaymentError
-from payments.params import TicketParams
-from payments.sender import Sender, SenderConfig
-from payments.ticket import SignedTicket
-
-log = logging.getLogger("castnet.gateway")
-MAX_ATTEMPTS = 3
-MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
+from p2p.errors import ProtocolError
 
 
 class GatewayError(Exception):
-    """A transcode job could not be completed; the message says which segments and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    profiles: str = "360p,240p"
-    preset: str = "veryfast"
-    max_price_per_pixel: Fraction = Fraction(10**6)
-    job_timeout_s: float = 120.0
-    suspend_s: float = 300.0
-    max_ev: Fraction = Fraction(10**15)
-    max_total_ev: Fraction = Fraction(10**17)
-    fee_margin: Fraction = Fraction(11, 10)  # pay ahead for the estimate plus 10%
-
-
-@dataclass(slots=True)
-class SegmentOutcome:
-    seq: int
-    orchestrator: bytes = b""
-    attempts: int = 0
-    latency_s: float = 0.0
-    fee_wei: Fraction = Fraction(0)
-    errors: list[str] = field(default_factory=list)
-    result: TranscodeResult | None = None
-
-
-@dataclass(slots=True)
-class JobReport:
-    out: Path
-    segments: list[SegmentOutcome]
-    tickets_sent: int = 0
-    ticket_ev_sent: Fraction = Fraction(0)
-    wall_s: float = 0.0
-
-    @property
-    def completed(self) -> int:
-        return sum(s.result is not None for s in self.segments)
-
-    @property
-    def failed(self) -> int:
-        return len(self.segments) - self.completed
-
-    @property
-    def fees_wei(self) -> Fraction:
-        return sum((s.fee_wei for s in self.segments), Fraction(0))
+    """A job could not be completed; the message says which segments and why."""
 
 
 ProgressFn = Callable[[int, int, SegmentOutcome], None]
 
 
-class Gateway:
-    def __init__(
-        self, node: P2PNode, signer: Signer, ledger: Ledger, config: GatewayConfig
-    ) -> None:
-        self.node = node
-        self.ledger = ledger
-        self.config = config
-        self.writer = EventWriter(node, signer)
-        self.address = signer.address
-        self.view = NodeView(node.store)
-        self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s)
-        self.sender = Sender(signer, SenderConfig(config.max_ev, config.max_total_ev), ledger)
-        self.mirror = Balances()  # what each orchestrator's balance for us should be
-        self.verdicts: list[k.JobVerdict] = []
-        self._slot_freed = trio.Event()
-
-    async def wait_for_offers(self, count: int, timeout: float = 30.0) -> int:
-        """Wait until the log holds `count` offers; returns how many it holds."""
-        with trio.move_on_after(timeout):
-            while len((await self.view.refresh()).offers) < count:
-                await self.node.ingest.wait_changed()
-        return len(self.view.state.offers)
+class Gateway(SegmentMarket):
+    """The gateway's market (node.market) with transcoding jobs on it."""
 
     async def transcode_file(
         self,
@@ -155,48 +65,53 @@ class Gateway:
         report = JobReport(out, [SegmentOutcome(s.seq) for s in segments])
         output = VodOutput(out)
         try:
-            written = 0
-            done: dict[int, TranscodeResult] = {}
-            results_send, results_receive = trio.open_memory_channel[SegmentOutcome](len(segments))
-            async with trio.open_nursery() as nursery:
-                for seg, outcome in zip(segments, report.segments, strict=True):
-                    nursery.start_soon(
-                        self._run_segment, seg, ladder, outcome, report, results_send
-                    )
-                for count in range(1, len(segments) + 1):
-                    outcome = await results_receive.receive()
-                    if outcome.result is not None:
-                        done[outcome.seq] = outcome.result
-                    while written < len(segments) and segments[written].seq in done:
-                        seq = segments[written].seq
-                        await trio.to_thread.run_sync(output.add, seq, done.pop(seq))
-                        written += 1
-                    if on_progress is not None:
-                        on_progress(count, len(segments), outcome)
-            if report.failed:
-                failed = [
-                    f"{s.seq}: {'; '.join(s.errors)}" for s in report.segments if not s.result
-                ]
-                raise GatewayError(f"{report.failed} of {len(segments)} segments failed: "
-                                   + " | ".join(failed))  # fmt: skip
+            works = [_Transcode(s, ladder, self.config.preset) for s in segments]
+            await self.run_works(works, report, output.add, on_progress)
             await trio.to_thread.run_sync(output.commit)
         finally:
             output.discard()
         report.wall_s = time.perf_counter() - started
         return report
 
-    # -- one segment -----------------------------------------------------------------------
-
-    async def _run_segment(
+    async def run_works(
         self,
-        seg: Segment,
-        ladder: tuple[Profile, ...],
+        works: Sequence[SegmentWork],
+        report: JobReport,
+        write: Callable[[int, Any], None],
+        on_progress: ProgressFn | None = None,
+    ) -> None:
+        """Run every segment's work at once (each waits for a free orchestrator) and `write`
+        results in order, in a thread, as they complete; GatewayError if any segment failed."""
+        written, total = 0, len(works)
+        done: dict[int, Any] = {}
+        results_send, results_receive = trio.open_memory_channel[SegmentOutcome](total)
+        async with trio.open_nursery() as nursery:
+            for work, outcome in zip(works, report.segments, strict=True):
+                nursery.start_soon(self._run_one, work, outcome, report, results_send)
+            for count in range(1, total + 1):
+                outcome = await results_receive.receive()
+                if outcome.result is not None:
+                    done[outcome.seq] = outcome.result
+                while written < total and works[written].seq in done:
+                    seq = works[written].seq
+                    await trio.to_thread.run_sync(write, seq, done.pop(seq))
+                    written += 1
+                if on_progress is not None:
+                    on_progress(count, total, outcome)
+        if report.failed:
+            failed = [f"{s.seq}: {'; '.join(s.errors)}" for s in report.segments if not s.result]
+            raise GatewayError(f"{report.failed} of {total} segments failed: "
+                               + " | ".join(failed))  # fmt: skip
+
+    async def _run_one(
+        self,
+        work: SegmentWork,
         outcome: SegmentOutcome,
         report: JobReport,
         results: trio.MemorySendChannel[SegmentOutcome],
     ) -> None:
         try:
-            await self.run_segment(seg, ladder, outcome, report)
+            await self.run_work(work, outcome, report)
         finally:
             await results.send(outcome)
 
@@ -212,288 +127,54 @@ class Gateway:
         """Quote, pay, send, verify and retry one segment (never raises: errors land in
         `outcome`); `prefer` is tried first when it has a free slot (a live session's
         orchestrator), `timeout_s` bounds each attempt (default: the config's job timeout)."""
-        try:
-            info = await trio.to_thread.run_sync(probe, seg.data)
-            pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0,
-                                     ladder)  # fmt: skip
-            posted = await self.writer.emit(
-                k.JobPosted("transcode", keccak256(seg.data), len(seg.data),
-                            round(float(seg.duration) * 1000), tuple(p.name for p in ladder),
-                            self.config.max_price_per_pixel.numerator,
-                            self.config.max_price_per_pixel.denominator, ())
-            )  # fmt: skip
-            tried: set[bytes] = set()
-            limit = timeout_s or self.config.job_timeout_s
-            deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
-            for _ in range(MAX_PICKS):
-                if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:
-                    break
-                candidate = await self._pick(frozenset(tried), deadline, prefer)
-                if candidate is None:
-                    outcome.errors.append("no orchestrator available")
-                    break
-                tried.add(candidate.address)
-                busy = await self._attempt(seg, info, ladder, pixels, posted, candidate,
-                                           outcome, report, timeout_s)  # fmt: skip
-                if busy:
-                    tried.discard(candidate.address)
-        except Exception as exc:  # a segment's failure is reported, never crashes the job
-            log.exception("segment %d failed", seg.seq)
-            outcome.errors.append(repr(exc))
-        return outcome
-
-    async def _pick(
-        self, exclude: frozenset[bytes], deadline: float, prefer: bytes | None = None
-    ) -> Candidate | None:
-        """The best candidate with a free slot (`prefer` if free), waiting while all are busy."""
-        while trio.current_time() < deadline:
-            state = await self.view.refresh()
-            options = self.selector.candidates(state, time.monotonic(), exclude)
-            if options:
-                choice = next((c for c in options if c.address == prefer), options[0])
-                self.selector.acquire(choice.address)
-                return choice
-            usable = [a for a in state.offers if a not in exclude
-                      and a not in self.selector.suspended(time.monotonic())]  # fmt: skip
-            if not usable:
-                return None
-            with trio.move_on_at(deadline):
-                await self._slot_freed.wait()
-        return None
-
-    def _free(self, address: bytes) -> None:
-        self.selector.release(address)
-        self._slot_freed.set()
-        self._slot_freed = trio.Event()
-
-    async def _attempt(
-        self,
-        seg: Segment,
-        info: SourceInfo,
-        ladder: tuple[Profile, ...],
-        pixels: int,
-        posted: SignedEvent,
-        cand: Candidate,
-        outcome: SegmentOutcome,
-        report: JobReport,
-        timeout_s: float | None = None,
-    ) -> bool:
-        """One try on one orchestrator; True when it only said it was busy."""
-        timeout_s = timeout_s or self.config.job_timeout_s
-        orch = cand.address
-        who = "0x" + orch.hex()[:8]
-        assigned = busy = held = freed = False
-        price = Fraction(0)
-        result_event: SignedEvent | None = None
-        started = time.monotonic()
-        try:
-            peer = await self._dial(cand)
-            params = await self._quote(peer)
-            outcome.attempts += 1
-            price = params.price_per_pixel
-            tickets = await self._tickets(params, pixels)
-            held = True
-            assign = await self.writer.emit(
-                k.JobAssigned(posted.id, orch, price.numerator, price.denominator)
-            )
-            assigned = True
-            raws = [posted.raw, assign.raw]
-            for t in tickets:
-                issued = await self.writer.emit(_issued(t, posted.id))
-                raws.append(issued.raw)
-            report.tickets_sent += len(tickets)
-            report.ticket_ev_sent += sum((t.ticket.ev() for t in tickets), Fraction(0))
-            profiles = ",".join(p.name for p in ladder)  # a Profile's name is its spec text
-            spec = JobSpec(posted.id, profiles, self.config.preset)
-            with trio.fail_after(timeout_s):
-                result_event, renditions = await self._send_job(peer, spec, raws, tickets, seg)
-            held = False
-            # the orchestrator is done with it: let the next segment go there while we verify
-            self._free(orch)
-            freed = True
-            self.mirror.credit(orch.hex(), segment_fee(pixels, price))
-            self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
-            problems = await trio.to_thread.run_sync(
-                check_result, result_event, orch, posted.id, renditions, seg, info, ladder
-            )
-            if problems:
-                raise _Rejected("; ".join(problems))
-            latency = time.monotonic() - started
-            await self._verdict(posted.id, orch, True, "ok", latency, result_event)
-            self.selector.succeeded(orch, latency)
-            outcome.orchestrator, outcome.latency_s = orch, latency
-            outcome.fee_wei = segment_fee(_pixels(result_event), price)
-            outcome.result = _as_result(renditions, seg)
-            log.info("segment %d done by %s in %.2f s", seg.seq, who, latency)
-        except Refused as exc:
-            outcome.errors.append(msg := f"{who} refused: {exc}")
-            log.warning("segment %d: %s", seg.seq, msg)
-            if exc.code == BALANCE:  # our mirror of its balance was off: forget it, pay in full
-                self.mirror.close(orch.hex())
-            busy = (exc.code == BUSY and not assigned) or exc.code == BALANCE
-            if not busy and exc.code != PAYMENT:  # our own funds are not its fault
-                self.selector.failed(orch, time.monotonic())
-            if assigned:
-                await self._verdict(posted.id, orch, False, msg[:500], 0.0, result_event)
-        except PaymentError as exc:  # our sender refused to pay under these params
-            outcome.errors.append(f"{who}: cannot pay: {exc}")
-            log.warning("segment %d: cannot pay %s: %s", seg.seq, who, exc)
-            if assigned:
-                await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
-        except (
-            _Rejected,
-            P2PError,
-            BaseLibp2pError,
-            OSError,
-            trio.TooSlowError,
-            EventError,
-        ) as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, trio.TooSlowError):
-                reason = f"no result within {timeout_s:g} s"
-            msg = f"{who}: {reason}"
-            outcome.errors.append(msg)
-            log.warning("segment %d attempt %d failed: %s", seg.seq, outcome.attempts, msg)
-            self.selector.failed(orch, time.monotonic())
-            if assigned:
-                await self._verdict(posted.id, orch, False, msg[:500],
-                                    time.monotonic() - started, result_event)  # fmt: skip
-        finally:
-            if held:  # no result came back: the orchestrator charged nothing
-                self.mirror.credit(orch.hex(), segment_fee(pixels, price))
-            if not freed:
-                self._free(orch)
-        return busy
-
-    async def _dial(self, cand: Candidate) -> ID:
-        peer = ID.from_base58(cand.offer.peer_id)
-        if peer not in self.node.running.host.get_connected_peers():
-            errors = []
-            for addr in cand.offer.addrs:
-                try:
-                    await self.node.connect(addr)
-                    break
-                except Exception as exc:  # unreachable address: try the next
-                    errors.append(repr(exc))
-            else:
-                raise P2PError(f"cannot reach orchestrator: {'; '.join(errors) or 'no address'}")
-        return peer
-
-    def _stream(self, stream: object, timeout: float) -> MessageStream:
-        cfg = self.node.config
-        return MessageStream(stream, cfg.max_frame_bytes, timeout)  # type: ignore[arg-type]
-
-    async def _quote(self, peer: ID) -> TicketParams:
-        stream = await self.node.running.host.new_stream(peer, [QUOTE_PROTOCOL])
-        try:
-            ms = self._stream(stream, self.node.config.frame_timeout_s)
-            await ms.send([QUOTE_REQUEST, VERSION, self.address])
-            reply = await ms.receive()
-            _raise_refused(reply)
-            if reply[0] != QUOTE or len(reply) != 4:
-                raise ProtocolError("expected a quote")
-            return params_from_wire(reply[1])
-        finally:
-            await _close(stream)
-
-    async def _tickets(self, params: TicketParams, pixels: int) -> list[SignedTicket]:
-        """Tickets enough to bring this orchestrator's balance up to the segment's fee."""
-        session = self.sender.start_session(params, nonce=0)
-        now = await trio.to_thread.run_sync(self.ledger.view)
-        fee = segment_fee(pixels, params.price_per_pixel) * self.config.fee_margin
-        key = params.recipient.hex()
-        count = tickets_needed(fee, self.mirror.balance(key), params.ev()) if fee else 0
-        if count > 256:
-            raise PaymentError(f"{count} tickets needed for one segment: the ticket EV is too low")
-        tickets = []
-        if count:
-            tickets = await trio.to_thread.run_sync(self.sender.create_tickets, session, count, now)
-            self.mirror.credit(key, params.ev() * count)
-        self.sender.end_session(session)
-        # hold the estimate against the balance until the result says what was really charged,
-        # so segments in flight together each bring their own tickets
-        self.mirror.debit(key, segment_fee(pixels, params.price_per_pixel))
-        return tickets
-
-    async def _send_job(
-        self, peer: ID, spec: JobSpec, raws: list[bytes], tickets: list[SignedTicket], seg: Segment
-    ) -> tuple[SignedEvent, list[Rendition]]:
-        stream = await self.node.running.host.new_stream(peer, [JOB_PROTOCOL])
-        try:
-            ms = self._stream(stream, self.config.job_timeout_s)
-            await ms.send([JOB_REQUEST, VERSION, spec.to_wire(), raws,
-                           [ticket_to_wire(t) for t in tickets]])  # fmt: skip
-            await ms.send_blob(seg.data)
-            reply = await ms.receive()
-            _raise_refused(reply)
-            if reply[0] != JOB_DONE or len(reply) != 3 or not isinstance(reply[2], list):
-                raise ProtocolError("expected a job result")
-            event = decode_verified(reply[1]) if type(reply[1]) is bytes else None
-            body = k.read_body(event) if event is not None else None
-            if event is None or not isinstance(body, k.JobResult):
-                raise ProtocolError("the result is not a signed JobResult")
-            if len(reply[2]) != len(body.output_hashes):
-                raise ProtocolError("rendition count differs from the signed result")
-            renditions = []
-            limit = self.node.config.max_blob_bytes
-            for meta, digest in zip(reply[2], body.output_hashes, strict=True):
-                data = await ms.receive_blob(limit, expected=digest)
-                renditions.append(rendition_from_wire(meta, data))
-            return event, renditions
-        finally:
-            await _close(stream)
-
-    async def _verdict(
-        self,
-        job_id: bytes,
-        orch: bytes,
-        accepted: bool,
-        reason: str,
-        latency_s: float,
-        result: SignedEvent | None,
-    ) -> None:
-        """Log the verdict, after the orchestrator's result when there is one (causal order)."""
-        if result is not None:
-            await self.node.ingest.submit([result], "job")
-            with trio.move_on_after(10):
-                await self.node.wait_until(
-                    lambda: self.node.ingest.heads.get(orch, 0) >= result.seq
-                )
-        body = k.JobVerdict(job_id, orch, accepted, reason, round(latency_s * 1000))
-        self.verdicts.append(body)
-        await self.writer.emit(body)
+        work = _Transcode(seg, ladder, self.config.preset)
+        return await self.run_work(work, outcome, report, prefer, timeout_s)
 
 
-class _Rejected(Exception):
-    """A result that failed verification."""
+@dataclass(slots=True)
+class _Transcode:
+    """One segment's ladder as market work (node.market.SegmentWork)."""
 
+    seg: Segment
+    ladder: tuple[Profile, ...]
+    preset: str
+    info: SourceInfo | None = None
+    pixels: int = 0
+    capability: str = "transcode:h264"
+    warm: str = ""
+    protocol: str = JOB_PROTOCOL
+    request_kind: int = JOB_REQUEST
+    done_kind: int = JOB_DONE
+    seq: int = field(init=False)
+    data: bytes = field(init=False)
 
-def _raise_refused(reply: list[object]) -> None:
-    if reply[0] == REFUSED:
-        if len(reply) != 3 or not isinstance(reply[1], str) or not isinstance(reply[2], str):
-            raise ProtocolError("malformed refusal")
-        raise Refused(reply[1], reply[2])
+    def __post_init__(self) -> None:
+        self.seq, self.data = self.seg.seq, self.seg.data
 
+    async def prepare(self) -> k.JobPosted:
+        info = self.info = await trio.to_thread.run_sync(probe, self.seg.data)
+        self.pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0,
+                                      self.ladder)  # fmt: skip
+        return k.JobPosted("transcode", keccak256(self.seg.data), len(self.seg.data),
+                           round(float(self.seg.duration) * 1000),
+                           tuple(p.name for p in self.ladder), 0, 1, ())  # fmt: skip
 
-def _pixels(result: SignedEvent) -> int:
-    body = k.read_body(result)
-    assert isinstance(body, k.JobResult)
-    return body.output_pixels
+    def spec_wire(self, job_id: bytes) -> list[Any]:
+        profiles = ",".join(p.name for p in self.ladder)  # a Profile's name is its spec text
+        return JobSpec(job_id, profiles, self.preset).to_wire()
 
+    def outputs(self, metas: list[Any], blobs: list[bytes]) -> list[Rendition]:
+        if not metas:
+            raise ProtocolError("a transcode result holds at least one rendition")
+        return [rendition_from_wire(m, d) for m, d in zip(metas, blobs, strict=True)]
 
-def _issued(t: SignedTicket, job_id: bytes) -> k.TicketIssued:
-    x = t.ticket
-    return k.TicketIssued(x.hash(), x.recipient, x.face_value, x.win_prob, x.sender_nonce,
-                          x.recipient_rand_hash, x.creation_round, x.creation_round_block_hash,
-                          t.sig, job_id)  # fmt: skip
+    def check(
+        self, result: SignedEvent, orch: bytes, job_id: bytes, outputs: list[Rendition]
+    ) -> list[str]:
+        assert self.info is not None
+        return check_result(result, orch, job_id, outputs, self.seg, self.info, self.ladder)
 
-
-def _as_result(renditions: list[Rendition], seg: Segment) -> TranscodeResult:
-    first = renditions[0]
-    return TranscodeResult(tuple(renditions), 0, 0, first.frame_count, seg.start_pts,
-                           first.duration, 0.0)  # fmt: skip
-
-
-async def _close(stream: object) -> None:
-    with contextlib.suppress(Exception):  # a reset stream is fine
-        await stream.close()  # type: ignore[attr-defined]
+    def accept(self, outputs: list[Rendition]) -> TranscodeResult:
+        first = outputs[0]
+        return TranscodeResult(tuple(outputs), 0, 0, first.frame_count, self.seg.start_pts,
+                               first.duration, 0.0)  # fmt: skip

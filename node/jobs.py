@@ -1,9 +1,10 @@
 """The gateway's HTTP jobs: a record per job on disk (`<gateway dir>/jobs/<id>/job.json`, written
 atomically, readable from the API's threads) and a trio runner that hands them one at a time to
-`Gateway.transcode_file`. On start the runner re-queues every job a stopped process left queued
-or running, so a restarted gateway finishes them. Live jobs (`kind == "live"`, node.live) run
-beside the queue, each until its stream ends or `stop()`; a restart marks an interrupted live job
-failed (its stream is gone) instead of replaying it."""
+`Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `node.ai_jobs.run_ai_file`). On start the
+runner re-queues every job a stopped process left queued or running, so a restarted gateway
+finishes them. Live jobs (`kind == "live"`, node.live) run beside the queue, each until its
+stream ends or `stop()`; a restart marks an interrupted live job failed (its stream is gone)
+instead of replaying it."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from typing import Any
 
 import trio
 
+from node.ai_jobs import DETECTIONS_FILE, run_ai_file
 from node.gateway import Gateway, SegmentOutcome
 from node.live import LiveReport, LiveSession
+from node.protocol import VIDEO_PIPELINES
 
 log = logging.getLogger("castnet.jobs")
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -31,7 +34,7 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 INPUT_NAME = "input"
 OUT_NAME = "out"
 MAX_QUEUE = 1000
-TRANSCODE, LIVE = "transcode", "live"
+TRANSCODE, LIVE, AI = "transcode", "live", "ai"
 MAX_LIVE = 8  # live streams at once
 
 
@@ -59,8 +62,10 @@ class JobRecord:
     segments_failed: int = 0
     orchestrators: tuple[str, ...] = ()
     error: str = ""
-    kind: str = TRANSCODE  # or LIVE: `source` is then the stream URL
+    kind: str = TRANSCODE  # or LIVE: `source` is then the stream URL; or AI
     ended: str = ""  # a live job: why its stream ended
+    pipeline: str = ""  # an AI job: the inference pipeline (detect-faces, filter, ...)
+    model: str = ""  # an AI job: the model asked for ("" for each orchestrator's default)
 
     def public(self) -> dict[str, Any]:
         """What `GET /v1/jobs/{id}` shows."""
@@ -86,7 +91,15 @@ class JobRecord:
         if self.kind == LIVE:
             out["kind"], out["ended"] = LIVE, self.ended
             out["progress"]["segments_published"] = self.segments_done
-        if self.status == DONE or (self.kind == LIVE and self.segments_done):
+        if self.kind == AI:
+            out["kind"], out["pipeline"], out["model"] = AI, self.pipeline, self.model
+            del out["profiles"]
+            if self.status == DONE:
+                name = "master.m3u8" if self.pipeline in VIDEO_PIPELINES else DETECTIONS_FILE
+                out["files"] = [f"/v1/jobs/{self.id}/{name}"]
+                if self.pipeline in VIDEO_PIPELINES:
+                    out["playlist"] = out["files"][0]
+        elif self.status == DONE or (self.kind == LIVE and self.segments_done):
             out["playlist"] = f"/v1/jobs/{self.id}/master.m3u8"
         return out
 
@@ -309,7 +322,11 @@ class JobRunner:
                              segments_failed=failed, orchestrators=tuple(used))  # fmt: skip
 
         try:
-            await self.gateway.transcode_file(record.source, out, progress, record.profiles)
+            if record.kind == AI:
+                await run_ai_file(self.gateway, record.pipeline, record.source, out, record.model,
+                                  progress)  # fmt: skip
+            else:
+                await self.gateway.transcode_file(record.source, out, progress, record.profiles)
         except Exception as exc:  # the job fails with a message; the runner goes on
             log.warning("job %s failed: %s", job_id, exc)
             await self._finish(job_id, FAILED, str(exc)[:2000] or type(exc).__name__)

@@ -1,7 +1,8 @@
 """The orchestrator role: a signed Offer at start and periodically, quotes with fresh ticket params
 on `/castnet/quote/1`, segment jobs with tickets on `/castnet/job/1` (tickets validated, session
 balance checked, the ladder transcoded in a worker thread, renditions and a signed JobResult
-returned), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
+returned) and AI segments on `/castnet/ai/1` (the same, with a pipeline run in a thread by
+node.ai_compute), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -21,13 +22,18 @@ from events import kinds as k
 from events.crypto import Signer, keccak256
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
+from inference.engine import InferenceConfig
 from media.encoders import HARDWARE, SOFTWARE, encoder_works
 from media.errors import MediaError
 from media.profiles import Profile, parse_profiles
 from media.source import probe
 from media.transcoder import TranscodeResult, transcode
+from node.ai_compute import AiCompute
 from node.ledger import Ledger
 from node.protocol import (
+    AI_DONE,
+    AI_PROTOCOL,
+    AI_REQUEST,
     BAD_REQUEST,
     BALANCE,
     BUSY,
@@ -42,6 +48,7 @@ from node.protocol import (
     REASSIGNED,
     REFUSED,
     VERSION,
+    AiSpec,
     JobSpec,
     Refused,
     estimate_pixels,
@@ -82,12 +89,16 @@ class OrchestratorConfig:
     validity_blocks: int = 5
     offer_interval_s: float = 30.0
     encoder: str = "software"
-    # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job"
+    # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job" |
+    # "bad-detections" (AI detections with a box outside every frame)
     fault: str = ""
     # remote workers (`castnet worker`): peer ids allowed to attach, or any
     workers: tuple[str, ...] = ()
     allow_any_worker: bool = False
     worker_timeout_s: float = 120.0
+    # inference (`/castnet/ai/1`): provider, models folder, warm-model budget; ai=False offers none
+    ai: bool = True
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 def capabilities() -> tuple[str, ...]:
@@ -111,6 +122,7 @@ class OrchestratorStats:
     worker_segments: int = 0  # computed by an attached worker
     local_segments: int = 0  # computed in this process
     worker_failures: int = 0  # a worker failed mid-segment; finished in-process
+    ai_segments: int = 0  # inference segments (in-process)
 
 
 class Orchestrator:
@@ -153,6 +165,9 @@ class Orchestrator:
         self.stats = OrchestratorStats()
         self.active = 0
         self.capabilities = capabilities()
+        self.ai = AiCompute(config.inference, required=config.inference.models_dir is not None,
+                            fault=config.fault)  # fmt: skip
+        self.offered: tuple[str, ...] = ()  # the capabilities of the last offer
         self.dead = False
         self._on_die = on_die
         self._payments = trio.Lock()  # Recipient and the queue are not thread-safe
@@ -166,6 +181,9 @@ class Orchestrator:
         host = self.node.running.host
         host.set_stream_handler(QUOTE_PROTOCOL, self._handle_quote)
         host.set_stream_handler(JOB_PROTOCOL, self._handle_job)
+        if self.config.ai:
+            await trio.to_thread.run_sync(self.ai.start)
+            host.set_stream_handler(AI_PROTOCOL, self._handle_ai)
         host.set_stream_handler(WORKER_PROTOCOL, self.workers.handle_register)
         await self.publish_offer()
         task_status.started(self)
@@ -175,10 +193,11 @@ class Orchestrator:
 
     async def publish_offer(self) -> SignedEvent:
         price = self.config.price_per_pixel
+        self.offered = self.capabilities + await trio.to_thread.run_sync(self.ai.capabilities)
         offer = k.Offer(
             price.numerator,
             price.denominator,
-            self.capabilities,
+            self.offered,
             self.config.capacity,
             self.node.peer_id,
             tuple(self.node.addrs),
@@ -250,10 +269,18 @@ class Orchestrator:
     # -- job -------------------------------------------------------------------------------
 
     async def _handle_job(self, stream: INetStream) -> None:
+        await self._serve(stream, JOB_REQUEST, self._run_job)
+
+    async def _handle_ai(self, stream: INetStream) -> None:
+        await self._serve(stream, AI_REQUEST, self._run_ai)
+
+    async def _serve(self, stream: INetStream, kind: int, run: Callable[..., Any]) -> None:
+        """A segment request of `kind`: spec, the gateway's events, tickets and the segment up;
+        `run` answers the reply and the output blobs that follow it."""
         cfg = self.node.config
         ms = MessageStream(stream, cfg.max_frame_bytes, cfg.frame_timeout_s)
         try:
-            _, version, spec_wire, raws, tickets_wire = await ms.expect(JOB_REQUEST, 5)
+            _, version, spec_wire, raws, tickets_wire = await ms.expect(kind, 5)
             segment = await ms.receive_blob(cfg.max_blob_bytes)
             if version != VERSION:
                 raise Refused(BAD_REQUEST, f"unsupported job version {version!r}")
@@ -264,13 +291,12 @@ class Orchestrator:
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             self.active += 1
             try:
-                reply = await self._run_job(spec_wire, raws, tickets_wire, segment)
+                reply, blobs = await run(spec_wire, raws, tickets_wire, segment)
             finally:
                 self.active -= 1
-            result_raw, result = reply
-            await ms.send([JOB_DONE, result_raw, [rendition_meta(r) for r in result.renditions]])
-            for rendition in result.renditions:
-                await ms.send_blob(rendition.data)
+            await ms.send(reply)
+            for blob in blobs:
+                await ms.send_blob(blob)
             self.stats.jobs += 1
         except Refused as exc:
             self.stats.refused += 1
@@ -285,7 +311,7 @@ class Orchestrator:
 
     async def _run_job(
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes
-    ) -> tuple[bytes, TranscodeResult]:
+    ) -> tuple[list[Any], list[bytes]]:
         spec = JobSpec.from_wire(spec_wire)
         sender = await self._ingest_gateway_events(raws, spec.job_id)
         try:
@@ -293,31 +319,59 @@ class Orchestrator:
             info = await trio.to_thread.run_sync(probe, segment)
         except MediaError as exc:
             raise Refused(BAD_REQUEST, f"bad segment or profiles: {exc}") from None
-        await self._take_tickets(tickets_wire, sender, spec.job_id)
         pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0, ladder)
-        session = sender.hex()
-        fee = segment_fee(pixels, self.config.price_per_pixel)
-        try:
-            self.balances.check(session, fee)
-        except PaymentError as exc:
-            raise Refused(BALANCE, str(exc)) from None
-        if self.config.fault == "die-mid-job":
-            self._die()
-            raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
+        await self._charge_ahead(tickets_wire, sender, spec.job_id, pixels)
         started = time.perf_counter()
         result = await self._compute(segment, ladder, spec)
         compute_ms = round((time.perf_counter() - started) * 1000)
         if self.config.fault == "wrong-renditions":
             result = _swap_renditions(result)
         output_pixels = sum(r.pixel_count for r in result.renditions)
-        self.balances.debit(session, segment_fee(output_pixels, self.config.price_per_pixel))
+        blobs = [r.data for r in result.renditions]
+        raw = await self._settle(sender, spec.job_id, blobs, output_pixels, compute_ms)
+        return [JOB_DONE, raw, [rendition_meta(r) for r in result.renditions]], blobs
+
+    async def _run_ai(
+        self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes
+    ) -> tuple[list[Any], list[bytes]]:
+        spec = AiSpec.from_wire(spec_wire)
+        sender = await self._ingest_gateway_events(raws, spec.job_id)
+        plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
+        await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
+        started = time.perf_counter()
+        output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
+        compute_ms = round((time.perf_counter() - started) * 1000)
+        self.stats.ai_segments += 1
+        raw = await self._settle(sender, spec.job_id, [output.data], output.pixels, compute_ms)
+        if self.offered != self.capabilities + await trio.to_thread.run_sync(self.ai.capabilities):
+            await self.publish_offer()  # a model turned warm: say so now, not at the next interval
+        return [AI_DONE, raw, [output.meta()]], [output.data]
+
+    async def _charge_ahead(
+        self, tickets_wire: Any, sender: bytes, job_id: bytes, pixels: int
+    ) -> None:
+        """Take the job's tickets, then refuse unless the sender's balance covers the estimate."""
+        await self._take_tickets(tickets_wire, sender, job_id)
+        try:
+            self.balances.check(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
+        except PaymentError as exc:
+            raise Refused(BALANCE, str(exc)) from None
+        if self.config.fault == "die-mid-job":
+            self._die()
+            raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
+
+    async def _settle(
+        self, sender: bytes, job_id: bytes, blobs: list[bytes], pixels: int, compute_ms: int
+    ) -> bytes:
+        """Charge the output's pixels and sign the result, unless the job went elsewhere."""
+        self.balances.debit(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
         state = await self.view.refresh()
-        job = state.jobs.get(spec.job_id)
+        job = state.jobs.get(job_id)
         if job is None or job.assignee != self.address or job.status != "assigned":
             raise Refused(REASSIGNED, "the job was reassigned while it ran")
-        hashes = tuple(keccak256(r.data) for r in result.renditions)
-        event = await self.writer.emit(k.JobResult(spec.job_id, hashes, output_pixels, compute_ms))
-        return event.raw, result
+        hashes = tuple(keccak256(b) for b in blobs)
+        event = await self.writer.emit(k.JobResult(job_id, hashes, pixels, compute_ms))
+        return event.raw
 
     # -- compute: an attached worker when one is free, else (or when it fails) in-process ------
 

@@ -1,7 +1,8 @@
 """Wire messages of the job market: `/castnet/quote/1` (price and fresh ticket params, like
-Livepeer's GetOrchestratorInfo) and `/castnet/job/1` (segment + spec + tickets up, renditions +
-signed JobResult down). Positional msgpack arrays with an int kind first; integers that may
-exceed 64 bits travel as 32-byte big-endian bytes."""
+Livepeer's GetOrchestratorInfo), `/castnet/job/1` (segment + spec + tickets up, renditions +
+signed JobResult down) and `/castnet/ai/1` (segment + pipeline/model + tickets up, detections or
+a video + signed JobResult down). Positional msgpack arrays with an int kind first; integers that
+may exceed 64 bits travel as 32-byte big-endian bytes."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from payments.ticket import SignedTicket, Ticket
 
 QUOTE_PROTOCOL = "/castnet/quote/1"
 JOB_PROTOCOL = "/castnet/job/1"
+AI_PROTOCOL = "/castnet/ai/1"
 VERSION = 1
 
-QUOTE_REQUEST, QUOTE, JOB_REQUEST, JOB_DONE, REFUSED = 1, 2, 3, 4, 9
+QUOTE_REQUEST, QUOTE, JOB_REQUEST, JOB_DONE, AI_REQUEST, AI_DONE, REFUSED = 1, 2, 3, 4, 5, 6, 9
 
 # Why an orchestrator refuses; the gateway treats BUSY as "try elsewhere" without blame.
 BUSY = "busy"
@@ -225,3 +227,88 @@ def estimate_pixels(
         frames = max(1, round(Fraction(duration).limit_denominator(10_000) * fps))
         total += frames * spec.width * spec.height
     return total
+
+
+# -- inference segments ----------------------------------------------------------------------
+
+DETECTIONS, VIDEO = "detections", "video"  # what an AI segment returns: JSON lines, or MPEG-TS
+VIDEO_PIPELINES = frozenset({"filter", "upscale"})
+MAX_AI_FRAMES = 2000  # per segment (a ~2 s segment has 50-120)
+MAX_BOXES = 100  # per frame
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def ai_capability(pipeline: str, model: str = "", warm: bool = False) -> str:
+    """An Offer capability: `ai:<pipeline>` (its default model), `ai:<pipeline>/<model>`, and
+    either with `:warm` when the model is loaded (starts without a load delay)."""
+    text = f"ai:{pipeline}/{model}" if model else f"ai:{pipeline}"
+    return text + ":warm" if warm else text
+
+
+def ai_output_size(pipeline: str, width: int, height: int) -> tuple[int, int]:
+    """The frame size a pipeline's output has (and is priced at): upscale doubles it."""
+    factor = 2 if pipeline == "upscale" else 1
+    return width * factor, height * factor
+
+
+def is_model_name(text: str) -> bool:
+    """A registered model's name, never a path: what a gateway may ask an orchestrator for."""
+    return 0 < len(text) <= 128 and set(text) <= NAME_CHARS and text[0] not in ".-"
+
+
+@dataclass(frozen=True, slots=True)
+class AiSpec:
+    """An inference segment's ask: the job (a JobPosted id), the pipeline and the model ("" for
+    the orchestrator's default model of that pipeline)."""
+
+    job_id: bytes
+    pipeline: str
+    model: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.job_id, self.pipeline, self.model]
+
+    @classmethod
+    def from_wire(cls, items: Any) -> AiSpec:
+        if not isinstance(items, list) or len(items) != 3:
+            raise ProtocolError("an AI spec is [job_id, pipeline, model]")
+        pipeline, model = items[1], items[2]
+        if type(pipeline) is not str or not 0 < len(pipeline) <= 64:
+            raise ProtocolError("an AI pipeline is a short string")
+        if type(model) is not str or (model and not is_model_name(model)):
+            raise ProtocolError("an AI model is a registered model's name")
+        return cls(_bytes(items[0], "job_id", 32), pipeline, model)
+
+
+@dataclass(frozen=True, slots=True)
+class AiOutput:
+    """What an orchestrator made of an AI segment: detections (JSON lines, one per frame) or a
+    video (MPEG-TS), with the model that ran, the frames it saw and the output frame size."""
+
+    kind: str  # DETECTIONS or VIDEO
+    model: str
+    frames: int
+    width: int
+    height: int
+    data: bytes
+
+    @property
+    def pixels(self) -> int:
+        """What the segment costs: frames x output width x output height."""
+        return self.frames * self.width * self.height
+
+    def meta(self) -> list[Any]:
+        """Everything but the bytes, which follow as a blob."""
+        return [self.kind, self.model, self.frames, self.width, self.height]
+
+    @classmethod
+    def from_wire(cls, items: Any, data: bytes) -> AiOutput:
+        if not isinstance(items, list) or len(items) != 5:
+            raise ProtocolError("AI output metadata is [kind, model, frames, width, height]")
+        if items[0] not in (DETECTIONS, VIDEO) or type(items[1]) is not str:
+            raise ProtocolError("AI output kind is detections or video, its model a string")
+        frames = _int(items[2], "frames")
+        if frames > MAX_AI_FRAMES:
+            raise ProtocolError(f"an AI segment has at most {MAX_AI_FRAMES} frames")
+        return cls(items[0], items[1][:128], frames, _int(items[3], "width"),
+                   _int(items[4], "height"), data)  # fmt: skip

@@ -1,0 +1,477 @@
+"""What a gateway does for every paid segment, whatever the work: post the job, pick an orchestrator
+that offers the work's capability (node.selection), quote, pay with tickets against a mirrored
+balance, send the segment, check the signed result, log verdicts, and retry a failed or late
+segment elsewhere (up to 3 attempts). The work plugs in as a `SegmentWork`: transcoding
+(node.gateway) and inference (node.ai_jobs)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.peer.id import ID
+
+from events import kinds as k
+from events.crypto import Signer
+from events.envelope import SignedEvent, decode_verified
+from events.errors import EventError
+from node.ledger import Ledger
+from node.protocol import (
+    BALANCE,
+    BUSY,
+    PAYMENT,
+    QUOTE,
+    QUOTE_PROTOCOL,
+    QUOTE_REQUEST,
+    REFUSED,
+    VERSION,
+    Refused,
+    params_from_wire,
+    ticket_to_wire,
+)
+from node.selection import Candidate, Selector
+from node.view import NodeView
+from node.writer import EventWriter
+from p2p.errors import P2PError, ProtocolError
+from p2p.framing import MessageStream
+from p2p.node import P2PNode
+from payments.balance import Balances, segment_fee, tickets_needed
+from payments.errors import PaymentError
+from payments.params import TicketParams
+from payments.sender import Sender, SenderConfig
+from payments.ticket import SignedTicket
+
+log = logging.getLogger("castnet.gateway")
+MAX_ATTEMPTS = 3
+MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    profiles: str = "360p,240p"
+    preset: str = "veryfast"
+    max_price_per_pixel: Fraction = Fraction(10**6)
+    job_timeout_s: float = 120.0
+    suspend_s: float = 300.0
+    max_ev: Fraction = Fraction(10**15)
+    max_total_ev: Fraction = Fraction(10**17)
+    fee_margin: Fraction = Fraction(11, 10)  # pay ahead for the estimate plus 10%
+
+
+@dataclass(slots=True)
+class SegmentOutcome:
+    seq: int
+    orchestrator: bytes = b""
+    attempts: int = 0
+    latency_s: float = 0.0
+    fee_wei: Fraction = Fraction(0)
+    errors: list[str] = field(default_factory=list)
+    result: Any = None  # what the work's `accept` made: a TranscodeResult, an AiResult
+
+
+@dataclass(slots=True)
+class JobReport:
+    out: Path
+    segments: list[SegmentOutcome]
+    tickets_sent: int = 0
+    ticket_ev_sent: Fraction = Fraction(0)
+    wall_s: float = 0.0
+
+    @property
+    def completed(self) -> int:
+        return sum(s.result is not None for s in self.segments)
+
+    @property
+    def failed(self) -> int:
+        return len(self.segments) - self.completed
+
+    @property
+    def fees_wei(self) -> Fraction:
+        return sum((s.fee_wei for s in self.segments), Fraction(0))
+
+
+class SegmentWork(Protocol):
+    """One segment's work as the market runs it: what it posts and asks for, and how it reads and
+    checks what comes back. `pixels` (the fee's basis) is known once `prepare` has run."""
+
+    seq: int
+    data: bytes  # the segment, sent as a blob after the request
+    capability: str  # an Offer capability the orchestrator must list
+    warm: str  # a capability that marks an orchestrator ready at once ("" when none)
+    protocol: str  # the libp2p protocol of the request
+    request_kind: int
+    done_kind: int
+    pixels: int
+
+    async def prepare(self) -> k.JobPosted:
+        """Measure the segment (in a thread) and say what to post (the market sets the price
+        cap); raises on a bad segment."""
+        ...
+
+    def spec_wire(self, job_id: bytes) -> list[Any]: ...
+
+    def outputs(self, metas: list[Any], blobs: list[bytes]) -> Any:
+        """The outputs from their metadata and bytes; ProtocolError when malformed."""
+        ...
+
+    def check(self, result: SignedEvent, orch: bytes, job_id: bytes, outputs: Any) -> list[str]:
+        """Every reason to reject the outputs (blocking: decodes them)."""
+        ...
+
+    def accept(self, outputs: Any) -> Any:
+        """What the outcome keeps of verified outputs."""
+        ...
+
+
+class SegmentMarket:
+    """The gateway's side of the job market (node, wallet, selection, payments, verdicts)."""
+
+    def __init__(
+        self, node: P2PNode, signer: Signer, ledger: Ledger, config: GatewayConfig
+    ) -> None:
+        self.node = node
+        self.ledger = ledger
+        self.config = config
+        self.writer = EventWriter(node, signer)
+        self.address = signer.address
+        self.view = NodeView(node.store)
+        self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s)
+        self._selectors = {self.selector.capability: self.selector}
+        self.sender = Sender(signer, SenderConfig(config.max_ev, config.max_total_ev), ledger)
+        self.mirror = Balances()  # what each orchestrator's balance for us should be
+        self.verdicts: list[k.JobVerdict] = []
+        self._slot_freed = trio.Event()
+
+    def selector_for(self, capability: str) -> Selector:
+        """A selector for `capability` that shares slots, latencies and suspensions with every
+        other: an orchestrator's capacity covers all the work it takes."""
+        selector = self._selectors.get(capability)
+        if selector is None:
+            selector = Selector(capability, self.config.max_price_per_pixel, self.config.suspend_s)
+            selector.local = self.selector.local
+            self._selectors[capability] = selector
+        return selector
+
+    async def wait_for_offers(self, count: int, timeout: float = 30.0) -> int:
+        """Wait until the log holds `count` offers; returns how many it holds."""
+        with trio.move_on_after(timeout):
+            while len((await self.view.refresh()).offers) < count:
+                await self.node.ingest.wait_changed()
+        return len(self.view.state.offers)
+
+    async def run_work(
+        self,
+        work: SegmentWork,
+        outcome: SegmentOutcome,
+        report: JobReport,
+        prefer: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> SegmentOutcome:
+        """Post, pay, send, check and retry one segment's work (never raises: errors land in
+        `outcome`); `prefer` is tried first when it has a free slot, `timeout_s` bounds each
+        attempt (default: the config's job timeout)."""
+        try:
+            cap = self.config.max_price_per_pixel
+            body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
+                                       pixels_per_unit=cap.denominator)  # fmt: skip
+            posted = await self.writer.emit(body)
+            selector = self.selector_for(work.capability)
+            tried: set[bytes] = set()
+            limit = timeout_s or self.config.job_timeout_s
+            deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
+            for _ in range(MAX_PICKS):
+                if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:
+                    break
+                candidate = await self._pick(selector, frozenset(tried), deadline, prefer,
+                                             work.warm)  # fmt: skip
+                if candidate is None:
+                    outcome.errors.append(f"no orchestrator available for {work.capability}")
+                    break
+                tried.add(candidate.address)
+                busy = await self._attempt(work, posted, candidate, outcome, report, timeout_s)
+                if busy:
+                    tried.discard(candidate.address)
+        except Exception as exc:  # a segment's failure is reported, never crashes the job
+            log.exception("segment %d failed", work.seq)
+            outcome.errors.append(repr(exc))
+        return outcome
+
+    async def _pick(
+        self,
+        selector: Selector,
+        exclude: frozenset[bytes],
+        deadline: float,
+        prefer: bytes | None = None,
+        warm: str = "",
+    ) -> Candidate | None:
+        """The best candidate with a free slot (`prefer` if free, else one that lists `warm`),
+        waiting while all are busy."""
+        while trio.current_time() < deadline:
+            state = await self.view.refresh()
+            options = selector.candidates(state, time.monotonic(), exclude)
+            if options:
+                ready = [c for c in options if warm and warm in c.offer.capabilities]
+                choice = next((c for c in options if c.address == prefer), (ready or options)[0])
+                selector.acquire(choice.address)
+                return choice
+            suspended = selector.suspended(time.monotonic())
+            usable = [a for a, o in state.offers.items() if a not in exclude
+                      and a not in suspended and selector.capability in o.capabilities]  # fmt: skip
+            if not usable:
+                return None
+            with trio.move_on_at(deadline):
+                await self._slot_freed.wait()
+        return None
+
+    def _free(self, address: bytes) -> None:
+        self.selector.release(address)
+        self._slot_freed.set()
+        self._slot_freed = trio.Event()
+
+    async def _attempt(
+        self,
+        work: SegmentWork,
+        posted: SignedEvent,
+        cand: Candidate,
+        outcome: SegmentOutcome,
+        report: JobReport,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """One try on one orchestrator; True when it only said it was busy."""
+        timeout_s = timeout_s or self.config.job_timeout_s
+        orch = cand.address
+        who = "0x" + orch.hex()[:8]
+        assigned = busy = held = freed = False
+        price = Fraction(0)
+        result_event: SignedEvent | None = None
+        started = time.monotonic()
+        pixels = work.pixels
+        try:
+            peer = await self._dial(cand)
+            params = await self._quote(peer)
+            outcome.attempts += 1
+            price = params.price_per_pixel
+            tickets = await self._tickets(params, pixels)
+            held = True
+            assign = await self.writer.emit(
+                k.JobAssigned(posted.id, orch, price.numerator, price.denominator)
+            )
+            assigned = True
+            raws = [posted.raw, assign.raw]
+            for t in tickets:
+                issued = await self.writer.emit(_issued(t, posted.id))
+                raws.append(issued.raw)
+            report.tickets_sent += len(tickets)
+            report.ticket_ev_sent += sum((t.ticket.ev() for t in tickets), Fraction(0))
+            with trio.fail_after(timeout_s):
+                result_event, outputs = await self._send(peer, work, posted.id, raws, tickets)
+            held = False
+            # the orchestrator is done with it: let the next segment go there while we verify
+            self._free(orch)
+            freed = True
+            self.mirror.credit(orch.hex(), segment_fee(pixels, price))
+            self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
+            problems = await trio.to_thread.run_sync(
+                work.check, result_event, orch, posted.id, outputs
+            )
+            if problems:
+                raise _Rejected("; ".join(problems))
+            latency = time.monotonic() - started
+            await self._verdict(posted.id, orch, True, "ok", latency, result_event)
+            self.selector.succeeded(orch, latency)
+            outcome.orchestrator, outcome.latency_s = orch, latency
+            outcome.fee_wei = segment_fee(_pixels(result_event), price)
+            outcome.result = work.accept(outputs)
+            log.info("segment %d done by %s in %.2f s", work.seq, who, latency)
+        except Refused as exc:
+            outcome.errors.append(msg := f"{who} refused: {exc}")
+            log.warning("segment %d: %s", work.seq, msg)
+            if exc.code == BALANCE:  # our mirror of its balance was off: forget it, pay in full
+                self.mirror.close(orch.hex())
+            busy = (exc.code == BUSY and not assigned) or exc.code == BALANCE
+            if not busy and exc.code != PAYMENT:  # our own funds are not its fault
+                self.selector.failed(orch, time.monotonic())
+            if assigned:
+                await self._verdict(posted.id, orch, False, msg[:500], 0.0, result_event)
+        except PaymentError as exc:  # our sender refused to pay under these params
+            outcome.errors.append(f"{who}: cannot pay: {exc}")
+            log.warning("segment %d: cannot pay %s: %s", work.seq, who, exc)
+            if assigned:
+                await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
+        except (
+            _Rejected,
+            P2PError,
+            BaseLibp2pError,
+            OSError,
+            trio.TooSlowError,
+            EventError,
+        ) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, trio.TooSlowError):
+                reason = f"no result within {timeout_s:g} s"
+            msg = f"{who}: {reason}"
+            outcome.errors.append(msg)
+            log.warning("segment %d attempt %d failed: %s", work.seq, outcome.attempts, msg)
+            self.selector.failed(orch, time.monotonic())
+            if assigned:
+                await self._verdict(posted.id, orch, False, msg[:500],
+                                    time.monotonic() - started, result_event)  # fmt: skip
+        finally:
+            if held:  # no result came back: the orchestrator charged nothing
+                self.mirror.credit(orch.hex(), segment_fee(pixels, price))
+            if not freed:
+                self._free(orch)
+        return busy
+
+    async def _dial(self, cand: Candidate) -> ID:
+        peer = ID.from_base58(cand.offer.peer_id)
+        if peer not in self.node.running.host.get_connected_peers():
+            errors = []
+            for addr in cand.offer.addrs:
+                try:
+                    await self.node.connect(addr)
+                    break
+                except Exception as exc:  # unreachable address: try the next
+                    errors.append(repr(exc))
+            else:
+                raise P2PError(f"cannot reach orchestrator: {'; '.join(errors) or 'no address'}")
+        return peer
+
+    def _stream(self, stream: object, timeout: float) -> MessageStream:
+        cfg = self.node.config
+        return MessageStream(stream, cfg.max_frame_bytes, timeout)  # type: ignore[arg-type]
+
+    async def _quote(self, peer: ID) -> TicketParams:
+        stream = await self.node.running.host.new_stream(peer, [QUOTE_PROTOCOL])
+        try:
+            ms = self._stream(stream, self.node.config.frame_timeout_s)
+            await ms.send([QUOTE_REQUEST, VERSION, self.address])
+            reply = await ms.receive()
+            _raise_refused(reply)
+            if reply[0] != QUOTE or len(reply) != 4:
+                raise ProtocolError("expected a quote")
+            return params_from_wire(reply[1])
+        finally:
+            await _close(stream)
+
+    async def _tickets(self, params: TicketParams, pixels: int) -> list[SignedTicket]:
+        """Tickets enough to bring this orchestrator's balance up to the segment's fee."""
+        session = self.sender.start_session(params, nonce=0)
+        now = await trio.to_thread.run_sync(self.ledger.view)
+        fee = segment_fee(pixels, params.price_per_pixel) * self.config.fee_margin
+        key = params.recipient.hex()
+        count = tickets_needed(fee, self.mirror.balance(key), params.ev()) if fee else 0
+        if count > 256:
+            raise PaymentError(f"{count} tickets needed for one segment: the ticket EV is too low")
+        tickets = []
+        if count:
+            tickets = await trio.to_thread.run_sync(self.sender.create_tickets, session, count, now)
+            self.mirror.credit(key, params.ev() * count)
+        self.sender.end_session(session)
+        # hold the estimate against the balance until the result says what was really charged,
+        # so segments in flight together each bring their own tickets
+        self.mirror.debit(key, segment_fee(pixels, params.price_per_pixel))
+        return tickets
+
+    async def _send(
+        self,
+        peer: ID,
+        work: SegmentWork,
+        job_id: bytes,
+        raws: list[bytes],
+        tickets: list[SignedTicket],
+    ) -> tuple[SignedEvent, Any]:
+        """Request, segment and tickets up; the signed JobResult and one blob per output down."""
+        stream = await self.node.running.host.new_stream(peer, [work.protocol])
+        try:
+            ms = self._stream(stream, self.config.job_timeout_s)
+            await ms.send([work.request_kind, VERSION, work.spec_wire(job_id), raws,
+                           [ticket_to_wire(t) for t in tickets]])  # fmt: skip
+            await ms.send_blob(work.data)
+            reply = await ms.receive()
+            _raise_refused(reply)
+            if reply[0] != work.done_kind or len(reply) != 3 or not isinstance(reply[2], list):
+                raise ProtocolError("expected a job result")
+            event = decode_verified(reply[1]) if type(reply[1]) is bytes else None
+            body = k.read_body(event) if event is not None else None
+            if event is None or not isinstance(body, k.JobResult):
+                raise ProtocolError("the result is not a signed JobResult")
+            if len(reply[2]) != len(body.output_hashes):
+                raise ProtocolError("output count differs from the signed result")
+            limit = self.node.config.max_blob_bytes
+            blobs = [await ms.receive_blob(limit, expected=h) for h in body.output_hashes]
+            return event, work.outputs(reply[2], blobs)
+        finally:
+            await _close(stream)
+
+    async def _verdict(
+        self,
+        job_id: bytes,
+        orch: bytes,
+        accepted: bool,
+        reason: str,
+        latency_s: float,
+        result: SignedEvent | None,
+    ) -> None:
+        """Log the verdict, after the orchestrator's result when there is one (causal order)."""
+        if result is not None:
+            await self.node.ingest.submit([result], "job")
+            with trio.move_on_after(10):
+                await self.node.wait_until(
+                    lambda: self.node.ingest.heads.get(orch, 0) >= result.seq
+                )
+        body = k.JobVerdict(job_id, orch, accepted, reason, round(latency_s * 1000))
+        self.verdicts.append(body)
+        await self.writer.emit(body)
+
+
+def result_problems(result: SignedEvent, orch: bytes, job_id: bytes, pixels: int) -> list[str]:
+    """What is wrong with a signed JobResult: its author, its job, its pixel claim."""
+    problems = []
+    body = k.read_body(result)
+    assert isinstance(body, k.JobResult)
+    if result.author != orch:
+        problems.append("result signed by another address")
+    if body.job_id != job_id:
+        problems.append("result names another job")
+    if body.output_pixels != pixels:
+        problems.append(f"signed pixel count {body.output_pixels} differs from the {pixels} "
+                        "pixels of the outputs")  # fmt: skip
+    return problems
+
+
+class _Rejected(Exception):
+    """A result that failed verification."""
+
+
+def _raise_refused(reply: list[object]) -> None:
+    if reply[0] == REFUSED:
+        if len(reply) != 3 or not isinstance(reply[1], str) or not isinstance(reply[2], str):
+            raise ProtocolError("malformed refusal")
+        raise Refused(reply[1], reply[2])
+
+
+def _pixels(result: SignedEvent) -> int:
+    body = k.read_body(result)
+    assert isinstance(body, k.JobResult)
+    return body.output_pixels
+
+
+def _issued(t: SignedTicket, job_id: bytes) -> k.TicketIssued:
+    x = t.ticket
+    return k.TicketIssued(x.hash(), x.recipient, x.face_value, x.win_prob, x.sender_nonce,
+                          x.recipient_rand_hash, x.creation_round, x.creation_round_block_hash,
+                          t.sig, job_id)  # fmt: skip
+
+
+async def _close(stream: object) -> None:
+    with contextlib.suppress(Exception):  # a reset stream is fine
+        await stream.close()  # type: ignore[attr-defined]
