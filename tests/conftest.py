@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from chain.anvil import Anvil, find_binary
+from chain.client import Chain
+from chain.errors import ChainError
 from events.author import Author
 from events.crypto import LocalKeySigner, keccak256
 
@@ -15,3 +20,24 @@ def key(n: int) -> bytes:
 @pytest.fixture
 def authors() -> list[Author]:
     return [Author(LocalKeySigner(key(i))) for i in range(4)]
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[Anvil]:
+    """One anvil process for the session (skipped where `make testnet-deps` has not run)."""
+    try:
+        find_binary()
+    except ChainError as exc:
+        pytest.skip(str(exc))
+    with Anvil.start() as node:
+        yield node
+
+
+@pytest.fixture(params=["embedded", "anvil"])
+def evm(request: pytest.FixtureRequest) -> Chain:
+    """A chain client on each backend: the in-process EVM and anvil over JSON-RPC. Tests on
+    anvil share its state, so each deploys its own contracts."""
+    if request.param == "embedded":
+        return Chain.embedded()
+    node = request.getfixturevalue("anvil")
+    return Chain.rpc(node.url, node.dev_key)

@@ -27,8 +27,8 @@ def addr(name: str) -> bytes:
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[Chain, Protocol]]:
-    chain = Chain.embedded()
+def world(evm: Chain) -> Iterator[tuple[Chain, Protocol]]:
+    chain = evm
     params = ProtocolParams(round_length=ROUND, unbonding_period_rounds=2, max_active=2,
                             inflation_ppb=2_000_000, genesis_supply=10**6 * TOKEN)  # fmt: skip
     protocol = deploy_protocol(chain, chain.dev_key, params)

@@ -36,8 +36,8 @@ def test_committed_artifacts_match_the_sources(name: str) -> None:
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[Chain, Protocol]]:
-    chain = Chain.embedded()
+def world(evm: Chain) -> Iterator[tuple[Chain, Protocol]]:
+    chain = evm
     protocol = deploy_protocol(chain, chain.dev_key, ProtocolParams(ROUND, 2, 2, 2))
     for key in (SENDER, R1, R2):
         chain.transfer(chain.dev_key, LocalKeySigner(key).address, 10**20)
@@ -150,6 +150,8 @@ def test_funds_stay_locked_until_the_unlock_period_ends(world: tuple[Chain, Prot
     protocol.ensure_round(chain.dev_key)
     before = chain.balance(addr(SENDER))
     receipt = protocol.withdraw(SENDER)
-    cost = receipt["gasUsed"] * chain.w3.eth.gas_price
+    (withdrawal,) = protocol.broker.events.Withdrawal().process_receipt(receipt)
+    assert (withdrawal["args"]["deposit"], withdrawal["args"]["reserve"]) == (FACE, FACE)
+    cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert chain.balance(addr(SENDER)) - before == 2 * FACE - cost
     assert protocol.sender_info(addr(SENDER), addr(R1)).deposit == 0
