@@ -290,6 +290,45 @@ def _unbond(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
         b.delegations[delegator] = Delegation(orchestrator, current.amount - amount)
 
 
+def _bonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    """The bonding contract's Bond log: `amount` new tokens, `bonded` the delegator's total after;
+    bonding to another orchestrator moves the previous stake (bonded - amount) along."""
+    delegator, orchestrator, old, amount, bonded = c.args
+    if amount > bonded:
+        return _violate(b, e, "bond-above-bonded", f"{amount} > {bonded}")
+    moved = bonded - amount
+    if old != _NO_ADDRESS and old != orchestrator and moved:
+        if b.stakes.get(old, 0) < moved:
+            return _violate(b, e, "bond-move-exceeds-stake", str(moved))
+        _add_stake(b, old, -moved)
+        _add_stake(b, orchestrator, bonded)
+    else:
+        _add_stake(b, orchestrator, amount)
+    _set_delegation(b, delegator, orchestrator, bonded)
+
+
+def _unbonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    delegator, orchestrator, amount, bonded = c.args
+    if amount > b.stakes.get(orchestrator, 0):
+        return _violate(b, e, "unbond-exceeds-stake", str(amount))
+    _add_stake(b, orchestrator, -amount)
+    _set_delegation(b, delegator, orchestrator, bonded)
+
+
+def _rebonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    delegator, orchestrator, amount, bonded = c.args
+    _add_stake(b, orchestrator, amount)
+    _set_delegation(b, delegator, orchestrator, bonded)
+
+
+def _set_delegation(b: Any, delegator: bytes, orchestrator: bytes, bonded: int) -> None:
+    # Rewards grow a delegator's bond without a log of its own: `bonded` refreshes it.
+    if bonded:
+        b.delegations[delegator] = Delegation(orchestrator, bonded)
+    elif delegator in b.delegations:
+        del b.delegations[delegator]
+
+
 def _reward(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     orchestrator, amount = c.args
     _add_stake(b, orchestrator, amount)
@@ -324,11 +363,12 @@ def _withdraw(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
 
 
 def _redemption(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
-    sender, _recipient, face_value, ticket_hash = c.args
+    sender, _recipient, paid, ticket_hash = c.args
     f = b.funds.get(sender, _NO_FUNDS)
-    # The broker pays from the deposit first and covers any shortfall from the reserve.
-    from_deposit = min(face_value, f.deposit)
-    from_reserve = min(face_value - from_deposit, f.reserve)
+    # The broker pays from the deposit first and covers any shortfall from the reserve; `paid` is
+    # what it paid (the face value, or less when the reserve share ran short).
+    from_deposit = min(paid, f.deposit)
+    from_reserve = min(paid - from_deposit, f.reserve)
     b.funds[sender] = Funds(f.deposit - from_deposit, f.reserve - from_reserve)
     known = b.tickets.get(ticket_hash)
     if known is not None and known.status != REDEEMED:
@@ -372,6 +412,7 @@ def _replace_ticket(t: TicketRecord, status: str) -> TicketRecord:
 
 
 _NO_FUNDS = Funds()
+_NO_ADDRESS = bytes(20)
 _NO_REPUTATION = Reputation()
 
 _HANDLERS: dict[type, Callable[[Any, SignedEvent, Any], None]] = {
@@ -393,6 +434,9 @@ _CHAIN_HANDLERS: dict[str, Callable[[Any, SignedEvent, k.ChainObserved], None]] 
     "rebond": _bond,
     "unbond": _unbond,
     "reward": _reward,
+    "bonded": _bonded,
+    "unbonded": _unbonded,
+    "rebonded": _rebonded,
     "deposit": _deposit,
     "reserve": _reserve,
     "withdraw": _withdraw,

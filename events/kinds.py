@@ -256,8 +256,20 @@ class TicketRedeemed(Body):
     block_number: int
 
 
-# What a ChainObserved event may report, with the positional arguments of each.
+# What a ChainObserved event may report, with the positional arguments of each. "bond", "unbond"
+# and "rebond" are the first, amount-only reports (kept so that old logs still decode); the bonding
+# contract's logs are reported as "bonded", "unbonded" and "rebonded", which carry the delegator's
+# total bonded stake after the change.
 CHAIN_ARGS: dict[str, tuple[f.Field, ...]] = {
+    "bonded": (
+        f.addr("delegator"),
+        f.addr("orchestrator"),
+        f.addr("old_orchestrator"),
+        f.u256("amount"),
+        f.u256("bonded"),
+    ),
+    "unbonded": (f.addr("delegator"), f.addr("orchestrator"), f.u256("amount"), f.u256("bonded")),
+    "rebonded": (f.addr("delegator"), f.addr("orchestrator"), f.u256("amount"), f.u256("bonded")),
     "bond": (f.addr("delegator"), f.addr("orchestrator"), f.u256("amount")),
     "unbond": (f.addr("delegator"), f.addr("orchestrator"), f.u256("amount")),
     "rebond": (f.addr("delegator"), f.addr("orchestrator"), f.u256("amount")),
@@ -266,7 +278,7 @@ CHAIN_ARGS: dict[str, tuple[f.Field, ...]] = {
     "reserve": (f.addr("sender"), f.u256("amount")),
     "unlock": (f.addr("sender"), f.u64("withdraw_round")),
     "withdraw": (f.addr("sender"), f.u256("deposit"), f.u256("reserve")),
-    "redemption": (
+    "redemption": (  # the third arg is the amount the broker paid (the face value or less)
         f.addr("sender"),
         f.addr("recipient"),
         f.u256("face_value"),

@@ -12,7 +12,7 @@ from events.author import Author
 from events.crypto import LocalKeySigner
 from events.envelope import SignedEvent, sign_event
 from events.fold import apply, fold
-from events.state import EMPTY, Funds, State
+from events.state import EMPTY, Delegation, Funds, State
 from events.state_codec import decode_state, encode_state
 from node.synth import synth_events
 from tests.conftest import key
@@ -130,6 +130,67 @@ def test_stake_funds_and_chain_dedup(authors: list[Author]) -> None:
     assert state.funds[sender] == Funds(0, 300)
     assert state.round == 42
     assert _rules(state) == ["unbond-exceeds-bond"]
+
+
+def test_bonding_logs_track_the_contracts_stake(authors: list[Author]) -> None:
+    obs = authors[0]
+    d, o1, o2, none = (bytes([i]) * 20 for i in (1, 2, 3, 0))
+    logs = [
+        _chain("bonded", 1, o1, o1, none, 500, 500),  # o1 bonds to itself
+        _chain("bonded", 2, d, o1, none, 100, 100),  # d delegates 100 to o1
+        _chain("reward", 3, o1, 60),  # o1's total 660; d's share shows at its next log
+        _chain("bonded", 4, d, o1, o1, 10, 122),  # 12 of earnings claimed, 10 new tokens
+        _chain("unbonded", 5, d, o1, 22, 100),
+        _chain("rebonded", 6, d, o1, 22, 122),
+        _chain("bonded", 7, d, o2, o1, 8, 130),  # moves 122 from o1, adds 8 on o2
+        _chain("unbonded", 8, d, o2, 1000, 0),  # more than o2 holds
+        _chain("unbonded", 9, d, o2, 130, 0),  # all of it: the delegation ends
+        _chain("rebonded", 10, d, o2, 50, 50),  # from an unbonded lock
+        _chain("bonded", 11, d, o1, o2, 0, 50),  # a move with no new tokens
+    ]
+    states = []
+    for seq, body in enumerate(logs, start=1):
+        states.append(fold([obs.sign(body, seq)], states[-1] if states else EMPTY))
+    stake_after = [dict(s.stakes) for s in states]
+    assert stake_after[3] == {o1: 670}  # 500 + 100 + 60 + 10
+    assert states[3].delegations[d] == Delegation(o1, 122)
+    assert stake_after[5] == {o1: 670}
+    assert stake_after[6] == {o1: 548, o2: 130}
+    assert states[6].delegations[d] == Delegation(o2, 130)
+    assert stake_after[8] == {o1: 548}  # o2's zero stake is dropped
+    assert d not in states[8].delegations
+    assert states[10].delegations[d] == Delegation(o1, 50)
+    assert dict(states[10].stakes) == {o1: 598}
+    assert _rules(states[-1]) == ["unbond-exceeds-stake"]
+
+
+def test_bonding_logs_that_break_the_contracts_rules_are_violations(
+    authors: list[Author],
+) -> None:
+    obs = authors[0]
+    d, o1, o2 = (bytes([i]) * 20 for i in (1, 2, 3))
+    events = [
+        obs.sign(_chain("bonded", 1, d, o1, bytes(20), 100, 50), 1),  # amount above total
+        obs.sign(_chain("bonded", 2, d, o1, bytes(20), 100, 100), 2),
+        obs.sign(_chain("bonded", 3, d, o2, o1, 0, 300), 3),  # moves more than o1 holds
+        obs.sign(_chain("unbonded", 4, d, o2, 1, 0), 4),  # o2 holds nothing
+    ]
+    state = fold(events)
+    assert dict(state.stakes) == {o1: 100}
+    assert state.delegations[d] == Delegation(o1, 100)
+    assert _rules(state) == ["bond-above-bonded", "bond-move-exceeds-stake", "unbond-exceeds-stake"]
+
+
+def test_new_chain_args_round_trip_on_the_wire(authors: list[Author]) -> None:
+    d, o = bytes([1]) * 20, bytes([2]) * 20
+    for body in (
+        _chain("bonded", 1, d, o, bytes(20), 5, 7),
+        _chain("unbonded", 2, d, o, 5, 2),
+        _chain("rebonded", 3, d, o, 5, 7),
+    ):
+        event = authors[0].sign(body, 1)
+        assert k.read_body(event) == body
+        assert body.arg("bonded") == body.args[-1]
 
 
 def test_tickets_replay_and_double_redemption(authors: list[Author]) -> None:
