@@ -6,7 +6,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from node.commands import demo, inference, live, log, media, node, run, worker
+from node.commands import (
+    chain,
+    demo,
+    deposit,
+    inference,
+    live,
+    log,
+    media,
+    node,
+    run,
+    stake,
+    worker,
+)
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -19,4 +31,7 @@ COMMAND_GROUPS: list[Register] = [
     inference.register,
     worker.register,
     live.register,
+    chain.register,
+    stake.register,
+    deposit.register,
 ]
