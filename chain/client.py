@@ -28,7 +28,7 @@ from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 
 from chain.compile import load_artifact
-from chain.errors import ChainError, reverted
+from chain.errors import ChainError, Reverted, reverted
 from chain.staking import Staking
 from payments.interfaces import ChainView, RedeemReceipt, SenderInfo
 from payments.ticket import Ticket
@@ -231,8 +231,16 @@ class Protocol:
         return self._tx(key, self.rounds.functions.initializeRound())
 
     def ensure_round(self, key: bytes) -> None:
-        if not self.round_initialized():
-            self.initialize_round(key)
+        """Initialize the current round unless it is; another account doing it first is fine."""
+        for attempt in range(3):
+            if self.round_initialized():
+                return
+            try:
+                self.initialize_round(key)
+                return
+            except Reverted:  # lost a race to initialize it, or the round turned meanwhile
+                if attempt == 2:
+                    raise
 
     def view(self) -> ChainView:
         current = self.current_round()

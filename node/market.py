@@ -224,8 +224,12 @@ class SegmentMarket:
                 return choice
             suspended = selector.suspended(time.monotonic())
             usable = [a for a, o in state.offers.items() if a not in exclude
-                      and a not in suspended and selector.capability in o.capabilities]  # fmt: skip
+                      and a not in suspended and selector.capability in o.capabilities
+                      and selector.affordable(o)]  # fmt: skip
             if not usable:
+                if any(not selector.affordable(o) for o in state.offers.values()):
+                    log.warning("offers above max_price_per_pixel %s were left out",
+                                selector.max_price)  # fmt: skip
                 return None
             with trio.move_on_at(deadline):
                 await self._slot_freed.wait()

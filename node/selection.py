@@ -52,6 +52,11 @@ class Selector:
     def _local(self, address: bytes) -> _Local:
         return self.local.setdefault(address, _Local())
 
+    def affordable(self, offer: OfferState) -> bool:
+        """Whether the offer's price per pixel is within what this gateway pays."""
+        price = Fraction(offer.price_per_unit, offer.pixels_per_unit)
+        return self.max_price is None or price <= self.max_price
+
     def candidates(
         self, state: State, now: float, exclude: frozenset[bytes] = frozenset()
     ) -> list[Candidate]:
@@ -61,11 +66,7 @@ class Selector:
             for a, o in state.offers.items()
             if self.capability in o.capabilities and a not in exclude
         ]
-        if self.max_price is not None:
-            offers = [
-                (a, o) for a, o in offers if Fraction(o.price_per_unit, o.pixels_per_unit)
-                <= self.max_price
-            ]  # fmt: skip
+        offers = [(a, o) for a, o in offers if self.affordable(o)]
         if not offers:
             return []
         cheapest = min(Fraction(o.price_per_unit, o.pixels_per_unit) for _, o in offers)

@@ -179,6 +179,7 @@ class NodeService:
         self.gateway = Gateway(member.node, member.signer, self.ledger, cfg.gateway)
         if cfg.ledger.kind == "fake":
             await self._fund_fake_gateway(member)
+        nursery.start_soon(self._follow_log, self.gateway)
         book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
         self.runner = JobRunner(self.gateway, book, cfg.min_offers)
         self.resumed_jobs = await nursery.start(self.runner.run)
@@ -187,6 +188,12 @@ class NodeService:
                              cfg.gateway.profiles, trio.lowlevel.current_trio_token(),
                              self.runner.stop)  # fmt: skip
             self.api_address = await nursery.start(serve_api, api)
+
+    async def _follow_log(self, gateway: Gateway) -> None:
+        """Keep the gateway's folded view current, so status shows the offers it holds."""
+        while True:
+            await gateway.view.refresh()
+            await gateway.node.ingest.wait_changed()
 
     async def _fund_fake_gateway(self, member: RoleNode) -> None:
         """The in-memory chain starts empty in every process: deposit for our gateway. The first

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 
 from node.commands import (
+    ai,
     chain,
     demo,
     deposit,
@@ -17,6 +18,7 @@ from node.commands import (
     node,
     run,
     stake,
+    testnet,
     worker,
 )
 
@@ -31,6 +33,8 @@ COMMAND_GROUPS: list[Register] = [
     inference.register,
     worker.register,
     live.register,
+    ai.register,
+    testnet.register,
     chain.register,
     stake.register,
     deposit.register,

@@ -1,0 +1,365 @@
+"""A local multi-process testnet (blocking): anvil, the protocol contracts, and N `castnet run`
+processes with a mix of roles, all on 127.0.0.1 under one folder.
+
+    up(DIR, nodes=5)     anvil + deploy + fund + bond/register + start nodes; waits for offers
+    status(DIR)          processes, chain round, stakes, the delegator's bond, the gateway's status
+    transcode(DIR, FILE) a job through the gateway's HTTP API, waited for
+    down(DIR)            stops the processes it started, by the pids it wrote (never by name)
+
+Roles for N nodes: node0 the gateway, the last one the delegator (N >= 3), orchestrators between.
+Everything a node needs is in DIR: `testnet.json` (what runs where), `contracts.json`,
+`password`, and per node `nodeI.toml`, `nodeI/` (keystores, logs, data), `nodeI.log`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chain.anvil import Anvil, free_port, stop_pid
+from chain.client import Chain, Protocol, ProtocolParams, deploy_protocol
+from chain.errors import ChainError
+from events.crypto import LocalKeySigner, to_checksum
+from node.keystore import create_keystore, load_keystore
+
+STATE_FILE = "testnet.json"
+TOKEN = 10**18
+START_TIMEOUT_S = 120.0
+KDF = {"kdf": "pbkdf2", "work": 50_000}  # local test accounts: quick to decrypt at each start
+
+
+class TestnetError(Exception):
+    """The testnet cannot do what was asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetParams:
+    nodes: int = 5
+    block_time_s: float = 1.0
+    round_length: int = 5  # blocks
+    gateway_deposit: int = 10**18
+    gateway_reserve: int = 10**18
+    self_stake: int = 100 * TOKEN
+    delegation: int = 50 * TOKEN
+    ticket_ev: int = 5 * 10**14  # wei of expected value per ticket (pays the redemption gas)
+    price_per_pixel: int = 10**7
+
+
+def roles_for(nodes: int) -> list[str]:
+    if nodes < 2:
+        raise TestnetError("a testnet needs at least 2 nodes (a gateway and an orchestrator)")
+    if nodes == 2:
+        return ["gateway", "orchestrator"]
+    return ["gateway", *["orchestrator"] * (nodes - 2), "delegator"]
+
+
+def _state(root: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((root / STATE_FILE).read_text()))
+    except FileNotFoundError:
+        raise TestnetError(f"no testnet in {root} (start one with `castnet testnet up`)") from None
+    except ValueError as exc:
+        raise TestnetError(f"{root / STATE_FILE}: unreadable: {exc}") from None
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2))
+    os.replace(tmp, path)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # our own exited child is a zombie until reaped
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def up(root: Path, params: TestnetParams | None = None, say: Callable[[str], None] = print) -> dict:
+    p = params or TestnetParams()
+    roles = roles_for(p.nodes)
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / STATE_FILE).exists():
+        running = [n for n in _pids(_state(root)) if alive(n)]
+        if running:
+            raise TestnetError(f"a testnet is running in {root} (pids {running}): down it first")
+    state: dict[str, Any] = {"dir": str(root), "nodes": [], "params": asdict(p)}
+    try:
+        anvil = Anvil.start(block_time=p.block_time_s, log_file=root / "anvil.log", detach=True)
+        state["anvil"] = {"pid": anvil.pid, "url": anvil.url}
+        _write_json(root / STATE_FILE, state)
+        say(f"anvil {anvil.url} (pid {anvil.pid}, a block every {p.block_time_s:g} s)")
+        chain = Chain.rpc(anvil.url, anvil.dev_key)
+        protocol = _deploy(root, chain, p)
+        say(f"contracts deployed: {root / 'contracts.json'}")
+        password = secrets.token_hex(16)
+        (root / "password").write_text(password)
+        keys = _accounts(root, roles, password, protocol, p)
+        _start_nodes(root, state, roles, keys, protocol, p, say)
+    except (ChainError, OSError, TestnetError) as exc:
+        say(f"testnet up failed: {exc}; stopping what was started")
+        down(root, say=lambda _line: None)
+        raise TestnetError(str(exc)) from None
+    return state
+
+
+def _deploy(root: Path, chain: Chain, p: TestnetParams) -> Protocol:
+    params = ProtocolParams(round_length=p.round_length, unbonding_period_rounds=2,
+                            genesis_supply=10**7 * TOKEN, inflation_ppb=100_000)  # fmt: skip
+    protocol = deploy_protocol(chain, chain.dev_key, params)
+    _write_json(root / "contracts.json", {
+        "chain_id": chain.chain_id, "rpc": str(chain.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
+        "contracts": protocol.addresses(), "params": asdict(params),
+        "deployed_block": chain.block_number(),
+    })  # fmt: skip
+    return protocol
+
+
+def _accounts(
+    root: Path, roles: list[str], password: str, protocol: Protocol, p: TestnetParams
+) -> list[bytes]:
+    """A keystore per node, funded with gas money and stake token; orchestrators self-bond and
+    register, the gateway funds its deposit and reserve."""
+    chain, staking = protocol.chain, protocol.staking
+    keys = []
+    for i, role in enumerate(roles):
+        path = root / f"node{i}" / role / "keystore.json"
+        if not path.exists():
+            create_keystore(path, password, **KDF)  # type: ignore[arg-type]
+        key = load_keystore(path, password)
+        address = LocalKeySigner(key).address
+        chain.transfer(chain.dev_key, address, 100 * TOKEN)
+        staking.transfer_tokens(chain.dev_key, address, 1_000 * TOKEN)
+        if role == "orchestrator":
+            staking.bond(key, p.self_stake * i, address)
+            staking.register(key, 100_000, 500_000)  # 10% reward cut, 50% fee share
+        elif role == "gateway":
+            protocol.fund_deposit_and_reserve(key, p.gateway_deposit, p.gateway_reserve)
+        keys.append(key)
+    return keys
+
+
+def _config(root: Path, i: int, role: str, port: int, bootstrap: list[str], extra: str) -> Path:
+    lines = [
+        f'roles = ["{role}"]',
+        f'data_dir = "node{i}"',
+        "[p2p]",
+        'network = "castnet-testnet"',
+        f'listen = ["/ip4/127.0.0.1/tcp/{port}"]',
+        f"bootstrap = {json.dumps(bootstrap)}",
+        "[ledger]",
+        'kind = "rpc"',
+        f'rpc_url = "{_state(root)["anvil"]["url"]}"',
+        'contracts = "contracts.json"',
+        extra,
+    ]
+    path = root / f"node{i}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _start_nodes(
+    root: Path,
+    state: dict[str, Any],
+    roles: list[str],
+    keys: list[bytes],
+    protocol: Protocol,
+    p: TestnetParams,
+    say: Callable[[str], None],
+) -> None:
+    orchestrators = [LocalKeySigner(k).address for k, r in zip(keys, roles, strict=True)
+                     if r == "orchestrator"]  # fmt: skip
+    bootstrap: list[str] = []
+    spawned: list[tuple[int, str, dict[str, Any]]] = []
+    for i, role in enumerate(roles):
+        if role == "gateway":
+            api_port = free_port()
+            extra = (f"[gateway]\nmin_offers = {len(orchestrators)}\n"
+                     f"max_price_per_pixel = {2 * p.price_per_pixel}\n"
+                     f'[api]\nlisten = "127.0.0.1:{api_port}"')  # fmt: skip
+        elif role == "orchestrator":
+            extra = (f'[orchestrator]\nprice_per_pixel = {p.price_per_pixel * (3 + i) // 4}\n'
+                     f'ticket_ev = "{p.ticket_ev}"\nredeem_interval_s = 2')  # fmt: skip
+        else:
+            extra = (f'[delegator]\norchestrator = "{to_checksum(orchestrators[0])}"\n'
+                     f"amount = {p.delegation}")  # fmt: skip
+        config = _config(root, i, role, free_port(), bootstrap, extra)
+        pid = _spawn(root, i, config)
+        node = {"name": f"node{i}", "role": role, "pid": pid, "config": str(config),
+                "address": to_checksum(LocalKeySigner(keys[i]).address),
+                "log": str(root / f"node{i}.log")}  # fmt: skip
+        state["nodes"].append(node)
+        _write_json(root / STATE_FILE, state)
+        spawned.append((i, role, node))
+        if i == 0:  # the others bootstrap from the first node: wait for its address
+            _started(root, state, spawned.pop(), say)
+            bootstrap = [node["addrs"][0]]
+    for entry in spawned:  # the rest start in parallel
+        _started(root, state, entry, say)
+    offers = _wait_offers(state["api"], len(orchestrators))
+    say(f"gateway API {state['api']}: {offers} offers converged")
+
+
+def _started(
+    root: Path,
+    state: dict[str, Any],
+    entry: tuple[int, str, dict[str, Any]],
+    say: Callable[[str], None],
+) -> None:
+    i, role, node = entry
+    service = _wait_service(root / f"node{i}", node["pid"], node["log"])
+    node["addrs"] = service["roles"][role]["addrs"]
+    if role == "gateway":
+        state["api"] = service["api"]
+    say(f"node{i} {role} {node['address']} pid {node['pid']}")
+    _write_json(root / STATE_FILE, state)
+
+
+def _spawn(root: Path, i: int, config: Path) -> int:
+    argv = [sys.executable, "-m", "node.cli", "run", "--config", str(config),
+            "--password-file", str(root / "password")]  # fmt: skip
+    with open(root / f"node{i}.log", "ab") as out:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    return process.pid
+
+
+def _wait_service(data_dir: Path, pid: int, log: str) -> dict[str, Any]:
+    path, deadline = data_dir / "service.json", time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if path.exists():
+            service = json.loads(path.read_text())
+            if service.get("pid") == pid:
+                return dict(service)
+        if not alive(pid):
+            tail = Path(log).read_text(errors="replace").splitlines()[-5:]
+            raise TestnetError(f"node (pid {pid}) exited at start: {' | '.join(tail)}")
+        time.sleep(0.1)
+    raise TestnetError(f"node (pid {pid}) did not start in {START_TIMEOUT_S:g} s; see {log}")
+
+
+def _wait_offers(api: str, count: int) -> int:
+    deadline, offers = time.monotonic() + START_TIMEOUT_S, 0
+    while time.monotonic() < deadline:
+        offers = int(request(api, "GET", "/v1/status")["gateway"]["offers"])
+        if offers >= count:
+            return offers
+        time.sleep(0.25)
+    raise TestnetError(f"the gateway saw {offers} of {count} offers in {START_TIMEOUT_S:g} s")
+
+
+def request(api: str, method: str, path: str, body: bytes | None = None,
+            content_type: str = "application/json") -> Any:  # fmt: skip
+    url = urlsplit(api)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+    try:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status >= 400:
+            raise TestnetError(f"{method} {path}: HTTP {response.status} {data[:300]!r}")
+        return json.loads(data)
+    except OSError as exc:
+        raise TestnetError(f"the gateway API at {api} does not answer: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _pids(state: dict[str, Any]) -> list[int]:
+    pids = [int(n["pid"]) for n in state.get("nodes", [])]
+    if "anvil" in state:
+        pids.append(int(state["anvil"]["pid"]))
+    return pids
+
+
+def status(root: Path) -> dict[str, Any]:
+    state = _state(root)
+    out: dict[str, Any] = {
+        "dir": str(root),
+        "anvil": {**state.get("anvil", {}), "alive": alive(int(state["anvil"]["pid"]))},
+        "nodes": [
+            {k: n[k] for k in ("name", "role", "pid", "address")} | {"alive": alive(n["pid"])}
+            for n in state["nodes"]
+        ],
+        "api": state.get("api"),
+    }
+    try:
+        chain = Chain.rpc(state["anvil"]["url"], b"\x01" * 32)
+        addresses = json.loads((root / "contracts.json").read_text())["contracts"]
+        protocol = Protocol.at(chain, addresses)
+        staking = protocol.staking
+        out["chain"] = {"block": chain.block_number(), "round": protocol.current_round(),
+                        "active": [{"address": to_checksum(a), "stake": staking.stake(a)}
+                                   for a in staking.active_set()]}  # fmt: skip
+        for node in out["nodes"]:
+            address = bytes.fromhex(node["address"][2:])
+            if node["role"] == "delegator":
+                info = staking.delegator(address)
+                node["bonded"], node["delegate"] = info.bonded, to_checksum(info.delegate or b"")
+            elif node["role"] == "orchestrator":
+                o = staking.orchestrator(address)
+                node["stake"], node["last_reward_round"] = o.stake, o.last_reward_round
+    except (ChainError, OSError, ValueError, KeyError) as exc:
+        out["chain"] = {"error": str(exc)}
+    if state.get("api"):
+        try:
+            out["gateway"] = request(state["api"], "GET", "/v1/status").get("gateway")
+        except TestnetError as exc:
+            out["gateway"] = {"error": str(exc)}
+    return out
+
+
+def transcode(root: Path, source: Path, timeout_s: float = 300.0,
+              say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    state = _state(root)
+    if not state.get("api"):
+        raise TestnetError("this testnet has no gateway API")
+    try:
+        body = source.read_bytes()
+    except OSError as exc:
+        raise TestnetError(f"{source}: {exc}") from None
+    job = request(state["api"], "POST", "/v1/transcode", body, "video/mp4")
+    say(f"job {job['id']} accepted")
+    deadline, last = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        record = request(state["api"], "GET", f"/v1/jobs/{job['id']}")
+        progress = record.get("progress", {})
+        line = f"{record['status']} {progress.get('segments_done', 0)}/" \
+               f"{progress.get('segments_total', '?')} segments"  # fmt: skip
+        if line != last:
+            say(f"  {line}")
+            last = line
+        if record["status"] in ("done", "failed"):
+            return dict(record)
+        time.sleep(0.5)
+    raise TestnetError(f"job {job['id']} did not finish in {timeout_s:g} s")
+
+
+def down(root: Path, say: Callable[[str], None] = print) -> list[int]:
+    """Stop the nodes, then anvil, by the pids this testnet recorded; the data stays."""
+    state = _state(root)
+    stopped = []
+    for pid in _pids(state):  # nodes first, anvil last
+        if alive(pid) and stop_pid(pid):
+            stopped.append(pid)
+    say(f"stopped {len(stopped)} process(es): {stopped}")
+    return stopped

@@ -1,0 +1,106 @@
+"""The multi-process testnet on anvil: 1 gateway, 3 orchestrators and 1 delegator as separate
+`castnet run` processes; a file is transcoded through the gateway's HTTP API, the delegator's
+stake earns rewards across rounds, and `down` stops exactly the processes `up` started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from chain.anvil import find_binary
+from chain.client import Chain, Protocol
+from chain.errors import ChainError
+from node.cli import main
+from node.jobs import OUT_NAME
+from node.testnet import alive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clip(path: Path) -> Path:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        stream.options = {"g": "60"}
+        for n in range(120):  # 4 s: two segments
+            image = np.full((180, 320, 3), (n * 2) % 256, np.uint8)
+            image[:, (n * 2) % 320 :] = 255 - image[:, (n * 2) % 320 :]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_testnet_up_transcode_rewards_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        find_binary()
+    except ChainError as exc:
+        pytest.skip(str(exc))
+    root = tmp_path / "net"
+    args = ["--dir", str(root), "--json"]
+    assert main(["testnet", "up", "--nodes", "5", "--block-time", "0.5", "--round-length",
+                 "4", *args]) == 0  # fmt: skip
+    state = json.loads(capsys.readouterr().out)
+    pids = [n["pid"] for n in state["nodes"]] + [state["anvil"]["pid"]]
+    try:
+        assert [n["role"] for n in state["nodes"]] == ["gateway", "orchestrator", "orchestrator",
+                                                      "orchestrator", "delegator"]  # fmt: skip
+        assert all(alive(pid) for pid in pids)
+        chain = Chain.rpc(state["anvil"]["url"], b"\x01" * 32)
+        contracts = json.loads((root / "contracts.json").read_text())["contracts"]
+        staking = Protocol.at(chain, contracts).staking
+        delegator = bytes.fromhex(state["nodes"][-1]["address"][2:])
+        first = _bonded_after(staking, delegator, 0, timeout=60)
+
+        clip = _clip(tmp_path / "clip.mp4")
+        assert main(["testnet", "transcode", str(clip), *args]) == 0
+        record = json.loads(capsys.readouterr().out)
+        assert record["status"] == "done", record
+        assert record["progress"]["segments_done"] == record["progress"]["segments_total"] == 2
+        master = root / "node0" / "gateway" / "jobs" / record["id"] / OUT_NAME / "master.m3u8"
+        assert master.exists()
+        if shutil.which("ffprobe"):
+            probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json",
+                                    str(master)], capture_output=True, check=True)  # fmt: skip
+            streams = json.loads(probe.stdout)["streams"]  # the ladder, capped at the source
+            assert streams and {(s["width"], s["height"]) for s in streams} == {(320, 180)}
+
+        # rounds pass every 2 s: the delegator's orchestrator claims each round's reward
+        second = _bonded_after(staking, delegator, first, timeout=30)
+        third = _bonded_after(staking, delegator, second, timeout=30)
+        assert 50 * 10**18 <= first < second < third
+        assert main(["testnet", "status", *args]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["chain"]["round"] >= 3 and len(report["chain"]["active"]) == 3
+    finally:
+        assert main(["testnet", "down", *args]) == 0
+    stopped = json.loads(capsys.readouterr().out)["stopped"]
+    assert sorted(stopped) == sorted(pids)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)
+    assert os.path.exists(root / "node0.log")
+
+
+def _bonded_after(staking: object, delegator: bytes, above: int, timeout: float) -> int:
+    """The delegator's bond (with unclaimed rewards) once it exceeds `above`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bonded = staking.delegator(delegator).bonded  # type: ignore[attr-defined]
+        if bonded > above:
+            return int(bonded)
+        time.sleep(0.25)
+    raise AssertionError(f"the delegator's bond stayed at {above} for {timeout:g} s")
