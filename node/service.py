@@ -15,11 +15,13 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from chain.errors import ChainError
+from chain.watcher import CURSOR_FILE, ChainWatcher, ChainWatcherService, WatchConfig
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256, to_checksum
 from events.envelope import decode
@@ -106,6 +108,8 @@ class NodeService:
         self.resumed_jobs = 0
         self._ticket_store: SqliteTicketStore | None = None
         self.rewards: RewardCaller | None = None
+        self.watcher: ChainWatcherService | None = None
+        self._delegator_writer: EventWriter | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
@@ -132,6 +136,8 @@ class NodeService:
                     await self._start_delegator()
                 if "gateway" in self.members:
                     await self._start_gateway(nursery)
+                if cfg.ledger.kind == "rpc":
+                    await self._start_watcher(nursery)
                 await trio.to_thread.run_sync(self._write_service_file)
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -189,6 +195,31 @@ class NodeService:
                              self.runner.stop)  # fmt: skip
             self.api_address = await nursery.start(serve_api, api)
 
+    async def _start_watcher(self, nursery: trio.Nursery) -> None:
+        """Follow the protocol contracts' logs into the log of one role of this process (the
+        gateway's, else the delegator's, else the orchestrator's), as ChainObserved events."""
+        if self.gateway is not None:
+            role, writer = "gateway", self.gateway.writer
+        elif "delegator" in self.members:
+            role = "delegator"
+            member = self.members[role]
+            writer = self._delegator_writer or EventWriter(member.node, member.signer)
+            self._delegator_writer = writer
+        else:
+            assert self.orchestrator is not None
+            role, writer = "orchestrator", self.orchestrator.writer
+        ledger = self.ledger
+        assert isinstance(ledger, ChainLedger)
+        start = _deployed_block(self.config.ledger.contracts)
+        watcher = await trio.to_thread.run_sync(lambda: ChainWatcher(
+            ledger.chain, ledger.protocol.addresses(),
+            self.config.role_dir(role) / CURSOR_FILE, WatchConfig(start_block=start)))  # fmt: skip
+        for body in await trio.to_thread.run_sync(_own_observations, self.members[role]):
+            watcher.mark_appended(body)
+        self.watcher = ChainWatcherService(watcher, writer.emit)
+        await nursery.start(self.watcher.run)
+        log.info("following the chain's protocol logs into the %s log from block %d", role, start)
+
     async def _follow_log(self, gateway: Gateway) -> None:
         """Keep the gateway's folded view current, so status shows the offers it holds."""
         while True:
@@ -223,7 +254,7 @@ class NodeService:
         )
         if bonded:  # a fresh fake chain: restored there, already in the log
             return
-        writer = EventWriter(member.node, member.signer)
+        writer = self._delegator_writer = EventWriter(member.node, member.signer)
         await writer.emit(_observed("bond", chain_log, me, cfg.orchestrator, cfg.amount))
         log.info("bonded %d wei to %s", cfg.amount, to_checksum(cfg.orchestrator))
 
@@ -274,6 +305,10 @@ class NodeService:
                 "current_job": self.runner.current if self.runner else None,
                 "resumed_jobs": self.resumed_jobs,
             }
+        if self.watcher is not None:
+            out["chain_watcher"] = {"emitted": self.watcher.emitted,
+                                    "failures": self.watcher.failures,
+                                    "reorgs": self.watcher.reorgs}  # fmt: skip
         if self.api_address is not None:
             out["api"] = "http://{}:{}".format(*self.api_address)
         return out
@@ -293,6 +328,28 @@ class NodeService:
         tmp = path.with_name(SERVICE_FILE + ".tmp")
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, path)
+
+
+def _deployed_block(contracts: Path | None) -> int:
+    try:
+        return int(json.loads(contracts.read_text()).get("deployed_block", 0)) if contracts else 0
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def _own_observations(member: RoleNode) -> list[k.ChainObserved]:
+    """This role's own ChainObserved events (blocking), so the watcher does not log them again."""
+    me, seq, found = member.signer.address, 0, []
+    while True:
+        raws = member.node.store.read_author(me, after_seq=seq)
+        if not raws:
+            return found
+        for raw in raws:
+            event = decode(raw)
+            seq = event.seq
+            body = k.read_body(event) if event.kind == k.ChainObserved.KIND else None
+            if isinstance(body, k.ChainObserved):
+                found.append(body)
 
 
 def _observed_before(member: RoleNode, what: str) -> bool:

@@ -322,7 +322,8 @@ def status(root: Path) -> dict[str, Any]:
         out["chain"] = {"error": str(exc)}
     if state.get("api"):
         try:
-            out["gateway"] = request(state["api"], "GET", "/v1/status").get("gateway")
+            gateway_status = request(state["api"], "GET", "/v1/status")
+            out["gateway"], out["gateway_status"] = gateway_status.get("gateway"), gateway_status
         except TestnetError as exc:
             out["gateway"] = {"error": str(exc)}
     return out

@@ -84,6 +84,8 @@ def test_testnet_up_transcode_rewards_down(
         assert main(["testnet", "status", *args]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["chain"]["round"] >= 3 and len(report["chain"]["active"]) == 3
+        # the gateway follows the contracts' logs into its log: bonds, rewards, deposits
+        assert report["gateway_status"]["chain_watcher"]["emitted"] >= 5
     finally:
         assert main(["testnet", "down", *args]) == 0
     stopped = json.loads(capsys.readouterr().out)["stopped"]
