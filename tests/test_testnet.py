@@ -86,6 +86,15 @@ def test_testnet_up_transcode_rewards_down(
         assert report["chain"]["round"] >= 3 and len(report["chain"]["active"]) == 3
         # the gateway follows the contracts' logs into its log: bonds, rewards, deposits
         assert report["gateway_status"]["chain_watcher"]["emitted"] >= 5
+        # the delegator's own commands work against the running testnet
+        account = ["--contracts", str(root / "contracts.json"), "--keystore",
+                   str(root / "node4" / "delegator" / "keystore.json"), "--password-file",
+                   str(root / "password"), "--json"]  # fmt: skip
+        assert main(["stake", "unbond", "10cast", *account]) == 0
+        capsys.readouterr()
+        assert main(["stake", "status", *account]) == 0
+        mine = json.loads(capsys.readouterr().out)
+        assert [lock["amount"] for lock in mine["locks"]] == [10 * 10**18], mine
     finally:
         assert main(["testnet", "down", *args]) == 0
     stopped = json.loads(capsys.readouterr().out)["stopped"]
