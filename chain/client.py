@@ -18,6 +18,8 @@ call, so a revert surfaces as a specific `chain.errors.Reverted` with the contra
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -44,12 +46,27 @@ _PREFIXES = ("execution reverted: ", "execution reverted:", "VM Exception while 
 def _reason(exc: BaseException) -> str:
     """The revert string inside a web3/eth-tester error message."""
     text = str(exc.args[0]) if exc.args else str(exc)
-    if isinstance(exc.args[0] if exc.args else None, dict):
-        text = str(exc.args[0].get("message", text))  # type: ignore[union-attr]
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, str) and detail.startswith("{") and "message" in detail:
+        with contextlib.suppress(ValueError, SyntaxError):  # a JSON-RPC error object as a dict
+            detail = ast.literal_eval(detail)
+    if isinstance(detail, dict):
+        text = str(detail.get("message", text))
     for prefix in _PREFIXES:
         if prefix in text:
             text = text.split(prefix, 1)[1]
     return text.strip().strip("'\"") or "reverted without a reason"
+
+
+_NODE_REFUSALS = ("insufficient funds", "nonce too low", "nonce too high", "intrinsic gas")
+
+
+def _refused(exc: BaseException, what: str) -> ChainError:
+    """A contract's revert, or the node refusing the transaction itself (no funds for gas...)."""
+    reason = _reason(exc)
+    if any(r in reason.lower() for r in _NODE_REFUSALS):
+        return ChainError(f"{what}: the node refused the transaction: {reason}")
+    return reverted(reason, what)
 
 
 class Chain:
@@ -123,15 +140,15 @@ class Chain:
                 # the block the transaction will land in (a round may turn at that block)
                 self.w3.eth.call(tx, "pending")
             except Exception as exc:
-                raise reverted(_reason(exc), what) from None
+                raise _refused(exc, what) from None
             tx["gasPrice"] = self.w3.eth.gas_price
             tx["nonce"] = self._next_nonce(sender)
             signed = Account.sign_transaction(tx, key)
             try:
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except Exception as exc:
+            except Exception as exc:  # the node refused it: nonce, funds for gas, ...
                 self._nonces.pop(sender, None)  # ask the chain again next time
-                raise reverted(_reason(exc), what) from None
+                raise _refused(exc, what) from None
             self._nonces[sender] = tx["nonce"] + 1
         receipt = self._wait(tx_hash)
         if receipt["status"] != 1:
