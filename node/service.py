@@ -245,10 +245,14 @@ class NodeService:
         if cfg.orchestrator is None or not cfg.amount:
             return
         me = member.signer.address
-        bonded = await trio.to_thread.run_sync(_observed_before, member, "bond")
-        if bonded and self.config.ledger.kind != "fake":
-            log.info("delegator bond found in its log; not bonding again")
+        if self.config.ledger.kind == "rpc":  # the chain knows; the watcher logs the Bond event
+            if await trio.to_thread.run_sync(self.ledger.bonded, me):
+                log.info("delegator already bonded on chain; not bonding again")
+                return
+            await trio.to_thread.run_sync(self.ledger.bond, me, cfg.orchestrator, cfg.amount)
+            log.info("bonded %d wei to %s", cfg.amount, to_checksum(cfg.orchestrator))
             return
+        bonded = await trio.to_thread.run_sync(_observed_before, member, "bond")
         chain_log = await trio.to_thread.run_sync(
             self.ledger.bond, me, cfg.orchestrator, cfg.amount
         )

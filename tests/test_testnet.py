@@ -95,6 +95,12 @@ def test_testnet_up_transcode_rewards_down(
         assert main(["stake", "status", *account]) == 0
         mine = json.loads(capsys.readouterr().out)
         assert [lock["amount"] for lock in mine["locks"]] == [10 * 10**18], mine
+        # every chain event in the gateway's and the delegator's logs is confirmed on chain
+        for node in ("node0/gateway", "node4/delegator"):
+            assert main(["audit", str(root / node), "--rpc", state["anvil"]["url"],
+                         "--contracts", str(root / "contracts.json"), "--json"]) == 0  # fmt: skip
+            checked = json.loads(capsys.readouterr().out)["chain"]
+            assert checked["confirmed"] == checked["checked"] >= 5, checked
     finally:
         assert main(["testnet", "down", *args]) == 0
     stopped = json.loads(capsys.readouterr().out)["stopped"]

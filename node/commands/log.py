@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chain.errors import ChainError
 from events import kinds as k
 from events.audit import AuditReport
 from events.crypto import parse_address
 from events.envelope import decode, decode_verified
 from events.errors import EventError
 from node.audit import audit_path
+from node.audit_chain import audit_chain
 from node.jsonview import event_view, jsonable, state_summary
 from node.progress import counted
 from node.synth import synth_events
@@ -59,6 +61,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="verify signatures and chains, refold and summarize a log")
     p.add_argument("source", type=Path, help="DATA_DIR or FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--rpc", metavar="URL", help="also check ChainObserved events on this chain")
+    p.add_argument("--contracts", type=Path, metavar="FILE",
+                   help="the deployment file (with --rpc)")  # fmt: skip
     p.set_defaults(run=cmd_audit)
 
 
@@ -196,11 +201,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"castnet: audit failed: {exc}", file=sys.stderr)
         return 1
+    chain = None
+    if args.rpc:
+        if args.contracts is None:
+            return _fail("audit --rpc needs --contracts FILE (the deployment file)")
+        try:
+            chain = audit_chain(args.source, args.rpc, args.contracts)
+        except ChainError as exc:
+            return _fail(f"audit: {exc}")
     if args.json:
-        print(json.dumps(_audit_json(report)))
+        out = _audit_json(report)
+        if chain is not None:
+            out["chain"] = {"checked": chain.checked, "confirmed": chain.confirmed,
+                            "problems": chain.problems}  # fmt: skip
+        print(json.dumps(out))
     else:
         _print_audit(report)
-    return 0 if report.clean else 1
+        if chain is not None:
+            for problem in chain.problems:
+                print(f"chain: {problem}")
+            verdict = "confirmed" if chain.clean else "NOT confirmed"
+            print(f"chain: {chain.confirmed} of {chain.checked} events {verdict} on {args.rpc}")
+    return 0 if report.clean and (chain is None or chain.clean) else 1
 
 
 def _findings(report: AuditReport) -> list[dict[str, Any]]:
