@@ -19,10 +19,10 @@ import trio
 from media.profiles import parse_profiles
 from media.segmenter import segment
 from media.transcoder import transcode
-from node.demo import generate_clip
-from node.gateway import GatewayConfig
+from node.gateway.role import GatewayConfig
 from node.ledger import FakeLedger
-from node.network import default_plan, open_network
+from node.local.demo import generate_clip
+from node.local.network import default_plan, open_network
 
 
 def local_run(clip: Path, profiles: str, preset: str) -> tuple[float, list[float]]:

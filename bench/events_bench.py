@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from events.envelope import decode_verified
 from events.fold import fold
-from node.synth import synth_events
+from node.local.synth import synth_events
 from storage.replay import decode_stream, load_state
 from storage.store import EventStore
 

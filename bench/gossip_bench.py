@@ -30,7 +30,7 @@ from events import kinds as k
 from events.author import Author
 from events.crypto import LocalKeySigner, keccak256
 from events.envelope import decode_verified
-from node.synth import synth_events
+from node.local.synth import synth_events
 from p2p.config import P2PConfig
 from p2p.host import quiet_libp2p
 from p2p.localnet import connect, full_mesh, open_local_nodes

@@ -43,8 +43,8 @@ from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
-from node.gateway import GatewayConfig
-from node.orchestrator import OrchestratorConfig
+from node.gateway.role import GatewayConfig
+from node.orchestrator.role import OrchestratorConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
 
 ROLES = ("gateway", "orchestrator", "delegator")

@@ -25,15 +25,15 @@ from chain.watcher import CURSOR_FILE, ChainWatcher, ChainWatcherService, WatchC
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256, to_checksum
 from events.envelope import decode
-from node.api import GatewayApi, serve_api
+from node.api.server import GatewayApi, serve_api
 from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
-from node.gateway import Gateway
-from node.jobs import JobBook, JobRunner
+from node.gateway.jobs import JobBook, JobRunner
+from node.gateway.role import Gateway
 from node.ledger import ChainLog, FakeLedger, Ledger
-from node.orchestrator import Orchestrator
-from node.rewards import RewardCaller
-from node.tickets import SqliteTicketStore
+from node.orchestrator.rewards import RewardCaller
+from node.orchestrator.role import Orchestrator
+from node.orchestrator.tickets import SqliteTicketStore
 from node.writer import EventWriter
 from p2p.node import P2PNode
 

@@ -15,7 +15,7 @@ from chain.client import Chain, deploy_protocol
 from chain.logs import LogDecoder
 from events.author import Author
 from events.crypto import LocalKeySigner, keccak256
-from node.cli import main
+from node.cli.main import main
 from storage.store import EventStore
 
 SENDER = keccak256(b"audit-chain/sender")

@@ -16,7 +16,7 @@ from chain.anvil import Anvil, free_port
 from chain.client import Chain
 from events.crypto import to_checksum
 from node.amounts import AmountError, parse_amount, parse_percent, units
-from node.cli import main
+from node.cli.main import main
 from node.keystore import create_keystore
 
 ROUND = 5  # blocks per round of these deployments

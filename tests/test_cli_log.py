@@ -12,8 +12,8 @@ import pytest
 
 from events.crypto import LocalKeySigner
 from events.envelope import sign_event
-from node.audit import audit_path
-from node.cli import main
+from node.audit.log import audit_path
+from node.cli.main import main
 from storage.castlog import MAGIC, read_castlog, write_castlog
 from tests.conftest import key
 

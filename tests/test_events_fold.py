@@ -14,7 +14,7 @@ from events.envelope import SignedEvent, sign_event
 from events.fold import apply, fold
 from events.state import EMPTY, Delegation, Funds, State
 from events.state_codec import decode_state, encode_state
-from node.synth import synth_events
+from node.local.synth import synth_events
 from tests.conftest import key
 
 H = bytes(32)

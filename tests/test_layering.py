@@ -59,3 +59,58 @@ def test_pure_packages_have_no_async_code() -> None:
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text())
             assert not any(isinstance(n, ast.AsyncFunctionDef) for n in ast.walk(tree)), path
+
+
+# Inside node/, the same rule one level down: the roles stand on the shared node core, the
+# composition
+# (config, service, api, local networks) on the roles, and only the CLI sees everything.
+CORE = {"amounts", "chain_ledger", "jsonview", "keystore", "ledger", "progress", "protocol", "view",
+        "writer", "audit"}  # fmt: skip
+NODE_ALLOWED = {
+    "core": CORE,
+    "gateway": CORE | {"gateway"},
+    "orchestrator": CORE | {"orchestrator"},
+    "config": CORE | {"gateway", "orchestrator"},
+    "api": CORE | {"api", "config", "gateway"},
+    "service": CORE | {"api", "config", "gateway", "orchestrator"},
+    "local": CORE | {"local", "gateway", "orchestrator"},
+}
+
+
+def _node_part(path: Path) -> str:
+    rel = path.relative_to(ROOT / "node").with_suffix("")
+    name = rel.parts[0]
+    return "core" if name in CORE else name
+
+
+def test_node_roles_import_only_what_sits_below_them() -> None:
+    bad = []
+    for path, module in _node_imports():
+        part = _node_part(path)
+        if part == "cli" or path.name == "__init__.py":
+            continue
+        if module not in NODE_ALLOWED[part] | {part}:
+            bad.append(f"{path.relative_to(ROOT)} ({part}) imports node.{module}")
+    assert not bad, bad
+
+
+def test_only_the_cli_imports_the_cli() -> None:
+    bad = [
+        str(p.relative_to(ROOT))
+        for p, m in _node_imports()
+        if m == "cli" and _node_part(p) != "cli"
+    ]
+    assert not bad, bad
+
+
+def _node_imports() -> list[tuple[Path, str]]:
+    found = []
+    for path in sorted((ROOT / "node").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            found += [(path, n.split(".")[1]) for n in names if n.startswith("node.")]
+    return found

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.commands import media
+from node.cli import media
 from tests.media_fixtures import lavfi, video_file
 
 

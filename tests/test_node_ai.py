@@ -28,15 +28,15 @@ from inference.synthetic import conv3x3_model, write_model
 from media.segmenter import segment
 from media.verify import scan_source
 from media.verify_hls import verify_hls
-from node.ai_checks import BadDetections, check_output, check_video, parse_detections
-from node.ai_compute import AiCompute
-from node.api import GatewayApi, serve_api
-from node.commands import ai as ai_command
+from node.api.server import GatewayApi, serve_api
+from node.cli import ai as ai_command
 from node.config import ApiConfig
-from node.gateway import GatewayConfig
-from node.jobs import JobBook, JobRunner
+from node.gateway.ai_checks import BadDetections, check_output, check_video, parse_detections
+from node.gateway.jobs import JobBook, JobRunner
+from node.gateway.role import GatewayConfig
 from node.ledger import FakeLedger
-from node.network import Network, default_plan, open_network
+from node.local.network import Network, default_plan, open_network
+from node.orchestrator.ai_compute import AiCompute
 from node.protocol import BAD_REQUEST, DETECTIONS, AiOutput, AiSpec, Refused
 from p2p.errors import ProtocolError
 from p2p.node import P2PNode

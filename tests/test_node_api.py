@@ -18,7 +18,7 @@ from api_client import request, request_json, upload, wait_job
 from conftest import key
 
 from node.config import build_config
-from node.demo import generate_clip
+from node.local.demo import generate_clip
 from node.service import NodeService
 
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -102,7 +102,9 @@ async def test_token_json_job_output_and_errors(tmp_path: Path) -> None:
             status, body = await trio.to_thread.run_sync(lambda p=path: _raw_get(api, p))
             assert (status, body["error"]) == (code, error), (path, body)
         status, body = await call(api, "POST", "/v1/ai/colorize", body=b"{}", token=TOKEN)
-        assert status == 404 and body["error"] == "unknown_pipeline" and "colorize" in body["message"]
+        assert (
+            status == 404 and body["error"] == "unknown_pipeline" and "colorize" in body["message"]
+        )
         status, body = await call(api, "DELETE", f"/v1/jobs/{jid}", token=TOKEN)
         assert status == 405 and body["error"] == "method_not_allowed"
         status, body = await call(api, "GET", "/v1/transcode", token=TOKEN)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from node.cli import main
-from node.demo import DemoOptions, run_demo
+from node.cli.main import main
+from node.local.demo import DemoOptions, run_demo
 
 PROFILES = "180p:300k,144p"
 # fault tests run on the in-memory ledger; the end-to-end test on the contracts (embedded EVM)

@@ -19,9 +19,9 @@ from test_node_service import (
 )
 
 from events import kinds as k
-from node.audit import audit_path
-from node.demo import generate_clip
+from node.audit.log import audit_path
 from node.keystore import create_keystore
+from node.local.demo import generate_clip
 from storage.store import DB_NAME
 
 

@@ -27,11 +27,11 @@ from media.playlists import read_media
 from media.profiles import parse_profiles
 from media.segmenter import segment
 from media.transcoder import transcode
-from node.demo import generate_clip
-from node.gateway import GatewayConfig
+from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
+from node.gateway.role import GatewayConfig
 from node.ledger import FakeLedger
-from node.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
-from node.network import default_plan, open_network
+from node.local.demo import generate_clip
+from node.local.network import default_plan, open_network
 
 PROFILES = "144p"
 SECONDS = 8.0  # four 2 s segments
@@ -280,7 +280,7 @@ async def test_live_api_start_watch_and_stop(tmp_path: Path) -> None:
 
 
 def test_live_cli_on_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from node.cli import main
+    from node.cli.main import main
 
     clip = generate_clip(tmp_path / "clip.mp4", "320x180", 4.0)
     out = tmp_path / "out"

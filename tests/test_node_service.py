@@ -22,10 +22,9 @@ import pytest
 import trio
 from api_client import request, upload, wait_job, wait_status
 
-from node.audit import audit_path
-from node.cli import main
+from node.audit.log import audit_path
+from node.cli.main import main
 from node.config import ConfigError, build_config, load_config, merge
-from node.demo import generate_clip
 from node.keystore import (
     PASSWORD_ENV,
     KeystoreError,
@@ -35,6 +34,7 @@ from node.keystore import (
     load_keystore,
     resolve_password,
 )
+from node.local.demo import generate_clip
 from node.service import shifted_listen
 from storage.tickets import TICKETS_DB
 

@@ -22,11 +22,11 @@ from test_node_service import FAST_KDF, PASSWORD, free_port, node_process, wait_
 from events.crypto import to_checksum
 from media.source import probe
 from node.config import ConfigError, build_config
-from node.demo import generate_clip
 from node.keystore import create_keystore
+from node.local.demo import generate_clip
+from node.orchestrator.worker import Worker, WorkerConfig
+from node.orchestrator.workers import TASK, TASK_PROTOCOL, WorkerFailed, WorkerPool
 from node.protocol import REFUSED
-from node.worker import Worker, WorkerConfig
-from node.workers import TASK, TASK_PROTOCOL, WorkerFailed, WorkerPool
 from p2p.config import P2PConfig
 from p2p.framing import MessageStream
 from p2p.identity import load_or_create_identity, peer_id_of

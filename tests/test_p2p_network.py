@@ -11,8 +11,8 @@ import trio
 from events import kinds as k
 from events.author import Author
 from events.crypto import LocalKeySigner
-from node.audit import audit_path
-from node.synth import synth_events
+from node.audit.log import audit_path
+from node.local.synth import synth_events
 from p2p.config import P2PConfig
 from p2p.localnet import connect, open_local_nodes
 from p2p.node import P2PNode, open_node

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trio
 
-from node.audit import audit_path
-from node.synth import synth_events
+from node.audit.log import audit_path
+from node.local.synth import synth_events
 from storage.store import DB_NAME, EventStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ class NodeProcess:
 async def node_process(data_dir: Path, bootstrap: Sequence[str] = ()) -> AsyncIterator[NodeProcess]:
     """`castnet node start` in its own process; yields once it prints its multiaddr. The caller
     may SIGKILL it; otherwise it gets SIGTERM and must exit 0."""
-    argv = [sys.executable, "-m", "node.commands.node", "node", "start"]
+    argv = [sys.executable, "-m", "node.cli.node", "node", "start"]
     argv += ["--data-dir", str(data_dir)]
     if bootstrap:
         argv += ["--bootstrap", *bootstrap]

@@ -13,7 +13,7 @@ from events.author import Author
 from events.crypto import LocalKeySigner
 from events.envelope import sign_event
 from events.fold import fold
-from node.synth import synth_events
+from node.local.synth import synth_events
 from storage.blobs import DirBlobStore, MemoryBlobStore
 from storage.errors import BlobNotFound, StoreCorrupt
 from storage.replay import decode_stream, load_state, snapshot

@@ -11,7 +11,7 @@ import pytest
 from test_payments_queue import after_params_expire, winners
 from test_payments_store import TicketStoreContract, record
 
-from node.tickets import SqliteTicketStore, decode_record, encode_record
+from node.orchestrator.tickets import SqliteTicketStore, decode_record, encode_record
 from payments.interfaces import RedemptionState, TicketStore
 from payments.queue import QueueConfig, RedemptionQueue
 from storage.errors import StoreCorrupt

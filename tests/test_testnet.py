@@ -16,9 +16,9 @@ import pytest
 from chain.anvil import find_binary
 from chain.client import Chain, Protocol
 from chain.errors import ChainError
-from node.cli import main
-from node.jobs import OUT_NAME
-from node.testnet import alive
+from node.cli.main import main
+from node.gateway.jobs import OUT_NAME
+from node.local.testnet import alive
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Inference jobs on the network (`POST /v1/ai/{pipeline}`): the input is segmented, each segment
-runs as paid market work (node.market: selection, tickets, verdicts, retries) on an orchestrator
+runs as paid market work (market: selection, tickets, verdicts, retries) on an orchestrator
 whose offer lists the pipeline (and model), every output is checked against its segment
-(node.ai_checks), and the outputs are written in order under `out`: `detections.jsonl` (one line
+(ai_checks), and the outputs are written in order under `out`: `detections.jsonl` (one line
 per frame with its absolute frame number and pts) for detect-faces/detect-text, or the processed
 video as HLS (`master.m3u8`, `<pipeline>/index.m3u8`) for filter/upscale."""
 
@@ -28,9 +28,9 @@ from media.hls import VodOutput
 from media.segmenter import Segment, segment
 from media.transcoder import Rendition, TranscodeResult
 from media.verify import scan_source
-from node.ai_checks import check_output, parse_detections
-from node.gateway import Gateway, GatewayError, ProgressFn
-from node.market import JobReport, SegmentOutcome, result_problems
+from node.gateway.ai_checks import check_output, parse_detections
+from node.gateway.market import JobReport, SegmentOutcome, result_problems
+from node.gateway.role import Gateway, GatewayError, ProgressFn
 from node.protocol import (
     AI_DONE,
     AI_PROTOCOL,
@@ -108,7 +108,7 @@ async def run_ai_file(
 
 @dataclass(slots=True)
 class AiSegment:
-    """One segment's inference as market work (node.market.SegmentWork)."""
+    """One segment's inference as market work (node.gateway.market.SegmentWork)."""
 
     seg: Segment
     pipeline: str

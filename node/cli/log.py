@@ -15,11 +15,11 @@ from events.audit import AuditReport
 from events.crypto import parse_address
 from events.envelope import decode, decode_verified
 from events.errors import EventError
-from node.audit import audit_path
-from node.audit_chain import audit_chain
+from node.audit.chain import audit_chain
+from node.audit.log import audit_path
 from node.jsonview import event_view, jsonable, state_summary
+from node.local.synth import synth_events
 from node.progress import counted
-from node.synth import synth_events
 from storage.castlog import read_castlog, write_castlog
 from storage.errors import StorageError
 from storage.sources import open_log

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from node.commands import (
+from node.cli import (
     ai,
     chain,
     demo,

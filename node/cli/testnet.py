@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.testnet import TestnetError, TestnetParams, down, status, transcode, up
+from node.local.testnet import TestnetError, TestnetParams, down, status, transcode, up
 
 DEFAULT_DIR = Path("castnet-testnet")
 

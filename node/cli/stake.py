@@ -1,6 +1,6 @@
 """`castnet stake ...`: an operator's self-bond, registration and rewards, a delegator's bond, and
 both one's unbonding locks and fees on the bonding contract, signed by a keystore account or
-anvil's dev account (see node/commands/chain.py for the shared flags)."""
+anvil's dev account (see node/cli/chain.py for the shared flags)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from chain.client import Protocol
 from chain.errors import StakeLocked
 from events.crypto import LocalKeySigner, to_checksum
 from node.amounts import parse_amount, parse_percent, percent, units
-from node.commands.chain import (
+from node.cli.chain import (
     CommandError,
     account_of,
     add_account_args,

@@ -27,7 +27,7 @@ from media.errors import MediaError
 from media.hls import LiveOutput
 from media.profiles import parse_profiles
 from media.segmenter import Segment, segment
-from node.gateway import Gateway, JobReport, SegmentOutcome
+from node.gateway.role import Gateway, JobReport, SegmentOutcome
 
 log = logging.getLogger("castnet.live")
 LIVE_SCHEMES = ("tcp", "udp", "rtmp", "rtmps", "srt", "http", "https")

@@ -22,10 +22,10 @@ from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
 from inference.providers import PREFERENCES
 from media.errors import MediaError
-from node.ai_jobs import AiJobError, run_ai_file
-from node.gateway import GatewayConfig, SegmentOutcome
+from node.gateway.ai_jobs import AiJobError, run_ai_file
+from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
-from node.network import default_plan, open_network
+from node.local.network import default_plan, open_network
 
 
 def register(sub: Any) -> None:

@@ -1,8 +1,8 @@
-"""The gateway role: segment an input, post a job per segment, pick orchestrators (node.selection),
+"""The gateway role: segment an input, post a job per segment, pick orchestrators (selection),
 quote, pay with tickets, send the segment, verify every result (signature, hashes, pixel claims,
 media.verify against the source), log verdicts, retry a failed or late segment elsewhere (up to 3
 attempts), and write the HLS ladder in order as segments complete. What every paid segment shares
-with inference jobs (node.ai_jobs) lives in node.market; this module is the transcoding."""
+with inference jobs (ai_jobs) lives in market; this module is the transcoding."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from media.profiles import Profile, parse_profiles
 from media.segmenter import Segment, segment
 from media.source import SourceInfo, probe
 from media.transcoder import Rendition, TranscodeResult
-from node.checks import check_result
-from node.market import GatewayConfig as GatewayConfig
-from node.market import JobReport as JobReport
-from node.market import SegmentMarket, SegmentWork
-from node.market import SegmentOutcome as SegmentOutcome
+from node.gateway.checks import check_result
+from node.gateway.market import GatewayConfig as GatewayConfig
+from node.gateway.market import JobReport as JobReport
+from node.gateway.market import SegmentMarket, SegmentWork
+from node.gateway.market import SegmentOutcome as SegmentOutcome
 from node.protocol import (
     JOB_DONE,
     JOB_PROTOCOL,
@@ -46,7 +46,7 @@ ProgressFn = Callable[[int, int, SegmentOutcome], None]
 
 
 class Gateway(SegmentMarket):
-    """The gateway's market (node.market) with transcoding jobs on it."""
+    """The gateway's market (node.gateway.market) with transcoding jobs on it."""
 
     async def transcode_file(
         self,
@@ -133,7 +133,7 @@ class Gateway(SegmentMarket):
 
 @dataclass(slots=True)
 class _Transcode:
-    """One segment's ladder as market work (node.market.SegmentWork)."""
+    """One segment's ladder as market work (node.gateway.market.SegmentWork)."""
 
     seg: Segment
     ladder: tuple[Profile, ...]

@@ -1,8 +1,8 @@
 """What a gateway does for every paid segment, whatever the work: post the job, pick an orchestrator
-that offers the work's capability (node.selection), quote, pay with tickets against a mirrored
+that offers the work's capability (selection), quote, pay with tickets against a mirrored
 balance, send the segment, check the signed result, log verdicts, and retry a failed or late
 segment elsewhere (up to 3 attempts). The work plugs in as a `SegmentWork`: transcoding
-(node.gateway) and inference (node.ai_jobs)."""
+(role) and inference (ai_jobs)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from events import kinds as k
 from events.crypto import Signer
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
+from node.gateway.selection import Candidate, Selector
 from node.ledger import Ledger
 from node.protocol import (
     BALANCE,
@@ -37,7 +38,6 @@ from node.protocol import (
     params_from_wire,
     ticket_to_wire,
 )
-from node.selection import Candidate, Selector
 from node.view import NodeView
 from node.writer import EventWriter
 from p2p.errors import P2PError, ProtocolError

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.demo import DemoOptions, print_summary, run_demo
+from node.local.demo import DemoOptions, print_summary, run_demo
 
 
 def register(sub: Any) -> None:

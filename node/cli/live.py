@@ -17,10 +17,10 @@ from typing import Any
 
 import trio
 
-from node.gateway import GatewayConfig, SegmentOutcome
+from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
+from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
-from node.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
-from node.network import default_plan, open_network
+from node.local.network import default_plan, open_network
 
 
 def register(sub: Any) -> None:

@@ -2,7 +2,7 @@
 on `/castnet/quote/1`, segment jobs with tickets on `/castnet/job/1` (tickets validated, session
 balance checked, the ladder transcoded in a worker thread, renditions and a signed JobResult
 returned) and AI segments on `/castnet/ai/1` (the same, with a pipeline run in a thread by
-node.ai_compute), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
+ai_compute), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from media.errors import MediaError
 from media.profiles import Profile, parse_profiles
 from media.source import probe
 from media.transcoder import TranscodeResult, transcode
-from node.ai_compute import AiCompute
 from node.ledger import Ledger
+from node.orchestrator.ai_compute import AiCompute
+from node.orchestrator.workers import WORKER_PROTOCOL, WorkerFailed, WorkerPool
 from node.protocol import (
     AI_DONE,
     AI_PROTOCOL,
@@ -57,7 +58,6 @@ from node.protocol import (
     ticket_from_wire,
 )
 from node.view import NodeView
-from node.workers import WORKER_PROTOCOL, WorkerFailed, WorkerPool
 from node.writer import EventWriter
 from p2p.errors import ProtocolError
 from p2p.framing import MessageStream

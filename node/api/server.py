@@ -37,9 +37,9 @@ import trio
 
 from media.errors import MediaError
 from media.profiles import parse_profiles
-from node.ai_jobs import AiJobError, check_request
 from node.config import ApiConfig
-from node.jobs import (
+from node.gateway.ai_jobs import AiJobError, check_request
+from node.gateway.jobs import (
     AI,
     DONE,
     INPUT_NAME,
@@ -52,7 +52,7 @@ from node.jobs import (
     QueueFull,
     now_ms,
 )
-from node.live import LiveError, check_live_url
+from node.gateway.live import LiveError, check_live_url
 
 log = logging.getLogger("castnet.api")
 MAX_JSON_BYTES = 64 * 1024

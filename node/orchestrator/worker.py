@@ -1,5 +1,5 @@
 """A remote worker: its own libp2p identity (`DATA_DIR/p2p.key`), attached to one orchestrator
-over `/castnet/worker/1` (see node.workers), transcoding the segments it pushes in a thread.
+over `/castnet/worker/1` (see workers), transcoding the segments it pushes in a thread.
 It redials with backoff when the orchestrator goes away and stops when cancelled; a refusal
 because it is not allowed is final (`WorkerRefused`)."""
 
@@ -21,8 +21,7 @@ from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
 from media.transcoder import TranscodeResult, transcode
-from node.protocol import REFUSED, Refused, rendition_meta
-from node.workers import (
+from node.orchestrator.workers import (
     ACCEPTED,
     HEARTBEAT,
     NOT_ALLOWED,
@@ -37,6 +36,7 @@ from node.workers import (
     WORKER_VERSION,
     source_facts,
 )
+from node.protocol import REFUSED, Refused, rendition_meta
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, ProtocolError, StreamClosed, StreamTimeout
 from p2p.framing import MessageStream

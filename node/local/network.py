@@ -17,10 +17,10 @@ import trio
 
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256
-from node.gateway import Gateway, GatewayConfig
+from node.gateway.role import Gateway, GatewayConfig
 from node.ledger import ChainLog, Ledger
-from node.orchestrator import Orchestrator, OrchestratorConfig
-from node.rewards import RewardCaller
+from node.orchestrator.rewards import RewardCaller
+from node.orchestrator.role import Orchestrator, OrchestratorConfig
 from node.writer import EventWriter
 from p2p.config import P2PConfig
 from p2p.localnet import LOOPBACK, connect, full_mesh

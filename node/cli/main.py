@@ -1,4 +1,4 @@
-"""The `castnet` command line: one argparse tree, each command group in `node/commands/`."""
+"""The `castnet` command line: one argparse tree, each command group in `node/cli/`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from node.commands import COMMAND_GROUPS
+from node.cli.commands import COMMAND_GROUPS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -122,7 +122,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m node.commands.node start|info ...`, until the group is in COMMAND_GROUPS."""
+    """`python -m node.cli.node start|info ...`, until the group is in COMMAND_GROUPS."""
     parser = argparse.ArgumentParser(prog="castnet")
     parser.add_argument("-v", "--verbose", action="store_true")
     register(parser.add_subparsers(dest="command", required=True))

@@ -21,11 +21,11 @@ import trio
 
 from chain.client import ProtocolParams
 from events.crypto import to_checksum
-from node.audit import audit_path
+from node.audit.log import audit_path
 from node.chain_ledger import ChainLedger
-from node.gateway import GatewayConfig, JobReport, SegmentOutcome
+from node.gateway.role import GatewayConfig, JobReport, SegmentOutcome
 from node.ledger import FakeLedger, Ledger
-from node.network import Network, NetworkPlan, default_plan, key_for, open_network
+from node.local.network import Network, NetworkPlan, default_plan, key_for, open_network
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace

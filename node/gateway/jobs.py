@@ -1,8 +1,8 @@
 """The gateway's HTTP jobs: a record per job on disk (`<gateway dir>/jobs/<id>/job.json`, written
 atomically, readable from the API's threads) and a trio runner that hands them one at a time to
-`Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `node.ai_jobs.run_ai_file`). On start the
+`Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `ai_jobs.run_ai_file`). On start the
 runner re-queues every job a stopped process left queued or running, so a restarted gateway
-finishes them. Live jobs (`kind == "live"`, node.live) run beside the queue, each until its
+finishes them. Live jobs (`kind == "live"`, live) run beside the queue, each until its
 stream ends or `stop()`; a restart marks an interrupted live job failed (its stream is gone)
 instead of replaying it."""
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import trio
 
-from node.ai_jobs import DETECTIONS_FILE, run_ai_file
-from node.gateway import Gateway, SegmentOutcome
-from node.live import LiveReport, LiveSession
+from node.gateway.ai_jobs import DETECTIONS_FILE, run_ai_file
+from node.gateway.live import LiveReport, LiveSession
+from node.gateway.role import Gateway, SegmentOutcome
 from node.protocol import VIDEO_PIPELINES
 
 log = logging.getLogger("castnet.jobs")

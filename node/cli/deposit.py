@@ -1,5 +1,5 @@
 """`castnet deposit fund|reserve|unlock|cancel-unlock|withdraw|status`: a gateway's deposit and
-reserve on the ticket broker, which back its payment tickets (see node/commands/chain.py for the
+reserve on the ticket broker, which back its payment tickets (see node/cli/chain.py for the
 shared flags)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from chain.client import Protocol
 from chain.errors import AccountLocked
 from events.crypto import to_checksum
 from node.amounts import parse_amount, units
-from node.commands.chain import CommandError, account_of, connect, pending_round
-from node.commands.stake import Result, add_actions, done, signed
+from node.cli.chain import CommandError, account_of, connect, pending_round
+from node.cli.stake import Result, add_actions, done, signed
 
 
 def register(sub: Any) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import trio
 
-from node.orchestrator import capabilities
-from node.worker import Worker, WorkerConfig
+from node.orchestrator.role import capabilities
+from node.orchestrator.worker import Worker, WorkerConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
 from p2p.errors import P2PError
 from p2p.host import quiet_libp2p

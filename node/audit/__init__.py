@@ -1,0 +1,1 @@
+"""Audits: a log's integrity (`log`) and its chain observations against the chain (`chain`)."""
