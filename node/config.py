@@ -20,6 +20,8 @@ workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may a
 profiles = "360p,240p"
 [api]
 listen = "127.0.0.1:8935"             # another address needs token or token_file
+[metrics]
+listen = "127.0.0.1:9464"             # a metrics-only listener (GET /metrics); off when unset
 [delegator]
 orchestrator = "0x..."
 amount = "5e18"
@@ -55,7 +57,7 @@ KEYSTORE_NAME = "keystore.json"
 
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
-         "keys"},
+         "keys", "metrics"},
     "p2p": {"network", "listen", "bootstrap", "mdns"},
     "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
@@ -65,6 +67,7 @@ _SECTIONS: dict[str, set[str]] = {
                 "min_offers"},
     "api": {"listen", "token", "token_file", "max_upload_bytes", "path_roots", "enabled"},
     "delegator": {"orchestrator", "amount"},
+    "metrics": {"listen"},
     "keys": set(ROLES),
 }  # fmt: skip
 
@@ -99,6 +102,14 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where the metrics-only listener serves `GET /metrics` (None: no such listener; the
+    gateway API serves /metrics anyway)."""
+
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DelegatorConfig:
     orchestrator: bytes | None = None
     amount: int = 0
@@ -116,6 +127,7 @@ class NodeConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     delegator: DelegatorConfig = field(default_factory=DelegatorConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     keys: Mapping[str, Path] = field(default_factory=dict)
     redeem_interval_s: float = 5.0
     min_offers: int = 1
@@ -185,6 +197,7 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
         gateway=_gateway(gw),
         api=_api(api, base),
         delegator=_delegator(dele, "delegator" in roles),
+        metrics=_metrics(_table(raw, "metrics")),
         keys={role: _path(value, base, f"keys.{role}") for role, value in keys.items()},
         redeem_interval_s=_number(
             orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
@@ -414,6 +427,12 @@ def _api(t: Mapping[str, Any], base: Path) -> ApiConfig:
         max_upload_bytes=_int(t.get("max_upload_bytes", 2 * GiB), "api.max_upload_bytes", 1),
         path_roots=roots,
     )  # fmt: skip
+
+
+def _metrics(t: Mapping[str, Any]) -> MetricsConfig:
+    if t.get("listen") in (None, ""):
+        return MetricsConfig()
+    return MetricsConfig(parse_listen(t["listen"], "metrics.listen"))
 
 
 def _delegator(t: Mapping[str, Any], active: bool) -> DelegatorConfig:

@@ -25,6 +25,8 @@ from chain.watcher import CURSOR_FILE, ChainWatcher, ChainWatcherService, WatchC
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256, to_checksum
 from events.envelope import decode
+from node.api.metrics import NodeMetrics
+from node.api.ops import build_ops_app, metrics_route, serve_app
 from node.api.server import GatewayApi, serve_api
 from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
@@ -110,6 +112,8 @@ class NodeService:
         self.rewards: RewardCaller | None = None
         self.watcher: ChainWatcherService | None = None
         self._delegator_writer: EventWriter | None = None
+        self.metrics = NodeMetrics(self)
+        self.metrics_address: tuple[str, int] | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
@@ -138,6 +142,10 @@ class NodeService:
                     await self._start_gateway(nursery)
                 if cfg.ledger.kind == "rpc":
                     await self._start_watcher(nursery)
+                if cfg.metrics.listen is not None:
+                    app = build_ops_app([metrics_route(self.metrics.render)])
+                    self.metrics_address = await nursery.start(serve_app, app,
+                                                               *cfg.metrics.listen)  # fmt: skip
                 await trio.to_thread.run_sync(self._write_service_file)
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -315,6 +323,8 @@ class NodeService:
                                     "reorgs": self.watcher.reorgs}  # fmt: skip
         if self.api_address is not None:
             out["api"] = "http://{}:{}".format(*self.api_address)
+        if self.metrics_address is not None:
+            out["metrics"] = "http://{}:{}/metrics".format(*self.metrics_address)
         return out
 
     def _write_service_file(self) -> None:
@@ -327,6 +337,8 @@ class NodeService:
                 for role, m in self.members.items()
             },
             "api": "http://{}:{}".format(*self.api_address) if self.api_address else None,
+            "metrics": "http://{}:{}/metrics".format(*self.metrics_address)
+            if self.metrics_address else None,
         }  # fmt: skip
         path = self.config.data_dir / SERVICE_FILE
         tmp = path.with_name(SERVICE_FILE + ".tmp")

@@ -4,6 +4,7 @@ transaction (group commit), run in a worker thread so the trio loop never blocks
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class StoreService:
         self.max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
         self.commits = 0  # transactions run, for tests and metrics
+        self.appended = 0  # events handed to those transactions
+        self.commit_seconds = 0.0  # time spent in them (append latency = this / commits)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -50,6 +53,7 @@ class StoreService:
 
     async def _commit(self, group: list[_Pending]) -> None:
         batch = [e for pending in group for e in pending.events]
+        started = time.perf_counter()
         try:
             results = await trio.to_thread.run_sync(self.store.append, batch)
         except Exception as exc:  # the whole transaction rolled back: every waiter learns why
@@ -58,6 +62,8 @@ class StoreService:
                 pending.done.set()
             return
         self.commits += 1
+        self.appended += len(batch)
+        self.commit_seconds += time.perf_counter() - started
         offset = 0
         for pending in group:
             pending.results = results[offset : offset + len(pending.events)]

@@ -24,6 +24,7 @@ class RewardCaller:
         self.poll_s = poll_s
         self.rewarded_rounds: list[int] = []
         self.minted = 0
+        self.errors = 0  # failed reward calls (each retried at the next poll)
         self._last_round = -1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -40,6 +41,7 @@ class RewardCaller:
                 return 0
             result = await trio.to_thread.run_sync(self.ledger.reward, self.writer.address)
         except Exception as exc:  # the chain may be briefly unreachable: try again next poll
+            self.errors += 1
             log.warning("reward call failed: %s", exc)
             return 0
         self._last_round = view.round

@@ -1,0 +1,66 @@
+"""The operator's HTTP surface: `GET /metrics` as a Starlette route that any of the node's apps
+can mount, and the metrics-only listener (config `metrics.listen`) for processes that serve no
+gateway API (orchestrators, workers), both served in the trio loop by Hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from node.api.metrics import CONTENT_TYPE
+
+log = logging.getLogger("castnet.api.ops")
+SHUTDOWN_S = 5.0
+
+
+def metrics_route(render: Callable[[], Awaitable[bytes]]) -> Route:
+    """`GET /metrics`: the Prometheus text exposition of `render()`."""
+
+    async def metrics(request: Request) -> Response:
+        return Response(await render(), media_type=CONTENT_TYPE)
+
+    return Route("/metrics", metrics, methods=["GET", "HEAD"])
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "not_found", "message": f"no such endpoint {request.url.path}"},
+                        status_code=404)  # fmt: skip
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "method_not_allowed",
+                         "message": f"{request.method} is not allowed on {request.url.path}"},
+                        status_code=405)  # fmt: skip
+
+
+def build_ops_app(routes: Sequence[BaseRoute]) -> Starlette:
+    """A small app of read-only routes (the metrics-only listener); errors are JSON."""
+    return Starlette(routes=list(routes), exception_handlers={404: _not_found, 405: _not_allowed})
+
+
+async def serve_app(
+    app: Any, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve `app` on host:port until cancelled; `task_status.started((host, port))` once bound
+    (port 0 picks a free one)."""
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("castnet.api.http")
+    config.graceful_timeout = SHUTDOWN_S
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(serve, app, config)
+        url = urlsplit(urls[0])
+        address = (url.hostname or host, int(url.port or port))
+        log.info("serving http://%s:%d", *address)
+        task_status.started(address)
