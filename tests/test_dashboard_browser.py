@@ -1,0 +1,257 @@
+"""The dashboard in a real headless Chromium (Debian's chromium + chromedriver, driven by
+Selenium) against a running node (gateway, orchestrator and delegator roles, real libp2p on
+127.0.0.1, real encodes): every page loads without console errors, the figures it shows match
+`/v1/status`, a file submitted from the page is transcoded and its output plays (the <video>'s
+currentTime advances), and the Log page shows a clean audit and filters by kind. A screenshot of
+each page is saved under tests/output/dashboard/.
+
+The page is served by a Starlette app made of the dashboard's routes and /metrics; until the
+gateway API itself is a Starlette app, the job endpoints of that app forward to the node's
+gateway API, so every job the page submits runs on the real node."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from conftest import key
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from events.crypto import LocalKeySigner, to_checksum
+from node.api.dashboard import STATIC, dashboard_routes
+from node.api.ops import build_ops_app, metrics_route, serve_app
+from node.api.views import NodeViews
+from node.config import build_config
+from node.local.demo import generate_clip
+from node.service import NodeService
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+OUTPUT = Path(__file__).resolve().parent / "output" / "dashboard"
+TOKEN = "dashboard-test-token-0123456789"
+PROFILES = "180p:300k,144p"
+WAIT_S = 20.0
+JOB_WAIT_S = 120.0
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+
+
+def _forward(api: str) -> Callable[[Request], Any]:
+    """A route that hands the request to the node's gateway API and returns its answer."""
+
+    async def forward(request: Request) -> Response:
+        headers = {name: request.headers[name] for name in ("authorization", "content-type")
+                   if name in request.headers}  # fmt: skip
+        async with httpx.AsyncClient(base_url=api, timeout=60) as client:
+            body = await request.body()
+            answer = await client.request(request.method, request.url.path,
+                                          params=request.query_params, content=body,
+                                          headers=headers)  # fmt: skip
+        keep = {n: answer.headers[n] for n in ("content-type", "cache-control", "location")
+                if n in answer.headers}  # fmt: skip
+        return Response(answer.content, answer.status_code, headers=keep)
+
+    return forward
+
+
+@asynccontextmanager
+async def dashboard(tmp_path: Path) -> AsyncIterator[tuple[NodeService, str]]:
+    orchestrator = LocalKeySigner(key(32)).address
+    raw = {
+        "roles": ["gateway", "orchestrator", "delegator"],
+        "data_dir": "data",
+        "p2p": {"network": "dashboard-test"},
+        "gateway": {"profiles": PROFILES},
+        "orchestrator": {"ticket_ev": "1e9", "redeem_interval_s": 0.5},
+        "delegator": {"orchestrator": to_checksum(orchestrator), "amount": "5e18"},
+        "api": {"listen": "127.0.0.1:0", "token": TOKEN},
+    }
+    config = build_config(raw, tmp_path)
+    keys = {"gateway": key(31), "orchestrator": key(32), "delegator": key(33)}
+    async with trio.open_nursery() as nursery:
+        svc: NodeService = await nursery.start(NodeService(config, keys).run)
+        assert svc.api_address is not None
+        api = "http://{}:{}".format(*svc.api_address)
+        forward = _forward(api)
+        methods = ["GET", "HEAD", "POST", "DELETE"]
+        routes = [
+            *dashboard_routes(NodeViews(svc)),
+            metrics_route(svc.metrics.render),
+            Route("/v1/status", forward, methods=methods),
+            Route("/v1/transcode", forward, methods=methods),
+            Route("/v1/ai/{pipeline}", forward, methods=methods),
+            Route("/v1/jobs", forward, methods=methods),
+            Route("/v1/jobs/{rest:path}", forward, methods=methods),
+        ]
+        host, port = await nursery.start(serve_app, build_ops_app(routes), "127.0.0.1", 0)
+        yield svc, f"http://{host}:{port}"
+        nursery.cancel_scope.cancel()
+
+
+class Browser:
+    """A headless Chromium session (blocking: call its methods from a thread)."""
+
+    def __init__(self, profile: Path) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     "--autoplay-policy=no-user-gesture-required",
+                     f"--user-data-dir={profile}", "--window-size=1400,1000"):  # fmt: skip
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        self.driver.set_page_load_timeout(WAIT_S)
+        self.console: list[dict[str, Any]] = []
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
+            lambda _driver: predicate(), message=what
+        )
+
+    def text(self, element_id: str) -> str:
+        """The element's text now (read in one script: the page re-renders as it polls)."""
+        return self.driver.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
+            element_id,
+        )
+
+    def rows(self, tbody_id: str) -> list[dict[str, Any]]:
+        """Each row of a table body as {"text", and its data- attributes}, read at once."""
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('#' + arguments[0] + ' tr'))"
+            ".map(tr => Object.assign({text: tr.textContent}, tr.dataset));",
+            tbody_id,
+        )
+
+    def click_tab(self, page: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.CSS_SELECTOR, f'#tabs button[data-page="{page}"]').click()
+
+    def screenshot(self, name: str) -> Path:
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        path = OUTPUT / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def collect_console(self) -> list[dict[str, Any]]:
+        self.console += self.driver.get_log("browser")
+        return self.console
+
+    def close(self) -> None:
+        self.driver.quit()
+
+
+def _status(base: str) -> Any:
+    request = urllib.request.Request(base + "/v1/status",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def test_dashboard_in_chromium(tmp_path: Path) -> None:
+    if not (STATIC / "vendor" / "hls.min.js").exists():
+        pytest.fail("the dashboard's hls.js is missing: run `make vendor`")
+    clip = generate_clip(tmp_path / "clip.mp4", "320x180", 4.0)
+    shutil.rmtree(OUTPUT, ignore_errors=True)
+    async with dashboard(tmp_path) as (svc, base):
+        browser = await trio.to_thread.run_sync(Browser, tmp_path / "chromium-profile")
+        try:
+            await trio.to_thread.run_sync(_drive, browser, base, clip, svc)
+        finally:
+            console = await trio.to_thread.run_sync(browser.collect_console)
+            await trio.to_thread.run_sync(browser.close)
+    errors = [entry for entry in console if entry.get("level") == "SEVERE"]
+    assert not errors, errors
+
+
+def _drive(browser: Browser, base: str, clip: Path, svc: NodeService) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser.driver
+    driver.get(f"{base}/?token={TOKEN}")
+    # the token left the address bar and lives in this tab's sessionStorage only
+    browser.wait(lambda: "token" not in driver.current_url, "token removed from the URL")
+    assert driver.execute_script("return sessionStorage.getItem('castnet.token')") == TOKEN
+
+    # Network: the figures match /v1/status (polled until the page has caught up with it)
+    def matches_status() -> bool:
+        status = _status(base)
+        shown = {role: (browser.text(f"status-events-{role}"), browser.text(f"status-peers-{role}"))
+                 for role in status["roles"]}  # fmt: skip
+        want = {role: (str(r["events"]), str(r["peers"])) for role, r in status["roles"].items()}
+        return shown == want and browser.text("status-offers") == str(status["gateway"]["offers"])
+
+    browser.wait(matches_status, "the status figures match /v1/status")
+    browser.wait(lambda: len(browser.rows("offers")) >= 1, "the orchestrator's offer is listed")
+    status = _status(base)
+    assert len(browser.rows("offers")) == status["gateway"]["offers"]
+    orch = status["roles"]["orchestrator"]["address"].lower()
+    offer = browser.rows("offers")[0]
+    assert orch[:10] in offer["text"] and "transcode:h264" in offer["text"]
+    browser.screenshot("network")
+
+    # Stake: the delegator's bond to the orchestrator, in CAST
+    browser.click_tab("stake")
+    browser.wait(lambda: browser.text("total-stake").endswith("CAST"), "the total stake")
+    browser.wait(lambda: len(browser.rows("delegations")) == 1, "the delegator's bond")
+    assert "5 CAST" in browser.rows("delegations")[0]["text"]
+    browser.screenshot("stake")
+
+    # Jobs: submit the clip from the page; it completes and its video plays
+    browser.click_tab("jobs")
+    driver.find_element(By.ID, "job-file").send_keys(str(clip))
+    driver.find_element(By.ID, "job-profiles").send_keys(PROFILES)
+    driver.find_element(By.ID, "job-submit").click()
+    job_id = browser.wait(lambda: driver.find_element(By.ID, "submit-result")
+                          .get_attribute("data-job"), "the job was accepted")  # fmt: skip
+    selector = f'#jobs tr[data-job="{job_id}"][data-status="done"]'
+    browser.wait(lambda: driver.find_elements(By.CSS_SELECTOR, selector), "the job is done",
+                 JOB_WAIT_S)  # fmt: skip
+    record = svc.runner.book.get(job_id) if svc.runner else None
+    assert record is not None and record.status == "done" and record.uploaded
+    browser.wait(lambda: len(browser.rows("segments")) == record.segments_total,
+                 "every segment is listed")  # fmt: skip
+    for tr in browser.rows("segments"):
+        assert "verified" in tr["text"] and orch[:10] in tr["text"]
+    start = browser.wait(
+        lambda: driver.execute_script(
+            "const v = document.getElementById('player'); return v.currentTime > 0.2 && "
+            "v.currentTime"), "the output starts playing")  # fmt: skip
+    browser.wait(lambda: driver.execute_script(
+        "return document.getElementById('player').currentTime") > start + 0.5,
+        "the video's currentTime advances")  # fmt: skip
+    browser.screenshot("jobs")
+
+    # Log: a clean audit, recent events, and a filter by kind
+    browser.click_tab("log")
+    browser.wait(lambda: browser.text("audit").startswith("clean"), "the audit verdict")
+    browser.wait(lambda: len(browser.rows("log")) > 10, "recent events")
+    kinds = {tr["kind"] for tr in browser.rows("log")}
+    assert {"JobPosted", "JobVerdict"} <= kinds, kinds
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "log-kind")).select_by_value("JobVerdict")
+    browser.wait(lambda: {tr["kind"] for tr in browser.rows("log")}
+                 == {"JobVerdict"}, "only JobVerdict events")  # fmt: skip
+    browser.screenshot("log")
