@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -193,7 +194,8 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
         body = (f'{net}bootstrap = ["{gateway.p2p_addr}"]\n'
                 f'listen = ["/ip4/127.0.0.1/tcp/{free_port()}"]\n'
                 f'[ledger]\nfunded = ["0x{gw_key.hex()}"]\n'
-                f'[orchestrator]\nticket_ev = "2e8"\nworkers = ["{worker_id}"]\n')  # fmt: skip
+                f'[orchestrator]\nticket_ev = "2e8"\nworkers = ["{worker_id}"]\n'
+                f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n')  # fmt: skip
         orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"], body)
         orch_argv = ["run", "--config", str(orch_conf), "--password-file", str(pw)]
         async with spawn(orch_argv, tmp_path / "orch.err") as orch:
@@ -203,7 +205,8 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
             worker_argv = ["worker", "--orchestrator", orch_addr, "--data-dir", str(worker_dir),
                            "--encoder", "software", "--network", NETWORK,
                            "--capacity", "2"]  # fmt: skip
-            async with spawn(worker_argv, tmp_path / "worker.err") as worker:
+            metrics_argv = [*worker_argv, "--metrics-listen", f"127.0.0.1:{free_port()}"]
+            async with spawn(metrics_argv, tmp_path / "worker.err") as worker:
                 await wait_for(lambda: worker.has("registered with orchestrator"), 30)
                 assert worker.has(f"castnet worker {worker_id}")
                 # 1. a clip through the gateway: every segment computed by the worker
@@ -228,6 +231,15 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
                 assert worker.count(" done: 2 renditions") == total, (worker.lines, orch.err())
                 assert worker.count(" start (") == total
                 await _check_hls(api, record, job["id"])
+                # both serve Prometheus metrics without a gateway API: the worker's counters
+                # and the orchestrator's (segments computed on the worker, tickets received)
+                worker_metrics = await _scrape(worker, "  metrics ")
+                assert worker_metrics['castnet_worker_segments_total{outcome="done"}'] == total
+                orch_metrics = await _scrape(orch, "metrics ")
+                where = 'castnet_orchestrator_computed_segments_total{where="worker"}'
+                assert orch_metrics[where] == total
+                assert orch_metrics["castnet_tickets_received_total"] > 0
+                assert orch_metrics['castnet_gossip_peers{role="orchestrator"}'] >= 1
                 # 2. SIGKILL the worker as it starts a segment: the orchestrator finishes it
                 #    (a 1080p source, so that the worker is surely still busy with it)
                 second = await trio.to_thread.run_sync(upload, api, big.read_bytes())
@@ -254,6 +266,21 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
                     await _term(worker.process)  # a clean shutdown on SIGTERM
                     await worker.wait_until(lambda: worker.has("stopped"), 5)
                     await _term(orch2.process)
+
+
+async def _scrape(proc: Proc, prefix: str) -> dict[str, float]:
+    """GET /metrics at the URL a process printed after `prefix`: {sample with labels: value}."""
+    line = next(line for line in proc.lines if line.startswith(prefix) and "/metrics" in line)
+    url = urlsplit(line.split()[-1])
+    base = f"http://{url.hostname}:{url.port}"
+    status, body = await trio.to_thread.run_sync(lambda: request(base, "GET", "/metrics"))
+    assert status == 200
+    samples = {}
+    for text in body.decode().splitlines():
+        if text and not text.startswith("#"):
+            name, value = text.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
 
 
 async def _term(process: trio.Process) -> None:

@@ -142,6 +142,8 @@ async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
                     print(f"  listening {addr}", flush=True)
             if "api" in status:
                 print(f"api {status['api']}", flush=True)
+            if "metrics" in status:
+                print(f"metrics {status['metrics']}", flush=True)
             if service.resumed_jobs:
                 print(f"resumed {service.resumed_jobs} unfinished job(s)", flush=True)
             print("ready", flush=True)

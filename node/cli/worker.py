@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from node.config import ConfigError, parse_listen
 from node.orchestrator.role import capabilities
 from node.orchestrator.worker import Worker, WorkerConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
@@ -37,6 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR",
                    help="p2p listen address (%(default)s)")  # fmt: skip
     p.add_argument("--network", default=DEFAULT_NETWORK, help="network id (%(default)s)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics")  # fmt: skip
     p.add_argument("--print-peer-id", action="store_true",
                    help="print this worker's peer id (creating its key) and exit")  # fmt: skip
     p.set_defaults(run=cmd_worker)
@@ -57,17 +60,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return _fail("--orchestrator MULTIADDR is required")
         if args.capacity < 1:
             return _fail("--capacity must be >= 1")
+        metrics = parse_listen(args.metrics_listen, "--metrics-listen") if (
+            args.metrics_listen) else None  # fmt: skip
         p2p = P2PConfig(network=args.network, listen=(args.listen,))
         caps = capabilities() if args.encoder != "software" else software_capabilities()
         config = WorkerConfig(args.orchestrator, data_dir, args.capacity, args.encoder, caps, p2p)
         worker = Worker(config, on_line=lambda line: print(line, flush=True))
-    except (P2PError, ValueError, OSError) as exc:
+    except (P2PError, ValueError, OSError, ConfigError) as exc:
         return _fail(str(exc))
     if not args.verbose:
         logging.getLogger("castnet.worker").setLevel(logging.WARNING)
     quiet_libp2p(logging.WARNING if args.verbose else logging.ERROR)
     try:
-        trio.run(serve, worker)
+        trio.run(serve, worker, metrics)
     except (P2PError, OSError) as exc:
         return _fail(str(exc))
     if worker.refusal is not None:
@@ -79,8 +84,9 @@ def software_capabilities() -> tuple[str, ...]:
     return tuple(c for c in capabilities() if not c.endswith(":hw"))
 
 
-async def serve(worker: Worker) -> None:
-    """Run until the first SIGINT or SIGTERM (or a final refusal), then stop cleanly."""
+async def serve(worker: Worker, metrics: tuple[str, int] | None = None) -> None:
+    """Run until the first SIGINT or SIGTERM (or a final refusal), then stop cleanly; with
+    `metrics` (host, port), serve GET /metrics there meanwhile."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -92,6 +98,13 @@ async def serve(worker: Worker) -> None:
             print(f"castnet worker {worker.peer_id} for {worker.config.orchestrator}", flush=True)
             for addr in worker.addrs():
                 print(f"  listening {addr}", flush=True)
+            if metrics is not None:
+                from node.api.metrics import WorkerMetrics  # the HTTP stack only when asked
+                from node.api.ops import build_ops_app, metrics_route, serve_app
+
+                app = build_ops_app([metrics_route(WorkerMetrics(worker).render)])
+                host, port = await nursery.start(serve_app, app, *metrics)
+                print(f"  metrics http://{host}:{port}/metrics", flush=True)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
