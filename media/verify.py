@@ -130,6 +130,7 @@ def verify_rendition(
     samples: int = SAMPLES,
     min_psnr: float = MIN_PSNR,
     min_ssim: float = MIN_SSIM,
+    max_thumb_mae: float = MAX_THUMB_MAE,
     rng: random.Random | None = None,
 ) -> Verdict:
     """Verify one rendition's bytes (and the claim made for them) against the source segment."""
@@ -139,7 +140,7 @@ def verify_rendition(
     src = scan_source(source, source_format, wanted)
     checks = [_claim_check(claim, scan)]
     return judge(name, scan, src, (claim.width, claim.height), claim.frame_rate, checks,
-                 min_psnr, min_ssim)  # fmt: skip
+                 min_psnr, min_ssim, max_thumb_mae)  # fmt: skip
 
 
 def verify_renditions(
@@ -150,6 +151,7 @@ def verify_renditions(
     samples: int = SAMPLES,
     min_psnr: float = MIN_PSNR,
     min_ssim: float = MIN_SSIM,
+    max_thumb_mae: float = MAX_THUMB_MAE,
     rng: random.Random | None = None,
 ) -> list[Verdict]:
     """Verify several renditions of one source segment, given as (bytes, claim, name): the
@@ -174,7 +176,7 @@ def verify_renditions(
             checks = [_claim_check(claim, scanned[index])]
             size = (claim.width, claim.height)
             return judge(name, scanned[index], src, size, claim.frame_rate, checks,
-                         min_psnr, min_ssim)  # fmt: skip
+                         min_psnr, min_ssim, max_thumb_mae)  # fmt: skip
 
         return list(pool.map(judged, range(len(renditions))))
 
@@ -295,6 +297,7 @@ def judge(
     checks: list[Check],
     min_psnr: float,
     min_ssim: float,
+    max_thumb_mae: float = MAX_THUMB_MAE,
 ) -> Verdict:
     """Turn a rendition scan and a source scan into a verdict."""
     width, height = size
@@ -310,7 +313,7 @@ def judge(
     checks.append(_timing_check(scan.keys, expected, src.frame_duration))
     audio = "present" if scan.has_audio else ("missing" if src.has_audio else "none in source")
     checks.append(Check("audio", scan.has_audio or not src.has_audio, audio))
-    checks.append(_content_check(scan, src))
+    checks.append(_content_check(scan, src, max_thumb_mae))
     scores = _scores(scan, src, size)
     checks.append(_quality_check(scores, min_psnr, min_ssim))
     low_psnr = min((p for p, _ in scores), default=None)
@@ -336,7 +339,7 @@ def _scores(scan: _Scan, src: _SourceScan, size: tuple[int, int]) -> list[tuple[
     ]
 
 
-def _content_check(scan: _Scan, src: _SourceScan) -> Check:
+def _content_check(scan: _Scan, src: _SourceScan, max_mae: float) -> Check:
     """Every frame against its source frame at thumbnail scale: no frame may be faked."""
     differences = []
     for key, thumb in scan.thumbs.items():
@@ -345,12 +348,12 @@ def _content_check(scan: _Scan, src: _SourceScan) -> Check:
             differences.append((float(np.abs(thumb - source).mean()), key))
     if not differences:
         return Check("content", False, "no frame matched a source frame")
-    bad = [(mae, key) for mae, key in differences if mae > MAX_THUMB_MAE]
+    bad = [(mae, key) for mae, key in differences if mae > max_mae]
     worst, at = max(differences)
     detail = f"worst frame differs by {worst:.1f} levels at {at / TICKS:.3f} s"
     if bad:
         detail = f"{len(bad)} of {len(differences)} frames differ from the source; " + detail
-    return Check("content", not bad, detail + f" (<= {MAX_THUMB_MAE})")
+    return Check("content", not bad, detail + f" (<= {max_mae})")
 
 
 def _quality_check(scores: list[tuple[float, float]], min_psnr: float, min_ssim: float) -> Check:
