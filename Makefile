@@ -38,7 +38,7 @@ $(HLSJS):
 
 vendor: $(HLSJS)
 
-test: $(STAMP) $(HLSJS)
+test: $(STAMP) testnet-deps $(HLSJS)
 	$(PY) -m pytest
 
 demo: $(STAMP) $(HLSJS)

@@ -10,6 +10,7 @@ from media.hls import MASTER
 from media.playlists import PlaylistEntry, read_master, read_media
 from media.source import Source
 from media.verify import (
+    MAX_THUMB_MAE,
     MIN_PSNR,
     MIN_SSIM,
     SAMPLES,
@@ -47,6 +48,7 @@ def verify_hls(
     samples: int = SAMPLES,
     min_psnr: float = MIN_PSNR,
     min_ssim: float = MIN_SSIM,
+    max_thumb_mae: float = MAX_THUMB_MAE,
 ) -> HlsVerdict:
     """Check every rendition of `root/master.m3u8`; `InvalidPlaylist` if it cannot be read."""
     variants = read_master(root / MASTER)
@@ -79,7 +81,7 @@ def verify_hls(
         ]
         name = str(PurePosixPath(variant.uri).parent)
         verdicts.append(judge(name, scan, src, (variant.width, variant.height), fps_cap, checks,
-                              min_psnr, min_ssim))  # fmt: skip
+                              min_psnr, min_ssim, max_thumb_mae))  # fmt: skip
     return HlsVerdict(str(root), tuple(verdicts))
 
 

@@ -64,7 +64,7 @@ _SECTIONS: dict[str, set[str]] = {
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
-                "min_offers"},
+                "min_offers", "ai_recheck", "ai_models_dir"},
     "api": {"listen", "token", "token_file", "max_upload_bytes", "path_roots", "enabled"},
     "delegator": {"orchestrator", "amount"},
     "metrics": {"listen"},
@@ -194,7 +194,7 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
         p2p=_p2p(p2p),
         ledger=_ledger(ledger, base),
         orchestrator=_orchestrator(orch),
-        gateway=_gateway(gw),
+        gateway=_gateway(gw, base),
         api=_api(api, base),
         delegator=_delegator(dele, "delegator" in roles),
         metrics=_metrics(_table(raw, "metrics")),
@@ -367,7 +367,7 @@ def _peer_ids(value: Any, name: str) -> tuple[str, ...]:
     return ids
 
 
-def _gateway(t: Mapping[str, Any]) -> GatewayConfig:
+def _gateway(t: Mapping[str, Any], base: Path) -> GatewayConfig:
     profiles = t.get("profiles", "360p,240p")
     preset = t.get("preset", "veryfast")
     try:
@@ -383,7 +383,17 @@ def _gateway(t: Mapping[str, Any]) -> GatewayConfig:
                                       "gateway.max_price_per_pixel"),
         job_timeout_s=_number(t.get("job_timeout_s", 120.0), "gateway.job_timeout_s", 1.0),
         suspend_s=_number(t.get("suspend_s", 300.0), "gateway.suspend_s", 0.0),
+        ai_recheck=_share(t.get("ai_recheck", 0.25), "gateway.ai_recheck"),
+        ai_models_dir=(_path(t["ai_models_dir"], base, "gateway.ai_models_dir")
+                       if "ai_models_dir" in t else None),
     )  # fmt: skip
+
+
+def _share(value: Any, name: str) -> float:
+    share = _number(value, name, 0.0)
+    if share > 1:
+        raise ConfigError(f"{name} is a share of segments, 0..1, got {value!r}")
+    return float(share)
 
 
 def parse_listen(text: Any, name: str = "api.listen") -> tuple[str, int]:

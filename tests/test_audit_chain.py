@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,50 @@ def test_audit_rpc_needs_a_deployment_and_a_chain(
     code = main(["audit", str(data_dir), "--rpc", "http://127.0.0.1:9", "--contracts",
                  str(tmp_path / "c.json")])  # fmt: skip
     assert code == 2 and "cannot reach the chain" in capsys.readouterr().err
+
+
+class _FailingReceipts(BaseHTTPRequestHandler):
+    """A JSON-RPC proxy in front of anvil whose receipt lookups fail as a broken node's would."""
+
+    upstream = ""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = json.loads(body)
+        if request.get("method") == "eth_getTransactionReceipt":
+            error = {"code": -32603, "message": "backend unavailable"}
+            answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error}).encode()
+        else:
+            forward = urllib.request.Request(
+                self.upstream, body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(forward, timeout=10) as reply:
+                answer = reply.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failing_rpc_is_not_reported_as_events_missing_from_the_chain(
+    anvil: Anvil, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bodies, contracts = _observations(anvil, tmp_path)
+    handler = type("Handler", (_FailingReceipts,), {"upstream": anvil.url})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        code = main(["audit", str(_log(tmp_path, bodies)), "--rpc", url,
+                     "--contracts", str(contracts)])  # fmt: skip
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "the RPC failed" in captured.err and "backend unavailable" in captured.err
+    assert "not on the chain" not in captured.out + captured.err

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import random
 
 import av
 import pytest
 
 from media.profiles import parse_profiles
 from media.transcoder import Rendition, transcode
-from media.verify import Claim, verify_rendition, verify_renditions
+from media.verify import Claim, sample_keys, verify_rendition, verify_renditions
 from tests.media_fixtures import ts_bytes, video_file
 
 
@@ -43,14 +44,14 @@ def test_right_renditions_pass_with_high_quality(
     assert verdict.duration == pytest.approx(1.0)
 
 
-def test_different_content_fails_on_quality_alone(source: bytes) -> None:
+def test_different_content_fails_on_the_picture_checks_alone(source: bytes) -> None:
     # same size, frame count, timestamps and audio: only the pictures differ
     other = ts_bytes(video_file("verify_other.mp4", size="640x360", duration=1, audio="aac",
                                 pattern="testsrc"))  # fmt: skip
     (wrong,) = transcode(other, parse_profiles("240p"), preset="veryfast").renditions
     verdict = verify_rendition(wrong.data, Claim.of(wrong), source)
     assert not verdict.ok
-    assert _failed(verdict.reasons) == {"quality"}
+    assert _failed(verdict.reasons) == {"content", "quality"}
     assert verdict.psnr is not None and verdict.psnr < 20
 
 
@@ -112,9 +113,79 @@ def test_a_whole_ladder_is_judged_like_its_renditions_one_by_one(
     r = renditions["240p"]
     liar = dataclasses.replace(Claim.of(r), pixel_count=Claim.of(r).pixel_count * 2)
     items.append((r.data, liar, "240p-liar"))
-    together = verify_renditions(items, source)
-    alone = [verify_rendition(data, claim, source, name=name) for data, claim, name in items]
+    together = verify_renditions(items, source, rng=random.Random(5))
+    draws = random.Random(5)  # the same frames, drawn in the same order
+    alone = [verify_rendition(d, claim, source, name=name, rng=draws) for d, claim, name in items]
     assert [v.name for v in together] == [*renditions, "240p-liar"]
     assert [v.ok for v in together] == [True, True, True, False]
     for a, b in zip(together, alone, strict=True):
         assert (a.reasons, a.frames, a.psnr, a.ssim) == (b.reasons, b.frames, b.psnr, b.ssim)
+
+
+def _fake(rendition: Rendition, keep: set[int]) -> bytes:
+    """The rendition re-encoded with every frame not in `keep` (by index) blacked out; timestamps,
+    frame count, size and audio stay exactly as they were."""
+    out = io.BytesIO()
+    with (
+        av.open(io.BytesIO(rendition.data)) as src,
+        av.open(out, "w", format="mpegts", options={"avoid_negative_ts": "disabled"}) as dst,
+    ):
+        video_in = src.streams.video[0]
+        audio_in = src.streams.audio[0] if src.streams.audio else None
+        video = dst.add_stream("libx264", rate=video_in.average_rate)
+        video.width, video.height, video.pix_fmt = rendition.width, rendition.height, "yuv420p"
+        video.codec_context.time_base = video_in.time_base  # output PTS = input PTS
+        audio = dst.add_stream_from_template(audio_in) if audio_in is not None else None
+        index = 0
+        for packet in src.demux([s for s in (video_in, audio_in) if s is not None]):
+            if packet.stream is audio_in:
+                if packet.dts is not None:
+                    packet.stream = audio
+                    dst.mux(packet)
+                continue
+            for frame in packet.decode():
+                if index not in keep:
+                    planes = frame.to_ndarray()
+                    planes[: frame.height] = 16  # black luma, chroma untouched
+                    black = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+                    black.pts, black.time_base = frame.pts, frame.time_base
+                    frame = black
+                frame.pict_type = av.video.frame.PictureType.NONE
+                dst.mux(video.encode(frame))
+                index += 1
+        dst.mux(video.encode(None))
+    return out.getvalue()
+
+
+def test_faking_all_but_the_frames_an_even_sampler_would_score_is_caught(
+    source: bytes, renditions: dict[str, Rendition]
+) -> None:
+    r = renditions["360p"]
+    step = r.frame_count / 4  # the frames the old, predictable sampler scored
+    kept = {min(r.frame_count - 1, int(step * i + step / 2)) for i in range(4)}
+    fake = _fake(r, kept)
+    verdict = verify_rendition(fake, Claim.of(r), source)
+    assert not verdict.ok
+    failed = _failed(verdict.reasons)
+    assert "content" in failed and {"frames", "timing", "audio", "claim"}.isdisjoint(failed)
+    content = next(reason for reason in verdict.reasons if reason.startswith("content"))
+    assert f"{r.frame_count - 4} of {r.frame_count} frames differ" in content
+
+
+def test_one_faked_frame_is_caught_whichever_frames_are_sampled(
+    source: bytes, renditions: dict[str, Rendition]
+) -> None:
+    r = renditions["240p"]
+    fake = _fake(r, set(range(r.frame_count)) - {r.frame_count // 2})
+    for seed in range(3):
+        verdict = verify_rendition(fake, Claim.of(r), source, rng=random.Random(seed))
+        assert _failed(verdict.reasons) == {"content"}, verdict.reasons
+        assert "1 of" in verdict.reasons[0]
+
+
+def test_sampled_frames_come_from_the_checkers_randomness(renditions: dict[str, Rendition]) -> None:
+    data = renditions["360p"].data
+    draws = {tuple(sample_keys([data], 4, random.Random(seed))) for seed in range(20)}
+    assert len(draws) > 10  # not a fixed set a transcoder could keep right
+    assert sample_keys([data], 4, random.Random(7)) == sample_keys([data], 4, random.Random(7))
+    assert all(len(d) == 4 for d in draws)

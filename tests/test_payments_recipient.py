@@ -195,9 +195,11 @@ def test_nonces_of_expired_params_are_forgotten_and_their_tickets_stay_refused()
 
 def test_nonces_may_arrive_out_of_order() -> None:
     world = make_world()
-    tickets = world.tickets(5)
-    for signed in reversed(tickets):
-        world.recipient.receive(signed, world.now)
+    params = world.params()
+    tickets = world.tickets(5, params)
+    receipts = [world.recipient.receive(signed, world.now) for signed in reversed(tickets)]
+    assert [r.credit for r in receipts] == [params.ev()] * 5
+    assert {r.ticket_hash for r in receipts} == {s.ticket.hash() for s in tickets}
 
 
 def test_free_params_need_no_funds_and_credit_nothing() -> None:

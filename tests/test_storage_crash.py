@@ -67,3 +67,11 @@ async def test_sigkill_loses_no_acknowledged_append(tmp_path: Path) -> None:
         report = audit(store.read())
         assert report.clean, [p.describe() for p in report.problems]
         assert report.events == len(stored)
+
+
+def test_appends_are_durable_on_power_loss_not_only_on_process_death(tmp_path: Path) -> None:
+    """A SIGKILL cannot tell synchronous=FULL from OFF (the OS still holds the pages); a power loss
+    can. What makes an acknowledged append survive one is WAL with a full fsync per commit."""
+    with EventStore.open_dir(tmp_path / "node") as store:
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

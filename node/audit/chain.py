@@ -1,6 +1,9 @@
 """Check a log's `ChainObserved` events against the chain (blocking): each must name a transaction
 whose receipt is in the recorded block, that block must still be on the chain, and the log at the
-recorded index must be the protocol event the body reports, with the same arguments."""
+recorded index must be the protocol event the body reports, with the same arguments.
+
+"This event is not on the chain" is a verdict; "the RPC failed" is not one: a transport or node
+error while checking raises ChainError (the audit cannot say), never a problem against the log."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from web3.exceptions import TransactionNotFound
 
 from chain.client import Chain
 from chain.errors import ChainError
@@ -79,8 +84,10 @@ def _check(
     if body.tx_hash not in receipts:
         try:
             receipts[body.tx_hash] = chain.w3.eth.get_transaction_receipt(body.tx_hash)
-        except Exception:  # web3 raises TransactionNotFound, or the node an RPC error
+        except TransactionNotFound:
             receipts[body.tx_hash] = None
+        except Exception as exc:  # transport or node error: no verdict either way
+            raise _rpc_failed("the receipt of 0x" + body.tx_hash.hex(), exc) from None
     receipt = receipts[body.tx_hash]
     if receipt is None:
         return f"transaction 0x{body.tx_hash.hex()} is not on the chain"
@@ -91,7 +98,11 @@ def _check(
         return (f"transaction is in block {receipt['blockNumber']}, the log says block "
                 f"{body.block_number} 0x{body.block_hash.hex()[:12]}")  # fmt: skip
     if body.block_number not in canonical:
-        canonical[body.block_number] = bytes(chain.w3.eth.get_block(body.block_number)["hash"])
+        try:
+            block = chain.w3.eth.get_block(body.block_number)
+        except Exception as exc:
+            raise _rpc_failed(f"block {body.block_number}", exc) from None
+        canonical[body.block_number] = bytes(block["hash"])
     if canonical[body.block_number] != body.block_hash:
         return f"block {body.block_number} is no longer on the chain (reorganized away)"
     entry = next((e for e in receipt["logs"] if int(e["logIndex"]) == body.log_index), None)
@@ -103,6 +114,11 @@ def _check(
     if observed.what != body.what or tuple(observed.args) != tuple(body.args):
         return f"the chain says {observed.what}{_show(observed.args)}, the log {_show(body.args)}"
     return ""
+
+
+def _rpc_failed(what: str, exc: Exception) -> ChainError:
+    return ChainError(f"the RPC failed while reading {what} ({type(exc).__name__}: {exc}); "
+                      "nothing was decided about the log")  # fmt: skip
 
 
 def _show(args: tuple[Any, ...]) -> str:

@@ -29,6 +29,7 @@ from media.segmenter import Segment, segment
 from media.transcoder import Rendition, TranscodeResult
 from media.verify import scan_source
 from node.gateway.ai_checks import check_output, parse_detections
+from node.gateway.ai_recheck import AiRechecker, RecheckTarget
 from node.gateway.market import JobReport, SegmentOutcome, result_problems
 from node.gateway.role import Gateway, GatewayError, ProgressFn
 from node.protocol import (
@@ -92,7 +93,7 @@ async def run_ai_file(
     if not segments:
         raise AiJobError(f"{source}: no segments")
     report = JobReport(out, [SegmentOutcome(s.seq) for s in segments])
-    works = [AiSegment(s, pipeline, model) for s in segments]
+    works = [AiSegment(s, pipeline, model, recheck=gateway.ai_rechecker) for s in segments]
     output = _VideoOutput(out) if pipeline in VIDEO_PIPELINES else _DetectionsOutput(out)
     try:
         try:
@@ -118,6 +119,7 @@ class AiSegment:
     height: int = 0
     rate: Fraction = Fraction(30)
     pixels: int = 0
+    recheck: AiRechecker | None = None
     protocol: str = AI_PROTOCOL
     request_kind: int = AI_REQUEST
     done_kind: int = AI_DONE
@@ -154,9 +156,13 @@ class AiSegment:
     ) -> list[str]:
         out_width, out_height = ai_output_size(self.pipeline, self.width, self.height)
         pixels = len(self.keys) * out_width * out_height
-        return result_problems(result, orch, job_id, pixels) + check_output(
+        problems = result_problems(result, orch, job_id, pixels) + check_output(
             outputs, self.pipeline, self.model, self.keys, self.width, self.height
         )
+        if not problems and self.recheck is not None and self.recheck.wanted(orch):
+            target = RecheckTarget(self.pipeline, self.data, self.keys, self.width, self.height)
+            problems = self.recheck.check(target, outputs)
+        return problems
 
     def accept(self, outputs: AiOutput) -> AiResult:
         frames = len(self.keys)

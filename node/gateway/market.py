@@ -23,6 +23,7 @@ from events import kinds as k
 from events.crypto import Signer
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
+from node.gateway.ai_recheck import AiRechecker, recheck_config
 from node.gateway.selection import Candidate, Selector
 from node.ledger import Ledger
 from node.protocol import (
@@ -64,6 +65,11 @@ class GatewayConfig:
     max_ev: Fraction = Fraction(10**15)
     max_total_ev: Fraction = Fraction(10**17)
     fee_margin: Fraction = Fraction(11, 10)  # pay ahead for the estimate plus 10%
+    # AI outputs recomputed on a few random frames: this share of segments, plus each
+    # orchestrator's first (node.gateway.ai_recheck); models beyond the packaged ones come from
+    # ai_models_dir
+    ai_recheck: float = 0.25
+    ai_models_dir: Path | None = None
 
 
 @dataclass(slots=True)
@@ -149,6 +155,7 @@ class SegmentMarket:
         self.mirror = Balances()  # what each orchestrator's balance for us should be
         self.verdicts: list[k.JobVerdict] = []
         self._slot_freed = trio.Event()
+        self.ai_rechecker = AiRechecker(config.ai_recheck, recheck_config(config.ai_models_dir))
 
     def selector_for(self, capability: str) -> Selector:
         """A selector for `capability` that shares slots, latencies and suspensions with every

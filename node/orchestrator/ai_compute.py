@@ -52,7 +52,9 @@ class AiPlan:
 
 
 class AiCompute:
-    """Inference for one orchestrator; `fault` injects a lie for tests ("bad-detections")."""
+    """Inference for one orchestrator; `fault` injects a lie for tests: "bad-detections" (a box
+    outside the frame), "empty-detections" (no model run: nothing found), "unprocessed" (no model
+    run: the input handed back as the output video)."""
 
     def __init__(self, config: InferenceConfig, *, required: bool = False, fault: str = ""):
         self.config = config
@@ -136,6 +138,8 @@ class AiCompute:
             raise Refused(FAILED, f"the segment decoded to {result.frames} frames")
         if pipeline in VIDEO_PIPELINES:
             kind, data = VIDEO, result.video or b""
+            if self.fault == "unprocessed":
+                data = segment
         else:
             kind = DETECTIONS
             lines = []
@@ -146,6 +150,9 @@ class AiCompute:
             if self.fault == "bad-detections":  # a lying detector: a box off every frame
                 for line in lines:
                     line["boxes"].append({"box": [-40.0, -40.0, -8.0, -8.0], "score": 0.99})
+            if self.fault == "empty-detections":  # well-formed, and nothing in it
+                for line in lines:
+                    line["boxes"] = []
             data = b"".join(json.dumps(x, separators=(",", ":")).encode() + b"\n" for x in lines)
         return AiOutput(kind, result.model, result.frames, result.output_width,
                         result.output_height, data)  # fmt: skip

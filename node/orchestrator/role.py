@@ -90,7 +90,8 @@ class OrchestratorConfig:
     offer_interval_s: float = 30.0
     encoder: str = "software"
     # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job" |
-    # "bad-detections" (AI detections with a box outside every frame)
+    # "inflate-pixels" (signs for twice its pixels) | "wrong-job" (signs for another job id) |
+    # AI: "bad-detections" (a box outside every frame), "empty-detections", "unprocessed"
     fault: str = ""
     # remote workers (`castnet worker`): peer ids allowed to attach, or any
     workers: tuple[str, ...] = ()
@@ -370,7 +371,10 @@ class Orchestrator:
         if job is None or job.assignee != self.address or job.status != "assigned":
             raise Refused(REASSIGNED, "the job was reassigned while it ran")
         hashes = tuple(keccak256(b) for b in blobs)
-        event = await self.writer.emit(k.JobResult(job_id, hashes, pixels, compute_ms))
+        if self.config.fault == "inflate-pixels":  # bill for twice the pixels it made
+            pixels *= 2
+        named = keccak256(job_id) if self.config.fault == "wrong-job" else job_id
+        event = await self.writer.emit(k.JobResult(named, hashes, pixels, compute_ms))
         return event.raw
 
     # -- compute: an attached worker when one is free, else (or when it fails) in-process ------
