@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,14 @@ def _clip(path: Path) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """{sample with labels: value} from a node's /metrics."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    samples = [line.rsplit(" ", 1) for line in lines if line and not line.startswith("#")]
+    return {name: float(value) for name, value in samples}
 
 
 def test_testnet_up_transcode_rewards_down(
@@ -82,6 +91,19 @@ def test_testnet_up_transcode_rewards_down(
         assert report["chain"]["round"] >= 3 and len(report["chain"]["active"]) == 3
         # the gateway follows the contracts' logs into its log: bonds, rewards, deposits
         assert report["gateway_status"]["chain_watcher"]["emitted"] >= 5
+        # every node serves Prometheus metrics: the gateway's segments, tickets and gossip, the
+        # orchestrators' tickets received and rewards minted
+        scraped = {n["name"]: _scrape(n["metrics"]) for n in report["nodes"]}
+        gateway = scraped["node0"]
+        assert gateway['castnet_segment_transcoded_total{pipeline="transcode"}'] == 2
+        sent = gateway["castnet_tickets_sent_total"]
+        assert sent >= 2 and gateway['castnet_gossip_messages_published_total{role="gateway"}'] > 0
+        assert gateway["castnet_chain_round"] >= 3 and gateway["castnet_gateway_deposit_wei"] > 0
+        orchestrators = [scraped[f"node{i}"] for i in (1, 2, 3)]
+        # (a ticket refused, e.g. on params that expired in flight, is sent but not received)
+        assert 0 < sum(o["castnet_tickets_received_total"] for o in orchestrators) <= sent
+        assert sum(o["castnet_reward_minted_wei_total"] for o in orchestrators) > 0
+        assert scraped["node4"]['castnet_gossip_peers{role="delegator"}'] >= 1
         # the delegator's own commands work against the running testnet
         account = ["--contracts", str(root / "contracts.json"), "--keystore",
                    str(root / "node4" / "delegator" / "keystore.json"), "--password-file",

@@ -399,7 +399,8 @@ def _chain_families(chain: ChainReading, svc: Any) -> Iterator[Metric]:
     if watcher is not None:
         family = _counter("castnet_chain_watcher", "Chain watcher activity", ["what"])
         for what in ("emitted", "failures", "reorgs"):
-            family.add_metric([what], getattr(watcher, what))
+            count = getattr(watcher, what)  # reorgs is the list of the reorgs seen
+            family.add_metric([what], len(count) if isinstance(count, list) else count)
         yield family
 
 

@@ -168,6 +168,8 @@ def _config(root: Path, i: int, role: str, port: int, bootstrap: list[str], extr
         'kind = "rpc"',
         f'rpc_url = "{_state(root)["anvil"]["url"]}"',
         'contracts = "contracts.json"',
+        "[metrics]",
+        f'listen = "127.0.0.1:{free_port()}"',
         extra,
     ]
     path = root / f"node{i}.toml"
@@ -226,6 +228,7 @@ def _started(
     i, role, node = entry
     service = _wait_service(root / f"node{i}", node["pid"], node["log"])
     node["addrs"] = service["roles"][role]["addrs"]
+    node["metrics"] = service.get("metrics")
     if role == "gateway":
         state["api"] = service["api"]
     say(f"node{i} {role} {node['address']} pid {node['pid']}")
@@ -297,7 +300,8 @@ def status(root: Path) -> dict[str, Any]:
         "dir": str(root),
         "anvil": {**state.get("anvil", {}), "alive": alive(int(state["anvil"]["pid"]))},
         "nodes": [
-            {k: n[k] for k in ("name", "role", "pid", "address")} | {"alive": alive(n["pid"])}
+            {k: n.get(k) for k in ("name", "role", "pid", "address", "metrics")}
+            | {"alive": alive(n["pid"])}
             for n in state["nodes"]
         ],
         "api": state.get("api"),
