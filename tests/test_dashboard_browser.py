@@ -28,9 +28,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from events.crypto import LocalKeySigner, to_checksum
-from node.api.dashboard import STATIC, dashboard_routes
-from node.api.ops import build_ops_app, metrics_route, serve_app
-from node.api.views import NodeViews
+from node.api.dashboard import STATIC
+from node.api.ops import build_ops_app, node_routes, serve_app
 from node.config import build_config
 from node.local.demo import generate_clip
 from node.service import NodeService
@@ -88,8 +87,7 @@ async def dashboard(tmp_path: Path) -> AsyncIterator[tuple[NodeService, str]]:
         forward = _forward(api)
         methods = ["GET", "HEAD", "POST", "DELETE"]
         routes = [
-            *dashboard_routes(NodeViews(svc)),
-            metrics_route(svc.metrics.render),
+            *node_routes(svc),
             Route("/v1/status", forward, methods=methods),
             Route("/v1/transcode", forward, methods=methods),
             Route("/v1/ai/{pipeline}", forward, methods=methods),

@@ -15,9 +15,7 @@ from typing import Any
 import trio
 from conftest import key
 
-from node.api.dashboard import dashboard_routes
-from node.api.ops import build_ops_app, metrics_route, serve_app
-from node.api.views import NodeViews
+from node.api.ops import build_ops_app, node_routes, serve_app
 from node.config import build_config
 from node.service import NodeService
 
@@ -31,8 +29,7 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[NodeService, tuple[str, in
         svc: NodeService = await nursery.start(
             NodeService(config, {"gateway": key(41), "orchestrator": key(42)}).run
         )
-        routes = [*dashboard_routes(NodeViews(svc)), metrics_route(svc.metrics.render)]
-        address = await nursery.start(serve_app, build_ops_app(routes), "127.0.0.1", 0)
+        address = await nursery.start(serve_app, build_ops_app(node_routes(svc)), "127.0.0.1", 0)
         yield svc, address
         nursery.cancel_scope.cancel()
 
@@ -118,3 +115,6 @@ async def test_page_static_files_and_views(tmp_path: Path) -> None:
             assert (status, body["error"]) == (405, "method_not_allowed")
         status, headers, body = await trio.to_thread.run_sync(get, address, "/v1/stake", "HEAD")
         assert status == 200 and body == b""
+        status, headers, body = await trio.to_thread.run_sync(get, address, "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert b'castnet_log_events{role="gateway"}' in body

@@ -1,6 +1,7 @@
 """The operator's HTTP surface: `GET /metrics` as a Starlette route that any of the node's apps
-can mount, and the metrics-only listener (config `metrics.listen`) for processes that serve no
-gateway API (orchestrators, workers), both served in the trio loop by Hypercorn's trio worker."""
+can mount, `node_routes` (metrics, the dashboard and its read-only views) for the node's API
+app, and the metrics-only listener (config `metrics.listen`) for processes that serve no
+gateway API (orchestrators, workers), all served in the trio loop by Hypercorn's trio worker."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ def metrics_route(render: Callable[[], Awaitable[bytes]]) -> Route:
         return Response(await render(), media_type=CONTENT_TYPE)
 
     return Route("/metrics", metrics, methods=["GET", "HEAD"])
+
+
+def node_routes(service: Any) -> list[BaseRoute]:
+    """What a NodeService's API app mounts besides the job API: `/metrics`, the dashboard at
+    `/` with its `/static/` files, and the views under `/v1/` (network, stake, log, audit,
+    segments)."""
+    from node.api.dashboard import dashboard_routes
+    from node.api.views import NodeViews
+
+    return [metrics_route(service.metrics.render), *dashboard_routes(NodeViews(service))]
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
