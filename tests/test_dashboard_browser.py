@@ -31,6 +31,7 @@ from events.crypto import LocalKeySigner, to_checksum
 from node.api.dashboard import STATIC
 from node.api.ops import build_ops_app, node_routes, serve_app
 from node.config import build_config
+from node.gateway.ai_jobs import DETECTIONS_FILE
 from node.local.demo import generate_clip
 from node.service import NodeService
 
@@ -133,12 +134,13 @@ class Browser:
             element_id,
         )
 
-    def rows(self, tbody_id: str) -> list[dict[str, Any]]:
-        """Each row of a table body as {"text", and its data- attributes}, read at once."""
+    def rows(self, container_id: str, tag: str = "tr") -> list[dict[str, Any]]:
+        """Each row (or list item) as {"text", and its data- attributes}, read at once."""
         return self.driver.execute_script(
-            "return Array.from(document.querySelectorAll('#' + arguments[0] + ' tr'))"
+            "return Array.from(document.querySelectorAll('#' + arguments[0] + ' ' + arguments[1]))"
             ".map(tr => Object.assign({text: tr.textContent}, tr.dataset));",
-            tbody_id,
+            container_id,
+            tag,
         )
 
     def click_tab(self, page: str) -> None:
@@ -185,6 +187,7 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
 def _drive(browser: Browser, base: str, clip: Path, svc: NodeService) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     driver = browser.driver
     driver.get(f"{base}/?token={TOKEN}")
@@ -241,14 +244,33 @@ def _drive(browser: Browser, base: str, clip: Path, svc: NodeService) -> None:
         "the video's currentTime advances")  # fmt: skip
     browser.screenshot("jobs")
 
+    # an AI job from the page: face detection on the same clip, its detections listed per frame
+    Select(driver.find_element(By.ID, "job-pipeline")).select_by_value("detect-faces")
+    driver.find_element(By.ID, "job-profiles").clear()
+    driver.find_element(By.ID, "job-submit").click()
+    ai_id = browser.wait(lambda: (found := driver.find_element(By.ID, "submit-result")
+                                  .get_attribute("data-job")) != job_id and found,
+                         "the AI job was accepted")  # fmt: skip
+    selector = f'#jobs tr[data-job="{ai_id}"][data-status="done"]'
+    browser.wait(lambda: driver.find_elements(By.CSS_SELECTOR, selector), "the AI job is done",
+                 JOB_WAIT_S)  # fmt: skip
+    items = browser.wait(lambda: browser.rows("detections", "li"), "detections are listed")
+    assert svc.runner is not None
+    written = svc.runner.book.out_dir(ai_id) / DETECTIONS_FILE
+    lines = written.read_text().splitlines()
+    assert lines and len(items) == min(len(lines), 100)  # the page lists the first 100 frames
+    first = json.loads(lines[0])
+    assert items[0]["text"].startswith(f"frame {first['frame']} at ")
+    assert items[0]["text"].endswith(f"{len(first['boxes'])} box(es)")
+    assert not driver.find_element(By.ID, "player").is_displayed()  # the last job's video left
+    browser.screenshot("jobs-ai")
+
     # Log: a clean audit, recent events, and a filter by kind
     browser.click_tab("log")
     browser.wait(lambda: browser.text("audit").startswith("clean"), "the audit verdict")
     browser.wait(lambda: len(browser.rows("log")) > 10, "recent events")
     kinds = {tr["kind"] for tr in browser.rows("log")}
     assert {"JobPosted", "JobVerdict"} <= kinds, kinds
-    from selenium.webdriver.support.ui import Select
-
     Select(driver.find_element(By.ID, "log-kind")).select_by_value("JobVerdict")
     browser.wait(lambda: {tr["kind"] for tr in browser.rows("log")}
                  == {"JobVerdict"}, "only JobVerdict events")  # fmt: skip

@@ -209,7 +209,19 @@ async function refreshJobs() {
   }
 }
 
+function resetOutput() {
+  if (state.hls) { state.hls.destroy(); state.hls = null; }
+  const video = $("player");
+  video.pause();
+  video.removeAttribute("src");
+  video.hidden = true;
+  $("detections").hidden = true;
+  $("detections").replaceChildren();
+  state.playing = null;
+}
+
 async function refreshJobDetail(job) {
+  if ($("detail-id").textContent !== job.id) resetOutput();
   $("job-detail").hidden = false;
   $("detail-id").textContent = job.id;
   $("detail-status").textContent = job.status;
@@ -229,10 +241,9 @@ async function refreshJobDetail(job) {
 
 function play(job) {
   const video = $("player");
+  resetOutput();
   state.playing = job.id;
-  if (state.hls) { state.hls.destroy(); state.hls = null; }
   video.hidden = false;
-  $("detections").hidden = true;
   if (window.Hls && window.Hls.isSupported()) {
     const hls = new window.Hls({
       xhrSetup: (xhr) => {
