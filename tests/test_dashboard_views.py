@@ -15,7 +15,10 @@ from typing import Any
 import trio
 from conftest import key
 
+from events import kinds as k
+from events.author import Author
 from node.api.ops import build_ops_app, node_routes, serve_app
+from node.api.views import Digest
 from node.config import build_config
 from node.service import NodeService
 
@@ -118,3 +121,27 @@ async def test_page_static_files_and_views(tmp_path: Path) -> None:
         status, headers, body = await trio.to_thread.run_sync(get, address, "/metrics")
         assert status == 200 and headers["content-type"].startswith("text/plain")
         assert b'castnet_log_events{role="gateway"}' in body
+
+
+def test_digest_rewards_fees_and_unbonds_by_round(authors: list[Author]) -> None:
+    """What the Stake page charts: stake minted and fees redeemed in the round they happened."""
+    watcher, orch, delegator = authors[0], authors[1].address, authors[2].address
+    at = (1, b"\x01" * 32, b"\x02" * 32, 0)
+    bodies = [
+        k.ChainObserved("round", *at, (1,)),
+        k.ChainObserved("reward", *at, (orch, 100)),
+        k.ChainObserved("round", *at, (2,)),
+        k.ChainObserved("reward", *at, (orch, 50)),
+        k.ChainObserved("unbond", *at, (delegator, orch, 7 * 10**18)),
+    ]
+    digest = Digest()
+    for position, body in enumerate(bodies, start=1):
+        digest.add(position, watcher.sign(body, 1000 + position))
+    redeemed = k.TicketRedeemed(b"\x03" * 32, delegator, 2 * 10**18, b"\x04" * 32, 9)
+    digest.add(6, authors[1].sign(redeemed, 2000))
+    assert digest.rewards == {1: 100, 2: 50} and digest.fees == {2: 2 * 10**18}
+    assert digest.last_reward == {orch: 2}
+    (unbond,) = digest.unbonds
+    assert unbond["amount_text"] == "7 CAST" and unbond["round"] == 2
+    assert unbond["delegator"] == "0x" + delegator.hex()
+    assert [e["kind"] for e in digest.recent][-2:] == ["ChainObserved", "TicketRedeemed"]
