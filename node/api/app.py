@@ -76,6 +76,7 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
 }
+INTERNAL_MESSAGE = "internal error; the node's log has the details"
 NO_PATH = "no readable file at that path under api.path_roots"
 # an absolute path inside a message (not the path part of a URL): shown by its last part only
 _ABS_PATH = re.compile(r"(?<![\w.:/\\])/(?:[^\s'\"/:,;()]+/)+([^\s'\"/:,;()]*)")
@@ -143,8 +144,9 @@ def _endpoint(api: GatewayApi, handler: Handler) -> Callable[[Request], Awaitabl
             return Response(status_code=499)  # never reaches the client
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path[:200])
-            return json_error(ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal",
-                                       "internal error; the node's log has the details"))  # fmt: skip
+            return json_error(
+                ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", INTERNAL_MESSAGE)
+            )
 
     return run
 
@@ -157,8 +159,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         404: f"no such endpoint {request.url.path[:200]}",
         405: f"{request.method} is not allowed here; allowed: {(exc.headers or {}).get('Allow')}",
     }.get(exc.status_code, status.phrase)
-    return JSONResponse({"error": codes.get(exc.status_code, status.phrase.lower().replace(" ", "_")),
-                         "message": message}, exc.status_code, headers=exc.headers)  # fmt: skip
+    code = codes.get(exc.status_code, status.phrase.lower().replace(" ", "_"))
+    return JSONResponse({"error": code, "message": message}, exc.status_code, headers=exc.headers)
 
 
 def build_app(api: GatewayApi, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
@@ -392,8 +394,8 @@ async def _body(config: ApiConfig, request: Request) -> AsyncIterator[bytes]:
         except StopAsyncIteration:
             return
         except trio.TooSlowError:
-            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "timeout",
-                           f"no request body data for {config.body_timeout_s:g} s") from None  # fmt: skip
+            message = f"no request body data for {config.body_timeout_s:g} s"
+            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "timeout", message) from None
         except ClientDisconnect:
             raise ClientGone from None
         if chunk:
@@ -418,7 +420,7 @@ async def _receive_upload(api: GatewayApi, request: Request, job_id: str, length
 
     def create() -> BinaryIO:
         folder.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")  # noqa: SIM115 - closed below
+        return open(path, "wb")
 
     f = await trio.to_thread.run_sync(create)
     try:
@@ -534,8 +536,8 @@ async def _live_source(config: ApiConfig, value: Any) -> str:
     if not host:
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_url", "the live URL names no host")
     if config.live_hosts and host.rstrip(".") not in config.live_hosts:
-        raise ApiError(HTTPStatus.FORBIDDEN, "forbidden_url",
-                       f"live URLs may only name a host of api.live_hosts, not {host[:200]!r}")  # fmt: skip
+        message = f"live URLs may only name a host of api.live_hosts, not {host[:200]!r}"
+        raise ApiError(HTTPStatus.FORBIDDEN, "forbidden_url", message)
     for ip in await _addresses(host):
         if not _reachable(ip, config):
             raise ApiError(HTTPStatus.FORBIDDEN, "forbidden_url",

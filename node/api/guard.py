@@ -33,6 +33,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UPLOAD_TYPES = ("video/", "application/octet-stream")
 JSON_TYPE = "application/json"
+MAX_HEAD_BYTES = 16 * 1024  # a request line and headers above this: 431
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -56,7 +57,7 @@ def media_type(value: str) -> str:
 
 def body_type_allowed(value: str) -> bool:
     kind = media_type(value)
-    return kind == JSON_TYPE or kind.startswith(UPLOAD_TYPES) and kind != "video/"
+    return kind == JSON_TYPE or (kind.startswith(UPLOAD_TYPES) and kind != "video/")
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
@@ -120,6 +121,11 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if size > MAX_HEAD_BYTES:  # (the server refuses a longer head that is still arriving)
+            return await send_error(send, 431, "headers_too_large",
+                                    f"the request head exceeds {MAX_HEAD_BYTES} bytes")  # fmt: skip
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             if name in headers:  # a repeated Host, Authorization or Content-Type is ambiguous
@@ -169,19 +175,25 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        try:
-            token = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TokenFileError(f"cannot read the API token file {path}: {exc}") from None
-        if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
-            raise TokenFileError(f"the API token file {path} does not hold a token of 16 or more "
-                                 "printable characters: delete it to have a new one made")  # fmt: skip
-        if path.stat().st_mode & 0o077:
-            log.warning("%s is readable by other users: chmod 600 it", path)
-        return token, False
+        return _read_token(path), False
     except OSError as exc:
         raise TokenFileError(f"cannot create the API token file {path}: {exc}") from None
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token, True
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"cannot read the API token file {path}: {exc}") from None
+    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+        raise TokenFileError(
+            f"the API token file {path} does not hold a token of 16 or more printable "
+            "characters: delete it to have a new one made"
+        )
+    if path.stat().st_mode & 0o077:
+        log.warning("%s is readable by other users: chmod 600 it", path)
+    return token

@@ -11,6 +11,7 @@ traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -27,12 +28,11 @@ from hypercorn.utils import wrap_app
 from starlette.applications import Starlette
 
 from node.api.app import GatewayApi, build_app
-from node.api.guard import ASGIApp, Receive, Scope, Send, error_body
+from node.api.guard import MAX_HEAD_BYTES, ASGIApp, Receive, Scope, Send, error_body
 
-__all__ = ["GatewayApi", "ApiServeError", "serve_api"]
+__all__ = ["ApiServeError", "GatewayApi", "serve_api"]
 
 log = logging.getLogger("castnet.api")
-MAX_HEAD_BYTES = 16 * 1024
 BACKLOG = 128
 _HEAD_ERRORS = {
     400: ("bad_request", "malformed request line or headers"),
@@ -131,15 +131,15 @@ def _hypercorn_config(api: GatewayApi) -> HypercornConfig:
 
 
 async def _refuse_busy(stream: trio.SocketStream) -> None:
-    body = error_body("too_many_connections",
-                      "this client has too many requests in progress (api.max_client_connections)")  # fmt: skip
+    message = "this client has too many requests in progress (api.max_client_connections)"
+    body = error_body("too_many_connections", message)
     head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))  # fmt: skip
-    with trio.move_on_after(1.0):
-        try:
-            await stream.send_all(head + body)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+    with (
+        trio.move_on_after(1.0),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(head + body)
     await stream.aclose()
 
 
