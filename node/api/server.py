@@ -21,6 +21,7 @@ from typing import Any
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Event, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -28,7 +29,7 @@ from hypercorn.utils import wrap_app
 from starlette.applications import Starlette
 
 from node.api.app import GatewayApi, build_app
-from node.api.guard import MAX_HEAD_BYTES, ASGIApp, Receive, Scope, Send, error_body
+from node.api.guard import MAX_HEAD_BYTES, error_body
 
 __all__ = ["ApiServeError", "GatewayApi", "serve_api"]
 
@@ -59,7 +60,16 @@ class _JsonErrorsH11(H11Protocol):
 
 
 class _Connection(TCPServer):
-    """One HTTP connection as Hypercorn serves it, with `_JsonErrorsH11` for HTTP/1.1."""
+    """One HTTP connection as Hypercorn serves it, with `_JsonErrorsH11` for HTTP/1.1; `conn`
+    follows whether it is in a request (Hypercorn's idle/busy updates: busy from a complete
+    request head until the response is sent)."""
+
+    conn: _Conn
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated):
+            self.conn.busy = not event.idle
+        await super().protocol_send(event)
 
     @property  # type: ignore[override]
     def protocol(self) -> Any:
@@ -76,11 +86,11 @@ class _Connection(TCPServer):
 class _Conn:
     opened: float
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    busy: int = 0  # requests in the app now
+    busy: bool = False  # in a request: from its complete head until its response is sent
 
 
 class _Clients:
-    """Open connections by client address, and the ASGI wrapper that marks them busy."""
+    """Open connections by client address."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -103,20 +113,6 @@ class _Clients:
             del conns[port]
         if not conns:
             self.by_host.pop(host, None)
-
-    def track(self, app: ASGIApp) -> ASGIApp:
-        async def tracked(scope: Scope, receive: Receive, send: Send) -> None:
-            client = scope.get("client")
-            conn = self.by_host.get(client[0], {}).get(client[1]) if client else None
-            if conn is not None:
-                conn.busy += 1
-            try:
-                await app(scope, receive, send)
-            finally:
-                if conn is not None:
-                    conn.busy -= 1
-
-        return tracked
 
 
 def _hypercorn_config(api: GatewayApi) -> HypercornConfig:
@@ -167,7 +163,7 @@ async def serve_api(
     clients = _Clients(cfg.max_client_connections)
     hconfig = _hypercorn_config(api)
     context = WorkerContext(None)
-    asgi = wrap_app(clients.track(app or build_app(api)), hconfig.wsgi_max_body_size, "asgi")
+    asgi = wrap_app(app or build_app(api), hconfig.wsgi_max_body_size, "asgi")
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -182,8 +178,10 @@ async def serve_api(
             await _refuse_busy(stream)
             return
         try:
+            connection = _Connection(asgi, hconfig, context, {}, stream)  # type: ignore[arg-type]
+            connection.conn = conn
             with conn.scope:
-                await _Connection(asgi, hconfig, context, {}, stream)  # type: ignore[arg-type]
+                await connection.run()
         finally:
             clients.leave(client_host, client_port, conn)
             with trio.CancelScope(shield=True):
