@@ -343,6 +343,7 @@ class NodeService:
                 for role, m in self.members.items()
             },
             "api": "http://{}:{}".format(*self.api_address) if self.api_address else None,
+            "api_token_file": str(self.api_token_file) if self.api_token_file else None,
         }  # fmt: skip
         path = self.config.data_dir / SERVICE_FILE
         tmp = path.with_name(SERVICE_FILE + ".tmp")
