@@ -422,7 +422,7 @@ def _api(t: Mapping[str, Any], base: Path) -> ApiConfig:
             raise ConfigError(f"api.token_file: cannot read {path}: {exc}") from None
     if token and (len(token) < 16 or not token.isascii() or not token.isprintable()
                   or " " in token):  # fmt: skip
-        raise ConfigError("api token must be at least 16 printable ASCII characters, no spaces")
+        raise ConfigError("api token must be at least 16 characters (printable ASCII, no spaces)")
     require = _bool(t.get("require_token", True), "api.require_token")
     if not require and token:
         raise ConfigError("api.require_token = false contradicts a configured api token")
