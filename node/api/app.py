@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
 
 import trio
 from starlette.applications import Starlette
@@ -46,7 +43,9 @@ from starlette.routing import BaseRoute, Route
 
 from media.errors import MediaError
 from media.profiles import parse_profiles
+from node.api.errors import ApiError, ClientGone, scrub
 from node.api.guard import JSON_TYPE, Guard, media_type
+from node.api.sources import live_source, local_source
 from node.config import ApiConfig
 from node.gateway.ai_jobs import AiJobError, check_request
 from node.gateway.jobs import (
@@ -62,12 +61,10 @@ from node.gateway.jobs import (
     QueueFull,
     now_ms,
 )
-from node.gateway.live import LiveError, check_live_url
 
 log = logging.getLogger("castnet.api")
 MAX_JSON_BYTES = 64 * 1024
 CHUNK = 1024 * 1024
-RESOLVE_TIMEOUT_S = 5.0
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".ts": "video/mp2t",
@@ -77,22 +74,6 @@ CONTENT_TYPES = {
     ".jsonl": "application/x-ndjson",
 }
 INTERNAL_MESSAGE = "internal error; the node's log has the details"
-NO_PATH = "no readable file at that path under api.path_roots"
-# an absolute path inside a message (not the path part of a URL): shown by its last part only
-_ABS_PATH = re.compile(r"(?<![\w.:/\\])/(?:[^\s'\"/:,;()]+/)+([^\s'\"/:,;()]*)")
-
-
-class ApiError(Exception):
-    def __init__(
-        self, status: HTTPStatus, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-
-
-class ClientGone(Exception):
-    """The client went away mid-request: nothing to answer."""
 
 
 class GatewayApi:
@@ -120,11 +101,6 @@ class GatewayApi:
 def json_error(exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": exc.code, "message": exc.message}, int(exc.status),
                         headers=exc.headers)  # fmt: skip
-
-
-def scrub(text: str) -> str:
-    """A message without absolute file paths (each shown by its last part)."""
-    return _ABS_PATH.sub(lambda m: m.group(1) or "/", text)
 
 
 Handler = Callable[[GatewayApi, Request], Awaitable[Response]]
@@ -264,7 +240,7 @@ async def _file_job(api: GatewayApi, request: Request, pipeline: str | None) -> 
         if unknown:
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {unknown[0]!r}")
         profiles, model = _options(pipeline, body.get(option), api.default_profiles)
-        source, uploaded = await _local_source(api.config, body.get("path")), False
+        source, uploaded = await local_source(api.config, body.get("path")), False
     else:  # a video type: the guard let nothing else through
         if length > api.config.max_upload_bytes:
             raise _too_large(length, api.config.max_upload_bytes)
@@ -292,7 +268,7 @@ async def _live(api: GatewayApi, request: Request) -> Response:
     if unknown:
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {unknown[0]!r}")
     profiles = _profiles(body.get("profiles"), api.default_profiles)
-    source = await _live_source(api.config, body.get("url"))
+    source = await live_source(api.config, body.get("url"))
     job_id = api.book.new_id()
     await _enqueue(api, JobRecord(job_id, source, profiles, created_ms=now_ms(), kind=LIVE))
     url = f"/v1/jobs/{job_id}"
@@ -487,85 +463,3 @@ def _options(pipeline: str | None, value: Any, default_profiles: str) -> tuple[s
     except AiJobError as exc:
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_model", scrub(str(exc))) from None
     return "", value or ""
-
-
-def _file_under_roots(roots: tuple[Path, ...], value: str) -> Path | None:
-    path = Path(value).resolve()
-    if not any(path.is_relative_to(r.resolve()) for r in roots):
-        return None
-    return path if path.is_file() and os.access(path, os.R_OK) else None
-
-
-async def _local_source(config: ApiConfig, value: Any) -> Path:
-    """A file the gateway may read for a JSON job: an absolute path to a readable file under
-    `path_roots`. A missing file and one outside the roots get the same answer."""
-    if not isinstance(value, str) or not value:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", 'JSON jobs need "path": a file path')
-    if "\x00" in value or len(value) > 4096:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_path", "path holds a NUL byte or is too long")
-    if not value.startswith("/"):
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_path", "path must be absolute")
-    path = await trio.to_thread.run_sync(_file_under_roots, config.path_roots, value)
-    if path is None:
-        raise ApiError(HTTPStatus.FORBIDDEN, "forbidden", NO_PATH)
-    return path
-
-
-async def _live_source(config: ApiConfig, value: Any) -> str:
-    """A stream URL the config lets live mode open, or a local file path as for file jobs."""
-    if not isinstance(value, str) or not value or len(value) > 2048:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request",
-                       'live jobs need "url": a stream URL (tcp, udp, rtmp, srt, http(s)) or '
-                       "an absolute file path")  # fmt: skip
-    if value.startswith("file://"):
-        value = value.removeprefix("file://")
-    if value.startswith("/"):
-        return str(await _local_source(config, value))
-    try:
-        scheme = check_live_url(value)
-    except LiveError as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_url", str(exc)) from None
-    if scheme not in config.live_schemes:
-        raise ApiError(HTTPStatus.FORBIDDEN, "forbidden_url",
-                       f"live URLs may use {', '.join(config.live_schemes) or 'no scheme'} "
-                       "(api.live_schemes)")  # fmt: skip
-    try:
-        host = urlsplit(value).hostname
-    except ValueError:
-        host = None
-    if not host:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_url", "the live URL names no host")
-    if config.live_hosts and host.rstrip(".") not in config.live_hosts:
-        message = f"live URLs may only name a host of api.live_hosts, not {host[:200]!r}"
-        raise ApiError(HTTPStatus.FORBIDDEN, "forbidden_url", message)
-    for ip in await _addresses(host):
-        if not _reachable(ip, config):
-            raise ApiError(HTTPStatus.FORBIDDEN, "forbidden_url",
-                           f"{host[:200]} is a private, loopback or link-local address "
-                           "(allow its range in api.live_allow_networks)")  # fmt: skip
-    return value
-
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-async def _addresses(host: str) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(host.strip("[]").split("%")[0])]
-    except ValueError:
-        pass
-    try:
-        with trio.fail_after(RESOLVE_TIMEOUT_S):
-            infos = await trio.socket.getaddrinfo(host, None)
-    except (OSError, trio.TooSlowError, UnicodeError):
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_url",
-                       f"cannot resolve the live URL's host {host[:200]!r}") from None  # fmt: skip
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-
-
-def _reachable(ip: IPAddress, config: ApiConfig) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if any(ip in net for net in config.live_allow_networks):
-        return True
-    return ip.is_global and not ip.is_multicast
