@@ -71,7 +71,7 @@ class _Connection(TCPServer):
             self.conn.busy = not event.idle
         await super().protocol_send(event)
 
-    @property  # type: ignore[override]
+    @property
     def protocol(self) -> Any:
         return self._wrapper
 
@@ -163,7 +163,7 @@ async def serve_api(
     clients = _Clients(cfg.max_client_connections)
     hconfig = _hypercorn_config(api)
     context = WorkerContext(None)
-    asgi = wrap_app(app or build_app(api), hconfig.wsgi_max_body_size, "asgi")
+    asgi = wrap_app(app or build_app(api), hconfig.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
