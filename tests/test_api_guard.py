@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import stat
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +174,11 @@ async def test_connection_bound_and_timeouts(tmp_path: Path) -> None:
                 await trio.sleep(0.01)
 
 
-async def test_host_token_and_content_type_rules(tmp_path: Path) -> None:
-    clip = generate_clip(tmp_path / "clip.mp4", "320x180", 1.0)
+async def test_host_token_and_content_type_rules(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    clip = generate_clip(tmp_path / "clip.mp4", "320x180", 4.0)
     async with service(tmp_path, token=TOKEN, path_roots=[str(tmp_path)]) as (_svc, api):
         port = api.rsplit(":", 1)[1]
         job = json.dumps({"path": str(clip)}).encode()
@@ -201,7 +206,21 @@ async def test_host_token_and_content_type_rules(tmp_path: Path) -> None:
         assert_json_error(status, body, 401, "unauthorized", tmp_path)
         status, _, body = await raw(api, post(api, "/v1/transcode", job, "application/json"))
         assert status == 202, body
-        assert (await _json(api, "/v1/jobs"))[1]["jobs"][0]["id"] == json.loads(body)["id"]
+        job_id = json.loads(body)["id"]
+        assert (await _json(api, "/v1/jobs"))[1]["jobs"][0]["id"] == job_id
+        # clients that go away in the middle of a download leave no traceback
+        record = await wait_job(api, job_id, 60, token=TOKEN)
+        assert record["status"] == "done", record
+        segment = f"/v1/jobs/{job_id}/144p/seg_00000.ts"
+        for _ in range(20):
+            stream = await _connect(api)
+            await stream.send_all(get(api, segment, AUTH))
+            assert (await stream.receive_some(12)).startswith(b"HTTP/1.1 200")
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()  # a reset, not a clean close
+        assert (await raw(api, get(api, segment, AUTH)))[0] == 200
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert "Traceback" not in caplog.text
 
 
 async def test_a_token_is_made_on_first_start_and_kept(tmp_path: Path) -> None:
