@@ -19,7 +19,20 @@ workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may a
 [gateway]
 profiles = "360p,240p"
 [api]
-listen = "127.0.0.1:8935"             # another address needs token or token_file
+listen = "127.0.0.1:8935"             # HOST:PORT the HTTP API binds
+# token / token_file: the bearer token every request must carry; without either the node
+#   creates a random one in DATA_DIR/gateway/api-token (0600) on first start and prints it once
+require_token = true                  # false (loopback listen only): no token at all
+hosts = []                            # extra names accepted in the Host header
+path_roots = []                       # JSON `path` inputs only under these folders (none: no path)
+live_schemes = ["rtmp", "rtmps", "srt", "http", "https", "tcp", "udp"]
+live_hosts = []                       # live URLs only to these hosts (empty: any public host)
+live_allow_networks = []              # e.g. ["127.0.0.1/32"]: private/loopback/link-local ranges
+                                      #   live URLs may reach (refused by default)
+max_upload_bytes = 2147483648         # an upload above this is refused with 413
+header_timeout_s = 10.0               # a connection must send a request's headers within this
+body_timeout_s = 30.0                 # longest wait for the next piece of a request body
+max_client_connections = 32           # open connections per client address
 [metrics]
 listen = "127.0.0.1:9464"             # a metrics-only listener (GET /metrics); off when unset
 [delegator]
@@ -45,6 +58,7 @@ from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
+from node.gateway.live import LIVE_SCHEMES
 from node.gateway.role import GatewayConfig
 from node.orchestrator.role import OrchestratorConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
@@ -53,6 +67,7 @@ ROLES = ("gateway", "orchestrator", "delegator")
 LEDGER_KINDS = ("fake", "rpc")
 DEFAULT_API = "127.0.0.1:8935"
 GiB = 1024**3
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 KEYSTORE_NAME = "keystore.json"
 
 _SECTIONS: dict[str, set[str]] = {
@@ -65,7 +80,9 @@ _SECTIONS: dict[str, set[str]] = {
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
                 "min_offers", "ai_recheck", "ai_models_dir"},
-    "api": {"listen", "token", "token_file", "max_upload_bytes", "path_roots", "enabled"},
+    "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
+            "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
+            "body_timeout_s", "max_client_connections", "enabled"},
     "delegator": {"orchestrator", "amount"},
     "metrics": {"listen"},
     "keys": set(ROLES),
@@ -92,9 +109,17 @@ class ApiConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8935
-    token: str = ""
+    token: str = ""  # empty: the service creates one in the data dir, unless not require_token
+    require_token: bool = True  # False only on a loopback address
+    hosts: tuple[str, ...] = ()  # Host header names accepted besides the bound address
     max_upload_bytes: int = 2 * GiB
-    path_roots: tuple[Path, ...] = ()  # JSON `path` jobs only under these (empty: any, on loopback)
+    path_roots: tuple[Path, ...] = ()  # JSON `path` inputs only under these (none by default)
+    live_schemes: tuple[str, ...] = LIVE_SCHEMES
+    live_hosts: tuple[str, ...] = ()  # empty: any host that is not a private address
+    live_allow_networks: tuple[IPNetwork, ...] = ()  # private ranges live URLs may reach
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_client_connections: int = 32
 
     @property
     def loopback(self) -> bool:
@@ -418,24 +443,53 @@ def _api(t: Mapping[str, Any], base: Path) -> ApiConfig:
             token = path.read_text().strip()
         except OSError as exc:
             raise ConfigError(f"api.token_file: cannot read {path}: {exc}") from None
-    if token and len(token) < 16:
-        raise ConfigError("api token must be at least 16 characters")
-    if not is_loopback(host) and not token:
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()
+                  or " " in token):  # fmt: skip
+        raise ConfigError("api token must be at least 16 characters (printable ASCII, no spaces)")
+    require = _bool(t.get("require_token", True), "api.require_token")
+    if not require and token:
+        raise ConfigError("api.require_token = false contradicts a configured api token")
+    if not require and not is_loopback(host):
         raise ConfigError(
-            f"api.listen {host}:{port} is not a loopback address: set api.token or "
-            "api.token_file (clients then send `Authorization: Bearer TOKEN`)"
+            f"api.listen {host}:{port} is not a loopback address: api.require_token = false "
+            "is allowed on loopback only"
         )
     roots = tuple(
         _path(p, base, "api.path_roots")
         for p in _strings(t.get("path_roots", []), "api.path_roots")
     )
+    schemes = tuple(s.lower() for s in _strings(t.get("live_schemes", list(LIVE_SCHEMES)),
+                                                "api.live_schemes"))  # fmt: skip
+    unknown = [s for s in schemes if s not in LIVE_SCHEMES]
+    if unknown:
+        raise ConfigError(
+            f"api.live_schemes: {unknown[0]!r} is not one of {', '.join(LIVE_SCHEMES)}"
+        )
+    networks = []
+    for text in _strings(t.get("live_allow_networks", []), "api.live_allow_networks"):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"api.live_allow_networks: {text!r} is not an address or network like "
+                '"127.0.0.1/32"'
+            ) from None
     return ApiConfig(
-        enabled=bool(t.get("enabled", True)),
+        enabled=_bool(t.get("enabled", True), "api.enabled"),
         host=host,
         port=port,
         token=token,
+        require_token=require,
+        hosts=tuple(h.lower() for h in _strings(t.get("hosts", []), "api.hosts")),
         max_upload_bytes=_int(t.get("max_upload_bytes", 2 * GiB), "api.max_upload_bytes", 1),
         path_roots=roots,
+        live_schemes=schemes,
+        live_hosts=tuple(h.lower() for h in _strings(t.get("live_hosts", []), "api.live_hosts")),
+        live_allow_networks=tuple(networks),
+        header_timeout_s=_number(t.get("header_timeout_s", 10.0), "api.header_timeout_s", 0.1),
+        body_timeout_s=_number(t.get("body_timeout_s", 30.0), "api.body_timeout_s", 0.1),
+        max_client_connections=_int(t.get("max_client_connections", 32),
+                                    "api.max_client_connections", 1),
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ from chain.watcher import CURSOR_FILE, ChainWatcher, ChainWatcherService, WatchC
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256, to_checksum
 from events.envelope import decode
+from node.api.app import build_app
+from node.api.guard import TOKEN_FILE, TokenFileError, load_or_create_token
 from node.api.metrics import NodeMetrics
-from node.api.ops import build_ops_app, metrics_route, serve_app
-from node.api.server import GatewayApi, serve_api
+from node.api.ops import build_ops_app, metrics_route, node_routes, serve_app
+from node.api.server import ApiServeError, GatewayApi, serve_api
 from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
 from node.gateway.jobs import JobBook, JobRunner
@@ -107,6 +110,9 @@ class NodeService:
         self.gateway: Gateway | None = None
         self.runner: JobRunner | None = None
         self.api_address: tuple[str, int] | None = None
+        self.api_token = ""  # the token in force ("" when the config turned it off)
+        self.api_token_file: Path | None = None  # where the node keeps the token it made
+        self.api_token_created = False  # made on this start (the CLI prints it once)
         self.resumed_jobs = 0
         self._ticket_store: SqliteTicketStore | None = None
         self.rewards: RewardCaller | None = None
@@ -198,10 +204,23 @@ class NodeService:
         self.runner = JobRunner(self.gateway, book, cfg.min_offers)
         self.resumed_jobs = await nursery.start(self.runner.run)
         if cfg.api.enabled:
-            api = GatewayApi(cfg.api, book, self.runner.enqueue, self.status,
-                             cfg.gateway.profiles, trio.lowlevel.current_trio_token(),
-                             self.runner.stop)  # fmt: skip
-            self.api_address = await nursery.start(serve_api, api)
+            api_cfg = cfg.api
+            if api_cfg.require_token and not api_cfg.token:
+                path = cfg.role_dir("gateway") / TOKEN_FILE
+                try:
+                    token, created = await trio.to_thread.run_sync(load_or_create_token, path)
+                except TokenFileError as exc:
+                    raise ServiceError(str(exc)) from None
+                api_cfg = dataclasses.replace(api_cfg, token=token)
+                self.api_token_file, self.api_token_created = path, created
+            self.api_token = api_cfg.token
+            api = GatewayApi(api_cfg, book, self.runner.enqueue, self.status,
+                             cfg.gateway.profiles, self.runner.stop)  # fmt: skip
+            try:
+                app = build_app(api, node_routes(self))  # + /metrics, the dashboard
+                self.api_address = await nursery.start(partial(serve_api, api, app=app))
+            except ApiServeError as exc:
+                raise ServiceError(str(exc)) from None
 
     async def _start_watcher(self, nursery: trio.Nursery) -> None:
         """Follow the protocol contracts' logs into the log of one role of this process (the
@@ -337,6 +356,7 @@ class NodeService:
                 for role, m in self.members.items()
             },
             "api": "http://{}:{}".format(*self.api_address) if self.api_address else None,
+            "api_token_file": str(self.api_token_file) if self.api_token_file else None,
             "metrics": "http://{}:{}/metrics".format(*self.metrics_address)
             if self.metrics_address else None,
         }  # fmt: skip

@@ -28,7 +28,8 @@ from inference.synthetic import conv3x3_model, write_model
 from media.segmenter import segment
 from media.verify import scan_source
 from media.verify_hls import verify_hls
-from node.api.server import GatewayApi, serve_api
+from node.api.app import GatewayApi
+from node.api.server import serve_api
 from node.cli import ai as ai_command
 from node.config import ApiConfig
 from node.gateway.ai_checks import BadDetections, check_output, check_video, parse_detections
@@ -64,8 +65,8 @@ async def ai_network(tmp_path: Path, faults: tuple[str, ...]) -> AsyncIterator[t
         runner = JobRunner(net.gateway, book, min_offers=2, offer_wait_s=10.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run)
-            api = GatewayApi(ApiConfig(port=0), book, runner.enqueue, dict, "144p",
-                             trio.lowlevel.current_trio_token(), runner.stop)  # fmt: skip
+            config = ApiConfig(port=0, require_token=False, path_roots=(CARPHONE.parent,))
+            api = GatewayApi(config, book, runner.enqueue, dict, "144p", runner.stop)
             host, port = await nursery.start(serve_api, api)
             yield net, f"http://{host}:{port}"
             nursery.cancel_scope.cancel()

@@ -47,7 +47,7 @@ async def test_orchestrator_killed_mid_job_the_gateway_finishes_elsewhere(
     network = '[p2p]\nnetwork = "fault-test"\n'
     gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], network
                            + '[gateway]\nprofiles = "360p,240p"\npreset = "slower"\n'
-                           '[api]\nlisten = "127.0.0.1:0"\n')  # fmt: skip
+                           '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n')  # fmt: skip
 
     def orch_conf(name: str, gateway_addr: str) -> Path:
         create_keystore(tmp_path / name / "orchestrator" / "keystore.json", PASSWORD, **FAST_KDF)

@@ -228,7 +228,8 @@ async def test_live_api_start_watch_and_stop(tmp_path: Path) -> None:
 
     json_type = {"Content-Type": "application/json"}
     try:
-        async with service(tmp_path, path_roots=[str(tmp_path)]) as (_, api):
+        allow = {"path_roots": [str(tmp_path)], "live_allow_networks": ["127.0.0.1/32"]}
+        async with service(tmp_path, **allow) as (_, api):
             bad = [
                 (b'{"url": "tcp://127.0.0.1:1"}', {}, 415, "unsupported_media_type"),
                 (b'{"url": "ftp://h/x"}', json_type, 400, "bad_url"),

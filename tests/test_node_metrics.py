@@ -31,7 +31,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[NodeService, str, str]]
         "p2p": {"network": "metrics-test"},
         "gateway": {"profiles": PROFILES},
         "orchestrator": {"ticket_ev": "1e9", "redeem_interval_s": 0.5},
-        "api": {"listen": "127.0.0.1:0"},
+        "api": {"listen": "127.0.0.1:0", "require_token": False},
         "metrics": {"listen": "127.0.0.1:0"},
     }
     config = build_config(raw, tmp_path)
@@ -77,6 +77,7 @@ async def test_metrics_after_a_job(tmp_path: Path) -> None:
         assert segments == 2
 
         after = await scrape(metrics)
+        assert value(await scrape(api), "castnet_tickets_sent_total") > 0  # the API serves it too
         _, status = await trio.to_thread.run_sync(lambda: request_json(api, "GET", "/v1/status"))
         t = "transcode"
         assert value(after, "castnet_segment_source_appeared_total", pipeline=t) == segments

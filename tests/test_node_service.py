@@ -131,7 +131,16 @@ GOOD = {"roles": ["gateway"], "data_dir": "d"}
         ({**GOOD, "ledger": {"funded": ["0x1234"]}}, "an address has 20 bytes"),
         ({**GOOD, "p2p": {"network": "a/b"}}, "bad network id"),
         ({**GOOD, "api": {"listen": "localhost"}}, "must be HOST:PORT"),
-        ({**GOOD, "api": {"listen": "0.0.0.0:8935"}}, "not a loopback address: set api.token"),
+        (
+            {**GOOD, "api": {"listen": "0.0.0.0:8935", "require_token": False}},
+            "not a loopback address: api.require_token = false is allowed on loopback only",
+        ),
+        ({**GOOD, "api": {"require_token": False, "token": "t" * 16}}, "contradicts"),
+        ({**GOOD, "api": {"require_token": "no"}}, "api.require_token must be true or false"),
+        ({**GOOD, "api": {"live_schemes": ["file"]}}, "api.live_schemes: 'file' is not one of"),
+        ({**GOOD, "api": {"live_allow_networks": ["lan"]}}, "api.live_allow_networks: 'lan'"),
+        ({**GOOD, "api": {"body_timeout_s": 0}}, "api.body_timeout_s must be a number >= 0.1"),
+        ({**GOOD, "api": {"max_client_connections": 0}}, "api.max_client_connections must be"),
         ({**GOOD, "api": {"listen": "[::]:1", "token": "short"}}, "at least 16 characters"),
         ({**GOOD, "api": {"token_file": "nope"}}, "api.token_file: cannot read"),
         ({**GOOD, "delegator": {"orchestrator": "0xzz"}}, "not a hex address"),
@@ -264,18 +273,28 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
     orch_dir = tmp_path / "orch" / "orchestrator"
     async with node_process(gw_conf, pw) as gateway:
         api = gateway.value("api ")
+        # the node made its API token and showed it once
+        token = (tmp_path / "gw" / "gateway" / "api-token").read_text().strip()
+        assert any(line.startswith("API token (new") and line.endswith(token)
+                   for line in gateway.lines)  # fmt: skip
+        status, _ = await trio.to_thread.run_sync(request, api, "GET", "/v1/status")
+        assert status == 401
         # 1. an orchestrator in another process, on its own fake ledger that knows our deposit;
         #    it keeps its winning tickets queued (redemption every hour)
         async with node_process(orch_conf(gateway.p2p_addr, 3600), pw) as orch:
-            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
-            record = await wait_job(api, job["id"], 90)
+            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes(), None, token)
+            record = await wait_job(api, job["id"], 90, token)
             assert record["status"] == "done", record
             assert record["progress"]["segments_done"] == record["progress"]["segments_total"] == 2
             assert record["orchestrators"] == ["0x" + orch.value("orchestrator ")[2:].lower()]
-            status, master = await trio.to_thread.run_sync(request, api, "GET", record["playlist"])
+            status, master = await trio.to_thread.run_sync(
+                request, api, "GET", record["playlist"], None, None, token
+            )
             assert status == 200 and b"180p_300k/index.m3u8" in master and b"144p/" in master
             seg_url = f"/v1/jobs/{job['id']}/144p/seg_00001.ts"
-            status, segment = await trio.to_thread.run_sync(request, api, "GET", seg_url)
+            status, segment = await trio.to_thread.run_sync(
+                request, api, "GET", seg_url, None, None, token
+            )
             assert status == 200 and segment[:1] == b"\x47"  # an MPEG-TS sync byte
         pending = ticket_states(orch_dir)
         assert pending.get("pending", 0) >= 1 and "redeemed" not in pending, pending
@@ -284,8 +303,8 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
             await wait_for(lambda: "pending" not in ticket_states(orch_dir), 30)
             assert ticket_states(orch_dir) == {"redeemed": pending["pending"]}
             # 3. a job interrupted by stopping the gateway is finished by the restarted one
-            second = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
-            await wait_status(api, second["id"], ("running", "done"), 30)
+            second = await trio.to_thread.run_sync(upload, api, clip.read_bytes(), None, token)
+            await wait_status(api, second["id"], ("running", "done"), 30, token)
             await stop(gateway)
             on_disk = json.loads((tmp_path / "gw" / "gateway" / "jobs" / second["id"]
                                   / "job.json").read_text())  # fmt: skip
@@ -293,10 +312,13 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
                 api2 = again.value("api ")
                 interrupted = on_disk["status"] != "done"
                 assert ("resumed 1 unfinished job(s)" in again.lines) == interrupted
-                done = await wait_job(api2, second["id"], 90)
+                assert not any(line.endswith(token) for line in again.lines)  # shown once
+                done = await wait_job(api2, second["id"], 90, token)
                 assert done["status"] == "done" and done["runs"] == on_disk["runs"] + interrupted
-                old = await wait_job(api2, job["id"], 5)  # the first job is still served
-                status, body = await trio.to_thread.run_sync(request, api2, "GET", old["playlist"])
+                old = await wait_job(api2, job["id"], 5, token)  # the first job is still served
+                status, body = await trio.to_thread.run_sync(
+                    request, api2, "GET", old["playlist"], None, None, token
+                )
                 assert status == 200 and body == master
     for data_dir in (tmp_path / "gw" / "gateway", orch_dir):
         report = audit_path(data_dir)

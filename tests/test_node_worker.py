@@ -187,7 +187,8 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
     gw_conf = write_config(
         tmp_path / "gw.toml",
         ["gateway"],
-        net + '[gateway]\nprofiles = "240p,144p"\n[api]\nlisten = "127.0.0.1:0"\n',
+        net + '[gateway]\nprofiles = "240p,144p"\n'
+        '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n',
     )
     async with node_process(gw_conf, pw) as gateway:
         api = gateway.value("api ")

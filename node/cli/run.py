@@ -142,6 +142,11 @@ async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
                     print(f"  listening {addr}", flush=True)
             if "api" in status:
                 print(f"api {status['api']}", flush=True)
+                if service.api_token_created:  # shown once, like a notebook server's token
+                    print(f"API token (new, kept in {service.api_token_file}): "
+                          f"{service.api_token}", flush=True)  # fmt: skip
+                elif service.api_token_file is not None:
+                    print(f"API token in {service.api_token_file}", flush=True)
             if "metrics" in status:
                 print(f"metrics {status['metrics']}", flush=True)
             if service.resumed_jobs:

@@ -215,7 +215,7 @@ def _start_nodes(
             bootstrap = [node["addrs"][0]]
     for entry in spawned:  # the rest start in parallel
         _started(root, state, entry, say)
-    offers = _wait_offers(state["api"], len(orchestrators))
+    offers = _wait_offers(state, len(orchestrators))
     say(f"gateway API {state['api']}: {offers} offers converged")
 
 
@@ -231,6 +231,7 @@ def _started(
     node["metrics"] = service.get("metrics")
     if role == "gateway":
         state["api"] = service["api"]
+        state["api_token_file"] = service.get("api_token_file")
     say(f"node{i} {role} {node['address']} pid {node['pid']}")
     _write_json(root / STATE_FILE, state)
 
@@ -259,22 +260,27 @@ def _wait_service(data_dir: Path, pid: int, log: str) -> dict[str, Any]:
     raise TestnetError(f"node (pid {pid}) did not start in {START_TIMEOUT_S:g} s; see {log}")
 
 
-def _wait_offers(api: str, count: int) -> int:
+def _wait_offers(state: dict[str, Any], count: int) -> int:
     deadline, offers = time.monotonic() + START_TIMEOUT_S, 0
     while time.monotonic() < deadline:
-        offers = int(request(api, "GET", "/v1/status")["gateway"]["offers"])
+        offers = int(request(state, "GET", "/v1/status")["gateway"]["offers"])
         if offers >= count:
             return offers
         time.sleep(0.25)
     raise TestnetError(f"the gateway saw {offers} of {count} offers in {START_TIMEOUT_S:g} s")
 
 
-def request(api: str, method: str, path: str, body: bytes | None = None,
+def request(state: dict[str, Any], method: str, path: str, body: bytes | None = None,
             content_type: str = "application/json") -> Any:  # fmt: skip
+    """A call to the testnet gateway's API, with the token the gateway keeps in its data dir."""
+    api = state["api"]
     url = urlsplit(api)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     try:
         headers = {"Content-Type": content_type} if body is not None else {}
+        if state.get("api_token_file"):
+            token = Path(state["api_token_file"]).read_text().strip()
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
@@ -326,7 +332,7 @@ def status(root: Path) -> dict[str, Any]:
         out["chain"] = {"error": str(exc)}
     if state.get("api"):
         try:
-            gateway_status = request(state["api"], "GET", "/v1/status")
+            gateway_status = request(state, "GET", "/v1/status")
             out["gateway"], out["gateway_status"] = gateway_status.get("gateway"), gateway_status
         except TestnetError as exc:
             out["gateway"] = {"error": str(exc)}
@@ -342,11 +348,11 @@ def transcode(root: Path, source: Path, timeout_s: float = 300.0,
         body = source.read_bytes()
     except OSError as exc:
         raise TestnetError(f"{source}: {exc}") from None
-    job = request(state["api"], "POST", "/v1/transcode", body, "video/mp4")
+    job = request(state, "POST", "/v1/transcode", body, "video/mp4")
     say(f"job {job['id']} accepted")
     deadline, last = time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:
-        record = request(state["api"], "GET", f"/v1/jobs/{job['id']}")
+        record = request(state, "GET", f"/v1/jobs/{job['id']}")
         progress = record.get("progress", {})
         line = f"{record['status']} {progress.get('segments_done', 0)}/" \
                f"{progress.get('segments_total', '?')} segments"  # fmt: skip
