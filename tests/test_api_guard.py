@@ -204,6 +204,14 @@ async def test_host_token_and_content_type_rules(
         assert_json_error(status, body, 401, "unauthorized", tmp_path)
         status, _, body = await raw(api, get(api, "/v1/jobs"))
         assert_json_error(status, body, 401, "unauthorized", tmp_path)
+        # the dashboard's page and files load without the token; its data and /metrics do not
+        for path in ("/", "/static/app.js", "/static/style.css"):
+            assert (await raw(api, get(api, path)))[0] == 200, path
+        for path in ("/metrics", "/v1/network", "/v1/log", "/static/%2e%2e/views.py"):
+            status, _, body = await raw(api, get(api, path))
+            assert_json_error(status, body, 401, "unauthorized", tmp_path)
+        status, _, body = await raw(api, post(api, "/", b"{}", "application/json", ""))
+        assert_json_error(status, body, 401, "unauthorized", tmp_path)
         status, _, body = await raw(api, post(api, "/v1/transcode", job, "application/json"))
         assert status == 202, body
         job_id = json.loads(body)["id"]
