@@ -147,6 +147,8 @@ async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
                           f"{service.api_token}", flush=True)  # fmt: skip
                 elif service.api_token_file is not None:
                     print(f"API token in {service.api_token_file}", flush=True)
+                page = f"{status['api']}/" + ("?token=TOKEN" if service.api_token else "")
+                print(f"dashboard {page}", flush=True)
             if "metrics" in status:
                 print(f"metrics {status['metrics']}", flush=True)
             if service.resumed_jobs:
