@@ -174,12 +174,20 @@ class Sync:
             items = [[a, h.seq, h.id] for a, h in list(heads.items())[: self.config.sync_max_heads]]
             await ms.send([HELLO, VERSION, self.config.network, items])
             batches_send, batches = trio.open_memory_channel[list[SignedEvent]](2)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_batches, ms, batches_send, peer)
-                async for events in batches:
-                    results = await self.ingest.submit(events, via)
-                    received += len(events)
-                    broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read_batches, ms, batches_send, peer)
+                    async for events in batches:
+                        results = await self.ingest.submit(events, via)
+                        received += len(events)
+                        broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+            except BaseExceptionGroup as group:
+                # the reader's error (a bad signature, a malformed frame) arrives wrapped by the
+                # nursery; unwrapped, the session penalizes the peer as gossip would
+                only = _single_error(group)
+                if only is None:
+                    raise
+                raise only from None
         finally:
             await _close(stream)
         self.fetched += received
@@ -277,6 +285,21 @@ class Sync:
             peers = self.running.host.get_connected_peers()
             for peer in _sample(peers, 3):
                 self.request(peer)
+
+
+def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The one P2PError inside a (possibly nested) exception group, else None."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending and len(leaves) < 2:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and not pending and isinstance(leaves[0], P2PError):
+        return leaves[0]
+    return None
 
 
 def _not_supported(exc: BaseException) -> bool:
