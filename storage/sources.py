@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.castlog import read_castlog
+from storage.castlog import Castlog
 from storage.errors import StorageError
 from storage.store import DB_NAME, EventStore
 
@@ -17,6 +17,7 @@ class LogSource:
     rows: Iterator[tuple[int, bytes]]  # (position, raw) in log order
     evidence: list[tuple[bytes, bytes]]  # conflicting events kept aside: (raw, stored id)
     description: str
+    castlog: Castlog | None = None  # a file's reader: its version and, once read, its trailer
 
 
 @contextmanager
@@ -29,6 +30,7 @@ def open_log(path: str | Path) -> Iterator[LogSource]:
             evidence = [(c.raw, c.other_id) for c in store.conflicts()]
             yield LogSource(store.read(), evidence, f"store {path}")
     elif path.exists():
-        yield LogSource(read_castlog(path), [], f"castlog {path}")
+        castlog = Castlog(path)
+        yield LogSource(castlog.rows(), [], f"castlog {path}", castlog)
     else:
         raise StorageError(f"{path}: no such file or directory")
