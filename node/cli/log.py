@@ -148,12 +148,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             resumed = progress.load()
             if resumed is not None:
                 castlog.resume = resumed.resume
-                tally.update({Outcome(k): v for k, v in resumed.tally.items()})
                 print(
                     f"resuming after event {resumed.resume.position} (imported and verified by"
                     " an earlier, interrupted import)"
                 )
             invalid = resumed.invalid if resumed is not None else 0
+            earlier = resumed.tally if resumed is not None else {}
             batch: list[tuple[int, Any]] = []
             for position, raw in counted(castlog.rows(), "import"):
                 try:
@@ -164,7 +164,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 if len(batch) >= IMPORT_BATCH:
                     _append(store, batch, tally)
                     batch = []
-                    progress.save(castlog.state, tally, invalid)
+                    progress.save(castlog.state, _merged(earlier, tally), invalid)
             _append(store, batch, tally)
             incomplete = _import_completeness(castlog, store, resumed is None)
             progress.clear()
@@ -178,13 +178,18 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
     for rule, detail in incomplete:
         print(f"castnet: {args.file}: {rule}: {detail}", file=sys.stderr)
-    refused = tally[Outcome.GAP] + tally[Outcome.BROKEN_CHAIN]
+    total = _merged(earlier, tally)  # with what the interrupted import did, if resumed
+    refused = total[Outcome.GAP.value] + total[Outcome.BROKEN_CHAIN.value]
     print(
         f"imported {tally[Outcome.APPENDED]} events into {args.data_dir}"
-        f" ({tally[Outcome.DUPLICATE]} already present, {tally[Outcome.EQUIVOCATION]} kept as"
+        f" ({tally[Outcome.DUPLICATE]} already present, {total['equivocation']} kept as"
         f" equivocation evidence, {refused} refused for broken chains, {invalid} invalid)"
     )
     return 1 if refused or invalid or incomplete else 0
+
+
+def _merged(earlier: dict[str, int], tally: dict[Outcome, int]) -> dict[str, int]:
+    return {o.value: earlier.get(o.value, 0) + n for o, n in tally.items()}
 
 
 def _import_completeness(
@@ -246,13 +251,13 @@ class ImportProgress:
             log.warning("ignoring unreadable import progress %s: %s", self.path, exc)
             return None
 
-    def save(self, at: Resume, tally: dict[Outcome, int], invalid: int) -> None:
+    def save(self, at: Resume, tally: dict[str, int], invalid: int) -> None:
         document = {
             "identity": self._identity(),
             "offset": at.offset,
             "position": at.position,
             "running": at.running.hex(),
-            "tally": {o.value: n for o, n in tally.items()},
+            "tally": tally,
             "invalid": invalid,
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
