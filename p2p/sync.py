@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,6 +133,11 @@ class Sync:
             sent = await self._serve(ms, heads)
             if any(seq > self.ingest.heads.get(a, 0) for a, (seq, _) in heads.items()):
                 self.request(peer)  # the asker is ahead of us somewhere: pull back
+            # what this peer has, for `castnet audit`: "complete up to the heads seen from N peers"
+            seen_ms = int(time.time() * 1000)
+            await trio.to_thread.run_sync(
+                self.store.record_peer_heads, peer.to_base58(), heads, seen_ms
+            )
             await ms.send([DONE, sent])
         except (StreamClosed, StreamTimeout) as exc:
             log.info("sync with %s ended early: %s", peer.to_base58(), exc)

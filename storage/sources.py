@@ -9,7 +9,7 @@ from pathlib import Path
 
 from storage.castlog import Castlog
 from storage.errors import StorageError
-from storage.store import DB_NAME, EventStore
+from storage.store import DB_NAME, EventStore, PeerHeads
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,7 @@ class LogSource:
     evidence: list[tuple[bytes, bytes]]  # conflicting events kept aside: (raw, stored id)
     description: str
     castlog: Castlog | None = None  # a file's reader: its version and, once read, its trailer
+    peers: list[PeerHeads] | None = None  # a store: how it compares with the heads peers announced
 
 
 @contextmanager
@@ -28,7 +29,8 @@ def open_log(path: str | Path) -> Iterator[LogSource]:
             raise StorageError(f"{path} is not a castnet data directory (no {DB_NAME})")
         with EventStore.open_dir(path) as store:
             evidence = [(c.raw, c.other_id) for c in store.conflicts()]
-            yield LogSource(store.read(), evidence, f"store {path}")
+            peers = store.compare_peer_heads()
+            yield LogSource(store.read(), evidence, f"store {path}", peers=peers)
     elif path.exists():
         castlog = Castlog(path)
         yield LogSource(castlog.rows(), [], f"castlog {path}", castlog)

@@ -14,6 +14,7 @@ from node.progress import counted
 from storage.castlog import Trailer
 from storage.errors import CastlogError
 from storage.sources import open_log
+from storage.store import PeerHeads
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Completeness:
     kind: str  # "store", "castlog-v1" or "castlog-v2"
     trailer: Trailer | None = None
     warning: str = ""
+    peers: tuple[PeerHeads, ...] = ()  # a store: compared with the heads each peer announced
 
 
 def audit_source(
@@ -40,10 +42,10 @@ def audit_source(
 
     with open_log(path) as source:
         report = audit(guarded(source.rows), source.evidence, verify=verify)
-        castlog = source.castlog
+        castlog, peers = source.castlog, tuple(source.peers or ())
     extra = list(unreadable)
     if castlog is None:
-        completeness = Completeness("store")
+        completeness = Completeness("store", peers=peers)
     elif castlog.version == 1:
         completeness = Completeness(
             "castlog-v1",

@@ -49,6 +49,8 @@ AUDIT_EXIT_CODES = """exit codes:
   2  usage or I/O error: bad arguments, no such file, not a data dir or castlog
   3  (with --strict) intact, but it holds evidence against other authors"""
 EXIT_CLEAN, EXIT_DAMAGED, EXIT_USAGE, EXIT_EVIDENCE = 0, 1, 2, 3
+PEER_DETAIL_LIMIT = 100  # behind/differs entries in --json
+PEER_LINES = 5  # per peer, in the text report
 
 
 def register(sub: Any) -> None:
@@ -457,7 +459,44 @@ def _completeness_json(completeness: Completeness) -> dict[str, Any]:
         )
     if completeness.warning:
         out["warning"] = completeness.warning
+    if completeness.kind == "store":
+        peers = completeness.peers
+        out["peers"] = len(peers)
+        out["complete_up_to_peers"] = sum(v.complete for v in peers)
+        out["behind"] = [
+            {"peer": v.peer, "author": to_checksum(a), "their_seq": theirs, "our_seq": ours}
+            for v in peers
+            for a, theirs, ours in v.behind
+        ][:PEER_DETAIL_LIMIT]
+        out["differs"] = [
+            {"peer": v.peer, "author": to_checksum(a), "seq": seq}
+            for v in peers
+            for a, seq in v.differs
+        ][:PEER_DETAIL_LIMIT]
     return out
+
+
+def _peer_lines(completeness: Completeness) -> list[str]:
+    """For a store: how it compares with the heads its peers announced in their sync requests."""
+    peers = completeness.peers
+    if not peers:
+        return ["completeness: no heads seen from peers yet (they are recorded when peers sync)"]
+    lagging = [v for v in peers if not v.complete]
+    if not lagging:
+        return [f"complete up to the heads seen from {len(peers)} peer(s)"]
+    lines = [f"behind the heads seen from {len(lagging)} of {len(peers)} peer(s):"]
+    for v in lagging:
+        for author, theirs, ours in v.behind[:PEER_LINES]:
+            lines.append(f"  {v.peer}: author {to_checksum(author)} seq {theirs}, here {ours}")
+        for author, seq in v.differs[:PEER_LINES]:
+            lines.append(
+                f"  {v.peer}: author {to_checksum(author)} seq {seq} is another event here"
+            )
+        shown = min(len(v.behind), PEER_LINES) + min(len(v.differs), PEER_LINES)
+        more = len(v.behind) + len(v.differs) - shown
+        if more > 0:
+            lines.append(f"  {v.peer}: and {more} more")
+    return lines
 
 
 def _audit_json(report: AuditReport, own: set[bytes], completeness: Completeness) -> dict[str, Any]:
@@ -506,6 +545,9 @@ def _print_audit(report: AuditReport, own: set[bytes], completeness: Completenes
         elif completeness.kind == "castlog-v1":
             complete = "; completeness not checked (version-1 file)"
         print(f"integrity clean: every signature, chain and stored byte verified{complete}")
+    if completeness.kind == "store":
+        for line in _peer_lines(completeness):
+            print(line)
     if evidence:
         print(f"evidence against other authors: {len(evidence)} finding(s)")
         for f in evidence:
