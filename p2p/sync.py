@@ -23,12 +23,12 @@ from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
 from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
 
-from events.crypto import ADDRESS_LEN
+from events.crypto import ADDRESS_LEN, keccak256
 from events.envelope import ID_LEN, SignedEvent, decode_verified
 from events.errors import EventError
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, ProtocolError, StreamClosed, StreamTimeout, WrongNetwork
-from p2p.framing import MessageStream
+from p2p.framing import MessageStream, pack_message
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost
 from p2p.ingest import Ingest
@@ -38,6 +38,7 @@ SYNC_PROTOCOL = TProtocol("/castnet/sync/1")
 VERSION = 1
 HELLO, EVENTS, DONE, ERROR = 1, 2, 3, 4
 WRONG_NETWORK = "wrong-network"
+HEADS_RECORD_S = 30.0  # a peer's announced heads are stored at most this often
 log = logging.getLogger("castnet.p2p.sync")
 
 Heads = dict[bytes, tuple[int, bytes]]  # author -> (seq, id) as a peer announced them
@@ -112,6 +113,7 @@ class Sync:
         self._again: set[ID] = set()
         self._requests_send, self._requests = trio.open_memory_channel[ID](math.inf)
         self.wrong_network: set[str] = set()
+        self._heads_recorded: dict[ID, tuple[float, bytes]] = {}  # peer -> (when, digest)
 
     # -- answering -------------------------------------------------------------------------
 
@@ -133,11 +135,7 @@ class Sync:
             sent = await self._serve(ms, heads)
             if any(seq > self.ingest.heads.get(a, 0) for a, (seq, _) in heads.items()):
                 self.request(peer)  # the asker is ahead of us somewhere: pull back
-            # what this peer has, for `castnet audit`: "complete up to the heads seen from N peers"
-            seen_ms = int(time.time() * 1000)
-            await trio.to_thread.run_sync(
-                self.store.record_peer_heads, peer.to_base58(), heads, seen_ms
-            )
+            await self._record_heads(peer, raw_heads, heads)
             await ms.send([DONE, sent])
         except (StreamClosed, StreamTimeout) as exc:
             log.info("sync with %s ended early: %s", peer.to_base58(), exc)
@@ -165,6 +163,21 @@ class Sync:
                 budget -= len(batch)
         self.served += sent
         return sent
+
+    async def _record_heads(self, peer: ID, raw_heads: list[Any], heads: Heads) -> None:
+        """Store what this peer has, for `castnet audit` ("complete up to the heads seen from N
+        peers"): when its heads changed, at most once per HEADS_RECORD_S per peer."""
+        digest, now = keccak256(pack_message(raw_heads)), trio.current_time()
+        last = self._heads_recorded.get(peer)
+        if last is not None and (last[1] == digest or now - last[0] < HEADS_RECORD_S):
+            return
+        if len(self._heads_recorded) >= 4096:  # forget the oldest entry: bounded memory
+            self._heads_recorded.pop(next(iter(self._heads_recorded)))
+        self._heads_recorded[peer] = (now, digest)
+        seen_ms = int(time.time() * 1000)
+        await trio.to_thread.run_sync(
+            self.store.record_peer_heads, peer.to_base58(), heads, seen_ms
+        )
 
     # -- asking ----------------------------------------------------------------------------
 

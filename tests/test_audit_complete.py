@@ -110,6 +110,16 @@ def test_last_100_events_dropped_are_detected(capsys, synth_log: Path, tmp_path:
     exporter = LocalKeySigner(synth_keys(AUTHORS, SEED)[0]).address
     code, report = audit_json(capsys, forged, "--signer", "0x" + exporter.hex())
     assert code == 1 and rules(report) == ["castlog-signer"]
+    code, _, err = run(
+        capsys,
+        "log",
+        "import",
+        str(forged),
+        str(tmp_path / "n2"),
+        "--signer",
+        "0x" + exporter.hex(),
+    )
+    assert code == 1 and "castlog-signer" in err
 
 
 def test_last_event_of_each_author_removed_is_detected(

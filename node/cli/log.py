@@ -67,6 +67,9 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("import", help="verify a .castlog and append it to a data dir")
     p.add_argument("file", type=Path)
     p.add_argument("data_dir", type=Path)
+    p.add_argument(
+        "--signer", metavar="ADDRESS", help="require a version-2 trailer signed by this address"
+    )
     p.set_defaults(run=cmd_import)
 
     p = cmds.add_parser(
@@ -144,6 +147,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     tally = {outcome: 0 for outcome in Outcome}
     try:
+        signer = parse_address(args.signer) if args.signer else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
         castlog = Castlog(args.file)
         with EventStore.open_dir(args.data_dir) as store:
             progress = ImportProgress(args.data_dir / IMPORT_PROGRESS, args.file)
@@ -168,7 +175,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                     batch = []
                     progress.save(castlog.state, _merged(earlier, tally), invalid)
             _append(store, batch, tally)
-            incomplete = _import_completeness(castlog, store, resumed is None)
+            incomplete = _import_completeness(castlog, store, resumed is None, signer)
             progress.clear()
     except StorageError as exc:
         return _fail(str(exc))
@@ -195,11 +202,11 @@ def _merged(earlier: dict[str, int], tally: dict[Outcome, int]) -> dict[str, int
 
 
 def _import_completeness(
-    castlog: Castlog, store: EventStore, from_start: bool
+    castlog: Castlog, store: EventStore, from_start: bool, signer: bytes | None
 ) -> list[tuple[str, str]]:
     """The trailer's findings; a resumed read saw only part of the file, so the trailer's heads
     are checked against the store instead: every author's last event must now be stored."""
-    found = castlog.completeness(check_heads=from_start)
+    found = castlog.completeness(check_heads=from_start, signer=signer)
     trailer = castlog.trailer
     if trailer is not None and not from_start:
         for author, (seq, eid) in sorted(trailer.heads.items()):
