@@ -49,12 +49,15 @@ class AuditReport:
     def integrity(self, own: Collection[bytes] = ()) -> tuple[Problem | Violation, ...]:
         """What is wrong with the log itself: unreadable or altered bytes, bad signatures, broken
         or incomplete chains, and any misconduct by the `own` authors (the node's own key)."""
-        return tuple(f for f in (*self.problems, *self.violations) if not _accuses(f, own))
+        return tuple(f for f in self._findings() if not _accuses(f, own))
 
     def evidence(self, own: Collection[bytes] = ()) -> tuple[Problem | Violation, ...]:
         """Misconduct of other authors, recorded faithfully: equivocations and events that broke
         a rule of the fold. The log that holds it is intact."""
-        return tuple(f for f in (*self.problems, *self.violations) if _accuses(f, own))
+        return tuple(f for f in self._findings() if _accuses(f, own))
+
+    def _findings(self) -> tuple[Problem | Violation, ...]:
+        return (*self.problems, *self.violations)
 
 
 EVIDENCE_RULES = frozenset({"equivocation"})  # problems that accuse an author, not the log
