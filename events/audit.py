@@ -3,7 +3,7 @@ state. Pure: it is fed raw events in log order and returns findings; the caller 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from events.envelope import SignedEvent, decode
@@ -45,6 +45,29 @@ class AuditReport:
     @property
     def clean(self) -> bool:
         return not self.problems and not self.violations
+
+    def integrity(self, own: Collection[bytes] = ()) -> tuple[Problem | Violation, ...]:
+        """What is wrong with the log itself: unreadable or altered bytes, bad signatures, broken
+        or incomplete chains, and any misconduct by the `own` authors (the node's own key)."""
+        return tuple(f for f in self._findings() if not _accuses(f, own))
+
+    def evidence(self, own: Collection[bytes] = ()) -> tuple[Problem | Violation, ...]:
+        """Misconduct of other authors, recorded faithfully: equivocations and events that broke
+        a rule of the fold. The log that holds it is intact."""
+        return tuple(f for f in self._findings() if _accuses(f, own))
+
+    def _findings(self) -> tuple[Problem | Violation, ...]:
+        return (*self.problems, *self.violations)
+
+
+EVIDENCE_RULES = frozenset({"equivocation"})  # problems that accuse an author, not the log
+
+
+def _accuses(finding: Problem | Violation, own: Collection[bytes]) -> bool:
+    """Whether a finding is evidence against another author rather than damage to the log."""
+    if not finding.author or finding.author in own:
+        return False
+    return isinstance(finding, Violation) or finding.rule in EVIDENCE_RULES
 
 
 def _problem(position: int, rule: str, detail: str, event: SignedEvent) -> Problem:

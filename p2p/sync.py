@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,12 +23,12 @@ from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
 from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
 
-from events.crypto import ADDRESS_LEN
+from events.crypto import ADDRESS_LEN, keccak256
 from events.envelope import ID_LEN, SignedEvent, decode_verified
 from events.errors import EventError
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, ProtocolError, StreamClosed, StreamTimeout, WrongNetwork
-from p2p.framing import MessageStream
+from p2p.framing import MessageStream, pack_message
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost
 from p2p.ingest import Ingest
@@ -37,6 +38,7 @@ SYNC_PROTOCOL = TProtocol("/castnet/sync/1")
 VERSION = 1
 HELLO, EVENTS, DONE, ERROR = 1, 2, 3, 4
 WRONG_NETWORK = "wrong-network"
+HEADS_RECORD_S = 30.0  # a peer's announced heads are stored at most this often
 log = logging.getLogger("castnet.p2p.sync")
 
 Heads = dict[bytes, tuple[int, bytes]]  # author -> (seq, id) as a peer announced them
@@ -111,6 +113,7 @@ class Sync:
         self._again: set[ID] = set()
         self._requests_send, self._requests = trio.open_memory_channel[ID](math.inf)
         self.wrong_network: set[str] = set()
+        self._heads_recorded: dict[ID, tuple[float, bytes]] = {}  # peer -> (when, digest)
 
     # -- answering -------------------------------------------------------------------------
 
@@ -132,6 +135,7 @@ class Sync:
             sent = await self._serve(ms, heads)
             if any(seq > self.ingest.heads.get(a, 0) for a, (seq, _) in heads.items()):
                 self.request(peer)  # the asker is ahead of us somewhere: pull back
+            await self._record_heads(peer, raw_heads, heads)
             await ms.send([DONE, sent])
         except (StreamClosed, StreamTimeout) as exc:
             log.info("sync with %s ended early: %s", peer.to_base58(), exc)
@@ -160,6 +164,21 @@ class Sync:
         self.served += sent
         return sent
 
+    async def _record_heads(self, peer: ID, raw_heads: list[Any], heads: Heads) -> None:
+        """Store what this peer has, for `castnet audit` ("complete up to the heads seen from N
+        peers"): when its heads changed, at most once per HEADS_RECORD_S per peer."""
+        digest, now = keccak256(pack_message(raw_heads)), trio.current_time()
+        last = self._heads_recorded.get(peer)
+        if last is not None and (last[1] == digest or now - last[0] < HEADS_RECORD_S):
+            return
+        if len(self._heads_recorded) >= 4096:  # forget the oldest entry: bounded memory
+            self._heads_recorded.pop(next(iter(self._heads_recorded)))
+        self._heads_recorded[peer] = (now, digest)
+        seen_ms = int(time.time() * 1000)
+        await trio.to_thread.run_sync(
+            self.store.record_peer_heads, peer.to_base58(), heads, seen_ms
+        )
+
     # -- asking ----------------------------------------------------------------------------
 
     async def sync_from(self, peer: ID) -> int:
@@ -174,12 +193,20 @@ class Sync:
             items = [[a, h.seq, h.id] for a, h in list(heads.items())[: self.config.sync_max_heads]]
             await ms.send([HELLO, VERSION, self.config.network, items])
             batches_send, batches = trio.open_memory_channel[list[SignedEvent]](2)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_batches, ms, batches_send, peer)
-                async for events in batches:
-                    results = await self.ingest.submit(events, via)
-                    received += len(events)
-                    broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read_batches, ms, batches_send, peer)
+                    async for events in batches:
+                        results = await self.ingest.submit(events, via)
+                        received += len(events)
+                        broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+            except BaseExceptionGroup as group:
+                # the reader's error (a bad signature, a malformed frame) arrives wrapped by the
+                # nursery; unwrapped, the session penalizes the peer as gossip would
+                only = _single_error(group)
+                if only is None:
+                    raise
+                raise only from None
         finally:
             await _close(stream)
         self.fetched += received
@@ -277,6 +304,21 @@ class Sync:
             peers = self.running.host.get_connected_peers()
             for peer in _sample(peers, 3):
                 self.request(peer)
+
+
+def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The one P2PError inside a (possibly nested) exception group, else None."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending and len(leaves) < 2:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and not pending and isinstance(leaves[0], P2PError):
+        return leaves[0]
+    return None
 
 
 def _not_supported(exc: BaseException) -> bool:

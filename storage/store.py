@@ -12,7 +12,7 @@ import enum
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from events.envelope import SignedEvent
@@ -22,6 +22,7 @@ from storage.errors import StorageError, StoreCorrupt
 
 DB_NAME = "events.sqlite"
 KEEP_SNAPSHOTS = 2
+KEEP_PEERS = 64  # peers whose announced heads are remembered
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -45,6 +46,14 @@ CREATE TABLE IF NOT EXISTS heads (
     author BLOB PRIMARY KEY,
     seq    INTEGER NOT NULL,
     id     BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peer_heads (
+    peer    TEXT NOT NULL,
+    author  BLOB NOT NULL,
+    seq     INTEGER NOT NULL,
+    id      BLOB NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (peer, author)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     pos    INTEGER PRIMARY KEY,
@@ -84,6 +93,21 @@ class Conflict:
     seq: int
     other_id: bytes
     raw: bytes
+
+
+@dataclass(slots=True)
+class PeerHeads:
+    """How this store compares with the heads one peer last announced."""
+
+    peer: str
+    seen_ms: int
+    authors: int = 0
+    behind: list[tuple[bytes, int, int]] = field(default_factory=list)  # author, theirs, ours
+    differs: list[tuple[bytes, int]] = field(default_factory=list)  # another event at their head
+
+    @property
+    def complete(self) -> bool:
+        return not self.behind and not self.differs
 
 
 class EventStore:
@@ -303,6 +327,58 @@ class EventStore:
         with self._lock:
             row = self._db.execute("SELECT raw FROM events WHERE id = ?", (event_id,)).fetchone()
         return row[0] if row else None
+
+    # -- heads seen from peers ---------------------------------------------------------------
+
+    def record_peer_heads(
+        self, peer: str, heads: Mapping[bytes, tuple[int, bytes]], seen_ms: int
+    ) -> None:
+        """Remember the heads a peer announced (as its sync request did), replacing what it
+        announced before; only the `KEEP_PEERS` peers seen last are kept."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM peer_heads WHERE peer = ?", (peer,))
+                rows = [(peer, a, seq, eid, seen_ms) for a, (seq, eid) in heads.items()]
+                db.executemany(
+                    "INSERT INTO peer_heads (peer, author, seq, id, seen_ms) VALUES (?,?,?,?,?)",
+                    rows or [(peer, b"", 0, b"", seen_ms)],  # an empty log was still seen
+                )
+                db.execute(
+                    "DELETE FROM peer_heads WHERE peer NOT IN (SELECT peer FROM peer_heads"
+                    " GROUP BY peer ORDER BY MAX(seen_ms) DESC LIMIT ?)",
+                    (KEEP_PEERS,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def compare_peer_heads(self) -> list[PeerHeads]:
+        """For each peer whose heads were recorded: where this store is behind them, or holds
+        another event at one of their heads."""
+        with self._lock:
+            self._refresh_if_changed()
+            rows = self._db.execute(
+                "SELECT p.peer, p.author, p.seq, p.id, p.seen_ms, e.id FROM peer_heads p"
+                " LEFT JOIN events e ON e.author = p.author AND e.seq = p.seq"
+                " ORDER BY p.peer, p.author"
+            ).fetchall()
+            heads = dict(self._heads)
+        out: dict[str, PeerHeads] = {}
+        for peer, author, seq, eid, seen_ms, ours in rows:
+            view = out.setdefault(peer, PeerHeads(peer, int(seen_ms)))
+            if not author:
+                continue
+            view.authors += 1
+            mine = heads.get(bytes(author))
+            have = mine.seq if mine is not None else 0
+            if have < seq:
+                view.behind.append((bytes(author), int(seq), have))
+            elif ours is not None and bytes(ours) != bytes(eid):
+                view.differs.append((bytes(author), int(seq)))
+        return list(out.values())
 
     def conflicts(self) -> list[Conflict]:
         with self._lock:

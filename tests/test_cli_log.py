@@ -14,7 +14,9 @@ from events.crypto import LocalKeySigner
 from events.envelope import sign_event
 from node.audit.log import audit_path
 from node.cli.main import main
-from storage.castlog import MAGIC, read_castlog, write_castlog
+from node.keystore import create_keystore
+from node.local.synth import synth_keys
+from storage.castlog import MAGIC, MAGIC_V1, read_castlog, write_castlog
 from tests.conftest import key
 
 
@@ -46,16 +48,26 @@ def _frame_spans(path: Path) -> list[tuple[int, int]]:
     return spans
 
 
-def test_synth_import_export_round_trip(capsys, small_log: Path, tmp_path: Path) -> None:
+def test_synth_import_export_round_trip(
+    capsys, small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, _ = run(capsys, "log", "import", str(small_log), str(tmp_path / "node"))
     assert code == 0 and "imported 80 events" in out
     code, out, _ = run(capsys, "log", "import", str(small_log), str(tmp_path / "node"))
     assert code == 0 and "80 already present" in out
-    code, _, _ = run(
-        capsys, "log", "export", str(tmp_path / "node"), "-o", str(tmp_path / "x.castlog")
-    )
-    assert code == 0
+    out_file = str(tmp_path / "x.castlog")
+    # signing needs the node's own key: a data dir without a keystore is refused, clearly
+    code, _, err = run(capsys, "log", "export", str(tmp_path / "node"), "-o", out_file)
+    assert code == 2 and "--keystore" in err and "Traceback" not in err
+    # the node's key in its data dir: the same key as synth's signer gives the same bytes
+    monkeypatch.setenv("CASTNET_PASSWORD", "pw")
+    create_keystore(tmp_path / "node" / "keystore.json", "pw", synth_keys(4, 2)[0], "pbkdf2", 2)
+    code, out, _ = run(capsys, "log", "export", str(tmp_path / "node"), "-o", out_file)
+    assert code == 0 and "signed by 0x" in out
     assert (tmp_path / "x.castlog").read_bytes() == small_log.read_bytes()
+    code, _, _ = run(capsys, "log", "export", str(tmp_path / "node"), "-o", out_file, "--v1")
+    assert code == 0 and _frames(tmp_path / "x.castlog") == _frames(small_log)
+    assert (tmp_path / "x.castlog").read_bytes()[:8] == MAGIC_V1
 
 
 def test_audit_clean_log_json(capsys, small_log: Path, tmp_path: Path) -> None:
@@ -100,7 +112,7 @@ def test_any_flipped_byte_is_caught_and_named(capsys, small_log: Path, tmp_path:
     spans = _frame_spans(small_log)
     rng = random.Random(4)
     target = spans[10]
-    offsets = list(range(*target)) + rng.sample(range(len(MAGIC), len(data)), 60)
+    offsets = list(range(*target)) + rng.sample(range(len(MAGIC), spans[-1][1]), 60)
     for offset in offsets:
         tampered = bytearray(data)
         tampered[offset] ^= 1 << rng.randrange(8)
@@ -113,7 +125,14 @@ def test_any_flipped_byte_is_caught_and_named(capsys, small_log: Path, tmp_path:
         assert named and named[0] == frame, (offset, frame, [p.describe() for p in report.problems])
     # and the CLI says so too, naming the event
     code, report = _first_problem_position(path, capsys)
-    assert code == 1 and report["violations"]
+    assert code == 1 and report["violations"] and not report["integrity"]["ok"]
+    # a flip anywhere in the signed trailer is caught too
+    for offset in rng.sample(range(spans[-1][1], len(data)), 40):
+        tampered = bytearray(data)
+        tampered[offset] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(tampered))
+        report = audit_path(path)
+        assert not report.clean and report.integrity(), offset
 
 
 def test_missing_and_reordered_events_break_the_chain(
@@ -150,16 +169,23 @@ def test_equivocation_is_reported_with_both_ids(capsys, tmp_path: Path) -> None:
     one = sign_event(signer, version=1, kind=2, seq=1, prev=b"", time_ms=0, body=["one"])
     two = sign_event(signer, version=1, kind=2, seq=1, prev=b"", time_ms=0, body=["two"])
     path = tmp_path / "eq.castlog"
-    write_castlog(path, [one.raw, two.raw])
+    write_castlog(path, [one.raw, two.raw], LocalKeySigner(key(9)))
     code, report = _first_problem_position(path, capsys)
-    (problem,) = [v for v in report["violations"] if v["rule"] == "equivocation"]
-    assert code == 1 and one.id.hex() in problem["detail"] and two.id.hex() in problem["detail"]
+    (problem,) = [v for v in report["evidence"] if v["rule"] == "equivocation"]
+    assert one.id.hex() in problem["detail"] and two.id.hex() in problem["detail"]
+    # evidence against another author: the file itself is intact
+    assert code == 0 and report["integrity"]["ok"] and report["exit_code"] == 0
+    assert main(["audit", str(path), "--strict"]) == 3
     # importing keeps the second as evidence, and the data dir audit reports it too
     code, _, err = run(capsys, "log", "import", str(path), str(tmp_path / "node"))
     assert "equivocation" in err
     code, report = _first_problem_position(tmp_path / "node", capsys)
-    (problem,) = [v for v in report["violations"] if v["rule"] == "equivocation"]
-    assert code == 1 and one.id.hex() in problem["detail"] and two.id.hex() in problem["detail"]
+    (problem,) = [v for v in report["evidence"] if v["rule"] == "equivocation"]
+    assert one.id.hex() in problem["detail"] and two.id.hex() in problem["detail"]
+    assert code == 0 and report["integrity"]["ok"]
+    # the same events, when the equivocating author is the node itself, are its own damage
+    code, _, _ = run(capsys, "audit", str(tmp_path / "node"), "--own", "0x" + signer.address.hex())
+    assert code == 1
 
 
 @pytest.mark.parametrize(
@@ -171,8 +197,11 @@ def test_garbage_or_truncated_file_is_a_clear_error(capsys, tmp_path: Path, cont
     path = tmp_path / "bad.castlog"
     path.write_bytes(content)
     code, out, err = run(capsys, "audit", str(path))
-    assert code == 1 and "Traceback" not in out + err
-    assert "not a castlog" in out or "truncated" in out
+    assert "Traceback" not in out + err
+    if content.startswith(MAGIC):  # a castlog cut short: a damaged log, named
+        assert code == 1 and "truncated" in out
+    else:  # not a castlog at all: nothing to audit
+        assert code == 2 and "not a castlog" in err
     code, out, err = run(capsys, "log", "import", str(path), str(tmp_path / "node"))
     assert code == 2 and "Traceback" not in err and err.startswith("castnet:")
 
@@ -193,4 +222,4 @@ def test_console_script_runs(tmp_path: Path) -> None:
     done = subprocess.run([exe, "audit", out], capture_output=True, text=True)
     assert done.returncode == 0 and "clean" in done.stdout
     missing = subprocess.run([exe, "audit", tmp_path / "nope"], capture_output=True, text=True)
-    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -127,13 +127,13 @@ async def test_a_cheat_is_caught_on_the_network_and_its_segment_redone(
     tmp_path: Path, models: Path, fault: str, pipeline: str, model: str
 ) -> None:
     inference = InferenceConfig(models_dir=models, preset="ultrafast", threads=1)
-    gateway_config = GatewayConfig(job_timeout_s=60.0, ai_recheck=1.0, ai_models_dir=models)
+    gateway_config = GatewayConfig(job_timeout_s=120.0, ai_recheck=1.0, ai_models_dir=models)
     plan = default_plan(2, gateway_config, (fault, ""), ticket_ev=Fraction(10**9),
                         inference=inference)  # fmt: skip
     async with open_network(tmp_path / "nodes", plan, FakeLedger(pool_size=2)) as net:
         cheat, honest = net.orchestrators
         gateway = net.gateway
-        assert await gateway.wait_for_offers(2, 30.0) == 2
+        assert await gateway.wait_for_offers(2, 90.0) == 2
         report = await run_ai_file(gateway, pipeline, CARPHONE, tmp_path / "out", model)
         assert [o.orchestrator for o in report.segments] == [honest.address] * 2
         rejected = [v for v in gateway.verdicts if not v.accepted]

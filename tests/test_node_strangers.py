@@ -33,7 +33,7 @@ async def network(
     ev: Fraction = EV,
 ) -> AsyncIterator[Network]:
     config = gateway or GatewayConfig(
-        profiles=PROFILES, preset="ultrafast", job_timeout_s=60.0,
+        profiles=PROFILES, preset="ultrafast", job_timeout_s=120.0,
         max_price_per_pixel=Fraction(10**4), max_ev=4 * EV,
     )  # fmt: skip
     plan: NetworkPlan = default_plan(2, config, faults, ticket_ev=ev)
@@ -42,7 +42,7 @@ async def network(
                                   ProtocolParams(round_length=50, pool_size=2))  # fmt: skip
     assert ledger.kind.startswith("embedded EVM")  # the contracts, not a fake
     async with open_network(tmp_path / "nodes", plan, ledger) as net:
-        assert await net.gateway.wait_for_offers(2, 30.0) == 2
+        assert await net.gateway.wait_for_offers(2, 90.0) == 2
         yield net
 
 
@@ -92,7 +92,7 @@ async def test_an_underpaying_gateway_is_refused_before_any_work(tmp_path: Path)
     # tickets of 10^8 wei EV against ~2.2 * 10^9 wei of work per segment: the gateway's tickets
     # cover 5% of it (fee_margin 1/20 of the estimate, where an honest gateway pays 110%)
     ev = Fraction(10**8)
-    stingy = GatewayConfig(profiles=PROFILES, preset="ultrafast", job_timeout_s=20.0,
+    stingy = GatewayConfig(profiles=PROFILES, preset="ultrafast", job_timeout_s=120.0,
                            max_price_per_pixel=Fraction(10**4), max_ev=4 * ev,
                            fee_margin=Fraction(1, 20))  # fmt: skip
     async with network(tmp_path, ("", ""), stingy, ev) as net:

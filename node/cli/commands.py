@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from node.cli import (
     ai,
+    audit,
     chain,
     demo,
     deposit,
@@ -26,6 +27,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 COMMAND_GROUPS: list[Register] = [
     log.register,
+    audit.register,
     media.register,
     node.register,
     demo.register,

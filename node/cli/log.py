@@ -1,32 +1,39 @@
-"""`castnet log synth|import|export|show` and `castnet audit`."""
+"""`castnet log synth|import|export|show`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chain.errors import ChainError
 from events import kinds as k
-from events.audit import AuditReport
-from events.crypto import parse_address
+from events.crypto import LocalKeySigner, keccak256, parse_address, to_checksum
 from events.envelope import decode, decode_verified
 from events.errors import EventError
-from node.audit.chain import audit_chain
-from node.audit.log import audit_path
-from node.jsonview import event_view, jsonable, state_summary
-from node.local.synth import synth_events
+from node.config import KEYSTORE_NAME
+from node.jsonview import event_view
+from node.keystore import (
+    PASSWORD_ENV,
+    KeystoreError,
+    load_keystore,
+    resolve_password,
+)
+from node.local.synth import synth_events, synth_keys
 from node.progress import counted
-from storage.castlog import read_castlog, write_castlog
+from storage.castlog import Castlog, Resume, write_castlog
 from storage.errors import StorageError
 from storage.sources import open_log
 from storage.store import EventStore, Outcome
 
 log = logging.getLogger("castnet.log")
 IMPORT_BATCH = 2048
+IMPORT_PROGRESS = "import-progress.json"
+PROGRESS_HEAD_BYTES = 64 * 1024
 
 
 def register(sub: Any) -> None:
@@ -43,11 +50,26 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("import", help="verify a .castlog and append it to a data dir")
     p.add_argument("file", type=Path)
     p.add_argument("data_dir", type=Path)
+    p.add_argument(
+        "--signer", metavar="ADDRESS", help="require a version-2 trailer signed by this address"
+    )
     p.set_defaults(run=cmd_import)
 
-    p = cmds.add_parser("export", help="write a data dir's log to a .castlog file")
+    p = cmds.add_parser(
+        "export",
+        help="write a data dir's log to a signed .castlog file",
+        description="Write every event of a data dir, in log order, to a version-2 .castlog whose"
+        " trailer (event count, running hash, every author's last event) is signed by the node's"
+        " own event key: DATA_DIR/keystore.json, or --keystore FILE. The keystore password comes"
+        f" from --password-file, else ${PASSWORD_ENV}, else a prompt.",
+    )
     p.add_argument("data_dir", type=Path)
     p.add_argument("-o", "--out", required=True, type=Path)
+    p.add_argument("--keystore", type=Path, help="sign with this keystore instead")
+    p.add_argument("--password-file", type=Path, help="file holding the keystore password")
+    p.add_argument(
+        "--v1", action="store_true", help="write an unsigned version-1 file (no trailer)"
+    )
     p.set_defaults(run=cmd_export)
 
     p = cmds.add_parser("show", help="print the events of a data dir or .castlog")
@@ -57,14 +79,6 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_show)
-
-    p = sub.add_parser("audit", help="verify signatures and chains, refold and summarize a log")
-    p.add_argument("source", type=Path, help="DATA_DIR or FILE")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--rpc", metavar="URL", help="also check ChainObserved events on this chain")
-    p.add_argument("--contracts", type=Path, metavar="FILE",
-                   help="the deployment file (with --rpc)")  # fmt: skip
-    p.set_defaults(run=cmd_audit)
 
 
 def _fail(message: str) -> int:
@@ -78,18 +92,36 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.authors < 2:
         return _fail("--authors must be >= 2 (a gateway and an orchestrator)")
     events = counted(synth_events(args.events, args.authors, args.seed), "synth", args.events)
-    count = write_castlog(args.out, (e.raw for e in events))
-    print(f"wrote {count} events by {args.authors} authors to {args.out}")
+    signer = LocalKeySigner(synth_keys(args.authors, args.seed)[0])  # the first gateway
+    count = write_castlog(args.out, (e.raw for e in events), signer)
+    print(
+        f"wrote {count} events by {args.authors} authors to {args.out},"
+        f" signed by {to_checksum(signer.address)}"
+    )
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     tally = {outcome: 0 for outcome in Outcome}
-    invalid = 0
     try:
+        signer = parse_address(args.signer) if args.signer else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        castlog = Castlog(args.file)
         with EventStore.open_dir(args.data_dir) as store:
+            progress = ImportProgress(args.data_dir / IMPORT_PROGRESS, args.file)
+            resumed = progress.load()
+            if resumed is not None:
+                castlog.resume = resumed.resume
+                print(
+                    f"resuming after event {resumed.resume.position} (imported and verified by"
+                    " an earlier, interrupted import)"
+                )
+            invalid = resumed.invalid if resumed is not None else 0
+            earlier = resumed.tally if resumed is not None else {}
             batch: list[tuple[int, Any]] = []
-            for position, raw in counted(read_castlog(args.file), "import"):
+            for position, raw in counted(castlog.rows(), "import"):
                 try:
                     batch.append((position, decode_verified(raw)))
                 except EventError as exc:
@@ -98,16 +130,111 @@ def cmd_import(args: argparse.Namespace) -> int:
                 if len(batch) >= IMPORT_BATCH:
                     _append(store, batch, tally)
                     batch = []
+                    progress.save(castlog.state, _merged(earlier, tally), invalid)
             _append(store, batch, tally)
+            incomplete = _import_completeness(castlog, store, resumed is None, signer)
+            progress.clear()
     except StorageError as exc:
         return _fail(str(exc))
-    refused = tally[Outcome.GAP] + tally[Outcome.BROKEN_CHAIN]
+    if castlog.version == 1:
+        print(
+            f"castnet: warning: {args.file} is a version-1 castlog without a trailer: whether"
+            " events are missing cannot be checked",
+            file=sys.stderr,
+        )
+    for rule, detail in incomplete:
+        print(f"castnet: {args.file}: {rule}: {detail}", file=sys.stderr)
+    total = _merged(earlier, tally)  # with what the interrupted import did, if resumed
+    refused = total[Outcome.GAP.value] + total[Outcome.BROKEN_CHAIN.value]
     print(
         f"imported {tally[Outcome.APPENDED]} events into {args.data_dir}"
-        f" ({tally[Outcome.DUPLICATE]} already present, {tally[Outcome.EQUIVOCATION]} kept as"
+        f" ({tally[Outcome.DUPLICATE]} already present, {total['equivocation']} kept as"
         f" equivocation evidence, {refused} refused for broken chains, {invalid} invalid)"
     )
-    return 1 if refused or invalid else 0
+    return 1 if refused or invalid or incomplete else 0
+
+
+def _merged(earlier: dict[str, int], tally: dict[Outcome, int]) -> dict[str, int]:
+    return {o.value: earlier.get(o.value, 0) + n for o, n in tally.items()}
+
+
+def _import_completeness(
+    castlog: Castlog, store: EventStore, from_start: bool, signer: bytes | None
+) -> list[tuple[str, str]]:
+    """The trailer's findings; a resumed read saw only part of the file, so the trailer's heads
+    are checked against the store instead: every author's last event must now be stored."""
+    found = castlog.completeness(check_heads=from_start, signer=signer)
+    trailer = castlog.trailer
+    if trailer is not None and not from_start:
+        for author, (seq, eid) in sorted(trailer.heads.items()):
+            if store.get(eid) is None:
+                found.append((
+                    "castlog-head",
+                    f"author 0x{author.hex()}: the trailer's last event seq {seq}"
+                    f" (id {eid.hex()}) is not in the store",
+                ))  # fmt: skip
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    resume: Resume
+    tally: dict[str, int]
+    invalid: int
+
+
+class ImportProgress:
+    """Where an import of one file stopped, saved in the data dir after each durable batch, so a
+    restarted import of the same, unchanged file goes on from there instead of from event 1."""
+
+    def __init__(self, path: Path, source: Path) -> None:
+        self.path = path
+        self.source = source
+
+    def _identity(self) -> dict[str, Any]:
+        stat = self.source.stat()
+        with open(self.source, "rb") as handle:
+            head = keccak256(handle.read(PROGRESS_HEAD_BYTES)).hex()
+        return {
+            "file": str(self.source.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "head": head,
+        }
+
+    def load(self) -> Resumed | None:
+        try:
+            saved = json.loads(self.path.read_text())
+            if saved.get("identity") != self._identity():
+                return None  # another file, or this one changed: start from event 1
+            resume = Resume(int(saved["offset"]), int(saved["position"]),
+                            bytes.fromhex(saved["running"]))  # fmt: skip
+            tally = {str(k): int(v) for k, v in saved["tally"].items()}
+            return Resumed(resume, tally, int(saved["invalid"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring unreadable import progress %s: %s", self.path, exc)
+            return None
+
+    def save(self, at: Resume, tally: dict[str, int], invalid: int) -> None:
+        document = {
+            "identity": self._identity(),
+            "offset": at.offset,
+            "position": at.position,
+            "running": at.running.hex(),
+            "tally": tally,
+            "invalid": invalid,
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as out:
+            json.dump(document, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _append(store: EventStore, batch: list[tuple[int, Any]], tally: dict[Outcome, int]) -> None:
@@ -131,14 +258,30 @@ def _append(store: EventStore, batch: list[tuple[int, Any]], tally: dict[Outcome
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    signer = None
+    if not args.v1:
+        keystore = args.keystore or args.data_dir / KEYSTORE_NAME
+        if not keystore.exists():
+            return _fail(
+                f"no key to sign the export with: {keystore} does not exist; pass --keystore FILE"
+                " (the node's own event key), or --v1 for an unsigned file"
+            )
+        try:
+            password = resolve_password(args.password_file, os.environ)
+            signer = LocalKeySigner(load_keystore(keystore, password))
+        except KeystoreError as exc:
+            return _fail(str(exc))
     try:
         with open_log(args.data_dir) as source:
-            if not source.description.startswith("store"):
+            if source.castlog is not None:
                 return _fail(f"{args.data_dir} is not a data directory")
-            count = write_castlog(args.out, (raw for _, raw in source.rows))
+            count = write_castlog(args.out, (raw for _, raw in source.rows), signer)
     except StorageError as exc:
         return _fail(str(exc))
-    print(f"exported {count} events to {args.out}")
+    if signer is None:
+        print(f"exported {count} events to {args.out} (version 1, unsigned)")
+    else:
+        print(f"exported {count} events to {args.out}, signed by {to_checksum(signer.address)}")
     return 0
 
 
@@ -193,98 +336,3 @@ def _line(view: dict[str, Any]) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
     return text if len(text) <= 24 else text[:21] + "…"
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    try:
-        report = audit_path(args.source)
-    except StorageError as exc:
-        print(f"castnet: audit failed: {exc}", file=sys.stderr)
-        return 1
-    chain = None
-    if args.rpc:
-        if args.contracts is None:
-            return _fail("audit --rpc needs --contracts FILE (the deployment file)")
-        try:
-            chain = audit_chain(args.source, args.rpc, args.contracts)
-        except ChainError as exc:
-            return _fail(f"audit: {exc}")
-    if args.json:
-        out = _audit_json(report)
-        if chain is not None:
-            out["chain"] = {"checked": chain.checked, "confirmed": chain.confirmed,
-                            "problems": chain.problems}  # fmt: skip
-        print(json.dumps(out))
-    else:
-        _print_audit(report)
-        if chain is not None:
-            for problem in chain.problems:
-                print(f"chain: {problem}")
-            verdict = "confirmed" if chain.clean else "NOT confirmed"
-            print(f"chain: {chain.confirmed} of {chain.checked} events {verdict} on {args.rpc}")
-    return 0 if report.clean and (chain is None or chain.clean) else 1
-
-
-def _findings(report: AuditReport) -> list[dict[str, Any]]:
-    found = [
-        {
-            "position": p.position,
-            "rule": p.rule,
-            "detail": p.detail,
-            "event_id": jsonable(p.event_id),
-            "author": jsonable(p.author),
-            "seq": p.seq,
-            "describe": p.describe(),
-        }
-        for p in report.problems
-    ]
-    for v in report.violations:
-        found.append(
-            {
-                "position": None,
-                "rule": v.rule,
-                "detail": v.detail,
-                "event_id": jsonable(v.event_id),
-                "author": jsonable(v.author),
-                "seq": v.seq,
-                "kind": v.kind,
-                "describe": f"{v.kind} id {v.event_id.hex()} author 0x{v.author.hex()} seq {v.seq}:"
-                f" {v.rule}" + (f" - {v.detail}" if v.detail else ""),
-            }
-        )
-    return found
-
-
-def _audit_json(report: AuditReport) -> dict[str, Any]:
-    return {
-        "clean": report.clean,
-        "events": report.events,
-        "authors": report.authors,
-        "violations": _findings(report),
-        "state": state_summary(report.state),
-    }
-
-
-def _print_audit(report: AuditReport) -> None:
-    summary = state_summary(report.state)
-    print(f"events   {report.events}  authors {report.authors}  round {summary['round']}")
-    print("by kind  " + ", ".join(f"{n} {c}" for n, c in summary["events_by_kind"].items()))
-    print(
-        f"offers   {len(summary['offers'])}  total stake {summary['total_stake']} wei"
-        f"  delegations {summary['delegations']}"
-    )
-    print(
-        f"jobs     {summary['jobs']}  "
-        + ", ".join(f"{s} {c}" for s, c in summary["jobs_by_status"].items())
-    )
-    print(
-        f"tickets  {summary['tickets']}  "
-        + ", ".join(f"{s} {c}" for s, c in summary["tickets_by_status"].items())
-    )
-    findings = _findings(report)
-    if findings:
-        print(f"FAILED: {len(findings)} problem(s)")
-        for finding in findings:
-            print("  " + finding["describe"])
-    else:
-        print("clean: every signature and chain verified, no violations")
