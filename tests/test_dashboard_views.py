@@ -95,7 +95,8 @@ async def test_page_static_files_and_views(tmp_path: Path) -> None:
         assert status == 200 and len(mine["events"]) == 1 and mine["events"][0]["author"] == author
 
         status, audit = await fetch(address, "/v1/audit")
-        assert status == 200 and audit["clean"] and audit["problems"] == []
+        assert status == 200 and audit["clean"] and audit["intact"]
+        assert audit["problems"] == [] and audit["evidence"] == []
         assert audit["events"] >= log["total"] >= 1
 
         status, stake = await fetch(address, "/v1/stake")

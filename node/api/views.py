@@ -18,12 +18,12 @@ from typing import Any
 import trio
 
 from events import kinds as k
-from events.audit import ChainChecker, audit
+from events.audit import AuditReport, ChainChecker, Problem, audit
 from events.envelope import SignedEvent
 from events.fold import apply
-from events.state import EMPTY, State
+from events.state import EMPTY, State, Violation
 from node.amounts import units
-from node.jsonview import event_view, jsonable
+from node.jsonview import event_view
 
 RECENT = 500  # events kept for the Log page
 CHAIN_READ_S = 5.0
@@ -64,6 +64,15 @@ def _body(event: SignedEvent) -> Any:
         return k.read_body(event)
     except Exception:  # a malformed body is the audit's to report; the views skip it
         return None
+
+
+def _finding(finding: Problem | Violation) -> str:
+    if isinstance(finding, Problem):
+        return finding.describe()
+    who = f"0x{finding.author.hex()} seq {finding.seq}"
+    return f"{finding.kind} by {who}: {finding.rule}" + (
+        f" - {finding.detail}" if finding.detail else ""
+    )
 
 
 def _wei(name: str, wei: int, unit: str) -> dict[str, Any]:
@@ -171,19 +180,23 @@ class NodeViews:
 
     async def audit(self) -> dict[str, Any]:
         """The audit of the whole log (signatures, hash chains, the fold's rules), checked
-        incrementally as the views catch up, plus the conflicting events the store kept aside."""
+        incrementally as the views catch up, plus the conflicting events the store kept aside:
+        `intact` when nothing is wrong with the log itself, `evidence` for the misconduct of
+        other authors it records (events.audit.AuditReport.integrity / evidence)."""
         store = self._member().node.store
         async with self._lock:
             await trio.to_thread.run_sync(self._catch_up)
             kept = await trio.to_thread.run_sync(
                 lambda: audit((), [(c.raw, c.other_id) for c in store.conflicts()])
             )
-            problems = [*self.checker.problems, *kept.problems]
-            violations = self.state.violation_list()
-            seen, authors = self.checker.seen, self.checker.authors
-        return {"clean": not problems and not violations, "events": seen, "authors": authors,
-                "problems": [p.describe() for p in problems[:20]],
-                "violations": [jsonable(v) for v in violations[:20]],
+            report = AuditReport(self.checker.seen, self.checker.authors,
+                                 (*self.checker.problems, *kept.problems),
+                                 tuple(self.state.violation_list()), self.state)  # fmt: skip
+        own = {m.signer.address for m in self.service.members.values()}
+        damage, evidence = report.integrity(own), report.evidence(own)
+        return {"clean": report.clean, "intact": not damage, "events": report.events,
+                "authors": report.authors, "problems": [_finding(f) for f in damage[:20]],
+                "evidence": [_finding(f) for f in evidence[:20]],
                 "position": self.position}  # fmt: skip
 
     def segments(self, job_id: str) -> dict[str, Any] | None:

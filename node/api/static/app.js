@@ -327,10 +327,16 @@ async function refreshLog() {
     state.lastAudit = Date.now();
     const audit = await api("/v1/audit");
     const p = $("audit");
-    p.className = audit.clean ? "clean" : "dirty";
-    p.textContent = audit.clean
-      ? "clean: " + audit.events + " events from " + audit.authors + " authors verified"
-      : "problems: " + audit.problems.concat(audit.violations.map(JSON.stringify)).join("; ");
+    const counted = audit.events + " events from " + audit.authors + " authors";
+    p.className = audit.intact ? "clean" : "dirty";
+    if (audit.clean) {
+      p.textContent = "clean: " + counted + " verified";
+    } else if (audit.intact) {
+      p.textContent = "intact (" + counted + "); evidence against other authors: " +
+        audit.evidence.join("; ");
+    } else {
+      p.textContent = "damaged: " + audit.problems.concat(audit.evidence).join("; ");
+    }
   }
 }
 
