@@ -22,6 +22,7 @@ from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
 from inference.providers import PREFERENCES
 from media.errors import MediaError
+from node.cli.commands import command_help
 from node.gateway.ai_jobs import AiJobError, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
@@ -29,7 +30,7 @@ from node.local.network import default_plan, open_network
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("ai", help="run an inference pipeline on the network (in-process)")
+    p = sub.add_parser("ai", help=command_help("ai"))
     p.add_argument("pipeline", choices=PIPELINE_KINDS)
     p.add_argument("input", type=Path, help="video file")
     p.add_argument("--model", default="", help="registered model name (default: each node's)")

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.cli.commands import command_help
 from node.local.demo import DemoOptions, print_summary, run_demo
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole network in one process on a clip")
+    p = sub.add_parser("demo", help=command_help("demo"))
     p.add_argument("--input", type=Path, help="video file (default: a generated clip)")
     p.add_argument("--out", type=Path, default=Path("castnet-demo-out"), help="HLS output folder")
     p.add_argument("--orchestrators", type=int, default=3, help="how many (default 3)")

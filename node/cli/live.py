@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from node.cli.commands import command_help
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
@@ -24,7 +25,7 @@ from node.local.network import default_plan, open_network
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("live", help="publish a live HLS playlist from a stream URL")
+    p = sub.add_parser("live", help=command_help("live"))
     p.add_argument("url", help="tcp://HOST:PORT[?listen=1], udp://, rtmp://, srt://, http(s):// "
                                "or a file path")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("castnet-live-out"), help="HLS output folder")

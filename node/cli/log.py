@@ -9,16 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chain.errors import ChainError
 from events import kinds as k
 from events.audit import AuditReport
 from events.crypto import parse_address
 from events.envelope import decode, decode_verified
 from events.errors import EventError
-from node.audit.chain import audit_chain
 from node.audit.log import audit_path
+from node.cli.commands import command_help
 from node.jsonview import event_view, jsonable, state_summary
-from node.local.synth import synth_events
 from node.progress import counted
 from storage.castlog import read_castlog, write_castlog
 from storage.errors import StorageError
@@ -30,7 +28,7 @@ IMPORT_BATCH = 2048
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("log", help="create, import, export and show signed event logs")
+    group = sub.add_parser("log", help=command_help("log"))
     cmds = group.add_subparsers(dest="log_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("synth", help="write a realistic signed history to a .castlog file")
@@ -58,7 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_show)
 
-    p = sub.add_parser("audit", help="verify signatures and chains, refold and summarize a log")
+    p = sub.add_parser("audit", help=command_help("audit"))
     p.add_argument("source", type=Path, help="DATA_DIR or FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rpc", metavar="URL", help="also check ChainObserved events on this chain")
@@ -77,6 +75,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return _fail("--events must be >= 0")
     if args.authors < 2:
         return _fail("--authors must be >= 2 (a gateway and an orchestrator)")
+    from node.local.synth import synth_events  # payments and key generation: only here
+
     events = counted(synth_events(args.events, args.authors, args.seed), "synth", args.events)
     count = write_castlog(args.out, (e.raw for e in events))
     print(f"wrote {count} events by {args.authors} authors to {args.out}")
@@ -205,6 +205,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.rpc:
         if args.contracts is None:
             return _fail("audit --rpc needs --contracts FILE (the deployment file)")
+        from chain.errors import ChainError  # web3: only when asked to check a chain
+        from node.audit.chain import audit_chain
+
         try:
             chain = audit_chain(args.source, args.rpc, args.contracts)
         except ChainError as exc:

@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.cli.commands import command_help
 from node.local.testnet import TestnetError, TestnetParams, down, status, transcode, up
 
 DEFAULT_DIR = Path("castnet-testnet")
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("testnet", help="a local multi-process testnet on anvil")
+    group = sub.add_parser("testnet", help=command_help("testnet"))
     cmds = group.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
     p = cmds.add_parser("up", help="start anvil, deploy, fund, and start N nodes")
     p.add_argument("--nodes", type=int, default=5, help="1 gateway, N-2 orchestrators, 1 delegator")
