@@ -62,7 +62,7 @@ def cli(capsys: pytest.CaptureFixture[str], deployment: Path, tmp_path: Path) ->
     return Cli(capsys, deployment, password)
 
 
-def account(cli: Cli, tmp_path: Path, name: str, eth: str = "10eth", tokens: str = "0") -> Path:
+def account(cli: Cli, tmp_path: Path, name: str, eth: str = "10eth", tokens: str = "0cast") -> Path:
     """A new keystore funded from the dev account by `castnet chain fund-account`."""
     keystore = tmp_path / f"{name}.json"
     address = create_keystore(keystore, PASSWORD, kdf="pbkdf2", work=1024)

@@ -22,6 +22,7 @@ from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
 from inference.providers import PREFERENCES
 from media.errors import MediaError
+from node.amounts import readable
 from node.cli.commands import command_help
 from node.gateway.ai_jobs import AiJobError, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
@@ -64,7 +65,7 @@ def cmd_ai(args: argparse.Namespace) -> int:
     else:
         seg = summary["segments"]
         print(f"{args.pipeline}: {seg['completed']}/{seg['total']} segments, "
-              f"{summary['tickets_sent']} tickets, fees {summary['fees_wei']} wei -> "
+              f"{summary['tickets_sent']} tickets, fees {readable(summary['fees_wei'], 'ETH')} -> "
               f"{', '.join(summary['files'])}")  # fmt: skip
     return 0
 

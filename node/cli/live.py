@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from node.amounts import readable
 from node.cli.commands import command_help
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
 from node.gateway.role import GatewayConfig, SegmentOutcome
@@ -62,9 +63,10 @@ def cmd_live(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         seg = summary["segments"]
+        fees = readable(summary["fees_wei"], "ETH")
         print(f"{summary['ended']}: {seg['published']} segments published, {seg['skipped']} "
               f"skipped, {summary['failovers']} failover(s), {summary['tickets_sent']} tickets, "
-              f"fees {summary['fees_wei']} wei -> {summary['out']}/master.m3u8")  # fmt: skip
+              f"fees {fees} -> {summary['out']}/master.m3u8")  # fmt: skip
     return 0 if summary["segments"]["published"] else 1
 
 

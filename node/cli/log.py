@@ -14,6 +14,7 @@ from events.audit import AuditReport
 from events.crypto import parse_address
 from events.envelope import decode, decode_verified
 from events.errors import EventError
+from node.amounts import readable
 from node.audit.log import audit_path
 from node.cli.commands import command_help
 from node.jsonview import event_view, jsonable, state_summary
@@ -273,7 +274,7 @@ def _print_audit(report: AuditReport) -> None:
     print(f"events   {report.events}  authors {report.authors}  round {summary['round']}")
     print("by kind  " + ", ".join(f"{n} {c}" for n, c in summary["events_by_kind"].items()))
     print(
-        f"offers   {len(summary['offers'])}  total stake {summary['total_stake']} wei"
+        f"offers   {len(summary['offers'])}  total stake {readable(int(summary['total_stake']))}"
         f"  delegations {summary['delegations']}"
     )
     print(
