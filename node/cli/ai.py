@@ -23,7 +23,7 @@ from inference.manifest import PIPELINE_KINDS
 from inference.providers import PREFERENCES
 from media.errors import MediaError
 from node.amounts import readable
-from node.cli.commands import command_help
+from node.cli.commands import amount_arg, command_help
 from node.gateway.ai_jobs import AiJobError, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("castnet-ai-out"), help="output folder")
     p.add_argument("--orchestrators", type=int, default=2, help="how many (default 2)")
     p.add_argument("--data-dir", type=Path, help="where node logs go (default: a temp folder)")
-    p.add_argument("--ticket-ev", type=int, default=2 * 10**10, help="wei per ticket (EV)")
+    p.add_argument("--ticket-ev", type=amount_arg("gwei"), default="20gwei",
+                   help="EV of a ticket, with its unit (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ai)
 

@@ -8,6 +8,11 @@ to it (with `command_help(name)` as their help); a parser it adds sets
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+
+from node.amounts import AmountError, parse_amount
+
 # command -> (module that registers it, one-line help); the order is the order of `castnet --help`
 COMMANDS: dict[str, tuple[str, str]] = {
     "log": ("node.cli.log", "create, import, export and show signed event logs"),
@@ -35,3 +40,16 @@ def command_help(command: str) -> str:
 
 def module_of(command: str) -> str:
     return COMMANDS[command][0]
+
+
+def amount_arg(unit: str) -> Callable[[str], int]:
+    """An argparse `type` for an amount with its unit (`20gwei`, `0.002eth`): wei, or argparse's
+    error with the hint when the unit is missing or wrong."""
+
+    def parse(text: str) -> int:
+        try:
+            return parse_amount(text, "amount", unit=unit)
+        except AmountError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse

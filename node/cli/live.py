@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from node.amounts import readable
-from node.cli.commands import command_help
+from node.cli.commands import amount_arg, command_help
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
@@ -35,7 +35,8 @@ def register(sub: Any) -> None:
     p.add_argument("--window", type=int, default=6, help="segments in the live playlist")
     p.add_argument("--read-timeout", type=float, default=30.0, help="seconds the input may stall")
     p.add_argument("--data-dir", type=Path, help="where node logs go (default: a temp folder)")
-    p.add_argument("--ticket-ev", type=int, default=2 * 10**10, help="wei per ticket (EV)")
+    p.add_argument("--ticket-ev", type=amount_arg("gwei"), default="20gwei",
+                   help="EV of a ticket, with its unit (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_live)
 
