@@ -78,13 +78,14 @@ def percent(ppm: int) -> str:
 def readable(wei: int, unit: str = "CAST") -> str:
     """wei as a person reads it, in `unit` (18 decimals): thousands grouped and two decimals from
     1 up (`538,461.54 CAST`, `1.5 ETH`), four significant digits below 1 (`0.0005 ETH`); ETH amounts
-    under a millionth of an ETH in gwei (`20 gwei`), under a gwei in wei. Rounded half to even;
+    under a millionth of an ETH in gwei (`20 gwei`, `0.2 gwei`), under a thousandth of a gwei in
+    wei. Rounded half to even;
     `units` gives the exact value."""
     sign, wei = ("-", -wei) if wei < 0 else ("", wei)
     if wei == 0:
         return f"0 {unit}"
     if unit == "ETH" and wei < 10**12:
-        unit, places = ("gwei", 9) if wei >= 10**9 else ("wei", 0)
+        unit, places = ("gwei", 9) if wei >= 10**6 else ("wei", 0)
     else:
         places = 18
     with localcontext() as ctx:

@@ -24,7 +24,9 @@ ETH = 10**18
         (999_995 * 10**13, "CAST", "10 CAST"),  # 9.99995 rounds up to 10
         (2 * 10**10, "ETH", "20 gwei"),  # under a millionth of an ETH: gwei
         (1_500_000_000, "ETH", "1.5 gwei"),
-        (123, "ETH", "123 wei"),  # under a gwei: wei
+        (2 * 10**8, "ETH", "0.2 gwei"),  # a price per pixel
+        (999_999, "ETH", "999,999 wei"),  # under a thousandth of a gwei: wei
+        (123, "ETH", "123 wei"),
         (-3 * ETH, "CAST", "-3 CAST"),
         (1, "CAST", "0.000000000000000001 CAST"),  # CAST never switches unit
     ],

@@ -59,10 +59,10 @@ class DemoOptions:
 # face value; tickets carry the fee, so the winners to expect are about fees / face value.
 # On a chain a winner must pay for its redemption: face value is 100x the gas cost (100k gas at
 # 1 gwei: 0.01 ETH). The default clip (10 s of 1080p, 5 segments of ~94 Mpixel over the
-# 720p/480p/360p ladder) at 0.2 gwei/pixel owes ~0.094 ETH at the cheapest price (more on the
-# pricier orchestrators): ~50 tickets of 0.002 ETH EV, each winning with probability 1/5, so ~10
-# winners are expected and P(none) = 0.8^50 ~ 1e-5. On the gas-free fake the face value is 3x EV.
-ECONOMICS = {"embedded": (2 * 10**15, 2 * 10**8), "fake": (2 * 10**10, 1000)}
+# 720p/480p/360p ladder) at 0.2-0.3 gwei/pixel owes ~0.1 ETH; paid ahead with a 10% margin in
+# tickets of 0.005 ETH EV that win 1 in 2, that is ~30 tickets and ~15 winners to expect, and
+# P(none) = 0.5^30 ~ 1e-9. On the gas-free fake the face value is 3x EV.
+ECONOMICS = {"embedded": (5 * 10**15, 2 * 10**8), "fake": (2 * 10**10, 1000)}
 WIN_SCALE = 2**256  # win_prob / WIN_SCALE: the probability a ticket wins
 
 
