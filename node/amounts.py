@@ -1,10 +1,11 @@
-"""Amounts as people type them: wei or units (`1.5eth`, `10cast`, `2gwei`), percentages as parts
-per million, and wei printed back in units, exactly (no floats anywhere)."""
+"""Amounts as people type them: units (`1.5eth`, `10cast`, `2gwei`, or `1000wei`), percentages as
+parts per million, and wei printed back in units: exactly (`units`), or rounded for reading
+(`readable`: `1.5 ETH`, `538,461.54 CAST`). No floats anywhere."""
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 UNITS = {"wei": 0, "gwei": 9, "eth": 18, "cast": 18}  # CAST: the stake token, 18 decimals
 PPM = 1_000_000
@@ -27,13 +28,19 @@ def _scaled(number: str, places: int) -> Decimal:
             raise AmountError(f"not a number: {number!r}") from None
 
 
-def parse_amount(text: str, what: str = "amount", allow_zero: bool = False) -> int:
-    """Wei from `1000` (wei), `2gwei`, `1.5eth` or `10cast` (18 decimals)."""
+def parse_amount(
+    text: str, what: str = "amount", allow_zero: bool = False, unit: str = "eth"
+) -> int:
+    """Wei from an amount with its unit: `2gwei`, `1.5eth`, `10cast` (18 decimals) or `1000wei`.
+    A bare number is refused (is `10` ten ETH or ten wei?) with a hint in `unit`, the unit the
+    caller expects."""
     match = _AMOUNT.fullmatch(text.strip().lower())
-    unit = (match[2] or "wei") if match else ""
-    if match is None or unit not in UNITS:
-        raise AmountError(f"bad {what} {text!r}: use wei (1000) or units like 1.5eth, 10cast")
-    wei = _scaled(match[1], UNITS[unit])
+    if match is not None and not match[2]:
+        wei = f" (or {match[1]}wei)" if match[1].isdigit() else ""
+        raise AmountError(f"bad {what} {text!r}: give a unit, like {match[1]}{unit}{wei}")
+    if match is None or match[2] not in UNITS:
+        raise AmountError(f"bad {what} {text!r}: use units like 1.5eth, 10cast, 2gwei or 1000wei")
+    wei = _scaled(match[1], UNITS[match[2]])
     if wei != wei.to_integral_value():
         raise AmountError(f"bad {what} {text!r}: finer than one wei")
     if wei == 0 and not allow_zero:
@@ -66,3 +73,27 @@ def percent(ppm: int) -> str:
     with localcontext() as ctx:
         ctx.prec = 30
         return f"{Decimal(ppm).scaleb(-4).normalize():f}%"
+
+
+def readable(wei: int, unit: str = "CAST") -> str:
+    """wei as a person reads it, in `unit` (18 decimals): thousands grouped and two decimals from
+    1 up (`538,461.54 CAST`, `1.5 ETH`), four significant digits below 1 (`0.0005 ETH`); ETH amounts
+    under a millionth of an ETH in gwei (`20 gwei`, `0.2 gwei`), under a thousandth of a gwei in
+    wei. Rounded half to even;
+    `units` gives the exact value."""
+    sign, wei = ("-", -wei) if wei < 0 else ("", wei)
+    if wei == 0:
+        return f"0 {unit}"
+    if unit == "ETH" and wei < 10**12:
+        unit, places = ("gwei", 9) if wei >= 10**6 else ("wei", 0)
+    else:
+        places = 18
+    with localcontext() as ctx:
+        ctx.prec = 100
+        value = Decimal(wei).scaleb(-places)
+        # from 1 up two decimals; below, four significant digits (3 places past the first)
+        quantum = Decimal("0.01") if value >= 1 else Decimal(1).scaleb(value.adjusted() - 3)
+        text = f"{value.quantize(quantum, rounding=ROUND_HALF_EVEN):,f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{sign}{text} {unit}"

@@ -62,7 +62,7 @@ def cli(capsys: pytest.CaptureFixture[str], deployment: Path, tmp_path: Path) ->
     return Cli(capsys, deployment, password)
 
 
-def account(cli: Cli, tmp_path: Path, name: str, eth: str = "10eth", tokens: str = "0") -> Path:
+def account(cli: Cli, tmp_path: Path, name: str, eth: str = "10eth", tokens: str = "0cast") -> Path:
     """A new keystore funded from the dev account by `castnet chain fund-account`."""
     keystore = tmp_path / f"{name}.json"
     address = create_keystore(keystore, PASSWORD, kdf="pbkdf2", work=1024)
@@ -150,7 +150,9 @@ def test_operator_and_delegator_earn_unbond_and_withdraw(
     code, _out, err = cli.signed(delegator, "stake", "withdraw-fees")
     assert code == 2 and "no fees to withdraw" in err
 
-    code, out, err = cli.signed(delegator, "stake", "unbond", str(bonded))  # all of it, in wei
+    code, out, err = cli.signed(
+        delegator, "stake", "unbond", f"{bonded}wei"
+    )  # all of it, to the wei
     assert code == 0 and "lock 2" in out, err
     code, _out, err = cli.signed(delegator, "stake", "rebond", "2")
     assert code == 2 and "not bonded any more: name the orchestrator with --to" in err
@@ -201,7 +203,13 @@ def test_bad_inputs_are_one_line_and_exit_2(cli: Cli, anvil: Anvil, tmp_path: Pa
         (("stake", "bond", "1.5.3cast", "--contracts", c, "--dev"), "bad amount '1.5.3cast'"),
         (("deposit", "fund", "1.0000000000000000001eth", "--contracts", c, "--dev"),
          "finer than one wei"),
-        (("deposit", "fund", "0", "--contracts", c, "--dev"), "must be more than zero"),
+        (("deposit", "fund", "0eth", "--contracts", c, "--dev"), "must be more than zero"),
+        (("deposit", "fund", "2", "--contracts", c, "--dev"), "give a unit, like 2eth (or 2wei)"),
+        (("stake", "bond", "500", "--contracts", c, "--dev"), "give a unit, like 500cast"),
+        (("chain", "fund-account", "0x" + "11" * 20, "--eth", "10", "--contracts", c, "--dev"),
+         "bad --eth '10': give a unit, like 10eth"),
+        (("chain", "fund-account", "0x" + "11" * 20, "--tokens", "1.5", "--contracts", c,
+          "--dev"), "bad --tokens '1.5': give a unit, like 1.5cast"),
         (("stake", "register", "--reward-cut", "150%", "--fee-share", "5", "--contracts", c,
           "--dev"), "a percentage from 0 to 100"),
         (("stake", "delegate", "1cast", "--to", "0x12", "--contracts", c, "--dev"),
@@ -230,7 +238,7 @@ def test_bad_inputs_are_one_line_and_exit_2(cli: Cli, anvil: Anvil, tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("text", "wei"),
-    [("1000", 1000), ("1.5eth", 3 * CAST // 2), ("10cast", 10 * CAST), ("2 gwei", 2 * 10**9),
+    [("1000wei", 1000), ("1.5eth", 3 * CAST // 2), ("10cast", 10 * CAST), ("2 gwei", 2 * 10**9),
      (".5ETH", CAST // 2), ("1.0wei", 1), ("123456789012345678901.000000000000000001cast",
      123456789012345678901 * CAST + 1)],
 )  # fmt: skip

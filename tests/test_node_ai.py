@@ -263,7 +263,7 @@ def test_cli_ai_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     ai_command.register(parser.add_subparsers())
     out = tmp_path / "faces"
     argv = ["ai", "detect-faces", str(CARPHONE), "--model", "mtcnn", "--json", "--out", str(out)]
-    argv += ["--orchestrators", "1", "--provider", "cpu", "--ticket-ev", str(10**9)]
+    argv += ["--orchestrators", "1", "--provider", "cpu", "--ticket-ev", "1gwei"]
     args = parser.parse_args([*argv, "--data-dir", str(tmp_path / "nodes")])
     assert args.run(args) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -3,16 +3,21 @@ logs, real PyAV encodes and verification, real tickets; faults injected per orch
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from node.cli.main import main
-from node.local.demo import DemoOptions, run_demo
+from node.local.demo import DemoOptions, print_summary, run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) ")
 
 PROFILES = "180p:300k,144p"
 # fault tests run on the in-memory ledger; the end-to-end test on the contracts (embedded EVM)
@@ -34,15 +39,40 @@ def _demo(tmp_path: Path, **kw: Any) -> dict[str, Any]:
     return run_demo(options)
 
 
-def test_demo_json_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_json_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "hls"
     args = ["demo", "--json", "--size", "320x180", "--seconds", "4", "--profiles", PROFILES]
     # ~28 tickets a segment at 1 in 5 to win (face value 0.01 ETH pays for the redemption gas)
-    args += ["--chain", "embedded", "--ticket-ev", str(2 * 10**15), "--price", str(10**10)]
+    args += ["--chain", "embedded", "--ticket-ev", "0.002eth", "--price", "10gwei"]
     args += ["--out", str(out), "--data-dir", str(tmp_path / "nodes")]
-    code = main(args)
-    summary = json.loads(capsys.readouterr().out)
-    assert code == 0, summary
+    # as a user runs it: a process of its own, its terminal output captured
+    proc = subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 0, (summary, proc.stderr[-2000:])
+    # the nodes' log lines went to the log file, not the terminal (progress lines only there)
+    assert not [line for line in proc.stderr.splitlines() if LOG_LINE.match(line)], proc.stderr
+    log_file = Path(summary["log_file"])
+    assert log_file.parent == tmp_path / "nodes" and LOG_LINE.match(log_file.read_text())
+    # the summary a person reads: a table with units, no log lines, wei nowhere
+    table = io.StringIO()
+    print_summary(summary, table)
+    text = table.getvalue()
+    assert not [line for line in text.splitlines() if LOG_LINE.match(line)], text
+    assert " wei" not in text and "ETH" in text and " CAST" in text, text
+    assert re.search(r"^paid on chain +0\.\d+ ETH$", text, re.M), text  # winners paid 0.01 each
+    assert re.search(r"^tickets +\d+ sent, \d+ won, \d+ redeemed \([\d.]+ wins expected\)$",
+                     text, re.M), text  # fmt: skip
+    assert "face value 0.01 ETH, wins 1 in 5" in text, text
+    tickets = summary["tickets"]
+    assert tickets["face_values_wei"] == [10**16]
+    assert tickets["expected_won"] == pytest.approx(tickets["sent"] / 5, rel=1e-3)
+    # had none won, the summary says why nothing was paid
+    unlucky = {**summary, "paid_wei": 0, "tickets": {**tickets, "won": 0, "redeemed": 0}}
+    table = io.StringIO()
+    print_summary(unlucky, table)
+    assert "no ticket won this time: tickets pay in expectation" in table.getvalue()
+    assert "no ticket won" not in text
     seg = summary["segments"]
     assert seg["total"] == 2 and seg["completed"] == 2 and seg["failed"] == 0
     tickets = summary["tickets"]

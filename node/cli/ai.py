@@ -22,6 +22,8 @@ from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
 from inference.providers import PREFERENCES
 from media.errors import MediaError
+from node.amounts import readable
+from node.cli.commands import amount_arg, command_help
 from node.gateway.ai_jobs import AiJobError, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
@@ -29,7 +31,7 @@ from node.local.network import default_plan, open_network
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("ai", help="run an inference pipeline on the network (in-process)")
+    p = sub.add_parser("ai", help=command_help("ai"))
     p.add_argument("pipeline", choices=PIPELINE_KINDS)
     p.add_argument("input", type=Path, help="video file")
     p.add_argument("--model", default="", help="registered model name (default: each node's)")
@@ -38,7 +40,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("castnet-ai-out"), help="output folder")
     p.add_argument("--orchestrators", type=int, default=2, help="how many (default 2)")
     p.add_argument("--data-dir", type=Path, help="where node logs go (default: a temp folder)")
-    p.add_argument("--ticket-ev", type=int, default=2 * 10**10, help="wei per ticket (EV)")
+    p.add_argument("--ticket-ev", type=amount_arg("gwei"), default="20gwei",
+                   help="EV of a ticket, with its unit (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ai)
 
@@ -63,7 +66,7 @@ def cmd_ai(args: argparse.Namespace) -> int:
     else:
         seg = summary["segments"]
         print(f"{args.pipeline}: {seg['completed']}/{seg['total']} segments, "
-              f"{summary['tickets_sent']} tickets, fees {summary['fees_wei']} wei -> "
+              f"{summary['tickets_sent']} tickets, fees {readable(summary['fees_wei'], 'ETH')} -> "
               f"{', '.join(summary['files'])}")  # fmt: skip
     return 0
 

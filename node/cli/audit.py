@@ -9,15 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chain.errors import ChainError
 from events.audit import AuditReport, Problem
 from events.crypto import parse_address, to_checksum
 from events.state import Violation
-from node.audit.chain import audit_chain
+from node.amounts import readable
 from node.audit.log import Completeness, audit_source
-from node.config import KEYSTORE_NAME
+from node.cli.commands import command_help
 from node.jsonview import jsonable, state_summary
-from node.keystore import KeystoreError, keystore_address
 from storage.errors import StorageError
 
 AUDIT_EXIT_CODES = """exit codes:
@@ -29,6 +27,7 @@ AUDIT_EXIT_CODES = """exit codes:
   2  usage or I/O error: bad arguments, no such file, not a data dir or castlog
   3  (with --strict) intact, but it holds evidence against other authors"""
 EXIT_CLEAN, EXIT_DAMAGED, EXIT_USAGE, EXIT_EVIDENCE = 0, 1, 2, 3
+KEYSTORE_NAME = "keystore.json"  # node.config's, without importing the node's config
 PEER_DETAIL_LIMIT = 100  # behind/differs entries in --json
 PEER_LINES = 5  # per peer, in the text report
 
@@ -36,7 +35,7 @@ PEER_LINES = 5  # per peer, in the text report
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "audit",
-        help="verify signatures and chains, refold and summarize a log",
+        help=command_help("audit"),
         description="Verify every signature, every author's hash chain and, for a version-2"
         " .castlog, the signed trailer (nothing missing, added or altered); refold the log. The"
         " log's own integrity and the evidence it holds against other authors (equivocations,"
@@ -73,6 +72,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     if not args.own and args.source.is_dir() and (args.source / KEYSTORE_NAME).exists():
+        from node.keystore import KeystoreError, keystore_address  # eth-account: only here
+
         try:
             own.add(keystore_address(args.source / KEYSTORE_NAME))
         except (KeystoreError, ValueError) as exc:
@@ -88,6 +89,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.rpc:
         if args.contracts is None:
             return _fail("audit --rpc needs --contracts FILE (the deployment file)")
+        from chain.errors import ChainError  # web3: only when asked to check a chain
+        from node.audit.chain import audit_chain
+
         try:
             chain = audit_chain(args.source, args.rpc, args.contracts)
         except ChainError as exc:
@@ -211,7 +215,7 @@ def _print_audit(report: AuditReport, own: set[bytes], completeness: Completenes
     print(f"events   {report.events}  authors {report.authors}  round {summary['round']}")
     print("by kind  " + ", ".join(f"{n} {c}" for n, c in summary["events_by_kind"].items()))
     print(
-        f"offers   {len(summary['offers'])}  total stake {summary['total_stake']} wei"
+        f"offers   {len(summary['offers'])}  total stake {readable(int(summary['total_stake']))}"
         f"  delegations {summary['delegations']}"
     )
     print(

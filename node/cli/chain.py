@@ -22,7 +22,8 @@ from chain.anvil import dev_key
 from chain.client import TX_GAS, Chain, Protocol, ProtocolParams, deploy_protocol
 from chain.errors import ChainError
 from events.crypto import LocalKeySigner, parse_address, to_checksum
-from node.amounts import AmountError, parse_amount, percent, units
+from node.amounts import AmountError, parse_amount, percent, readable
+from node.cli.commands import command_help
 from node.keystore import PASSWORD_ENV, KeystoreError, keystore_address, load_keystore
 from node.keystore import resolve_password as password_from
 
@@ -183,7 +184,7 @@ def fail(command: str, message: str) -> int:
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("chain", help="deploy the protocol contracts and inspect the chain")
+    group = sub.add_parser("chain", help=command_help("chain"))
     cmds = group.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("deploy", help="deploy every contract and write the deployment file")
@@ -213,10 +214,8 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("fund-account", help="send gas money and stake token from the deployer")
     p.add_argument("address", help="the account to fund")
-    p.add_argument("--eth", default="0", help="ETH to send: 1.5eth, or a bare number of wei")
-    p.add_argument(
-        "--tokens", default="0", help="stake token to send: 10cast, or a bare number of wei"
-    )
+    p.add_argument("--eth", default="0eth", help="ETH to send, with its unit: 1.5eth, 2gwei")
+    p.add_argument("--tokens", default="0cast", help="stake token to send, with its unit: 10cast")
     add_chain_args(p)
     add_account_args(p)
     p.set_defaults(run=guarded("chain fund-account", cmd_fund_account))
@@ -300,10 +299,10 @@ def cmd_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         f"chain {protocol.chain.chain_id}: block {view.block}, round {view.round} "
         f"({'initialized' if initialized else 'not initialized'}), pool size "
         f"{view.pool_size}",
-        f"active orchestrators: {len(active)}, total stake {units(total)}",
+        f"active orchestrators: {len(active)}, total stake {readable(total)}",
     ]
     lines += [
-        f"  {o['address']} stake {units(o['stake'])}, reward cut "
+        f"  {o['address']} stake {readable(o['stake'])}, reward cut "
         f"{percent(o['reward_cut_ppm'])}, fee share {percent(o['fee_share_ppm'])}, "
         f"last reward round {o['last_reward_round']}"
         for o in active
@@ -329,7 +328,7 @@ def cmd_init_round(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 def cmd_fund_account(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     to = parse_account(args.address)
     eth = parse_amount(args.eth, "--eth", allow_zero=True)
-    tokens = parse_amount(args.tokens, "--tokens", allow_zero=True)
+    tokens = parse_amount(args.tokens, "--tokens", allow_zero=True, unit="cast")
     if not eth and not tokens:
         raise CommandError("nothing to send: give --eth N and/or --tokens N")
     key = signer_key(args)
@@ -340,8 +339,8 @@ def cmd_fund_account(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         protocol.staking.transfer_tokens(key, to, tokens)
     balance, held = protocol.chain.balance(to), protocol.staking.token_balance(to)
     text = (
-        f"sent {units(eth, 'ETH')} and {units(tokens)} to {to_checksum(to)}; it holds "
-        f"{units(balance, 'ETH')} and {units(held)}"
+        f"sent {readable(eth, 'ETH')} and {readable(tokens)} to {to_checksum(to)}; it holds "
+        f"{readable(balance, 'ETH')} and {readable(held)}"
     )
     return {
         "address": to_checksum(to),

@@ -7,14 +7,19 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from node.amounts import AmountError, parse_amount
+from node.cli.commands import command_help
 from node.local.demo import DemoOptions, print_summary, run_demo
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole network in one process on a clip")
+    p = sub.add_parser("demo", help=command_help("demo"))
     p.add_argument("--input", type=Path, help="video file (default: a generated clip)")
     p.add_argument("--out", type=Path, default=Path("castnet-demo-out"), help="HLS output folder")
     p.add_argument("--orchestrators", type=int, default=3, help="how many (default 3)")
@@ -30,11 +35,15 @@ def register(sub: Any) -> None:
         metavar="KIND",
         help="per orchestrator in order: none, wrong-renditions or die-mid-job",
     )
-    p.add_argument("--deposit", type=int, default=10**18, help="gateway deposit (wei)")
-    p.add_argument("--reserve", type=int, default=10**18, help="gateway reserve (wei)")
+    p.add_argument("--deposit", default="1eth", help="gateway deposit, with its unit (1eth)")
+    p.add_argument("--reserve", default="1eth", help="gateway reserve, with its unit (1eth)")
     p.add_argument("--capacity", type=int, default=2, help="segments per orchestrator at once")
-    p.add_argument("--ticket-ev", type=int, help="wei per ticket (EV; default per --chain)")
-    p.add_argument("--price", type=int, help="cheapest price, wei per pixel (default per --chain)")
+    p.add_argument(
+        "--ticket-ev", help="EV of a ticket, with its unit: 0.002eth (default per --chain)"
+    )
+    p.add_argument(
+        "--price", help="cheapest price per pixel, with its unit: 0.2gwei (default per --chain)"
+    )
     p.add_argument(
         "--chain",
         choices=("embedded", "fake"),
@@ -49,9 +58,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.orchestrators < 1:
         print("castnet demo: --orchestrators must be at least 1", file=sys.stderr)
         return 2
-    if not args.verbose:  # progress lines only; the nodes' own logs are for -v
-        for name in ("castnet.p2p", "castnet.gateway", "castnet.orchestrator", "libp2p"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        deposit = parse_amount(args.deposit, "--deposit", allow_zero=True)
+        reserve = parse_amount(args.reserve, "--reserve", allow_zero=True)
+        ev = parse_amount(args.ticket_ev, "--ticket-ev") if args.ticket_ev else None
+        price = parse_amount(args.price, "--price", unit="gwei") if args.price else None
+    except AmountError as exc:
+        print(f"castnet demo: {exc}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="castnet-demo-nodes-"))
     faults = tuple("" if f == "none" else f for f in args.fault)
     options = DemoOptions(
         input=args.input,
@@ -61,19 +76,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
         preset=args.preset,
         size=args.size,
         seconds=args.seconds,
-        data_dir=args.data_dir,
+        data_dir=data_dir,
         faults=faults,
-        gateway_deposit=args.deposit,
-        gateway_reserve=args.reserve,
+        gateway_deposit=deposit,
+        gateway_reserve=reserve,
         capacity=args.capacity,
-        ticket_ev=args.ticket_ev,
-        price=args.price,
+        ticket_ev=ev,
+        price=price,
         chain=args.chain,
     )
-    summary = run_demo(options, lambda line: print(line, file=sys.stderr, flush=True))
+    with _logs_to_file(data_dir, args.verbose) as log_file:
+        summary = run_demo(options, lambda line: print(line, file=sys.stderr, flush=True))
+    summary["log_file"] = str(log_file)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
     ok = summary["ok"] and summary["audit"]["clean"]
     return 0 if ok else 1
+
+
+@contextmanager
+def _logs_to_file(data_dir: Path, verbose: bool) -> Iterator[Path]:
+    """The nodes' log lines go to `demo.log` in the demo's folder, so the summary reads clean;
+    with -v they show on the terminal as well. The terminal's handlers are restored after."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "demo.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    quiet = [] if verbose else [h for h in root.handlers if type(h) is logging.StreamHandler]
+    levels = [h.level for h in quiet]
+    for h in quiet:
+        h.setLevel(logging.CRITICAL + 1)
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for h, level in zip(quiet, levels, strict=True):
+            h.setLevel(level)

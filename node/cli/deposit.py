@@ -10,17 +10,20 @@ from typing import Any
 from chain.client import Protocol
 from chain.errors import AccountLocked
 from events.crypto import to_checksum
-from node.amounts import parse_amount, units
+from node.amounts import parse_amount, readable
 from node.cli.chain import CommandError, account_of, connect, pending_round
+from node.cli.commands import command_help
 from node.cli.stake import Result, add_actions, done, signed
+
+ETH_AMOUNT = {"help": "ETH with its unit: 1eth, 0.5eth, 2gwei"}
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("deposit", help="a gateway's deposit and reserve on the ticket broker")
+    group = sub.add_parser("deposit", help=command_help("deposit"))
     cmds = group.add_subparsers(dest="deposit_command", required=True, metavar="ACTION")
     specs: list[tuple[str, str, Any, list[Any]]] = [
-        ("fund", "add ETH to the deposit", cmd_fund, [("amount", {})]),
-        ("reserve", "add ETH to the reserve", cmd_fund, [("amount", {})]),
+        ("fund", "add ETH to the deposit", cmd_fund, [("amount", ETH_AMOUNT)]),
+        ("reserve", "add ETH to the reserve", cmd_fund, [("amount", ETH_AMOUNT)]),
         ("unlock", "start the unlock period before a withdrawal", cmd_unlock, []),
         ("cancel-unlock", "stop unlocking", cmd_cancel_unlock, []),
         ("withdraw", "withdraw deposit and reserve once unlocked", cmd_withdraw, []),
@@ -49,8 +52,8 @@ def _funds_text(f: dict[str, Any]) -> str:
         state = f"unlocking: withdrawable from round {f['withdraw_round']}"
         state += " (now)" if f["withdrawable"] else f" (now round {f['round']})"
     return (
-        f"deposit {units(f['deposit'], 'ETH')}, reserve {units(f['reserve'], 'ETH')}, "
-        f"{state}; {units(f['eth'], 'ETH')} in the account"
+        f"deposit {readable(f['deposit'], 'ETH')}, reserve {readable(f['reserve'], 'ETH')}, "
+        f"{state}; {readable(f['eth'], 'ETH')} in the account"
     )
 
 
@@ -64,7 +67,7 @@ def cmd_fund(args: argparse.Namespace) -> Result:
     funds = _funds(protocol, me)
     what = "deposit" if args.action == "fund" else "reserve"
     return done(
-        protocol, f"added {units(amount, 'ETH')} to the {what}: {_funds_text(funds)}", **funds
+        protocol, f"added {readable(amount, 'ETH')} to the {what}: {_funds_text(funds)}", **funds
     )
 
 
@@ -97,7 +100,7 @@ def cmd_withdraw(args: argparse.Namespace) -> Result:
     amount = before["deposit"] + before["reserve"]
     return done(
         protocol,
-        f"withdrew {units(amount, 'ETH')} (deposit and reserve)",
+        f"withdrew {readable(amount, 'ETH')} (deposit and reserve)",
         withdrawn=amount,
         **_funds(protocol, me),
     )

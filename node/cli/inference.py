@@ -17,6 +17,7 @@ from inference.providers import PREFERENCES
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 from media.encoders import X264_PRESETS
 from media.progress import Progress
+from node.cli.commands import command_help
 
 SYNTHETIC = {
     "sharpen": ("filter", lambda: conv3x3_model(), {}),
@@ -27,7 +28,7 @@ SYNTHETIC = {
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("inference", help="run ONNX models on video frames, locally")
+    group = sub.add_parser("inference", help=command_help("inference"))
     cmds = group.add_subparsers(dest="inference_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("models", help="list the model registry and the provider in use")

@@ -17,6 +17,8 @@ from typing import Any
 
 import trio
 
+from node.amounts import readable
+from node.cli.commands import amount_arg, command_help
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.ledger import FakeLedger
@@ -24,7 +26,7 @@ from node.local.network import default_plan, open_network
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("live", help="publish a live HLS playlist from a stream URL")
+    p = sub.add_parser("live", help=command_help("live"))
     p.add_argument("url", help="tcp://HOST:PORT[?listen=1], udp://, rtmp://, srt://, http(s):// "
                                "or a file path")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("castnet-live-out"), help="HLS output folder")
@@ -33,7 +35,8 @@ def register(sub: Any) -> None:
     p.add_argument("--window", type=int, default=6, help="segments in the live playlist")
     p.add_argument("--read-timeout", type=float, default=30.0, help="seconds the input may stall")
     p.add_argument("--data-dir", type=Path, help="where node logs go (default: a temp folder)")
-    p.add_argument("--ticket-ev", type=int, default=2 * 10**10, help="wei per ticket (EV)")
+    p.add_argument("--ticket-ev", type=amount_arg("gwei"), default="20gwei",
+                   help="EV of a ticket, with its unit (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_live)
 
@@ -61,9 +64,10 @@ def cmd_live(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         seg = summary["segments"]
+        fees = readable(summary["fees_wei"], "ETH")
         print(f"{summary['ended']}: {seg['published']} segments published, {seg['skipped']} "
               f"skipped, {summary['failovers']} failover(s), {summary['tickets_sent']} tickets, "
-              f"fees {summary['fees_wei']} wei -> {summary['out']}/master.m3u8")  # fmt: skip
+              f"fees {fees} -> {summary['out']}/master.m3u8")  # fmt: skip
     return 0 if summary["segments"]["published"] else 1
 
 

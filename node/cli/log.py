@@ -15,15 +15,8 @@ from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256, parse_address, to_checksum
 from events.envelope import decode, decode_verified
 from events.errors import EventError
-from node.config import KEYSTORE_NAME
+from node.cli.commands import command_help
 from node.jsonview import event_view
-from node.keystore import (
-    PASSWORD_ENV,
-    KeystoreError,
-    load_keystore,
-    resolve_password,
-)
-from node.local.synth import synth_events, synth_keys
 from node.progress import counted
 from storage.castlog import Castlog, Resume, write_castlog
 from storage.errors import StorageError
@@ -37,7 +30,7 @@ PROGRESS_HEAD_BYTES = 64 * 1024
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("log", help="create, import, export and show signed event logs")
+    group = sub.add_parser("log", help=command_help("log"))
     cmds = group.add_subparsers(dest="log_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("synth", help="write a realistic signed history to a .castlog file")
@@ -61,7 +54,7 @@ def register(sub: Any) -> None:
         description="Write every event of a data dir, in log order, to a version-2 .castlog whose"
         " trailer (event count, running hash, every author's last event) is signed by the node's"
         " own event key: DATA_DIR/keystore.json, or --keystore FILE. The keystore password comes"
-        f" from --password-file, else ${PASSWORD_ENV}, else a prompt.",
+        " from --password-file, else $CASTNET_PASSWORD, else a prompt.",
     )
     p.add_argument("data_dir", type=Path)
     p.add_argument("-o", "--out", required=True, type=Path)
@@ -87,6 +80,8 @@ def _fail(message: str) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from node.local.synth import synth_events, synth_keys  # payments, key generation: only here
+
     if args.events < 0:
         return _fail("--events must be >= 0")
     if args.authors < 2:
@@ -258,6 +253,9 @@ def _append(store: EventStore, batch: list[tuple[int, Any]], tally: dict[Outcome
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from node.config import KEYSTORE_NAME  # the keystore and its eth-account: only here
+    from node.keystore import KeystoreError, load_keystore, resolve_password
+
     signer = None
     if not args.v1:
         keystore = args.keystore or args.data_dir / KEYSTORE_NAME

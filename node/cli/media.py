@@ -18,10 +18,11 @@ from media.profiles import DEFAULT_LADDER, parse_profiles
 from media.progress import Progress
 from media.verify import MIN_PSNR, MIN_SSIM, SAMPLES, Verdict
 from media.verify_hls import HlsVerdict, verify_hls
+from node.cli.commands import command_help
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("media", help="transcode to an HLS ladder and verify outputs, locally")
+    group = sub.add_parser("media", help=command_help("media"))
     cmds = group.add_subparsers(dest="media_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("transcode", help="transcode INPUT into an HLS ladder under --out")

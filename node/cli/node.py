@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from node.cli.commands import command_help
 from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, P2PConfig
 from p2p.errors import P2PError
 from p2p.host import quiet_libp2p
@@ -25,7 +26,7 @@ log = logging.getLogger("castnet.node")
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("node", help="run a p2p node, show its identity")
+    group = sub.add_parser("node", help=command_help("node"))
     cmds = group.add_subparsers(dest="node_command", required=True, metavar="ACTION")
 
     p = cmds.add_parser("start", help="run a node until SIGINT/SIGTERM")

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from events.crypto import to_checksum
+from node.cli.commands import command_help
 from node.config import ROLES, ConfigError, NodeConfig, load_config
 from node.keystore import (
     KDFS,
@@ -35,7 +36,7 @@ QUIET = ("castnet.p2p", "castnet.gateway", "castnet.orchestrator", "castnet.api"
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="run a node with roles until SIGINT/SIGTERM")
+    p = sub.add_parser("run", help=command_help("run"))
     p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
     p.add_argument("--role", action="append", choices=ROLES, help="role (repeatable)")
     p.add_argument("--data-dir", type=Path, help="where logs, keys and jobs live")
@@ -56,7 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("--init-keys", action="store_true", help="create missing role keystores")
     p.set_defaults(run=cmd_run)
 
-    group = sub.add_parser("keys", help="create or show encrypted wallet keystores")
+    group = sub.add_parser("keys", help=command_help("keys"))
     cmds = group.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = cmds.add_parser("new", help="create a keystore (one per role of a config, or --out)")
     where = p.add_mutually_exclusive_group(required=True)

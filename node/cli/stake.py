@@ -10,7 +10,7 @@ from typing import Any
 from chain.client import Protocol
 from chain.errors import StakeLocked
 from events.crypto import LocalKeySigner, to_checksum
-from node.amounts import parse_amount, parse_percent, percent, units
+from node.amounts import parse_amount, parse_percent, percent, readable
 from node.cli.chain import (
     CommandError,
     account_of,
@@ -23,25 +23,27 @@ from node.cli.chain import (
     signer_key,
     transactions,
 )
+from node.cli.commands import command_help
 
 Result = tuple[dict[str, Any], str]
+CAST_AMOUNT = {"help": "stake token with its unit: 100cast (or wei: 10wei)"}
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("stake", help="bond, delegate, unbond and claim on the bonding contract")
+    group = sub.add_parser("stake", help=command_help("stake"))
     cmds = group.add_subparsers(dest="stake_command", required=True, metavar="ACTION")
     specs: list[tuple[str, str, Any, list[tuple[str, dict[str, Any]]]]] = [
         (
             "bond",
             "bond stake token (to yourself unless --to: an operator's self-bond)",
             cmd_bond,
-            [("amount", {}), ("--to", {"metavar": "ORCH"})],
+            [("amount", CAST_AMOUNT), ("--to", {"metavar": "ORCH"})],
         ),
         (
             "delegate",
             "bond stake token to an orchestrator",
             cmd_bond,
-            [("amount", {}), ("--to", {"metavar": "ORCH", "required": True})],
+            [("amount", CAST_AMOUNT), ("--to", {"metavar": "ORCH", "required": True})],
         ),
         (
             "register",
@@ -52,7 +54,7 @@ def register(sub: Any) -> None:
                 ("--fee-share", {"required": True, "metavar": "PCT"}),
             ],
         ),
-        ("unbond", "move stake into an unbonding lock", cmd_unbond, [("amount", {})]),
+        ("unbond", "move stake into an unbonding lock", cmd_unbond, [("amount", CAST_AMOUNT)]),
         (
             "rebond",
             "return an unbonding lock to the bond",
@@ -100,7 +102,7 @@ def done(protocol: Protocol, text: str, **result: Any) -> Result:
 
 
 def cmd_bond(args: argparse.Namespace) -> Result:
-    amount = parse_amount(args.amount, allow_zero=args.to is not None)
+    amount = parse_amount(args.amount, allow_zero=args.to is not None, unit="cast")
     key, me, protocol = signed(args)
     to = parse_account(args.to, "--to") if args.to else me
     protocol.staking.bond(key, amount, to)
@@ -108,7 +110,7 @@ def cmd_bond(args: argparse.Namespace) -> Result:
     target = "yourself" if to == me else to_checksum(to)
     return done(
         protocol,
-        f"bonded {units(amount)} to {target}; bonded now {units(bonded)}",
+        f"bonded {readable(amount)} to {target}; bonded now {readable(bonded)}",
         amount=amount,
         to=to_checksum(to),
         bonded=bonded,
@@ -123,7 +125,7 @@ def cmd_register(args: argparse.Namespace) -> Result:
     o = protocol.staking.orchestrator(me)
     text = (
         f"registered {to_checksum(me)}: reward cut {percent(cut)}, fee share "
-        f"{percent(share)}, stake {units(o.stake)}, {'active' if o.active else 'not active'}"
+        f"{percent(share)}, stake {readable(o.stake)}, {'active' if o.active else 'not active'}"
     )
     return done(
         protocol, text, reward_cut_ppm=cut, fee_share_ppm=share, stake=o.stake, active=o.active
@@ -131,12 +133,13 @@ def cmd_register(args: argparse.Namespace) -> Result:
 
 
 def cmd_unbond(args: argparse.Namespace) -> Result:
-    amount = parse_amount(args.amount)
+    amount = parse_amount(args.amount, unit="cast")
     key, me, protocol = signed(args)
     lock_id = protocol.staking.unbond(key, amount)
     lock = next(x for x in protocol.staking.delegator(me).locks if x.lock_id == lock_id)
     text = (
-        f"unbonded {units(amount)}: lock {lock_id}, withdrawable from round {lock.withdraw_round}"
+        f"unbonded {readable(amount)}: lock {lock_id}, withdrawable from round"
+        f" {lock.withdraw_round}"
     )
     return done(protocol, text, lock_id=lock_id, amount=amount, withdraw_round=lock.withdraw_round)
 
@@ -162,7 +165,7 @@ def cmd_rebond(args: argparse.Namespace) -> Result:
     bonded = protocol.staking.delegator(me).bonded
     return done(
         protocol,
-        f"rebonded lock {args.lock_id} to {to_checksum(to)}; bonded now {units(bonded)}",
+        f"rebonded lock {args.lock_id} to {to_checksum(to)}; bonded now {readable(bonded)}",
         lock_id=args.lock_id,
         to=to_checksum(to),
         bonded=bonded,
@@ -186,7 +189,7 @@ def cmd_withdraw(args: argparse.Namespace) -> Result:
         ) from None
     return done(
         protocol,
-        f"withdrew lock {lock.lock_id}: {units(lock.amount)}",
+        f"withdrew lock {lock.lock_id}: {readable(lock.amount)}",
         lock_id=lock.lock_id,
         amount=lock.amount,
     )
@@ -196,7 +199,7 @@ def cmd_withdraw_fees(args: argparse.Namespace) -> Result:
     key, me, protocol = signed(args)
     fees = protocol.staking.delegator(me).fees
     protocol.staking.withdraw_fees(key)
-    return done(protocol, f"withdrew {units(fees, 'ETH')} of fees", fees=fees)
+    return done(protocol, f"withdrew {readable(fees, 'ETH')} of fees", fees=fees)
 
 
 def cmd_reward(args: argparse.Namespace) -> Result:
@@ -210,8 +213,8 @@ def cmd_reward(args: argparse.Namespace) -> Result:
     protocol.staking.reward(key)
     after = protocol.staking.orchestrator(me)
     text = (
-        f"rewarded in round {after.last_reward_round}: stake {units(before)} -> "
-        f"{units(after.stake)} (+{units(after.stake - before)})"
+        f"rewarded in round {after.last_reward_round}: stake {readable(before)} -> "
+        f"{readable(after.stake)} (+{readable(after.stake - before)})"
     )
     return done(
         protocol,
@@ -248,14 +251,14 @@ def cmd_stake_status(args: argparse.Namespace) -> Result:
     }
     target = "nobody" if d.delegate is None else to_checksum(d.delegate)
     lines = [
-        f"{to_checksum(who)} in round {current}: {units(d.tokens)} and "
-        f"{units(result['eth'], 'ETH')} in the account",
-        f"bonded {units(d.bonded)} (pending rewards included) to "
+        f"{to_checksum(who)} in round {current}: {readable(d.tokens)} and "
+        f"{readable(result['eth'], 'ETH')} in the account",
+        f"bonded {readable(d.bonded)} (pending rewards included) to "
         f"{'itself' if d.delegate == who else target}",
-        f"fees {units(d.fees, 'ETH')}",
+        f"fees {readable(d.fees, 'ETH')}",
     ]
     lines += [
-        f"lock {x['lock_id']}: {units(x['amount'])}, withdrawable from round "
+        f"lock {x['lock_id']}: {readable(x['amount'])}, withdrawable from round "
         f"{x['withdraw_round']}{' (now)' if x['withdrawable'] else ''}"
         for x in locks
     ]
@@ -272,6 +275,6 @@ def cmd_stake_status(args: argparse.Namespace) -> Result:
             f"orchestrator: {'registered' if o.registered else 'not registered'}, "
             f"{'active' if o.active else 'not active'}, reward cut "
             f"{percent(o.reward_cut)}, fee share {percent(o.fee_share)}, total "
-            f"stake {units(o.stake)}, last reward round {o.last_reward_round}"
+            f"stake {readable(o.stake)}, last reward round {o.last_reward_round}"
         )
     return result, "\n".join(lines)

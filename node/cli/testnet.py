@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.amounts import readable
+from node.cli.commands import command_help
 from node.local.testnet import TestnetError, TestnetParams, down, status, transcode, up
 
 DEFAULT_DIR = Path("castnet-testnet")
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("testnet", help="a local multi-process testnet on anvil")
+    group = sub.add_parser("testnet", help=command_help("testnet"))
     cmds = group.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
     p = cmds.add_parser("up", help="start anvil, deploy, fund, and start N nodes")
     p.add_argument("--nodes", type=int, default=5, help="1 gateway, N-2 orchestrators, 1 delegator")
@@ -80,9 +82,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for n in report["nodes"]:
         extra = ""
         if "stake" in n:
-            extra = f" stake {n['stake'] / 10**18:g} last reward round {n['last_reward_round']}"
+            extra = f" stake {readable(n['stake'])}, last reward round {n['last_reward_round']}"
         if "bonded" in n:
-            extra = f" bonded {n['bonded'] / 10**18:.6f} to {n['delegate']}"
+            extra = f" bonded {readable(n['bonded'])} to {n['delegate']}"
         state = "up" if n["alive"] else "DOWN"
         print(f"{n['name']} {n['role']} {n['address']} pid {n['pid']} {state}{extra}")
     if report.get("api"):

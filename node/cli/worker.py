@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from node.cli.commands import command_help
 from node.config import ConfigError, parse_listen
 from node.orchestrator.role import capabilities
 from node.orchestrator.worker import Worker, WorkerConfig
@@ -25,7 +26,7 @@ log = logging.getLogger("castnet.worker")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("worker", help="attach to an orchestrator and compute its segments")
+    p = sub.add_parser("worker", help=command_help("worker"))
     p.add_argument("--orchestrator", metavar="MULTIADDR",
                    help="the orchestrator's /ip4/../tcp/../p2p/<peer id>")  # fmt: skip
     p.add_argument("--data-dir", type=Path, required=True, help="holds this worker's p2p key")

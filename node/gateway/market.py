@@ -27,8 +27,10 @@ from node.gateway.ai_recheck import AiRechecker, recheck_config
 from node.gateway.selection import Candidate, Selector
 from node.ledger import Ledger
 from node.protocol import (
+    BAD_REQUEST,
     BALANCE,
     BUSY,
+    FAILED,
     PAYMENT,
     QUOTE,
     QUOTE_PROTOCOL,
@@ -262,6 +264,7 @@ class SegmentMarket:
         who = "0x" + orch.hex()[:8]
         assigned = busy = held = freed = False
         price = Fraction(0)
+        sent_ev = Fraction(0)  # EV of the tickets this attempt credited to the mirror
         result_event: SignedEvent | None = None
         started = time.monotonic()
         pixels = work.pixels
@@ -271,6 +274,7 @@ class SegmentMarket:
             outcome.attempts += 1
             price = params.price_per_pixel
             tickets = await self._tickets(params, pixels)
+            sent_ev = params.ev() * len(tickets)
             held = True
             assign = await self.writer.emit(
                 k.JobAssigned(posted.id, orch, price.numerator, price.denominator)
@@ -305,8 +309,13 @@ class SegmentMarket:
         except Refused as exc:
             outcome.errors.append(msg := f"{who} refused: {exc}")
             log.warning("segment %d: %s", work.seq, msg)
-            if exc.code == BALANCE:  # our mirror of its balance was off: forget it, pay in full
+            if exc.code in (BUSY, BAD_REQUEST):  # refused before it took this attempt's tickets
+                self.mirror.debit(orch.hex(), sent_ev)
+            elif exc.code in (BALANCE, PAYMENT, FAILED):
+                # our mirror of its balance was off, or some tickets may not have been taken:
+                # forget it (and the hold on it), so the next segment pays in full
                 self.mirror.close(orch.hex())
+                held = False
             busy = (exc.code == BUSY and not assigned) or exc.code == BALANCE
             if not busy and exc.code != PAYMENT:  # our own funds are not its fault
                 self.selector.failed(orch, time.monotonic())

@@ -21,6 +21,8 @@ import trio
 
 from chain.client import ProtocolParams
 from events.crypto import to_checksum
+from events.state import State
+from node.amounts import readable
 from node.audit.log import audit_path
 from node.chain_ledger import ChainLedger
 from node.gateway.role import GatewayConfig, JobReport, SegmentOutcome
@@ -53,10 +55,15 @@ class DemoOptions:
     chain: str = "embedded"  # "embedded": contracts on an in-process EVM; "fake": in memory
 
 
-# On a real chain a winning ticket must pay for its redemption: face value is ~100x the gas cost
-# (100k gas at 1 gwei: 0.01 ETH), so tickets are worth more and prices are higher than on the
-# gas-free fake, or almost no ticket would ever win.
-ECONOMICS = {"embedded": (5 * 10**14, 10**7), "fake": (2 * 10**10, 1000)}
+# (ticket EV in wei, cheapest price in wei per output pixel) per chain. A winning ticket pays its
+# face value; tickets carry the fee, so the winners to expect are about fees / face value.
+# On a chain a winner must pay for its redemption: face value is 100x the gas cost (100k gas at
+# 1 gwei: 0.01 ETH). The default clip (10 s of 1080p, 5 segments of ~94 Mpixel over the
+# 720p/480p/360p ladder) at 0.2-0.3 gwei/pixel owes ~0.1 ETH; paid ahead with a 10% margin in
+# tickets of 0.005 ETH EV that win 1 in 2, that is ~30 tickets and ~15 winners to expect, and
+# P(none) = 0.5^30 ~ 1e-9. On the gas-free fake the face value is 3x EV.
+ECONOMICS = {"embedded": (5 * 10**15, 2 * 10**8), "fake": (2 * 10**10, 1000)}
+WIN_SCALE = 2**256  # win_prob / WIN_SCALE: the probability a ticket wins
 
 
 def generate_clip(path: Path, size: str, seconds: float, rate: int = 30) -> Path:
@@ -150,6 +157,7 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
         converged = await net.converge()
         counts = {m.name: m.node.event_count() for m in net.members}
         summary = _summary(net, report, options, counts, converged, error)
+        summary["tickets"].update(_ticket_terms(await net.gateway.view.refresh()))
     summary["audit"] = await trio.to_thread.run_sync(_audit, net, data_dir)
     summary["data_dir"] = str(data_dir)
     return summary
@@ -249,6 +257,18 @@ def _summary(
     }
 
 
+def _ticket_terms(state: State) -> dict[str, Any]:
+    """What the gateway's log says of its tickets: face values, win probability, and the number
+    of winners to expect (the sum of the win probabilities)."""
+    tickets = [t for t in state.tickets.values()]
+    expected = sum((Fraction(t.win_prob, WIN_SCALE) for t in tickets), Fraction(0))
+    return {
+        "face_values_wei": sorted({t.face_value for t in tickets}),
+        "win_probs": sorted({round(t.win_prob / WIN_SCALE, 6) for t in tickets}),
+        "expected_won": round(float(expected), 3),
+    }
+
+
 def _now() -> float:
     return time.monotonic()
 
@@ -267,32 +287,94 @@ def _audit(net: Network, data_dir: Path) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The summary as a person reads it: a few aligned lines, amounts in ETH and CAST."""
     seg, tix = summary["segments"], summary["tickets"]
-    lines = [
-        f"segments: {seg['completed']}/{seg['total']} completed, {seg['failed']} failed",
-        f"tickets: {tix['sent']} sent, {tix['won']} won, {tix['redeemed']} redeemed",
-        f"fees owed: {summary['fees_wei']} wei; ticket EV sent: {summary['ticket_ev_wei']} wei; "
-        f"paid on chain: {summary['paid_wei']} wei ({summary['chain']})",
-    ]
     rewards, delegator = summary["rewards"], summary["delegator"]
-    lines.append(
-        f"rewards: {rewards['minted_wei']} wei of stake minted in rounds {rewards['rounds']}; "
-        f"delegator bonded {delegator['delegated_wei']}, now {delegator['bonded_wei']} wei"
-    )
-    for o in summary["orchestrators"]:
-        lines.append(
-            f"  {o['address']} price {o['price_per_pixel']} stake {o['stake_wei'] // 10**18} "
-            f"segments {o['segments']} tickets {o['tickets_received']}/{o['tickets_won']} won/"
-            f"{o['tickets_redeemed']} redeemed{' SUSPENDED' if o['suspended'] else ''}"
-            f"{' fault=' + o['fault'] if o['fault'] else ''}"
+    faces = ", ".join(readable(f, "ETH") for f in tix.get("face_values_wei", [])) or "-"
+    odds = ", ".join(_odds(p) for p in tix.get("win_probs", [])) or "-"
+    rows = [
+        ("chain", summary["chain"]),
+        ("segments", f"{seg['completed']}/{seg['total']} completed, {seg['failed']} failed"),
+        (
+            "tickets",
+            f"{tix['sent']} sent, {tix['won']} won, {tix['redeemed']} redeemed"
+            f" ({tix.get('expected_won', 0):g} wins expected)",
+        ),
+        ("ticket terms", f"face value {faces}, wins {odds}"),
+        ("fees owed", readable(summary["fees_wei"], "ETH")),
+        ("ticket EV sent", readable(summary["ticket_ev_wei"], "ETH")),
+        ("paid on chain", readable(summary["paid_wei"], "ETH")),
+    ]
+    if tix["sent"] and not tix["won"]:
+        rows.append(
+            (
+                "",
+                "no ticket won this time: tickets pay in expectation, not each time; the"
+                " EV sent covers the fees, and winners are paid their face value",
+            )
         )
+    rows += [
+        (
+            "rewards",
+            f"{readable(rewards['minted_wei'])} minted in rounds "
+            f"{', '.join(map(str, rewards['rounds'])) or '-'}",
+        ),
+        (
+            "delegator",
+            f"bonded {readable(delegator['delegated_wei'])}, now "
+            f"{readable(delegator['bonded_wei'])}",
+        ),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    table = [("orchestrator", "price/pixel", "stake", "segments", "tickets", "won", "redeemed", "")]
+    for o in summary["orchestrators"]:
+        notes = " ".join(
+            x
+            for x in (
+                "SUSPENDED" if o["suspended"] else "",
+                f"fault={o['fault']}" if o["fault"] else "",
+                "" if o["alive"] else "dead",
+            )
+            if x
+        )
+        price = readable(int(Fraction(o["price_per_pixel"])), "ETH")
+        table.append(
+            (
+                o["address"],
+                price,
+                readable(o["stake_wei"]),
+                str(o["segments"]),
+                str(o["tickets_received"]),
+                str(o["tickets_won"]),
+                str(o["tickets_redeemed"]),
+                notes,
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines.append("")
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1], strict=True)
+        ]
+        lines.append(("  ".join(cells) + ("  " + row[-1] if row[-1] else "")).rstrip())
+    lines.append("")
     audit = summary["audit"]
     for name, a in audit["nodes"].items():
         verdict = (
             "clean" if a["clean"] else "PROBLEMS: " + "; ".join(a["problems"] + a["violations"])
         )
-        lines.append(f"  {name}: {a['events']} events, audit {verdict}")
+        lines.append(f"{name:<{width}}  {a['events']} events, audit {verdict}")
     error = f"; error: {summary['error']}" if summary["error"] else ""
     verdict = "clean" if audit["clean"] else "NOT clean"
-    lines.append(f"audit: {verdict}; output {summary['out']}/master.m3u8{error}")
+    lines.append(f"{'audit':<{width}}  {verdict}; output {summary['out']}/master.m3u8{error}")
+    if summary.get("log_file"):
+        lines.append(f"{'node logs':<{width}}  {summary['log_file']}")
     print("\n".join(lines), file=out)
+
+
+def _odds(probability: float) -> str:
+    """`1 in 5` for 0.2; `always` for 1."""
+    if probability >= 1:
+        return "always"
+    return f"1 in {1 / probability:,.3g}" if probability > 0 else "never"

@@ -9,6 +9,7 @@ import logging
 import trio
 
 from events import kinds as k
+from node.amounts import readable
 from node.ledger import Ledger
 from node.writer import EventWriter
 
@@ -52,5 +53,5 @@ class RewardCaller:
         await self.writer.emit(k.ChainObserved("reward", *where, (self.writer.address, amount)))
         self.rewarded_rounds.append(view.round)
         self.minted += amount
-        log.info("round %d: reward of %d wei of stake minted", view.round, amount)
+        log.info("round %d: reward of %s minted", view.round, readable(amount))
         return amount
