@@ -2,7 +2,8 @@
 atomically, readable from the API's threads) and a trio runner that hands them one at a time to
 `Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `ai_jobs.run_ai_file`). On start the
 runner re-queues every job a stopped process left queued or running, so a restarted gateway
-finishes them. Live jobs (`kind == "live"`, live) run beside the queue, each until its
+finishes them, from the segments it had verified (node.gateway.journal): those are not posted,
+sent or paid for again. Live jobs (`kind == "live"`, live) run beside the queue, each until its
 stream ends or `stop()`; a restart marks an interrupted live job failed (its stream is gone)
 instead of replaying it."""
 
@@ -24,6 +25,7 @@ from typing import Any
 import trio
 
 from node.gateway.ai_jobs import DETECTIONS_FILE, run_ai_file
+from node.gateway.journal import SegmentJournal
 from node.gateway.live import LiveReport, LiveSession
 from node.gateway.role import Gateway, SegmentOutcome
 from node.protocol import VIDEO_PIPELINES
@@ -33,6 +35,7 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 INPUT_NAME = "input"
 OUT_NAME = "out"
+JOURNAL_NAME = "segments"  # node.gateway.journal: how far each segment got, for a restart
 MAX_QUEUE = 1000
 TRANSCODE, LIVE, AI = "transcode", "live", "ai"
 MAX_LIVE = 8  # live streams at once
@@ -321,16 +324,20 @@ class JobRunner:
             self.book.update(job_id, False, segments_total=total, segments_done=done,
                              segments_failed=failed, orchestrators=tuple(used))  # fmt: skip
 
+        journal = SegmentJournal(self.book.job_dir(job_id) / JOURNAL_NAME)
         try:
             if record.kind == AI:
                 await run_ai_file(self.gateway, record.pipeline, record.source, out, record.model,
-                                  progress)  # fmt: skip
+                                  progress, journal)  # fmt: skip
             else:
-                await self.gateway.transcode_file(record.source, out, progress, record.profiles)
+                await self.gateway.transcode_file(record.source, out, progress, record.profiles,
+                                                  journal)  # fmt: skip
         except Exception as exc:  # the job fails with a message; the runner goes on
             log.warning("job %s failed: %s", job_id, exc)
+            await trio.to_thread.run_sync(journal.clear)
             await self._finish(job_id, FAILED, str(exc)[:2000] or type(exc).__name__)
             return
+        await trio.to_thread.run_sync(journal.clear)  # the output holds every segment now
         await self._finish(job_id, DONE, "")
         log.info("job %s done: %d segments", job_id, done)
 
