@@ -18,6 +18,10 @@ capacity = 2
 workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may attach
 [gateway]
 profiles = "360p,240p"
+retention_days = 7                    # finished jobs (record, input, output) are deleted after
+                                      # this many days, checked at start and hourly; 0 = never
+keep_inputs = false                   # true keeps uploaded inputs until then; by default an
+                                      # upload is deleted once its job has finished
 [api]
 listen = "127.0.0.1:8935"             # another address needs token or token_file
 [delegator]
@@ -43,6 +47,7 @@ from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
+from node.gateway.jobs import Retention
 from node.gateway.role import GatewayConfig
 from node.orchestrator.role import OrchestratorConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
@@ -62,7 +67,7 @@ _SECTIONS: dict[str, set[str]] = {
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
-                "min_offers"},
+                "min_offers", "retention_days", "keep_inputs"},
     "api": {"listen", "token", "token_file", "max_upload_bytes", "path_roots", "enabled"},
     "delegator": {"orchestrator", "amount"},
     "keys": set(ROLES),
@@ -119,6 +124,7 @@ class NodeConfig:
     keys: Mapping[str, Path] = field(default_factory=dict)
     redeem_interval_s: float = 5.0
     min_offers: int = 1
+    retention: Retention = field(default_factory=Retention)
 
     def role_dir(self, role: str) -> Path:
         return self.data_dir / role
@@ -190,6 +196,10 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
             orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
         ),
         min_offers=int(_number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
+        retention=Retention(
+            _number(gw.get("retention_days", Retention().days), "gateway.retention_days", 0.0),
+            _bool(gw.get("keep_inputs", Retention().keep_inputs), "gateway.keep_inputs"),
+        ),
     )  # fmt: skip
     return config
 

@@ -187,7 +187,7 @@ class NodeService:
             await self._fund_fake_gateway(member)
         nursery.start_soon(self._follow_log, self.gateway)
         book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
-        self.runner = JobRunner(self.gateway, book, cfg.min_offers)
+        self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention)
         self.resumed_jobs = await nursery.start(self.runner.run)
         if cfg.api.enabled:
             api = GatewayApi(cfg.api, book, self.runner.enqueue, self.status,

@@ -5,12 +5,14 @@ and who the tickets issued after the restart pay for."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trio
-from api_client import request, upload, wait_job
+from api_client import request, request_json, upload, wait_job
 from test_node_service import (
     FAST_KDF,
     PASSWORD,
@@ -30,6 +32,7 @@ from node.local.demo import generate_clip
 from storage.store import DB_NAME
 
 SEGMENTS = 5  # a 10 s clip cut in 2 s segments
+MiB = 1024 * 1024
 
 
 def own_events(data_dir: Path, author: bytes) -> list[tuple[int, k.Body]]:
@@ -112,7 +115,9 @@ async def test_gateway_killed_mid_job_resumes_without_posting_or_paying_twice(
                         url = f"/v1/jobs/{job['id']}/{folder}/seg_{seq:05d}.ts"
                         status, data = await trio.to_thread.run_sync(request, api2, "GET", url)
                         assert status == 200 and data[:1] == b"\x47", url
-                assert not (gw_dir / "jobs" / job["id"] / "segments").exists()
+                job_dir = gw_dir / "jobs" / job["id"]
+                assert not (job_dir / "segments").exists()  # the journal went with the job
+                assert not (job_dir / "input").exists()  # the upload, once the job finished
             orch_address = bytes.fromhex(orch.value("orchestrator ")[2:])
 
     after = own_events(gw_dir, gw_key)
@@ -136,6 +141,35 @@ async def test_gateway_killed_mid_job_resumes_without_posting_or_paying_twice(
         report = audit_path(data_dir)
         assert report.clean, (data_dir, [p.describe() for p in report.problems],
                               report.violations)  # fmt: skip
+
+
+async def test_an_upload_cut_by_a_kill_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD)
+    create_keystore(tmp_path / "gw" / "gateway" / "keystore.json", PASSWORD, **FAST_KDF)
+    gw_conf = write_config(
+        tmp_path / "gw.toml",
+        ["gateway"],
+        '[p2p]\nnetwork = "upload-test"\n[api]\nlisten = "127.0.0.1:0"\n',
+    )
+    jobs = tmp_path / "gw" / "gateway" / "jobs"
+    async with node_process(gw_conf, pw) as gateway:
+        url = urlsplit(gateway.value("api "))
+        with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+            head = (b"POST /v1/transcode HTTP/1.1\r\nHost: %s\r\nContent-Type: video/mp4\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (url.netloc.encode(), 8 * MiB))  # fmt: skip
+            await trio.to_thread.run_sync(conn.sendall, head + bytes(5 * MiB // 2))
+            # the first bytes are on disk; the rest never comes
+            await wait_for(lambda: any(p.stat().st_size for p in jobs.glob("*/*")), 30)
+            gateway.process.kill()  # SIGKILL, our own child, by its handle
+            await gateway.process.wait()
+        assert [p.name for p in jobs.iterdir()]  # what the kill left behind
+        async with node_process(gw_conf, pw) as again:
+            assert list(jobs.iterdir()) == []
+            status, listing = await trio.to_thread.run_sync(
+                request_json, again.value("api "), "GET", "/v1/jobs"
+            )
+            assert status == 200 and listing["jobs"] == [], listing
 
 
 def _hashes(data_dir: Path, author: bytes) -> list[tuple[bytes, bytes]]:
