@@ -8,6 +8,7 @@ data_dir = "node-data"                # relative paths are relative to this file
 network = "castnet-dev"
 listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
+require_bootstrap = true              # refuse to start when no bootstrap peer answers
 [ledger]
 kind = "fake"                         # in-memory chain per process ("rpc" once chain/ is wired)
 funded = ["0x..."]                    # fake only: senders it believes deposited
@@ -61,7 +62,7 @@ KEYSTORE_NAME = "keystore.json"
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys"},
-    "p2p": {"network", "listen", "bootstrap", "mdns"},
+    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap"},
     "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
@@ -296,6 +297,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             bootstrap=_strings(t.get("bootstrap", []), "p2p.bootstrap"),
             mdns=bool(t.get("mdns", False)),
             sync_interval_s=2.0,
+            require_bootstrap=_bool(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None

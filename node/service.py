@@ -28,6 +28,7 @@ from events.envelope import decode
 from node.api.server import GatewayApi, serve_api
 from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
+from node.errors import user_error
 from node.gateway.jobs import JobBook, JobRunner
 from node.gateway.role import Gateway
 from node.ledger import ChainLog, FakeLedger, Ledger
@@ -114,6 +115,7 @@ class NodeService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         self.ledger = await trio.to_thread.run_sync(make_ledger, cfg, self.keys)
+        started = False
         try:
             async with trio.open_nursery() as nursery:
                 if cfg.ledger.kind == "fake":
@@ -140,11 +142,13 @@ class NodeService:
                     await self._start_watcher(nursery)
                 await trio.to_thread.run_sync(self._write_service_file)
                 task_status.started(self)
+                started = True
                 await trio.sleep_forever()
         finally:
             if self._ticket_store is not None:
                 self._ticket_store.close()
-            log.info("stopped")
+            if started:  # a failed start says why instead
+                log.info("stopped")
 
     # -- roles -----------------------------------------------------------------------------
 
@@ -193,7 +197,17 @@ class NodeService:
             api = GatewayApi(cfg.api, book, self.runner.enqueue, self.status,
                              cfg.gateway.profiles, trio.lowlevel.current_trio_token(),
                              self.runner.stop)  # fmt: skip
-            self.api_address = await nursery.start(serve_api, api)
+            try:
+                self.api_address = await nursery.start(serve_api, api)
+            except BaseException as exc:  # a bind error, maybe inside the server's group
+                bind = user_error(exc, (OSError,))
+                if not isinstance(bind, OSError):
+                    raise
+                where = f"{cfg.api.host}:{cfg.api.port}"
+                reason = (bind.strerror or str(bind)).lower()
+                raise ServiceError(f"cannot serve the HTTP API on {where}: {reason} (another "
+                                   "program holds it? set api.listen or --api-listen to a free "
+                                   "port)") from None  # fmt: skip
 
     async def _start_watcher(self, nursery: trio.Nursery) -> None:
         """Follow the protocol contracts' logs into the log of one role of this process (the

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from node.cli.commands import COMMAND_GROUPS
+from node.errors import interrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return 0
+    except BaseException as exc:  # Ctrl-C, alone or inside trio's exception groups
+        if not interrupted(exc):
+            raise
+        print(f"castnet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
