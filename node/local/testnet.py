@@ -101,7 +101,10 @@ def up(root: Path, params: TestnetParams | None = None, say: Callable[[str], Non
         running = [n for n in _pids(_state(root)) if alive(n)]
         if running:
             raise TestnetError(f"a testnet is running in {root} (pids {running}): down it first")
-        archive = _archive_previous(root)
+        try:
+            archive = _archive_previous(root)
+        except OSError as exc:
+            raise TestnetError(f"cannot move the stopped testnet in {root} aside: {exc}") from None
         say(f"reusing the keys of the testnet that was stopped in {root}; its chain went with "
             f"anvil, so its logs and node data moved to {archive}")  # fmt: skip
     state: dict[str, Any] = {"dir": str(root), "nodes": [], "params": asdict(p)}
@@ -145,8 +148,14 @@ def _archive_previous(root: Path) -> Path:
     """Move what a stopped testnet left in `root` (state, logs, node data) into
     `root/previous-<UTC time>/`, keeping in place what the next `up` reuses: the password, each
     node's wallet keystore and p2p key. Nothing is deleted."""
-    archive = root / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
-    archive.mkdir()
+    stamp = time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+    archive = root / stamp
+    for n in range(2, 1000):
+        try:
+            archive.mkdir()
+            break
+        except FileExistsError:  # two ups within a second
+            archive = root / f"{stamp}-{n}"
     for item in sorted(root.iterdir()):
         if item == archive or item.name == "password" or item.name.startswith("previous-"):
             continue
