@@ -465,6 +465,10 @@ class SegmentMarket:
             return None
         if job.status in (POSTED, CLAIMED, FAILED, REJECTED):
             return posted
+        if job.status == VERIFIED:
+            log.warning("segment %d was verified before the restart, but its kept outputs are "
+                        "gone: it runs again", work.seq)  # fmt: skip
+            return None
         # an attempt was open when the gateway stopped: it stays with its orchestrator, which
         # may still answer it; this segment is posted anew
         log.info("segment %d: its job %s was %s at the restart; posting it again", work.seq,
