@@ -8,6 +8,7 @@ data_dir = "node-data"                # relative paths are relative to this file
 network = "castnet-dev"
 listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
+require_bootstrap = true              # refuse to start when no bootstrap peer answers
 [ledger]
 kind = "fake"                         # in-memory chain per process ("rpc" once chain/ is wired)
 funded = ["0x..."]                    # fake only: senders it believes deposited
@@ -18,6 +19,10 @@ capacity = 2
 workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may attach
 [gateway]
 profiles = "360p,240p"
+retention_days = 7                    # finished jobs (record, input, output) are deleted after
+                                      # this many days, checked at start and hourly; 0 = never
+keep_inputs = false                   # true keeps uploaded inputs until then; by default an
+                                      # upload is deleted once its job has finished
 [api]
 listen = "127.0.0.1:8935"             # HOST:PORT the HTTP API binds
 # token / token_file: the bearer token every request must carry; without either the node
@@ -58,6 +63,7 @@ from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
+from node.gateway.jobs import Retention
 from node.gateway.live import LIVE_SCHEMES
 from node.gateway.role import GatewayConfig
 from node.orchestrator.role import OrchestratorConfig
@@ -73,13 +79,13 @@ KEYSTORE_NAME = "keystore.json"
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
-    "p2p": {"network", "listen", "bootstrap", "mdns"},
+    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap"},
     "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
-                "min_offers", "ai_recheck", "ai_models_dir"},
+                "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs"},
     "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
             "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
             "body_timeout_s", "max_client_connections", "enabled"},
@@ -156,6 +162,7 @@ class NodeConfig:
     keys: Mapping[str, Path] = field(default_factory=dict)
     redeem_interval_s: float = 5.0
     min_offers: int = 1
+    retention: Retention = field(default_factory=Retention)
 
     def role_dir(self, role: str) -> Path:
         return self.data_dir / role
@@ -228,6 +235,10 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
             orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
         ),
         min_offers=int(_number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
+        retention=Retention(
+            _number(gw.get("retention_days", Retention().days), "gateway.retention_days", 0.0),
+            _bool(gw.get("keep_inputs", Retention().keep_inputs), "gateway.keep_inputs"),
+        ),
     )  # fmt: skip
     return config
 
@@ -324,6 +335,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             bootstrap=_strings(t.get("bootstrap", []), "p2p.bootstrap"),
             mdns=bool(t.get("mdns", False)),
             sync_interval_s=2.0,
+            require_bootstrap=_bool(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None

@@ -124,6 +124,7 @@ class NodeService:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         self.ledger = await trio.to_thread.run_sync(make_ledger, cfg, self.keys)
+        started = False
         try:
             async with trio.open_nursery() as nursery:
                 if cfg.ledger.kind == "fake":
@@ -154,11 +155,13 @@ class NodeService:
                                                                *cfg.metrics.listen)  # fmt: skip
                 await trio.to_thread.run_sync(self._write_service_file)
                 task_status.started(self)
+                started = True
                 await trio.sleep_forever()
         finally:
             if self._ticket_store is not None:
                 self._ticket_store.close()
-            log.info("stopped")
+            if started:  # a failed start says why instead
+                log.info("stopped")
 
     # -- roles -----------------------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class NodeService:
             await self._fund_fake_gateway(member)
         nursery.start_soon(self._follow_log, self.gateway)
         book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
-        self.runner = JobRunner(self.gateway, book, cfg.min_offers)
+        self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention)
         self.resumed_jobs = await nursery.start(self.runner.run)
         if cfg.api.enabled:
             api_cfg = cfg.api

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2p.addrs import check_bootstrap_addr, check_listen_addr
+
 DEFAULT_NETWORK = "castnet-dev"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 MiB = 1024 * 1024
@@ -49,8 +51,17 @@ class P2PConfig:
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
     dial_timeout_s: float = 5.0
+    # start only once a bootstrap peer answered (a long-lived node started by a user); a node
+    # in a test or a local network dials in the background instead
+    require_bootstrap: bool = False
 
     def __post_init__(self) -> None:
+        if not self.listen:
+            raise ValueError("no listen address")
+        for addr in self.listen:
+            check_listen_addr(addr)
+        for addr in self.bootstrap:
+            check_bootstrap_addr(addr)
         if not self.network or "/" in self.network or len(self.network) > 64:
             raise ValueError(f"bad network id {self.network!r}: 1-64 characters, no '/'")
         if not self.degree_low <= self.degree <= self.degree_high:

@@ -28,7 +28,9 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service.context import background_trio_service
 
 from events.crypto import keccak256
+from p2p.addrs import check_listen_addr, port_in_use
 from p2p.config import P2PConfig
+from p2p.errors import P2PError
 
 MAX_RPC_BYTES = 1024 * 1024  # one gossip RPC frame; an event is at most 64 KiB
 
@@ -136,7 +138,15 @@ async def running_host(
     topics: frozenset[str],
     before_listen: Callable[[RunningHost], None] = lambda _: None,
 ) -> AsyncIterator[RunningHost]:
-    """Start pubsub and gossipsub, wait until ready, then run the host (closing in reverse)."""
+    """Start pubsub and gossipsub, wait until ready, then run the host (closing in reverse).
+    P2PError when a listen address is taken (by another program, or another node)."""
+    for addr in config.listen:
+        host_name, port = check_listen_addr(addr)
+        reason = port_in_use(host_name, port)
+        if reason is not None:
+            raise P2PError(f"cannot listen on {addr}: {reason} (another program, or another "
+                           "castnet node, holds that port: choose another listen port)"
+                           )  # fmt: skip
     host = build_host(key_pair, config)
     pubsub, router = build_pubsub(host, config, topics)
     running = RunningHost(host, pubsub, router)
@@ -145,6 +155,8 @@ async def running_host(
         before_listen(running)
         listen = [multiaddr.Multiaddr(a) for a in config.listen]
         async with host.run(listen_addrs=listen):
+            if not host.get_addrs():  # libp2p logs a failed listen and goes on without it
+                raise P2PError(f"cannot listen on {', '.join(config.listen)}")
             yield running
 
 

@@ -15,7 +15,9 @@ import trio
 from libp2p.peer.id import ID
 
 from events.envelope import SignedEvent
+from p2p.addrs import dial_problem
 from p2p.config import P2PConfig
+from p2p.errors import P2PError
 from p2p.gossip import Gossip, events_topic, install_drop_counter
 from p2p.guard import PeerGuard
 from p2p.holding import Holding
@@ -30,6 +32,7 @@ from storage.store import AppendResult, EventStore, Outcome
 
 log = logging.getLogger("castnet.p2p.node")
 INFO_FILE = "p2p-info.json"
+BOOTSTRAP_TRIES = 3  # rounds of dials before a node that requires a bootstrap peer gives up
 
 
 class P2PNode:
@@ -73,6 +76,8 @@ class P2PNode:
                         await inner.start(self.sync.run)
                         await inner.start(self.gossip.run)
                         inner.start_soon(self._watch_peers, peer_receive)
+                        if self.config.require_bootstrap and self.config.bootstrap:
+                            await self._reach_bootstrap()
                         inner.start_soon(self._bootstrap)
                         self._write_info()
                         log.info("p2p node %s on network %r", self.peer_id, self.config.network)
@@ -139,6 +144,25 @@ class P2PNode:
             else:
                 log.info("peer disconnected: %s", name)
 
+    async def _reach_bootstrap(self) -> None:
+        """Return once one bootstrap peer is connected; P2PError naming each one's failure
+        when none answers in BOOTSTRAP_TRIES rounds (each dial bounded by dial_timeout_s)."""
+        errors: dict[str, str] = {}
+        for attempt in range(BOOTSTRAP_TRIES):
+            if attempt:
+                await trio.sleep(self.config.bootstrap_retry_s)
+            for addr in self.config.bootstrap:
+                self._unblock(parse_peer_addr(addr).peer_id)
+                try:
+                    await self.connect(addr)
+                    return
+                except Exception:  # refused, unreachable, wrong peer id: say which
+                    errors[addr] = await trio.to_thread.run_sync(
+                        dial_problem, addr, self.config.dial_timeout_s
+                    )
+        tried = "; ".join(f"{a}: {e}" for a, e in errors.items())
+        raise P2PError(f"cannot reach any bootstrap peer ({BOOTSTRAP_TRIES} tries): {tried}")
+
     async def _bootstrap(self) -> None:
         """Keep the bootstrap peers connected: dial now, and again whenever they are gone."""
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]
@@ -149,11 +173,7 @@ class P2PNode:
                 name = info.peer_id.to_base58()
                 if info.peer_id in connected or self.guard.is_banned(info.peer_id):
                     continue
-                # py-libp2p refuses for 60 s to redial a peer whose addresses all failed once
-                # (its "negative cache"); a restarted bootstrap peer must be found sooner
-                unblock = getattr(self.running.host.get_network(), "unblock_peer", None)
-                if unblock is not None:
-                    unblock(info.peer_id)
+                self._unblock(info.peer_id)
                 try:
                     with trio.fail_after(self.config.dial_timeout_s):
                         await self.running.host.connect(info)
@@ -164,6 +184,13 @@ class P2PNode:
                         log.warning("cannot reach bootstrap peer %s (%d tries): %r",
                                     name, failures[name], exc)  # fmt: skip
             await trio.sleep(self.config.bootstrap_retry_s)
+
+    def _unblock(self, peer: ID) -> None:
+        """py-libp2p refuses for 60 s to redial a peer whose addresses all failed once (its
+        "negative cache"); a restarted bootstrap peer must be found sooner."""
+        unblock = getattr(self.running.host.get_network(), "unblock_peer", None)
+        if unblock is not None:
+            unblock(peer)
 
     def _write_info(self) -> None:
         """Record where this node listens, for `castnet node info` and scripts."""

@@ -136,13 +136,17 @@ async def test_ai_jobs_through_the_api(tmp_path: Path) -> None:
             assert face["score"] > 0.9 and 0 <= x1 < x2 <= WIDTH and 0 <= y1 < y2 <= HEIGHT
 
         rejected = [v for v in gateway.verdicts if not v.accepted]
-        assert rejected and all(v.orchestrator == liar.address for v in rejected)
-        assert all("outside the 176x144 frame" in v.reason for v in rejected), rejected
+        # outputs are rejected only from the liar; an honest orchestrator may see a failed
+        # verdict only for a refusal over payment (on a loaded machine, expired ticket params)
+        bad_output = [v for v in rejected if "outside the 176x144 frame" in v.reason]
+        assert bad_output and {v.orchestrator for v in bad_output} == {liar.address}, rejected
+        assert all(v.orchestrator == liar.address or " refused: " in v.reason
+                   for v in rejected), rejected  # fmt: skip
         assert liar.address in gateway.selector.suspended(time.monotonic())
         state = await gateway.view.refresh()
         faces = {i: j for i, j in state.jobs.items() if j.pipeline == "detect-faces"}
         assert sorted(j.status for j in faces.values()) == [VERIFIED, VERIFIED]
-        assert any(j.attempts == 2 for j in faces.values())
+        assert any(j.attempts >= 2 for j in faces.values())  # the liar's segment went elsewhere
         assert not state.violation_list()
         # tickets paid for the AI segments, and received by the honest orchestrator
         issued = [b for b in own_events(gateway.node, gateway.address)

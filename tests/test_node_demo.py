@@ -82,8 +82,15 @@ def test_demo_json_end_to_end(tmp_path: Path) -> None:
     assert summary["paid_wei"] == sum(o["paid_wei"] for o in summary["orchestrators"])
     assert summary["paid_wei"] > 0 and "TicketBroker" in summary["chain"]
     assert summary["fees_wei"] > 0 and summary["ticket_ev_wei"] >= summary["fees_wei"]
-    # each active orchestrator claimed a reward in two rounds; the delegator's bond grew
-    assert len(summary["rewards"]["rounds"]) == 2 and summary["rewards"]["minted_wei"] > 0
+    # rewards were claimed before the job and again a round later; on a slow machine the claims
+    # of one call can straddle a round boundary, so the rounds are not a fixed number
+    rounds = summary["rewards"]["rounds"]
+    assert len(rounds) >= 2 and summary["rewards"]["minted_wei"] > 0
+    claimed = [o["reward_rounds"] for o in summary["orchestrators"] if o["reward_rounds"]]
+    assert claimed and all(r == sorted(set(r)) for r in claimed)  # at most once a round
+    assert any(len(r) >= 2 for r in claimed)
+    assert sorted({n for r in claimed for n in r}) == rounds
+    # the delegator's bond grew
     delegator = summary["delegator"]
     assert delegator["bonded_wei"] > delegator["delegated_wei"] > 0
     assert summary["audit"]["clean"], summary["audit"]
@@ -108,7 +115,10 @@ def test_wrong_renditions_are_caught_and_the_cheat_is_dropped(tmp_path: Path) ->
     assert cheat["failed_verdicts"] >= 1 and cheat["suspended"]
     assert cheat["segments"] == 0
     assert sum(o["segments"] for o in honest) == 3
-    assert summary["rejected_orchestrators"] == [cheat["address"]]
+    # the cheat's outputs were rejected; an honest orchestrator may also see a failed verdict
+    # when a loaded machine lets its ticket params expire, but it is never suspended
+    assert cheat["address"] in summary["rejected_orchestrators"]
+    assert not any(o["suspended"] for o in honest)
     assert summary["audit"]["clean"], summary["audit"]
 
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,53 @@ def _bonded_after(staking: object, delegator: bytes, above: int, timeout: float)
             return int(bonded)
         time.sleep(0.25)
     raise AssertionError(f"the delegator's bond stayed at {above} for {timeout:g} s")
+
+
+def test_testnet_up_again_after_down_reuses_its_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    find_binary()  # fails loudly: `make test` installs anvil (make testnet-deps)
+    root = tmp_path / "net"
+    args = ["--dir", str(root), "--json"]
+    up = ["testnet", "up", "--nodes", "2", "--block-time", "0.5", *args]
+    started: list[int] = []
+
+    def up_once() -> tuple[dict[str, Any], str]:
+        code = main(up)
+        out, err = capsys.readouterr()
+        state = json.loads(out)
+        started.extend([n["pid"] for n in state["nodes"]] + [state["anvil"]["pid"]])
+        assert code == 0, err
+        return state, err
+
+    try:
+        first, _ = up_once()
+        assert main(["testnet", "down", *args]) == 0
+        capsys.readouterr()
+        # the same folder again: a fresh chain, the same wallets, the old logs kept aside
+        second, err = up_once()
+        assert "reusing the keys of the testnet" in err and "Traceback" not in err
+        assert [n["address"] for n in second["nodes"]] == [n["address"] for n in first["nodes"]]
+        (previous,) = root.glob("previous-*")
+        assert (previous / "testnet.json").exists() and (previous / "node0.log").exists()
+        assert main(["testnet", "down", *args]) == 0
+        capsys.readouterr()
+        # keys that no longer open: one clear error, and the new anvil is stopped again
+        (root / "password").write_text("not the password")
+        assert main(up) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith("castnet testnet up: ")
+        assert "does not open with" in err and "Traceback" not in err
+        anvil = json.loads((root / "testnet.json").read_text())["anvil"]["pid"]
+        started.append(anvil)
+        deadline = time.monotonic() + 10
+        while alive(anvil) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(anvil)
+    finally:
+        if (root / "testnet.json").exists():
+            main(["testnet", "down", *args])
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in started)

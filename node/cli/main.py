@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from node.cli.commands import COMMANDS, command_help, module_of
+from node.errors import interrupted
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -52,10 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return 0
+    except BaseException as exc:  # Ctrl-C, alone or inside trio's exception groups
+        if not interrupted(exc):
+            raise
+        print(f"castnet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from node.cli.commands import command_help
+from node.errors import user_error
 from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, P2PConfig
 from p2p.errors import P2PError
 from p2p.host import quiet_libp2p
@@ -61,14 +62,19 @@ def cmd_start(args: argparse.Namespace) -> int:
             listen=tuple(args.listen or [DEFAULT_LISTEN]),
             bootstrap=tuple(args.bootstrap),
             mdns=args.mdns,
+            require_bootstrap=True,
         )
     except ValueError as exc:
         return _fail(str(exc))
-    quiet_libp2p(logging.WARNING if getattr(args, "verbose", False) else logging.ERROR)
+    # a failure that matters surfaces as our own one-line error; -v shows libp2p's own logs
+    quiet_libp2p(logging.WARNING if getattr(args, "verbose", False) else logging.CRITICAL)
     try:
         trio.run(serve, args.data_dir, config)
-    except (P2PError, StorageError, OSError) as exc:
-        return _fail(str(exc))
+    except BaseException as exc:  # the user's error is shown, anything else raised
+        shown = user_error(exc, (P2PError, StorageError, OSError))
+        if shown is None:
+            raise
+        return _fail(str(shown))
     return 0
 
 

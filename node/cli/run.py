@@ -17,6 +17,7 @@ import trio
 from events.crypto import to_checksum
 from node.cli.commands import command_help
 from node.config import ROLES, ConfigError, NodeConfig, load_config
+from node.errors import user_error
 from node.keystore import (
     KDFS,
     PASSWORD_ENV,
@@ -121,11 +122,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         for name in QUIET:
             logging.getLogger(name).setLevel(logging.WARNING)
-    quiet_libp2p(logging.WARNING if args.verbose else logging.ERROR)
+    # a failure that matters surfaces as our own one-line error; -v shows libp2p's own logs
+    quiet_libp2p(logging.WARNING if args.verbose else logging.CRITICAL)
     try:
         trio.run(serve, config, keys)
-    except (ServiceError, ConfigError, P2PError, StorageError, OSError) as exc:
-        return _fail("run", str(exc))
+    except BaseException as exc:  # the user's error is shown, anything else raised
+        shown = user_error(exc, (ServiceError, ConfigError, P2PError, StorageError, OSError))
+        if shown is None:
+            raise
+        return _fail("run", str(shown))
     return 0
 
 

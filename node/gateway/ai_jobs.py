@@ -30,6 +30,7 @@ from media.transcoder import Rendition, TranscodeResult
 from media.verify import scan_source
 from node.gateway.ai_checks import check_output, parse_detections
 from node.gateway.ai_recheck import AiRechecker, RecheckTarget
+from node.gateway.journal import SegmentJournal
 from node.gateway.market import JobReport, SegmentOutcome, result_problems
 from node.gateway.role import Gateway, GatewayError, ProgressFn
 from node.protocol import (
@@ -79,9 +80,11 @@ async def run_ai_file(
     out: Path,
     model: str = "",
     on_progress: ProgressFn | None = None,
+    journal: SegmentJournal | None = None,
 ) -> JobReport:
     """Run `pipeline` (with `model`, or each orchestrator's default) over `source` on the
-    network; the outputs land in `out`. AiJobError when nobody offers it or a segment failed."""
+    network; the outputs land in `out`. AiJobError when nobody offers it or a segment failed.
+    With a `journal`, segments verified before a restart are not run again."""
     started = time.perf_counter()
     check_request(pipeline, model)
     capability = ai_capability(pipeline, model)
@@ -97,7 +100,7 @@ async def run_ai_file(
     output = _VideoOutput(out) if pipeline in VIDEO_PIPELINES else _DetectionsOutput(out)
     try:
         try:
-            await gateway.run_works(works, report, output.add, on_progress)
+            await gateway.run_works(works, report, output.add, on_progress, journal)
         except GatewayError as exc:
             raise AiJobError(f"{pipeline}: {exc}") from None
         await trio.to_thread.run_sync(output.commit)

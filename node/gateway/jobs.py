@@ -2,9 +2,15 @@
 atomically, readable from the API's threads) and a trio runner that hands them one at a time to
 `Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `ai_jobs.run_ai_file`). On start the
 runner re-queues every job a stopped process left queued or running, so a restarted gateway
-finishes them. Live jobs (`kind == "live"`, live) run beside the queue, each until its
+finishes them, from the segments it had verified (node.gateway.journal): those are not posted,
+sent or paid for again. Live jobs (`kind == "live"`, live) run beside the queue, each until its
 stream ends or `stop()`; a restart marks an interrupted live job failed (its stream is gone)
-instead of replaying it."""
+instead of replaying it.
+
+At start the runner removes interrupted uploads (a job folder without a record: the process
+stopped while the input was arriving), and it applies the `Retention` policy at start and
+every hour: an uploaded input is deleted once its job has finished (unless `keep_inputs`),
+and a finished job (record, input and output) once it is `days` old."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import Any
 import trio
 
 from node.gateway.ai_jobs import DETECTIONS_FILE, run_ai_file
+from node.gateway.journal import SegmentJournal
 from node.gateway.live import LiveReport, LiveSession
 from node.gateway.role import Gateway, SegmentOutcome
 from node.protocol import VIDEO_PIPELINES
@@ -33,10 +40,22 @@ QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 INPUT_NAME = "input"
 OUT_NAME = "out"
+JOURNAL_NAME = "segments"  # node.gateway.journal: how far each segment got, for a restart
 MAX_QUEUE = 1000
 TRANSCODE, LIVE, AI = "transcode", "live", "ai"
 MAX_LIVE = 8  # live streams at once
 SEGMENT_JOBS = 100  # jobs whose per-segment outcomes are kept in memory (for the dashboard)
+RETENTION_INTERVAL_S = 3600.0
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished jobs stay on disk (config `gateway.retention_days`, 0 keeps them
+    forever; `gateway.keep_inputs` keeps uploaded inputs until then too)."""
+
+    days: float = 7.0
+    keep_inputs: bool = False
 
 
 class QueueFull(Exception):
@@ -167,6 +186,46 @@ class JobBook:
             raise KeyError(job_id)
         return self.put(dataclasses.replace(record, **changes), sync)
 
+    def remove(self, job_id: str) -> None:
+        """Forget a job and delete its folder (record, input, output)."""
+        with self._lock:
+            self._records.pop(job_id, None)
+        folder = self.job_dir(job_id)
+        # the record goes first, so a crash halfway leaves a folder the next start removes
+        (folder / "job.json").unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_interrupted_uploads(self) -> list[str]:
+        """Delete job folders that have no record: uploads (or removals) cut short by a stopped
+        process. Call only before the API takes uploads. Returns the job ids removed."""
+        removed = []
+        for folder in sorted(self.root.iterdir()):
+            if not JOB_ID.match(folder.name) or not folder.is_dir():
+                continue
+            if folder.name in self._records or (folder / "job.json").exists():
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+        return removed
+
+    def apply_retention(self, policy: Retention, now: int) -> tuple[int, int]:
+        """Delete what `policy` no longer keeps of finished jobs, as of `now` (ms); returns
+        (jobs removed, inputs removed)."""
+        jobs = inputs = 0
+        for record in self.all():
+            if record.status not in (DONE, FAILED):
+                continue
+            finished = record.finished_ms or record.created_ms  # refused at once: never started
+            if policy.days > 0 and now - finished >= policy.days * DAY_MS:
+                self.remove(record.id)
+                jobs += 1
+            elif not policy.keep_inputs and record.uploaded:
+                path = self.input_path(record.id)
+                if path.exists():
+                    path.unlink(missing_ok=True)
+                    inputs += 1
+        return jobs, inputs
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -176,10 +235,16 @@ class JobRunner:
     """Runs the book's jobs on the gateway, one at a time (a job's segments run in parallel)."""
 
     def __init__(
-        self, gateway: Gateway, book: JobBook, min_offers: int = 1, offer_wait_s: float = 30.0
+        self,
+        gateway: Gateway,
+        book: JobBook,
+        min_offers: int = 1,
+        offer_wait_s: float = 30.0,
+        retention: Retention | None = None,
     ) -> None:
         self.gateway = gateway
         self.book = book
+        self.retention = retention or Retention()
         self.min_offers = min_offers
         self.offer_wait_s = offer_wait_s
         self._send, self._receive = trio.open_memory_channel[str](MAX_QUEUE)
@@ -222,6 +287,12 @@ class JobRunner:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            cut = await trio.to_thread.run_sync(self.book.remove_interrupted_uploads)
+            for job_id in cut:
+                log.warning("removed interrupted upload %s (the gateway stopped while it arrived)",
+                            job_id)  # fmt: skip
+            await self.apply_retention()
+            nursery.start_soon(self._retention_loop)
             resumed = []
             for record in self.book.all():
                 if record.status not in (QUEUED, RUNNING):
@@ -240,6 +311,23 @@ class JobRunner:
                     await self._run(job_id)
                 finally:
                     self.current = None
+
+    async def apply_retention(self) -> None:
+        jobs, inputs = await trio.to_thread.run_sync(
+            self.book.apply_retention, self.retention, now_ms()
+        )
+        if jobs or inputs:
+            log.info("retention: removed %d finished job(s) older than %g day(s) and %d "
+                     "uploaded input(s) of finished jobs", jobs, self.retention.days,
+                     inputs)  # fmt: skip
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await trio.sleep(RETENTION_INTERVAL_S)
+            try:
+                await self.apply_retention()
+            except OSError as exc:  # a disk problem must not stop the runner; next hour again
+                log.warning("retention pass failed: %s", exc)
 
     async def _run_live(self, job_id: str) -> None:
         try:
@@ -324,16 +412,20 @@ class JobRunner:
             self.book.update(job_id, False, segments_total=total, segments_done=done,
                              segments_failed=failed, orchestrators=tuple(used))  # fmt: skip
 
+        journal = SegmentJournal(self.book.job_dir(job_id) / JOURNAL_NAME)
         try:
             if record.kind == AI:
                 await run_ai_file(self.gateway, record.pipeline, record.source, out, record.model,
-                                  progress)  # fmt: skip
+                                  progress, journal)  # fmt: skip
             else:
-                await self.gateway.transcode_file(record.source, out, progress, record.profiles)
+                await self.gateway.transcode_file(record.source, out, progress, record.profiles,
+                                                  journal)  # fmt: skip
         except Exception as exc:  # the job fails with a message; the runner goes on
             log.warning("job %s failed: %s", job_id, exc)
+            await trio.to_thread.run_sync(journal.clear)
             await self._finish(job_id, FAILED, str(exc)[:2000] or type(exc).__name__)
             return
+        await trio.to_thread.run_sync(journal.clear)  # the output holds every segment now
         await self._finish(job_id, DONE, "")
         log.info("job %s done: %d segments", job_id, done)
 
@@ -350,11 +442,13 @@ class JobRunner:
         }
 
     async def _finish(self, job_id: str, status: str, error: str, **more: Any) -> None:
-        await trio.to_thread.run_sync(
+        record = await trio.to_thread.run_sync(
             lambda: self.book.update(
                 job_id, status=status, error=error, finished_ms=now_ms(), **more
             )
         )
+        if record.uploaded and not self.retention.keep_inputs:  # the output is all that is left
+            await trio.to_thread.run_sync(self.book.input_path(job_id).unlink, True)
 
 
 _STOPPED: Any = object()  # a live job stopped before its session started

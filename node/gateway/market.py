@@ -20,10 +20,13 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
 from events import kinds as k
+from events import state as job_status
 from events.crypto import Signer
-from events.envelope import SignedEvent, decode_verified
+from events.envelope import SignedEvent, decode, decode_verified
 from events.errors import EventError
+from events.state import ASSIGNED, CLAIMED, POSTED, REJECTED, RESULTED, VERIFIED
 from node.gateway.ai_recheck import AiRechecker, recheck_config
+from node.gateway.journal import KeptSegment, SegmentJournal
 from node.gateway.selection import Candidate, Selector
 from node.ledger import Ledger
 from node.protocol import (
@@ -183,15 +186,25 @@ class SegmentMarket:
         report: JobReport,
         prefer: bytes | None = None,
         timeout_s: float | None = None,
+        journal: SegmentJournal | None = None,
     ) -> SegmentOutcome:
         """Post, pay, send, check and retry one segment's work (never raises: errors land in
         `outcome`); `prefer` is tried first when it has a free slot, `timeout_s` bounds each
-        attempt (default: the config's job timeout)."""
+        attempt (default: the config's job timeout). With a `journal`, a segment verified
+        before a restart is taken from it, and one posted before is not posted again."""
         try:
             cap = self.config.max_price_per_pixel
             body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
                                        pixels_per_unit=cap.denominator)  # fmt: skip
-            posted = await self.writer.emit(body)
+            posted = None
+            if journal is not None:
+                posted = await self._resume(work, body, outcome, journal)
+                if outcome.result is not None:
+                    return outcome
+            if posted is None:
+                posted = await self.writer.emit(body)
+                if journal is not None:
+                    await _journal(journal.record_posted, work.seq, posted.id)
             selector = self.selector_for(work.capability)
             tried: set[bytes] = set()
             limit = timeout_s or self.config.job_timeout_s
@@ -205,7 +218,8 @@ class SegmentMarket:
                     outcome.errors.append(f"no orchestrator available for {work.capability}")
                     break
                 tried.add(candidate.address)
-                busy = await self._attempt(work, posted, candidate, outcome, report, timeout_s)
+                busy = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
+                                           journal)  # fmt: skip
                 if busy:
                     tried.discard(candidate.address)
         except Exception as exc:  # a segment's failure is reported, never crashes the job
@@ -257,6 +271,7 @@ class SegmentMarket:
         outcome: SegmentOutcome,
         report: JobReport,
         timeout_s: float | None = None,
+        journal: SegmentJournal | None = None,
     ) -> bool:
         """One try on one orchestrator; True when it only said it was busy."""
         timeout_s = timeout_s or self.config.job_timeout_s
@@ -287,7 +302,9 @@ class SegmentMarket:
             report.tickets_sent += len(tickets)
             report.ticket_ev_sent += sum((t.ticket.ev() for t in tickets), Fraction(0))
             with trio.fail_after(timeout_s):
-                result_event, outputs = await self._send(peer, work, posted.id, raws, tickets)
+                result_event, metas, blobs = await self._send(peer, work, posted.id, raws,
+                                                              tickets)  # fmt: skip
+            outputs = work.outputs(metas, blobs)
             held = False
             # the orchestrator is done with it: let the next segment go there while we verify
             self._free(orch)
@@ -300,6 +317,10 @@ class SegmentMarket:
             if problems:
                 raise _Rejected("; ".join(problems))
             latency = time.monotonic() - started
+            if journal is not None:  # durable before the verdict, so a restart can reuse it
+                kept = KeptSegment(posted.id, result_event.raw, round(latency * 1000), metas,
+                                   blobs)  # fmt: skip
+                await _journal(journal.keep, work.seq, kept)
             await self._verdict(posted.id, orch, True, "ok", latency, result_event)
             self.selector.succeeded(orch, latency)
             outcome.orchestrator, outcome.latency_s = orch, latency
@@ -408,8 +429,9 @@ class SegmentMarket:
         job_id: bytes,
         raws: list[bytes],
         tickets: list[SignedTicket],
-    ) -> tuple[SignedEvent, Any]:
-        """Request, segment and tickets up; the signed JobResult and one blob per output down."""
+    ) -> tuple[SignedEvent, list[Any], list[bytes]]:
+        """Request, segment and tickets up; the signed JobResult, and the metadata and bytes of
+        each output, down."""
         stream = await self.node.running.host.new_stream(peer, [work.protocol])
         try:
             ms = self._stream(stream, self.config.job_timeout_s)
@@ -428,9 +450,73 @@ class SegmentMarket:
                 raise ProtocolError("output count differs from the signed result")
             limit = self.node.config.max_blob_bytes
             blobs = [await ms.receive_blob(limit, expected=h) for h in body.output_hashes]
-            return event, work.outputs(reply[2], blobs)
+            return event, reply[2], blobs
         finally:
             await _close(stream)
+
+    async def _resume(
+        self,
+        work: SegmentWork,
+        body: k.JobPosted,
+        outcome: SegmentOutcome,
+        journal: SegmentJournal,
+    ) -> SignedEvent | None:
+        """What a run before a restart left of this segment: its verified outputs (then
+        `outcome` gets them), or its JobPosted when no attempt was open (returned, to assign
+        again); None when it must be posted anew."""
+        kept = await trio.to_thread.run_sync(journal.kept, work.seq)
+        posted_id = kept.job_id if kept is not None else None
+        posted_id = posted_id or await trio.to_thread.run_sync(journal.posted, work.seq)
+        if posted_id is None:
+            return None
+        raw = await trio.to_thread.run_sync(self.node.store.get, posted_id)
+        state = await self.view.refresh()
+        job = state.jobs.get(posted_id)
+        if raw is None or job is None or job.poster != self.address:
+            return None
+        posted = decode(raw)
+        if not _same_posting(k.read_body(posted), body):
+            log.warning("segment %d differs from the one posted before the restart", work.seq)
+            return None
+        if kept is not None and await self._reuse(work, kept, job, outcome):
+            return None
+        if job.status in (POSTED, CLAIMED, job_status.FAILED, REJECTED):
+            return posted
+        if job.status == VERIFIED:
+            log.warning("segment %d was verified before the restart, but its kept outputs are "
+                        "gone: it runs again", work.seq)  # fmt: skip
+            return None
+        # an attempt was open when the gateway stopped: it stays with its orchestrator, which
+        # may still answer it; this segment is posted anew
+        log.info("segment %d: its job %s was %s at the restart; posting it again", work.seq,
+                 posted_id.hex()[:16], job.status)  # fmt: skip
+        return None
+
+    async def _reuse(
+        self, work: SegmentWork, kept: KeptSegment, job: Any, outcome: SegmentOutcome
+    ) -> bool:
+        """Take a kept segment's outputs when the log holds its accepted verdict, or when its
+        attempt is still open (the outputs passed the checks before they were kept: the verdict
+        is recorded now)."""
+        try:
+            result = decode_verified(kept.result)
+            outputs = work.outputs(kept.metas, kept.blobs)
+        except (EventError, ProtocolError) as exc:
+            log.warning("segment %d: kept outputs unusable: %s", work.seq, exc)
+            return False
+        orch = result.author
+        if job.assignee != orch:
+            return False
+        if job.status in (ASSIGNED, RESULTED):
+            await self._verdict(kept.job_id, orch, True, "ok", kept.latency_ms / 1000, result)
+        elif job.status != VERIFIED:
+            return False
+        outcome.orchestrator, outcome.latency_s = orch, kept.latency_ms / 1000
+        outcome.fee_wei = Fraction(job.price_per_unit, job.pixels_per_unit) * _pixels(result)
+        outcome.result = work.accept(outputs)
+        log.info("segment %d: verified before the restart; its kept outputs are used",
+                 work.seq)  # fmt: skip
+        return True
 
     async def _verdict(
         self,
@@ -483,6 +569,23 @@ def _pixels(result: SignedEvent) -> int:
     body = k.read_body(result)
     assert isinstance(body, k.JobResult)
     return body.output_pixels
+
+
+def _same_posting(before: Any, now: k.JobPosted) -> bool:
+    """The same segment of the same work (the price cap may have changed since)."""
+    if not isinstance(before, k.JobPosted):
+        return False
+    what = (before.pipeline, before.input_hash, before.input_bytes, before.profiles)
+    return what == (now.pipeline, now.input_hash, now.input_bytes, now.profiles)
+
+
+async def _journal(write: Any, seq: int, item: Any) -> None:
+    """Record in the job's journal; a failure (a full disk) costs only the resume of this
+    segment, so it is logged, not raised (it is not the orchestrator's fault)."""
+    try:
+        await trio.to_thread.run_sync(write, seq, item)
+    except OSError as exc:
+        log.warning("segment %d: cannot record it for a restart: %s", seq, exc)
 
 
 def _issued(t: SignedTicket, job_id: bytes) -> k.TicketIssued:

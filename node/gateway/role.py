@@ -23,6 +23,7 @@ from media.segmenter import Segment, segment
 from media.source import SourceInfo, probe
 from media.transcoder import Rendition, TranscodeResult
 from node.gateway.checks import check_result
+from node.gateway.journal import SegmentJournal
 from node.gateway.market import GatewayConfig as GatewayConfig
 from node.gateway.market import JobReport as JobReport
 from node.gateway.market import SegmentMarket, SegmentWork
@@ -54,9 +55,11 @@ class Gateway(SegmentMarket):
         out: Path,
         on_progress: ProgressFn | None = None,
         profiles: str | None = None,
+        journal: SegmentJournal | None = None,
     ) -> JobReport:
         """Transcode `source` on the network into an HLS tree at `out` (the configured ladder
-        unless `profiles` names another)."""
+        unless `profiles` names another); with a `journal`, a job a restart interrupted goes on
+        from the segments it had verified."""
         started = time.perf_counter()
         ladder = parse_profiles(profiles or self.config.profiles)
         segments = await trio.to_thread.run_sync(lambda: list(segment(source)))
@@ -66,7 +69,7 @@ class Gateway(SegmentMarket):
         output = VodOutput(out)
         try:
             works = [_Transcode(s, ladder, self.config.preset) for s in segments]
-            await self.run_works(works, report, output.add, on_progress)
+            await self.run_works(works, report, output.add, on_progress, journal)
             await trio.to_thread.run_sync(output.commit)
         finally:
             output.discard()
@@ -79,6 +82,7 @@ class Gateway(SegmentMarket):
         report: JobReport,
         write: Callable[[int, Any], None],
         on_progress: ProgressFn | None = None,
+        journal: SegmentJournal | None = None,
     ) -> None:
         """Run every segment's work at once (each waits for a free orchestrator) and `write`
         results in order, in a thread, as they complete; GatewayError if any segment failed."""
@@ -87,7 +91,7 @@ class Gateway(SegmentMarket):
         results_send, results_receive = trio.open_memory_channel[SegmentOutcome](total)
         async with trio.open_nursery() as nursery:
             for work, outcome in zip(works, report.segments, strict=True):
-                nursery.start_soon(self._run_one, work, outcome, report, results_send)
+                nursery.start_soon(self._run_one, work, outcome, report, results_send, journal)
             for count in range(1, total + 1):
                 outcome = await results_receive.receive()
                 if outcome.result is not None:
@@ -109,9 +113,10 @@ class Gateway(SegmentMarket):
         outcome: SegmentOutcome,
         report: JobReport,
         results: trio.MemorySendChannel[SegmentOutcome],
+        journal: SegmentJournal | None,
     ) -> None:
         try:
-            await self.run_work(work, outcome, report)
+            await self.run_work(work, outcome, report, journal=journal)
         finally:
             await results.send(outcome)
 

@@ -203,11 +203,13 @@ def _summary(
             per_orch[s.orchestrator] = per_orch.get(s.orchestrator, 0) + 1
     rejected = {v.orchestrator for v in net.gateway.verdicts if not v.accepted}
     orchestrators = []
-    for orch, member in zip(net.orchestrators, net.members[1:-1], strict=True):
+    members = zip(net.orchestrators, net.members[1:-1], net.rewarders, strict=True)
+    for orch, member, rewarder in members:
         orchestrators.append({
             "address": to_checksum(orch.address),
             "price_per_pixel": str(orch.config.price_per_pixel),
             "stake_wei": net.ledger.stake(orch.address),
+            "reward_rounds": list(rewarder.rewarded_rounds),
             "segments": per_orch.get(orch.address, 0),
             "tickets_received": orch.stats.tickets,
             "tickets_won": orch.stats.won,

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from chain.anvil import Anvil, free_port, stop_pid
 from chain.client import Chain, Protocol, ProtocolParams, deploy_protocol
 from chain.errors import ChainError
 from events.crypto import LocalKeySigner, to_checksum
-from node.keystore import create_keystore, load_keystore
+from node.keystore import KeystoreError, create_keystore, load_keystore
 
 STATE_FILE = "testnet.json"
 TOKEN = 10**18
@@ -100,6 +101,12 @@ def up(root: Path, params: TestnetParams | None = None, say: Callable[[str], Non
         running = [n for n in _pids(_state(root)) if alive(n)]
         if running:
             raise TestnetError(f"a testnet is running in {root} (pids {running}): down it first")
+        try:
+            archive = _archive_previous(root)
+        except OSError as exc:
+            raise TestnetError(f"cannot move the stopped testnet in {root} aside: {exc}") from None
+        say(f"reusing the keys of the testnet that was stopped in {root}; its chain went with "
+            f"anvil, so its logs and node data moved to {archive}")  # fmt: skip
     state: dict[str, Any] = {"dir": str(root), "nodes": [], "params": asdict(p)}
     try:
         anvil = Anvil.start(block_time=p.block_time_s, log_file=root / "anvil.log", detach=True)
@@ -109,15 +116,55 @@ def up(root: Path, params: TestnetParams | None = None, say: Callable[[str], Non
         chain = Chain.rpc(anvil.url, anvil.dev_key)
         protocol = _deploy(root, chain, p)
         say(f"contracts deployed: {root / 'contracts.json'}")
-        password = secrets.token_hex(16)
-        (root / "password").write_text(password)
+        password = _password(root)
         keys = _accounts(root, roles, password, protocol, p)
         _start_nodes(root, state, roles, keys, protocol, p, say)
-    except (ChainError, OSError, TestnetError) as exc:
+    except (ChainError, OSError, TestnetError, KeystoreError) as exc:
         say(f"testnet up failed: {exc}; stopping what was started")
-        down(root, say=lambda _line: None)
+        _stop_started(root)
         raise TestnetError(str(exc)) from None
+    except BaseException:  # Ctrl-C, or a bug: nothing it started may outlive it
+        _stop_started(root)
+        raise
     return state
+
+
+def _stop_started(root: Path) -> None:
+    if (root / STATE_FILE).exists():
+        down(root, say=lambda _line: None)
+
+
+def _password(root: Path) -> str:
+    """The testnet's keystore password: the one a previous `up` wrote, else a new one."""
+    path = root / "password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_hex(16)
+    path.write_text(password)
+    return password
+
+
+def _archive_previous(root: Path) -> Path:
+    """Move what a stopped testnet left in `root` (state, logs, node data) into
+    `root/previous-<UTC time>/`, keeping in place what the next `up` reuses: the password, each
+    node's wallet keystore and p2p key. Nothing is deleted."""
+    stamp = time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+    archive = root / stamp
+    for n in range(2, 1000):
+        try:
+            archive.mkdir()
+            break
+        except FileExistsError:  # two ups within a second
+            archive = root / f"{stamp}-{n}"
+    for item in sorted(root.iterdir()):
+        if item == archive or item.name == "password" or item.name.startswith("previous-"):
+            continue
+        os.replace(item, archive / item.name)
+    for kept in [*archive.glob("node*/*/keystore.json"), *archive.glob("node*/*/p2p.key")]:
+        target = root / kept.relative_to(archive)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(kept, target)
+    return archive
 
 
 def _deploy(root: Path, chain: Chain, p: TestnetParams) -> Protocol:
@@ -143,7 +190,11 @@ def _accounts(
         path = root / f"node{i}" / role / "keystore.json"
         if not path.exists():
             create_keystore(path, password, **KDF)  # type: ignore[arg-type]
-        key = load_keystore(path, password)
+        try:
+            key = load_keystore(path, password)
+        except KeystoreError as exc:
+            raise TestnetError(f"{path} does not open with {root / 'password'} ({exc}): restore "
+                               "that password file, or use another --dir") from None  # fmt: skip
         address = LocalKeySigner(key).address
         chain.transfer(chain.dev_key, address, 100 * TOKEN)
         staking.transfer_tokens(chain.dev_key, address, 1_000 * TOKEN)

@@ -190,6 +190,8 @@ class Orchestrator:
         task_status.started(self)
         while True:
             await trio.sleep(self.config.offer_interval_s)
+            if self.dead:  # a node that died (fault injection) has no store left to offer from
+                await trio.sleep_forever()
             await self.publish_offer()
 
     async def publish_offer(self) -> SignedEvent:

@@ -1,0 +1,141 @@
+"""A new user's first mistakes, each as a real `castnet` process on 127.0.0.1: a bad listen or
+bootstrap multiaddr, a p2p or API port another program holds (a socket this test binds), a
+second node on the same port, an unreachable bootstrap peer, Ctrl-C during `castnet demo`. Each
+is one line on stderr and a non-zero exit (130 for Ctrl-C), and leaves nothing running."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = "16Uiu2HAmHVYzjEY9twpfqUaYoMjfsYEp11YRfazMhabv5DfYXqRL"  # a well-formed peer id
+PASSWORD = "first mistakes"
+
+
+def castnet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout)  # fmt: skip
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code and len(lines) == 1, (result.returncode, result.stderr)
+    return lines[0]
+
+
+@contextmanager
+def held_port(listen: bool = True) -> Iterator[int]:
+    """A port on 127.0.0.1 this test holds (listening, or only bound: connections refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        if listen:
+            s.listen()
+        yield int(s.getsockname()[1])
+
+
+@pytest.fixture
+def run_args(tmp_path: Path) -> list[str]:
+    """`castnet run` as a gateway with its keystore made on first use."""
+    password = tmp_path / "pw"
+    password.write_text(PASSWORD)
+    return ["run", "--role", "gateway", "--data-dir", str(tmp_path / "gw"), "--init-keys",
+            "--password-file", str(password)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--listen", "/ip4/127.0.0.1/tcp/notaport", "bad listen address"),
+        ("--listen", "127.0.0.1:4001", "bad listen address"),
+        ("--bootstrap", "/ip4/127.0.0.1/tcp/4001", "it names no peer id"),
+        ("--bootstrap", "hello", "bad bootstrap address 'hello'"),
+    ],
+)
+def test_a_bad_multiaddr_is_one_line(
+    flag: str, value: str, said: str, tmp_path: Path, run_args: list[str]
+) -> None:
+    line = one_line(castnet("node", "start", "--data-dir", str(tmp_path / "n"), flag, value))
+    assert line.startswith("castnet: ") and said in line and value in line
+    line = one_line(castnet(*run_args, flag, value))
+    assert line.startswith("castnet run: ") and said in line
+    assert not (tmp_path / "gw" / "service.json").exists()  # nothing started
+
+
+def test_a_p2p_port_held_by_another_program(tmp_path: Path, run_args: list[str]) -> None:
+    with held_port() as port:
+        listen = f"/ip4/127.0.0.1/tcp/{port}"
+        line = one_line(castnet("node", "start", "--data-dir", str(tmp_path / "n"), "--listen",
+                                listen))  # fmt: skip
+        assert f"cannot listen on {listen}: address already in use" in line
+        line = one_line(castnet(*run_args, "--listen", listen, "--no-api"))
+        assert f"cannot listen on {listen}: address already in use" in line
+
+
+def test_an_api_port_in_use(run_args: list[str]) -> None:
+    with held_port() as port:
+        line = one_line(castnet(*run_args, "--api-listen", f"127.0.0.1:{port}"))
+    assert line.startswith("castnet run: cannot serve the HTTP API on 127.0.0.1:")
+    assert "address already in use" in line
+
+
+def test_an_unreachable_bootstrap_peer(tmp_path: Path) -> None:
+    with held_port(listen=False) as port:  # bound, not listening: connections are refused
+        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{PEER}"
+        line = one_line(castnet("node", "start", "--data-dir", str(tmp_path / "n"),
+                                "--bootstrap", addr))  # fmt: skip
+    assert line.startswith("castnet: cannot reach any bootstrap peer")
+    assert f"127.0.0.1:{port}: connection refused" in line
+
+
+def test_two_nodes_on_one_port(tmp_path: Path) -> None:
+    with held_port(listen=False) as port:
+        pass  # free again: the first node takes it
+    listen = f"/ip4/127.0.0.1/tcp/{port}"
+    argv = [sys.executable, "-m", "node.cli", "node", "start", "--listen", listen]
+    first = subprocess.Popen([*argv, "--data-dir", str(tmp_path / "a")], cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:  # bounded by the process: it prints its address or exits
+            if line.startswith("listening"):
+                break
+        assert first.poll() is None, "the first node must be running"
+        second = one_line(castnet("node", "start", "--data-dir", str(tmp_path / "b"), "--listen",
+                                  listen))  # fmt: skip
+        assert f"cannot listen on {listen}: address already in use" in second
+        assert "another castnet node" in second
+        assert first.poll() is None  # the first one is untouched
+    finally:
+        first.send_signal(signal.SIGTERM)  # our own child, by its handle
+        assert first.wait(timeout=20) == 0
+
+
+def test_ctrl_c_during_the_demo(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "node.cli", "demo", "--size", "320x180", "--seconds", "6",
+            "--profiles", "144p", "--chain", "fake", "--out", str(tmp_path / "out"),
+            "--data-dir", str(tmp_path / "nodes")]  # fmt: skip
+    demo = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert demo.stderr is not None and demo.stdout is not None
+        for line in demo.stderr:  # progress lines; interrupt once the job runs
+            if line.startswith("transcoding"):
+                break
+        demo.send_signal(signal.SIGINT)
+        _, rest = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()  # our own child, by its handle
+            demo.wait()
+    assert demo.returncode == 130
+    assert rest.strip().splitlines()[-1:] == ["castnet demo: interrupted"], rest
+    assert "Traceback" not in rest and len(rest.strip().splitlines()) <= 3, rest
+    assert not (tmp_path / "out").exists()  # no half-written output
