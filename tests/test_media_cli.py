@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import av
 import pytest
 
 from node.cli import media
+from node.cli.main import main
 from tests.media_fixtures import lavfi, video_file
 
 
@@ -75,3 +77,14 @@ def test_errors_exit_2_with_one_line_and_no_output(
     assert "cannot parse profile" in capsys.readouterr().err
     assert run(["media", "verify", str(tmp_path), "--source", str(notes)]) == 2
     assert "master.m3u8" in capsys.readouterr().err
+
+
+def test_sample_writes_a_clip_to_try_things_on(tmp_path: Path) -> None:
+    out = tmp_path / "clip.mp4"
+    assert main(["media", "sample", str(out), "--size", "320x180", "--seconds", "2"]) == 0
+    with av.open(str(out)) as clip:
+        video = clip.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (320, 180)
+        assert clip.streams.audio and float(clip.duration / av.time_base) == pytest.approx(2, 0.1)
+    assert main(["media", "sample", str(out)]) == 2  # never overwrites
+    assert main(["media", "sample", str(tmp_path / "x.mp4"), "--size", "big"]) == 2

@@ -53,6 +53,30 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the verdicts as one JSON object")
     p.set_defaults(run=cmd_verify)
 
+    p = cmds.add_parser("sample", help="write a test clip (a pattern and a tone) to try things on")
+    p.add_argument("out", type=Path, help="the .mp4 to write")
+    p.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=6.0, help="length (default %(default)s)")
+    p.set_defaults(run=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from node.local.demo import generate_clip
+
+    try:
+        width, height = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        return _fail(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1280x720")
+    if not (16 <= width <= 7680 and 16 <= height <= 4320) or width % 2 or height % 2:
+        return _fail(f"--size {args.size!r}: even sides from 16x16 to 7680x4320")
+    if not 0 < args.seconds <= 600:
+        return _fail(f"--seconds {args.seconds:g}: from a fraction of a second to 600")
+    if args.out.exists():
+        return _fail(f"{args.out} exists; not overwriting it")
+    generate_clip(args.out, f"{width}x{height}", args.seconds)
+    print(f"wrote {args.out}: {width}x{height}, {args.seconds:g} s, a keyframe every 2 s, audio")
+    return 0
+
 
 def _fail(message: str) -> int:
     print(f"castnet: {message}", file=sys.stderr)
