@@ -220,6 +220,35 @@ def register(sub: Any) -> None:
     add_account_args(p)
     p.set_defaults(run=guarded("chain fund-account", cmd_fund_account))
 
+    p = cmds.add_parser("anvil", help="run a local anvil chain until Ctrl-C (make testnet-deps)")
+    p.add_argument("--port", type=int, default=8545, help="on 127.0.0.1 (default %(default)s)")
+    p.add_argument("--block-time", type=float, help="seconds per block (default: one per tx)")
+    p.set_defaults(run=cmd_anvil)
+
+
+def cmd_anvil(args: argparse.Namespace) -> int:
+    """Anvil in the foreground: started on 127.0.0.1, stopped by its own pid on Ctrl-C/SIGTERM."""
+    import signal
+    import threading
+
+    from chain.anvil import Anvil
+    from chain.errors import ChainError
+
+    try:
+        node = Anvil.start(port=args.port, block_time=args.block_time)
+    except ChainError as exc:
+        print(f"castnet chain anvil: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with node:
+        print(f"anvil on http://127.0.0.1:{args.port} (pid {node.process.pid}); Ctrl-C stops it",
+              flush=True)  # fmt: skip
+        while not stop.wait(0.5) and node.process.poll() is None:
+            pass
+    return 0
+
 
 def cmd_deploy(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.out.exists() and not args.force:
