@@ -19,12 +19,22 @@ def to_tensor(images: np.ndarray, manifest: ModelManifest) -> np.ndarray:
     laid_out = images.transpose(_TO_LAYOUT[manifest.layout])  # a view: the copy below does it
     if manifest.dtype == "uint8":
         return np.ascontiguousarray(laid_out)
-    # (p * scale - mean) / std == p * a + b, computed in one pass over a float32 copy
+    # (p * scale - mean) / std == p * a + b, computed over a float32 copy
     a = np.float32(norm.scale) / np.asarray(norm.std, np.float32)
     b = -np.asarray(norm.mean, np.float32) / np.asarray(norm.std, np.float32)
+    tensor = np.empty(laid_out.shape, np.float32)
+    if manifest.layout.index("C") == 3:
+        # channels last: a broadcast over a 3-long axis makes numpy loop 3 elements at a time
+        # (~6x slower); lay the pixels out first (a byte copy), then treat each row of pixels
+        # as one long vector against the per-channel factors tiled along it
+        pixels = np.ascontiguousarray(laid_out)
+        rows = pixels.reshape(-1, pixels.shape[2] * 3)
+        out = tensor.reshape(rows.shape)
+        np.multiply(rows, np.tile(a, pixels.shape[2]), out=out, dtype=np.float32)
+        np.add(out, np.tile(b, pixels.shape[2]), out=out)
+        return tensor
     shape = [1, 1, 1, 1]
     shape[manifest.layout.index("C")] = 3
-    tensor = np.empty(laid_out.shape, np.float32)
     np.multiply(laid_out, a.reshape(shape), out=tensor)
     np.add(tensor, b.reshape(shape), out=tensor)
     return tensor
