@@ -32,7 +32,7 @@ from bench_clips import trimmed
 from inference.detections import FrameDetections
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.pipelines import PipelineResult
-from inference.providers import CPU, CUDA, _cuda_device_count, cuda_status
+from inference.providers import CPU, CUDA, cuda_device_count, cuda_status
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
@@ -53,7 +53,7 @@ MIN_VIDEO_PSNR = 40.0  # dB between the CPU and the CUDA encoded outputs
 
 def gpu_presence(device_id: int = 0) -> tuple[bool, str]:
     """(present, reason): an NVIDIA driver that sees device `device_id` (onnxruntime aside)."""
-    count, why = _cuda_device_count()
+    count, why = cuda_device_count()
     if count <= device_id:
         return False, why if count == 0 else f"CUDA device {device_id} does not exist ({why})"
     return True, why
