@@ -77,7 +77,7 @@ class FaceDetector:
                 scaler.reformat(p, w, h, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
                 for p in pictures
             ]
-            pyramid.append(to_tensor(np.stack(scaled), self.manifest))
+            pyramid.append(to_tensor(scaled, self.manifest))
         return FaceBatch(images, pyramid)
 
     def detect(self, batch: FaceBatch) -> list[tuple[Box, ...]]:
