@@ -12,6 +12,7 @@ start after `--budget` seconds are recorded as skipped, so the whole check stays
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import sys
@@ -106,9 +107,7 @@ def video_psnr(a: bytes, b: bytes) -> float:
 
 
 def _luma(data: bytes) -> list[np.ndarray]:
-    import io
-
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         return [
             f.reformat(format="gray").to_ndarray().astype(np.float64)
             for f in container.decode(video=0)
