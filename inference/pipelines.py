@@ -1,4 +1,4 @@
-"""Frame pipelines: decode -> prepare (batched) -> infer -> write, each step in its own thread.
+"""Frame pipelines: decode -> prepare (batched) -> model steps -> write, each in its own thread.
 
 `detect-faces` and `detect-text` produce per-frame boxes (JSON lines); `filter` and `upscale`
 produce a re-encoded video. Every pipeline counts the pixels it processed: the unit of price.
@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from inference.frames import Frame, FrameStamp, VideoInfo, VideoWriter, open_vid
 from inference.imagemodels import ImageModel
 from inference.mtcnn import FaceDetector
 from inference.sessions import LoadedModel
-from inference.stages import run_stages
+from inference.stages import StageTimes, run_stages
 from inference.textdet import TextDetector
 from media.progress import Progress, ProgressCallback
 from media.source import Source
@@ -50,6 +50,13 @@ class PipelineResult:
     detections: tuple[FrameDetections, ...] = ()
     video: bytes | None = None  # filter/upscale output when no `out` path was given
     out: Path | None = None
+    # working seconds of each step (decode, prepare, inference steps, write), each in its thread
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bounding_stage(self) -> str | None:
+        """The busiest step: with every step in its own thread, the one that sets the rate."""
+        return max(self.stages, key=self.stages.__getitem__) if self.stages else None
 
     @property
     def fps(self) -> float:
@@ -69,6 +76,8 @@ class PipelineResult:
             "fps": round(self.fps, 2),
             "boxes": sum(len(d.boxes) for d in self.detections),
             "out": None if self.out is None else str(self.out),
+            "stages": {name: round(seconds, 3) for name, seconds in self.stages.items()},
+            "bounding_stage": self.bounding_stage,
         }
 
 
@@ -150,11 +159,14 @@ def execute(
         raise UnknownPipeline(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")
     started = time.perf_counter()
     with open_video(source, format=format) as (info, frames):
-        prepare, infer, sink, size = _plan(pipeline, model, info, out, preset, encoder)
+        prepare, steps, sink, size = _plan(pipeline, model, info, out, preset, encoder)
+        stages, times = pipeline_stages(prepare, steps, batch)
         count, output, first = 0, None, None
         try:
-            for metas, results in run_stages(frames, [_batched(prepare, batch), _mapped(infer)]):
+            for metas, results in run_stages(frames, stages, times=times):
+                writing = time.perf_counter()
                 sink.take(metas, results)
+                times.add("write", time.perf_counter() - writing)
                 count += len(metas)
                 first = metas[0].time if first is None else first
                 if on_progress is not None:
@@ -179,23 +191,35 @@ def execute(
         detections=detections,
         video=output if isinstance(output, bytes) else None,
         out=out,
+        stages=times.as_dict(),
     )
+
+
+Step = Callable[[Any], Any]
+
+
+def pipeline_stages(
+    prepare: Callable[[list[av.VideoFrame]], Any], steps: list[tuple[str, Step]], batch: int
+) -> tuple[list[Callable[[Iterator[Any]], Iterator[Any]]], StageTimes]:
+    """Thread stages after decoding: batch + prepare, then each model step; and their timer."""
+    stages = [_batched(prepare, batch), *(_mapped(step) for _, step in steps)]
+    return stages, StageTimes(["decode", "prepare", *(name for name, _ in steps)])
 
 
 def _plan(
     pipeline: str, model: LoadedModel, info: VideoInfo, out: Path | None, preset: str, encoder: str
-) -> tuple[Callable[[list[av.VideoFrame]], Any], Callable[[Any], Any], _Sink, tuple[int, int]]:
-    """The pipeline's prepare and infer steps and its sink; every shape check happens here, before
-    anything is written."""
+) -> tuple[Callable[[list[av.VideoFrame]], Any], list[tuple[str, Step]], _Sink, tuple[int, int]]:
+    """The pipeline's prepare step, its model steps and its sink; every shape check happens here,
+    before anything is written."""
     if pipeline in DETECTORS:
         detector = DETECTORS[pipeline](model, info.width, info.height)
-        return detector.prepare, detector.detect, _DetectionSink(out), (info.width, info.height)
+        return detector.prepare, detector.steps(), _DetectionSink(out), (info.width, info.height)
     imager = ImageModel(model, info.width, info.height, factor=2 if pipeline == "upscale" else 1)
     width, height = imager.output_size
     writer = VideoWriter(
         out, width, height, info.rate, info.time_base, preset=preset, encoder=encoder
     )
-    return imager.prepare, imager.apply_frames, _VideoSink(writer), (width, height)
+    return imager.prepare, imager.steps(), _VideoSink(writer), (width, height)
 
 
 def _batched(

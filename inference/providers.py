@@ -96,7 +96,7 @@ def cuda_status(device_id: int = 0) -> tuple[bool, str]:
     """(usable, reason): driver, device, CUDA libraries and a probe session, checked in order."""
     if CUDA not in ort.get_available_providers():
         return False, "this onnxruntime build has no CUDA provider"
-    count, why = _cuda_device_count()
+    count, why = cuda_device_count()
     if count <= device_id:
         return False, why or f"CUDA device {device_id} does not exist ({count} found)"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
@@ -121,7 +121,8 @@ def tensorrt_status(device_id: int = 0) -> tuple[bool, str]:
     return _probe(TENSORRT, {"device_id": str(device_id)})
 
 
-def _cuda_device_count() -> tuple[int, str]:
+def cuda_device_count() -> tuple[int, str]:
+    """(devices the NVIDIA driver sees, why): 0 without a driver or a usable GPU."""
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 Stage = Callable[[Iterator[Any]], Iterator[Any]]
@@ -18,12 +20,41 @@ _POLL = 0.05  # seconds between checks of the stop flag while a queue is full or
 _END = object()
 
 
+@dataclass(slots=True)
+class StageTimes:
+    """Seconds each named step spent working, not waiting for its neighbours, over a run.
+
+    With every step in its own thread, the busiest one bounds the rate: `bounding` names it."""
+
+    names: list[str]
+    busy: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.busy:
+            self.busy = [0.0] * len(self.names)
+
+    def add(self, name: str, seconds: float) -> None:
+        if name not in self.names:
+            self.names.append(name)
+            self.busy.append(0.0)
+        self.busy[self.names.index(name)] += seconds
+
+    def bounding(self) -> str:
+        return self.names[max(range(len(self.busy)), key=self.busy.__getitem__)]
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.busy, strict=True))
+
+
 class _Chain:
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, steps: int) -> None:
         self.depth = depth
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.lock = threading.Lock()
+        # per thread: seconds spent inside its iterator, and of those, waiting on its input queue
+        self.inside = [0.0] * steps
+        self.waiting = [0.0] * steps
 
     def fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -40,20 +71,30 @@ class _Chain:
                 continue
         return False
 
-    def drain(self, q: queue.Queue[Any]) -> Iterator[Any]:
+    def drain(self, q: queue.Queue[Any], owner: int) -> Iterator[Any]:
         while not self.stop.is_set():
+            started = time.perf_counter()
             try:
                 item = q.get(timeout=_POLL)
             except queue.Empty:
                 continue
+            finally:
+                self.waiting[owner] += time.perf_counter() - started
             if item is _END:
                 return
             yield item
 
-    def pump(self, items: Iterable[Any], out: queue.Queue[Any]) -> None:
+    def pump(self, items: Iterable[Any], out: queue.Queue[Any], index: int) -> None:
         iterator = iter(items)
         try:
-            for item in iterator:
+            while True:
+                started = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                finally:
+                    self.inside[index] += time.perf_counter() - started
                 if not self.put(out, item):
                     return
             self.put(out, _END)
@@ -65,28 +106,43 @@ class _Chain:
                 close()
 
 
-def run_stages(source: Iterable[Any], stages: Sequence[Stage], depth: int = DEPTH) -> Iterator[Any]:
+def run_stages(
+    source: Iterable[Any],
+    stages: Sequence[Stage],
+    depth: int = DEPTH,
+    times: StageTimes | None = None,
+) -> Iterator[Any]:
     """Yield the last stage's items in the caller's thread; the first error anywhere is raised here.
 
-    Closing the returned iterator early stops every thread; all have joined when it returns.
+    Closing the returned iterator early stops every thread; all have joined when it returns. With
+    `times` (names for the source and each stage), each thread's working seconds are added to it.
     """
-    chain = _Chain(depth)
+    if times is not None and len(times.names) < len(stages) + 1:
+        raise ValueError(f"{len(stages) + 1} steps need names, got {times.names}")
+    chain = _Chain(depth, len(stages) + 2)
     queues: list[queue.Queue[Any]] = [queue.Queue(depth) for _ in range(len(stages) + 1)]
-    threads = [threading.Thread(target=chain.pump, args=(source, queues[0]), name="stage-source")]
+    threads = [
+        threading.Thread(target=chain.pump, args=(source, queues[0], 0), name="stage-source")
+    ]
     for i, stage in enumerate(stages):
-        items = stage(chain.drain(queues[i]))
+        items = stage(chain.drain(queues[i], i + 1))
         threads.append(
-            threading.Thread(target=chain.pump, args=(items, queues[i + 1]), name=f"stage-{i}")
+            threading.Thread(
+                target=chain.pump, args=(items, queues[i + 1], i + 1), name=f"stage-{i}"
+            )
         )
     for thread in threads:
         thread.start()
     try:
-        yield from chain.drain(queues[-1])
+        yield from chain.drain(queues[-1], len(stages) + 1)
         if chain.error is not None:
             raise chain.error
     finally:
         chain.stop.set()
         for thread in threads:
             thread.join()
+        if times is not None:
+            for i in range(len(stages) + 1):
+                times.add(times.names[i], chain.inside[i] - chain.waiting[i])
     if chain.error is not None:
         raise chain.error

@@ -13,21 +13,45 @@ _TO_LAYOUT = {"NCHW": (0, 3, 1, 2), "NHWC": (0, 1, 2, 3), "NWHC": (0, 2, 1, 3)}
 _FROM_LAYOUT = {"NCHW": (0, 2, 3, 1), "NHWC": (0, 1, 2, 3), "NWHC": (0, 2, 1, 3)}
 
 
-def to_tensor(images: np.ndarray, manifest: ModelManifest) -> np.ndarray:
-    """(N, H, W, 3) uint8 images, in the manifest's channel order, to the model's input tensor."""
+def to_tensor(images: np.ndarray | list[np.ndarray], manifest: ModelManifest) -> np.ndarray:
+    """(N, H, W, 3) uint8 images (an array, or a list of (H, W, 3) images of one size), in the
+    manifest's channel order, to the model's input tensor."""
     norm = manifest.normalization
+    if isinstance(images, list):
+        images = _laid_out(images, manifest.layout)
     laid_out = images.transpose(_TO_LAYOUT[manifest.layout])  # a view: the copy below does it
     if manifest.dtype == "uint8":
         return np.ascontiguousarray(laid_out)
-    # (p * scale - mean) / std == p * a + b, computed in one pass over a float32 copy
+    # (p * scale - mean) / std == p * a + b, computed over a float32 copy
     a = np.float32(norm.scale) / np.asarray(norm.std, np.float32)
     b = -np.asarray(norm.mean, np.float32) / np.asarray(norm.std, np.float32)
+    tensor = np.empty(laid_out.shape, np.float32)
+    if manifest.layout.index("C") == 3:
+        # channels last: a broadcast over a 3-long axis makes numpy loop 3 elements at a time
+        # (~6x slower); lay the pixels out first (a byte copy), then treat each row of pixels
+        # as one long vector against the per-channel factors tiled along it
+        pixels = np.ascontiguousarray(laid_out)
+        rows = pixels.reshape(-1, pixels.shape[2] * 3)
+        out = tensor.reshape(rows.shape)
+        np.multiply(rows, np.tile(a, pixels.shape[2]), out=out, dtype=np.float32)
+        np.add(out, np.tile(b, pixels.shape[2]), out=out)
+        return tensor
     shape = [1, 1, 1, 1]
     shape[manifest.layout.index("C")] = 3
-    tensor = np.empty(laid_out.shape, np.float32)
     np.multiply(laid_out, a.reshape(shape), out=tensor)
     np.add(tensor, b.reshape(shape), out=tensor)
     return tensor
+
+
+def _laid_out(images: list[np.ndarray], layout: str) -> np.ndarray:
+    """A list of images as an (N, H, W, 3) array whose memory is already in `layout`'s order
+    (one copy, instead of a stack and then a transposing copy)."""
+    axes = _TO_LAYOUT[layout]
+    first = images[0].transpose([a - 1 for a in axes[1:]])
+    batch = np.empty((len(images), *first.shape), images[0].dtype)
+    for n, image in enumerate(images):
+        batch[n] = image.transpose([a - 1 for a in axes[1:]])
+    return batch.transpose(_FROM_LAYOUT[layout])  # a view back in (N, H, W, 3) terms
 
 
 def from_tensor(tensor: np.ndarray, manifest: ModelManifest) -> np.ndarray:

@@ -7,7 +7,9 @@ its mean probability and grown by the DB "unclip" distance (area * ratio / perim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -67,10 +69,20 @@ class TextDetector:
         return to_tensor(np.stack(images), self.manifest)
 
     def detect(self, tensor: np.ndarray) -> list[tuple[Box, ...]]:
-        outputs = run_batch(self.net, tensor)
-        prob = outputs[0]
+        return self.boxes(self.infer(tensor))
+
+    def steps(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """Inference and post-processing, as steps a pipeline can run in separate threads."""
+        return [("infer", self.infer), ("post", self.boxes)]
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """The network's (N, 1, H, W) probability map."""
+        prob = run_batch(self.net, tensor)[0]
         if prob.ndim != 4 or prob.shape[1] != 1:
             raise ShapeMismatch(f"model {self.manifest.name!r}: expected an (N, 1, H, W) map")
+        return prob
+
+    def boxes(self, prob: np.ndarray) -> list[tuple[Box, ...]]:
         return [self._boxes(prob[i, 0]) for i in range(len(prob))]
 
     def _boxes(self, prob: np.ndarray) -> tuple[Box, ...]:
