@@ -9,6 +9,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -226,3 +227,25 @@ def test_gateway_without_deposit_is_refused_clearly(tmp_path: Path) -> None:
     assert "max float 0 wei cannot carry a ticket" in summary["error"], summary["error"]
     assert not (tmp_path / "out").exists()  # nothing half-written
     assert summary["audit"]["clean"], summary["audit"]
+
+
+def test_metrics_listen_refusals_are_clear(tmp_path: Path) -> None:
+    def demo(listen: str) -> subprocess.CompletedProcess[str]:
+        args = ["demo", "--chain", "fake", "--size", "320x180", "--seconds", "2", "--profiles",
+                "144p", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nodes"),
+                "--metrics-listen", listen]  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
+                              capture_output=True, timeout=300)  # fmt: skip
+
+    bad = demo("localhost")
+    assert bad.returncode == 2
+    assert "--metrics-listen must be HOST:PORT, got 'localhost'" in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = demo(f"127.0.0.1:{port}")
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}: " in busy.stderr, busy.stderr
+    assert "already in use" in busy.stderr, busy.stderr
+    assert not (tmp_path / "out").exists()

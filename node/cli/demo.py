@@ -145,7 +145,7 @@ def _metrics_listener(host: str, port: int, say: Callable[[str], None]) -> Attac
             try:
                 bound = await nursery.start(serve_app, app, host, port)
             except* OSError as group:
-                reason = group.exceptions[0]
+                reason = next(e for e in _leaves(group) if isinstance(e, OSError))
                 raise SystemExit(
                     f"castnet demo: cannot serve metrics on {host}:{port}: {reason}"
                 ) from None
