@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.local.demo import DemoOptions, print_summary, run_demo
 
@@ -39,19 +46,87 @@ def _demo(tmp_path: Path, **kw: Any) -> dict[str, Any]:
     return run_demo(options)
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _scrape(url: str) -> tuple[str, Samples]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        kind, body = response.headers["Content-Type"], response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return kind, samples
+
+
+def _by_node(samples: Samples, name: str) -> dict[str, float]:
+    """node -> value of the samples named `name` (summed over their other labels)."""
+    out: dict[str, float] = {}
+    for (sample, labels), value in samples.items():
+        node = dict(labels).get("node")
+        if sample == name and node:
+            out[node] = out.get(node, 0.0) + value
+    return out
+
+
+class _Lines:
+    """A pipe's lines as they come, read in a thread; `until` waits (bounded) for a line."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe: Any) -> None:
+        for line in pipe:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def until(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, "\n".join(self.seen[-40:])  # the process ended first
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+
+    def rest(self) -> str:
+        while (line := self._queue.get(timeout=30)) is not None:
+            self.seen.append(line)
+        return "\n".join(self.seen)
+
+
 def test_demo_json_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "hls"
     args = ["demo", "--json", "--size", "320x180", "--seconds", "4", "--profiles", PROFILES]
     # ~28 tickets a segment at 1 in 5 to win (face value 0.01 ETH pays for the redemption gas)
     args += ["--chain", "embedded", "--ticket-ev", "0.002eth", "--price", "10gwei"]
-    args += ["--out", str(out), "--data-dir", str(tmp_path / "nodes")]
-    # as a user runs it: a process of its own, its terminal output captured
-    proc = subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
-    summary = json.loads(proc.stdout)
-    assert proc.returncode == 0, (summary, proc.stderr[-2000:])
+    args += ["--out", str(out), "--data-dir", str(tmp_path / "nodes"), "--serve"]
+    # as a user runs it: a process of its own, its terminal output captured; with --serve the
+    # network stays up after the job, its metrics scraped over HTTP, until Ctrl-C
+    stdout = tmp_path / "stdout.json"
+    with stdout.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
+                                stdout=sink, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        lines = _Lines(proc.stderr)
+        url = lines.until(r"^metrics at (http://127\.0\.0\.1:\d+/metrics)$", 300)[1]
+        lines.until(r"until Ctrl-C$", 900)
+        kind, samples = _scrape(url)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    stderr = lines.rest()
+    assert "Traceback" not in stderr, stderr  # Ctrl-C stops it quietly
+    summary = json.loads(stdout.read_text())
+    assert summary["ok"], (summary, stderr[-2000:])
+    assert summary["metrics_url"] == url
     # the nodes' log lines went to the log file, not the terminal (progress lines only there)
-    assert not [line for line in proc.stderr.splitlines() if LOG_LINE.match(line)], proc.stderr
+    assert not [line for line in stderr.splitlines() if LOG_LINE.match(line)], stderr
     log_file = Path(summary["log_file"])
     assert log_file.parent == tmp_path / "nodes" and LOG_LINE.match(log_file.read_text())
     # the summary a person reads: a table with units, no log lines, wei nowhere
@@ -97,6 +172,26 @@ def test_demo_json_end_to_end(tmp_path: Path) -> None:
     assert set(summary["audit"]["nodes"]) == {"gateway", "orchestrator0", "orchestrator1",
                                               "orchestrator2", "delegator"}  # fmt: skip
     assert len(set(summary["events"].values())) == 1  # every log converged to the same events
+    # what /metrics showed while the network served: each node's families, labelled by node,
+    # agreeing with the summary
+    assert kind.startswith("text/plain; version=0.0.4")
+    nodes = set(summary["audit"]["nodes"])
+    transcoded = _by_node(samples, "castnet_segment_transcoded_total")
+    assert transcoded == {"gateway": 2.0}
+    assert _by_node(samples, "castnet_segment_source_appeared_total") == {"gateway": 2.0}
+    assert _by_node(samples, "castnet_tickets_sent_total") == {"gateway": tickets["sent"]}
+    received = _by_node(samples, "castnet_tickets_received_total")
+    assert set(received) == nodes - {"gateway", "delegator"}
+    assert sum(received.values()) == tickets["received"] > 0
+    won = _by_node(samples, "castnet_winning_tickets_received_total")
+    assert sum(won.values()) == tickets["won"] > 0
+    gossip = _by_node(samples, "castnet_gossip_messages_received_total")
+    assert set(gossip) == nodes and all(v > 0 for v in gossip.values()), gossip
+    peers = _by_node(samples, "castnet_gossip_peers")
+    assert set(peers) == nodes and all(v > 0 for v in peers.values()), peers
+    events = _by_node(samples, "castnet_log_events")
+    assert set(events) == nodes and all(events[n] >= e for n, e in summary["events"].items())
+    assert ("castnet_gossip_dropped_total", ()) in samples  # the process's own, once
     master = out / "master.m3u8"
     if shutil.which("ffprobe"):
         streams = _ffprobe_streams(master)
@@ -142,3 +237,25 @@ def test_gateway_without_deposit_is_refused_clearly(tmp_path: Path) -> None:
     assert "max float 0 wei cannot carry a ticket" in summary["error"], summary["error"]
     assert not (tmp_path / "out").exists()  # nothing half-written
     assert summary["audit"]["clean"], summary["audit"]
+
+
+def test_metrics_listen_refusals_are_clear(tmp_path: Path) -> None:
+    def demo(listen: str) -> subprocess.CompletedProcess[str]:
+        args = ["demo", "--chain", "fake", "--size", "320x180", "--seconds", "2", "--profiles",
+                "144p", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nodes"),
+                "--metrics-listen", listen]  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
+                              capture_output=True, timeout=300)  # fmt: skip
+
+    bad = demo("localhost")
+    assert bad.returncode == 2
+    assert "--metrics-listen must be HOST:PORT, got 'localhost'" in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = demo(f"127.0.0.1:{port}")
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}: " in busy.stderr, busy.stderr
+    assert "already in use" in busy.stderr, busy.stderr
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,11 @@ state that another thread is changing. Counters follow the log, so they survive 
 The families follow go-livepeer's (segments appeared / transcoded / failed, transcode time,
 overall latency, sessions, orchestrator swaps, tickets, winning tickets, value redeemed, deposit
 and reserve, reward call errors, pixels, AI request latency and errors) under `castnet_` names,
-plus gossip, log and chain families. A worker process serves its own counters the same way."""
+plus gossip, log and chain families. A worker process serves its own counters the same way.
+
+The collectors read a node through a few attributes (`NodeParts`): a NodeService has them, and
+so does each node of an in-process network (`castnet demo`), whose nodes' families one endpoint
+serves with a `node` label (`NetworkMetrics`)."""
 
 from __future__ import annotations
 
@@ -140,8 +144,23 @@ class ChainReading:
     funds: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> deposit, reserve
 
 
+@dataclass(slots=True)
+class NodeParts:
+    """What the collectors read of one node: its role members (role -> an object with `.node`,
+    a started P2PNode, and `.signer`), and where the node has them its ledger, orchestrator,
+    reward caller, job runner and chain watcher. A NodeService has these attributes itself."""
+
+    members: dict[str, Any]
+    ledger: Any = None
+    orchestrator: Any = None
+    rewards: Any = None
+    runner: Any = None
+    watcher: Any = None
+
+
 class NodeMetrics:
-    """The metrics of a NodeService (node.service): `await render()` for the exposition."""
+    """The metrics of one node (a NodeService, or NodeParts): `await render()` for the
+    exposition."""
 
     def __init__(self, service: Any) -> None:
         self.service = service
@@ -177,6 +196,57 @@ class NodeMetrics:
             except Exception:  # a broken read must not take /metrics down: show what we have
                 log.exception("metrics refresh failed")
             return generate_latest(self.registry)
+
+
+# families that count for the whole process, not one node: a multi-node endpoint shows them once
+PROCESS_WIDE = frozenset({"castnet_gossip_dropped"})
+
+
+class NetworkMetrics:
+    """The metrics of several nodes in one process (the demo's network) on one endpoint: every
+    node's families as NodeMetrics gives them, each sample labelled `node="<name>"` (as one
+    scrape target with a label per node, the way an exporter for several things does), the
+    process-wide families once, unlabelled. A node for which `alive(name)` is false (stopped)
+    is left out of the scrape."""
+
+    def __init__(self, nodes: dict[str, Any], alive: Callable[[str], bool] | None = None) -> None:
+        self.nodes = {name: NodeMetrics(parts) for name, parts in nodes.items()}
+        self.alive = alive or (lambda name: True)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_LabelledCollector(self))
+        self._lock = trio.Lock()
+
+    def live(self) -> dict[str, NodeMetrics]:
+        return {name: m for name, m in self.nodes.items() if self.alive(name)}
+
+    async def render(self) -> bytes:
+        async with self._lock:
+            for name, metrics in self.live().items():
+                try:
+                    await metrics.refresh()
+                except Exception:  # one node's broken read must not take /metrics down
+                    log.exception("metrics refresh of %s failed", name)
+            return generate_latest(self.registry)
+
+
+class _LabelledCollector(Collector):
+    def __init__(self, network: NetworkMetrics) -> None:
+        self.network = network
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for name, metrics in self.network.live().items():
+            for family in metrics.registry.collect():
+                if family.name in PROCESS_WIDE:
+                    merged.setdefault(family.name, family)
+                    continue
+                target = merged.get(family.name)
+                if target is None:
+                    target = Metric(family.name, family.documentation, family.type, family.unit)
+                    merged[family.name] = target
+                for sample in family.samples:
+                    target.samples.append(sample._replace(labels={"node": name, **sample.labels}))
+        yield from merged.values()
 
 
 def _catch_up(node: P2PNode, author: bytes, tally: RoleTally) -> None:

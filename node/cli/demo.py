@@ -1,5 +1,7 @@
 """`castnet demo`: a gateway, N orchestrators and a delegator in one process on 127.0.0.1,
-transcoding a clip end to end with ticket payments, redemption and audited logs."""
+transcoding a clip end to end with ticket payments, redemption and audited logs. While the
+network runs it serves `GET /metrics` for all its nodes (`--metrics-listen`); `--serve` keeps the
+network and that listener up after the job until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from node.amounts import AmountError, parse_amount
 from node.cli.commands import command_help
-from node.local.demo import DemoOptions, print_summary, run_demo
+from node.config import ConfigError, parse_listen
+from node.local.demo import Attach, DemoOptions, print_summary, run_demo
+from node.local.network import Network
 
 
 def register(sub: Any) -> None:
@@ -50,6 +56,18 @@ def register(sub: Any) -> None:
         default="embedded",
         help="embedded: the contracts on an in-process EVM (default); fake: in memory",
     )
+    p.add_argument(
+        "--metrics-listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where GET /metrics serves every node's metrics while the network runs "
+        "(default: a free port on 127.0.0.1, printed)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the job, keep the network and its metrics up until Ctrl-C",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_demo)
 
@@ -63,7 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         reserve = parse_amount(args.reserve, "--reserve", allow_zero=True)
         ev = parse_amount(args.ticket_ev, "--ticket-ev") if args.ticket_ev else None
         price = parse_amount(args.price, "--price", unit="gwei") if args.price else None
-    except AmountError as exc:
+        host, port = parse_listen(args.metrics_listen, "--metrics-listen")
+    except (AmountError, ConfigError) as exc:
         print(f"castnet demo: {exc}", file=sys.stderr)
         return 2
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="castnet-demo-nodes-"))
@@ -85,15 +104,98 @@ def cmd_demo(args: argparse.Namespace) -> int:
         price=price,
         chain=args.chain,
     )
-    with _logs_to_file(data_dir, args.verbose) as log_file:
-        summary = run_demo(options, lambda line: print(line, file=sys.stderr, flush=True))
-    summary["log_file"] = str(log_file)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_summary(summary)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def show(summary: dict[str, Any]) -> None:
+        summary["log_file"] = str(log_file)
+        if args.json:
+            print(json.dumps(summary, indent=2), flush=True)
+        else:
+            print_summary(summary)
+            sys.stdout.flush()
+
+    def serve(summary: dict[str, Any]) -> None:
+        show(summary)
+        say("serving the network and its metrics until Ctrl-C")
+
+    attach = _metrics_listener(host, port, say)
+    with _logs_to_file(data_dir, args.verbose) as log_file, _plain_exits():
+        summary = run_demo(options, say, attach, serve if args.serve else None)
+    if args.serve:
+        return 130  # stopped by Ctrl-C; the summary was shown before serving
+    show(summary)
     ok = summary["ok"] and summary["audit"]["clean"]
     return 0 if ok else 1
+
+
+def _metrics_listener(host: str, port: int, say: Callable[[str], None]) -> Attach:
+    """`GET /metrics` on host:port for every node of the demo's network, labelled by node name
+    (node.api.metrics.NetworkMetrics), up while the network is."""
+
+    @asynccontextmanager
+    async def attach(net: Network) -> AsyncIterator[dict[str, Any]]:
+        from node.api.metrics import NetworkMetrics
+        from node.api.ops import build_ops_app, metrics_route, serve_app
+
+        metrics = NetworkMetrics(_node_parts(net), alive=lambda name: net.member(name).alive)
+        app = build_ops_app([metrics_route(metrics.render)])
+        async with trio.open_nursery() as nursery:
+            try:
+                bound = await nursery.start(serve_app, app, host, port)
+            except* OSError as group:
+                reason = next(e for e in _leaves(group) if isinstance(e, OSError))
+                raise SystemExit(
+                    f"castnet demo: cannot serve metrics on {host}:{port}: {reason}"
+                ) from None
+            url = "http://{}:{}/metrics".format(*bound)
+            say(f"metrics at {url}")
+            yield {"metrics_url": url}
+            nursery.cancel_scope.cancel()
+
+    return attach
+
+
+def _node_parts(net: Network) -> dict[str, Any]:
+    """What the metrics collectors read of each node: the gateway with the chain (its deposit,
+    the block and round), each orchestrator with its role and reward caller, the delegator's
+    gossip and log."""
+    from node.api.metrics import NodeParts
+
+    roles = {member.name: (orch, rewarder) for member, orch, rewarder
+             in zip(net.members[1:-1], net.orchestrators, net.rewarders, strict=True)}  # fmt: skip
+    nodes: dict[str, Any] = {}
+    for member in net.members:
+        parts = NodeParts({member.role: member})
+        if member.role == "gateway":
+            parts.ledger = net.ledger
+        elif member.name in roles:
+            parts.orchestrator, parts.rewards = roles[member.name]
+        nodes[member.name] = parts
+    return nodes
+
+
+@contextmanager
+def _plain_exits() -> Iterator[None]:
+    """Ctrl-C or a refusal inside the network's nurseries reaches the terminal as itself (exit
+    130, or the refusal's message), not as an exception group with a traceback."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if all(isinstance(e, KeyboardInterrupt) for e in leaves):
+            raise KeyboardInterrupt from None
+        if len(leaves) == 1 and isinstance(leaves[0], SystemExit):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 @contextmanager

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -64,6 +66,8 @@ class DemoOptions:
 # P(none) = 0.5^30 ~ 1e-9. On the gas-free fake the face value is 3x EV.
 ECONOMICS = {"embedded": (5 * 10**15, 2 * 10**8), "fake": (2 * 10**10, 1000)}
 WIN_SCALE = 2**256  # win_prob / WIN_SCALE: the probability a ticket wins
+# entered once the network is up, left before it stops; what it yields joins the summary
+Attach = Callable[[Network], AbstractAsyncContextManager[dict[str, Any]]]
 
 
 def generate_clip(path: Path, size: str, seconds: float, rate: int = 30) -> Path:
@@ -99,11 +103,24 @@ def prepare_out(out: Path) -> None:
             raise SystemExit(f"castnet demo: {out} exists and is not an earlier demo's output")
 
 
-def run_demo(options: DemoOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    return trio.run(demo, options, progress or (lambda line: None))
+def run_demo(
+    options: DemoOptions,
+    progress: Callable[[str], None] | None = None,
+    attach: Attach | None = None,
+    serve: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    return trio.run(demo, options, progress or (lambda line: None), attach, serve)
 
 
-async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
+async def demo(
+    options: DemoOptions,
+    say: Callable[[str], None],
+    attach: Attach | None = None,
+    serve: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The job end to end. `attach(net)` (e.g. a metrics listener) runs while the network is
+    up. With `serve`, the network stays up after the job: `serve(summary)` gets the audited
+    summary, then the demo runs until SIGINT (Ctrl-C) and stops its nodes cleanly."""
     data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="castnet-demo-nodes-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     source = options.input
@@ -129,7 +146,8 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
     say(f"starting {options.orchestrators + 2} nodes on 127.0.0.1 (logs in {data_dir})")
     error = ""
     report: JobReport | None = None
-    async with open_network(data_dir, plan, ledger) as net:
+    async with open_network(data_dir, plan, ledger) as net, AsyncExitStack() as stack:
+        attached = await stack.enter_async_context(attach(net)) if attach else {}
         for o in net.orchestrators:
             caps = ",".join(o.capabilities)
             say(f"  orchestrator {to_checksum(o.address)} price {o.config.price_per_pixel} "
@@ -158,9 +176,22 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
         counts = {m.name: m.node.event_count() for m in net.members}
         summary = _summary(net, report, options, counts, converged, error)
         summary["tickets"].update(_ticket_terms(await net.gateway.view.refresh()))
+        summary.update(attached)
+        if serve is not None:
+            summary["audit"] = await trio.to_thread.run_sync(_audit, net, data_dir)
+            summary["data_dir"] = str(data_dir)
+            serve(summary)
+            await _until_interrupted()
+            return summary
     summary["audit"] = await trio.to_thread.run_sync(_audit, net, data_dir)
     summary["data_dir"] = str(data_dir)
     return summary
+
+
+async def _until_interrupted() -> None:
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            return
 
 
 def _ledger(options: DemoOptions, plan: NetworkPlan) -> Ledger:
@@ -372,6 +403,8 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
     lines.append(f"{'audit':<{width}}  {verdict}; output {summary['out']}/master.m3u8{error}")
     if summary.get("log_file"):
         lines.append(f"{'node logs':<{width}}  {summary['log_file']}")
+    if summary.get("metrics_url"):
+        lines.append(f"{'metrics':<{width}}  {summary['metrics_url']}")
     print("\n".join(lines), file=out)
 
 
