@@ -20,7 +20,7 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
-from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
+from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 
 from events.crypto import ADDRESS_LEN
 from events.envelope import ID_LEN, SignedEvent, decode_verified
@@ -35,6 +35,7 @@ from storage.store import EventStore, Outcome
 
 SYNC_PROTOCOL = TProtocol("/castnet/sync/1")
 VERSION = 1
+_NOT_SUPPORTED = "not supported"  # in py-libp2p's negotiation error
 HELLO, EVENTS, DONE, ERROR = 1, 2, 3, 4
 WRONG_NETWORK = "wrong-network"
 log = logging.getLogger("castnet.p2p.sync")
@@ -255,6 +256,9 @@ class Sync:
     async def _session(self, peer: ID) -> None:
         if self.guard.is_banned(peer):
             return
+        if _announced_without(self.running, peer, SYNC_PROTOCOL):
+            self._not_syncing(peer, "identify does not list it")
+            return
         try:
             with trio.fail_after(self.config.frame_timeout_s * 10):
                 await self.sync_from(peer)
@@ -264,12 +268,19 @@ class Sync:
             else:
                 log.info("sync from %s failed: %s", peer.to_base58(), exc)
         except (P2PError, trio.TooSlowError, Exception) as exc:  # the peer went away, mostly
-            if _not_supported(exc):  # a peer without a log (a worker): never ask it again
-                self._no_sync.add(peer)
-                log.info("%s does not serve %s; not syncing with it", peer.to_base58(),
-                         SYNC_PROTOCOL)  # fmt: skip
+            if _not_supported(exc):  # a peer without a log (a worker, a JS peer): ask once
+                self._not_syncing(peer, "it refused the protocol")
                 return
             log.info("sync from %s failed: %r", peer.to_base58(), exc)
+
+    def _not_syncing(self, peer: ID, why: str) -> None:
+        self._no_sync.add(peer)
+        log.info("%s does not serve %s (%s); not syncing with it",
+                 peer.to_base58(), SYNC_PROTOCOL, why)  # fmt: skip
+
+    def no_sync_peers(self) -> list[str]:
+        """Peers found not to speak the sync protocol: never asked again."""
+        return sorted(p.to_base58() for p in self._no_sync)
 
     async def _periodic(self) -> None:
         while True:
@@ -280,15 +291,30 @@ class Sync:
 
 
 def _not_supported(exc: BaseException) -> bool:
-    """Whether a failed stream open means the peer does not speak the protocol at all."""
+    """Whether a failed stream open means the peer does not speak the protocol at all.
+
+    py-libp2p 0.8.1 raises a fresh MultiselectClientError ("protocols not supported: tried
+    [...]") without chaining the ProtocolNotSupportedError behind it, so the message is the only
+    sign; a timed-out or broken negotiation says something else and is retried later."""
     seen: BaseException | None = exc
     for _ in range(8):  # the cause chain, bounded
         if seen is None:
             return False
         if isinstance(seen, ProtocolNotSupportedError):
             return True
+        if isinstance(seen, MultiselectClientError) and _NOT_SUPPORTED in str(seen):
+            return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _announced_without(running: RunningHost, peer: ID, protocol: str) -> bool:
+    """Whether identify told us the peer's protocols and `protocol` is not among them."""
+    try:
+        protocols = running.host.get_peerstore().get_protocols(peer)
+    except Exception:  # unknown peer, or identify has not answered yet
+        return False
+    return bool(protocols) and protocol not in {str(p) for p in protocols}
 
 
 def _sample(peers: list[ID], k: int) -> list[ID]:
