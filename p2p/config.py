@@ -46,6 +46,9 @@ class P2PConfig:
     ban_threshold: float = 5.0
     score_half_life_s: float = 60.0
     ban_s: float = 600.0
+    # admission for an open network (p2p/admission.py): store and forward only events whose
+    # authors have standing, within per-author and per-peer token buckets
+    admission: bool = False
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
     dial_timeout_s: float = 5.0

@@ -22,6 +22,7 @@ from events.crypto import keccak256
 from events.envelope import MAX_EVENT_BYTES, SignedEvent, decode
 from events.errors import DecodeError, InvalidEvent
 from events.kinds import kind_name
+from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost
@@ -78,12 +79,14 @@ class Gossip:
         ingest: Ingest,
         guard: PeerGuard,
         on_gap: Callable[[ID], None],
+        admission: Admission | None = None,
     ) -> None:
         self.running = running
         self.config = config
         self.ingest = ingest
         self.guard = guard
         self.on_gap = on_gap
+        self.admission = admission
         self.topic = events_topic(config.network)
         self.received = 0  # messages that reached our subscription (valid and forwarded)
         self.published = 0
@@ -120,7 +123,17 @@ class Gossip:
             return self._reject(digest, forwarder, "gossip message", str(exc))
         except InvalidEvent as exc:
             return self._reject(digest, forwarder, "gossip event", f"bad signature: {exc}")
+        held = 0
+        if self.admission is not None:
+            events, held = self.admission.filter(events, forwarder.to_base58(), trio.current_time())
+            if held:  # junk relayed: gossipsub-level penalty for the peer, logged in aggregate
+                self.guard.penalize(forwarder, self.admission.config.penalty, "held-back events")
+            if not events:  # copies of it are dropped before decoding, without more penalty
+                self._remember_invalid(digest)
+                return False
         results = await self.ingest.submit(events, forwarder.to_base58())
+        if held:
+            return False  # never forward what we did not admit; the admitted part is stored
         gap = False
         for event, result in zip(events, results, strict=True):
             outcome = result.outcome
@@ -153,10 +166,13 @@ class Gossip:
         self._queue_marks = seen
         return blocking
 
-    def _reject(self, digest: bytes, forwarder: ID, what: str, reason: str) -> bool:
+    def _remember_invalid(self, digest: bytes) -> None:
         self._invalid[digest] = None
         if len(self._invalid) > _INVALID_REMEMBERED:
             self._invalid.popitem(last=False)
+
+    def _reject(self, digest: bytes, forwarder: ID, what: str, reason: str) -> bool:
+        self._remember_invalid(digest)
         self.guard.reject(forwarder, what, reason)
         return False
 

@@ -25,6 +25,7 @@ from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNot
 from events.crypto import ADDRESS_LEN
 from events.envelope import ID_LEN, SignedEvent, decode_verified
 from events.errors import EventError
+from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, ProtocolError, StreamClosed, StreamTimeout, WrongNetwork
 from p2p.framing import MessageStream
@@ -98,8 +99,10 @@ class Sync:
         store: EventStore,
         ingest: Ingest,
         guard: PeerGuard,
+        admission: Admission | None = None,
     ) -> None:
         self.running = running
+        self.admission = admission
         self.config = config
         self.store = store
         self.ingest = ingest
@@ -178,6 +181,8 @@ class Sync:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_batches, ms, batches_send, peer)
                 async for events in batches:
+                    if self.admission is not None:  # counted, not penalized: we asked
+                        events, _ = self.admission.filter(events, via, trio.current_time())
                     results = await self.ingest.submit(events, via)
                     received += len(events)
                     broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
