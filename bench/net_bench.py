@@ -52,7 +52,7 @@ from p2p.node import P2PNode, open_node  # noqa: E402
 from storage.store import DB_NAME, EventStore  # noqa: E402
 
 _POLL_S = 0.002  # other processes' stores offer no event to wait on
-_SYNCED = re.compile(rb"synced (\d+) events from")
+_SYNCED = re.compile(rb"synced \d+ events from \S+ \((\d+) new\)")
 _DROPPED = re.compile(rb"gossip dropped (\d+) outbound messages")
 _TICKS = os.sysconf("SC_CLK_TCK")
 

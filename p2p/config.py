@@ -17,12 +17,12 @@ class P2PConfig:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False
-    # gossipsub 1.1: ~1 s heartbeat; degree_high at or above the peer count of small networks,
-    # or pruned peers get nothing for the back-off.
+    # gossipsub 1.1 with its standard degrees and a ~1 s heartbeat; peers outside a node's mesh
+    # get its messages by lazy gossip (IHAVE/IWANT on castnet's message ids, p2p/host.py)
     heartbeat_s: int = 1
     degree: int = 6
     degree_low: int = 4
-    degree_high: int = 16
+    degree_high: int = 12
     prune_back_off_s: int = 10
     max_validators: int = 64  # concurrent gossip validations (each may wait on a group commit)
     validation_timeout_s: float = 30.0

@@ -19,6 +19,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -58,6 +59,36 @@ class RunningHost:
 def message_id(msg: rpc_pb2.Message) -> bytes:
     """Content address: the same event gossiped by two peers is one message, seen once."""
     return keccak256(msg.data)
+
+
+class _MessageCache(MessageCache):
+    """py-libp2p's cache keys messages on `from + seqno`, so lazy gossip (IHAVE) advertised ids
+    that no castnet peer knew as seen: every IHAVE was answered by an IWANT for messages the
+    asker already had. Keyed on castnet's message id, IHAVE/IWANT speak the ids peers dedupe on
+    (js and go peers set the same msgIdFn)."""
+
+    def put(self, msg: rpc_pb2.Message) -> None:
+        mid = message_id(msg)
+        if mid in self.msgs:
+            return
+        self.msgs[mid] = msg
+        self.history[0].append(CacheEntry(mid, msg.topicIDs))
+
+
+class _GossipSub(GossipSub):
+    """Gossipsub with the message cache above, and an equivocation check (same `from + seqno`,
+    other content) only for messages that carry `from` and `seqno`: unsigned messages from
+    StrictNoSign peers carry neither, and all shared one empty key, so only the first was
+    forwarded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mcache = _MessageCache(self.mcache.window_size, self.mcache.history_size)
+
+    def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
+        if not msg.from_id or not msg.seqno:
+            return True
+        return bool(super()._check_equivocation(msg))
 
 
 def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
@@ -102,7 +133,7 @@ class _Pubsub(Pubsub):
 def build_pubsub(
     host: IHost, config: P2PConfig, topics: frozenset[str]
 ) -> tuple[Pubsub, GossipSub]:
-    router = GossipSub(
+    router = _GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],  # 1.2's IDONTWANT doubles CPU per message
         degree=config.degree,
         degree_low=config.degree_low,

@@ -109,6 +109,7 @@ class Sync:
         self.guard = guard
         self.served = 0  # events sent to peers
         self.fetched = 0  # events received from peers
+        self.stored = 0  # of which new to us: what gossip had missed
         self.sessions = 0
         self._in_flight: set[ID] = set()
         self._no_sync: set[ID] = set()  # peers that do not speak the sync protocol
@@ -172,7 +173,7 @@ class Sync:
         stream = await self.running.host.new_stream(peer, [SYNC_PROTOCOL])
         ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
         via = peer.to_base58()
-        received = broken = 0
+        received = broken = stored = 0
         try:
             heads = await trio.to_thread.run_sync(self.store.heads)
             items = [[a, h.seq, h.id] for a, h in list(heads.items())[: self.config.sync_max_heads]]
@@ -186,12 +187,17 @@ class Sync:
                     results = await self.ingest.submit(events, via)
                     received += len(events)
                     broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+                    stored += sum(r.outcome is Outcome.APPENDED for r in results)
         finally:
             await _close(stream)
         self.fetched += received
+        self.stored += stored
         if received:
-            log.info("synced %d events from %s", received, via)
-            # tell the others: their next session with us shows them our newer heads
+            # "new" counts the events gossip had not brought: what sync repaired
+            log.info("synced %d events from %s (%d new)", received, via, stored)
+        if stored:
+            # tell the others: their next session with us shows them our newer heads (only
+            # when we stored something: a session of duplicates must not start a cascade)
             for other in self.running.host.get_connected_peers():
                 if other != peer:
                     self.request(other)

@@ -144,3 +144,15 @@ def test_admission_rule_counterparties_budgets_and_rates() -> None:
     own_claim = k.ChainObserved("deposit", 1, bytes(32), bytes(32), 2, (third.address, 10))
     assert admission.check(third.sign(own_claim, 1), "peer", 0.0) == PEER_RATE  # budget spent
     assert admission.held == {NO_STANDING: 1, AUTHOR_RATE: 1, PEER_RATE: 1}
+
+
+async def test_lazy_gossip_advertises_the_ids_peers_dedupe_on(tmp_path: Path) -> None:
+    async with open_local_nodes(tmp_path, 2, FAST) as (a, b):
+        await connect([a, b], [(0, 1)])
+        event = offer(Author(LocalKeySigner(key(90))), 1)
+        await a.publish(event)
+        await wait_stored(b, event)
+        for node in (a, b):  # what an IHAVE from either carries, and what IWANT looks up
+            window = node.running.router.mcache.window(node.gossip.topic)
+            assert window and all(node.running.pubsub.seen_messages.has(mid) for mid in window)
+            assert all(keccak256(node.running.router.mcache.get(mid).data) == mid for mid in window)
