@@ -25,6 +25,7 @@ class P2PConfig:
     degree_high: int = 12
     prune_back_off_s: int = 10
     max_validators: int = 64  # concurrent gossip validations (each may wait on a group commit)
+    gap_wait_s: float = 2.0  # how long a validation waits for a held event's predecessor
     validation_timeout_s: float = 30.0
     # publishing: wait while any peer's outbound queue (32 deep, drops when full) is this full
     publish_queue_high: int = 20

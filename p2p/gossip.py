@@ -134,18 +134,25 @@ class Gossip:
         results = await self.ingest.submit(events, forwarder.to_base58())
         if held:
             return False  # never forward what we did not admit; the admitted part is stored
-        gap = False
+        gapped = []
         for event, result in zip(events, results, strict=True):
             outcome = result.outcome
             if outcome is Outcome.BROKEN_CHAIN:
                 reason = f"event {event.id.hex()[:16]} breaks its author's chain"
                 return self._reject(digest, forwarder, "gossip event", reason)
             if outcome is Outcome.GAP:
-                gap = True
+                gapped.append(event)
             elif outcome is Outcome.APPENDED:
                 log.info("event %s from %s", describe(event), forwarder.to_base58())
-        if gap:
-            self.on_gap(forwarder)  # held; sync with the forwarder fetches what is missing
+        if gapped:
+            # held: its predecessor is mostly a message still in validation (messages overtake
+            # each other), else sync with the forwarder fetches it. Forward it if it is stored
+            # soon, so the rest of the mesh gets it by gossip, not by sync.
+            self.on_gap(forwarder)
+            with trio.move_on_after(self.config.gap_wait_s):
+                while not all(self.ingest.heads.get(e.author, 0) >= e.seq for e in gapped):
+                    await self.ingest.wait_changed()
+                return True
             return False
         # appended, already known, or an equivocation (evidence worth spreading)
         return True
