@@ -146,13 +146,14 @@ class Gossip:
                 log.info("event %s from %s", describe(event), forwarder.to_base58())
         if gapped:
             # held: its predecessor is mostly a message still in validation (messages overtake
-            # each other), else sync with the forwarder fetches it. Forward it if it is stored
-            # soon, so the rest of the mesh gets it by gossip, not by sync.
-            self.on_gap(forwarder)
+            # each other). Forward it once that is stored, so the rest of the mesh gets it by
+            # gossip; if it does not come soon, sync with the forwarder fetches what is missing
+            # (asking at once would race gossip and fetch what is already on its way).
             with trio.move_on_after(self.config.gap_wait_s):
                 while not all(self.ingest.heads.get(e.author, 0) >= e.seq for e in gapped):
                     await self.ingest.wait_changed()
                 return True
+            self.on_gap(forwarder)
             return False
         # appended, already known, or an equivocation (evidence worth spreading)
         return True
