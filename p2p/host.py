@@ -108,6 +108,22 @@ def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
     )
 
 
+OUTBOUND_QUEUE = 512  # RPCs queued per peer before py-libp2p drops (its default: 32)
+
+
+class _OutboundQueues(dict[ID, Any]):
+    """py-libp2p's per-peer outbound queue holds 32 RPCs and drops the rest: on a busy node,
+    forwarding (which has no back-pressure) overflowed it within a burst and the events arrived by
+    sync seconds later. Each queue made for a new peer gets room for `OUTBOUND_QUEUE`; what still
+    overflows is counted and reported by p2p.gossip's DropCounter."""
+
+    def __setitem__(self, peer: ID, queue: Any) -> None:
+        inner = getattr(queue, "_queue", None)
+        if inner is not None and hasattr(inner, "max_size"):
+            inner.max_size = OUTBOUND_QUEUE
+        super().__setitem__(peer, queue)
+
+
 class _Pubsub(Pubsub):
     """py-libp2p marks a message seen only after its validators finish, so every copy that
     arrives while the first is still being validated (ours wait for a durable append) is
@@ -118,6 +134,7 @@ class _Pubsub(Pubsub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_validation: set[bytes] = set()
+        self.peer_queues = _OutboundQueues()
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         msg_id = self._msg_id_constructor(msg)

@@ -18,7 +18,7 @@ from node.cli.node import main as node_cli
 from p2p.admission import NO_STANDING
 from p2p.config import P2PConfig
 from p2p.gossip import encode_batch, events_topic
-from p2p.host import running_host
+from p2p.host import OUTBOUND_QUEUE, running_host
 from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.localnet import LOOPBACK, connect, open_local_nodes
 from p2p.node import P2PNode
@@ -156,3 +156,6 @@ async def test_lazy_gossip_advertises_the_ids_peers_dedupe_on(tmp_path: Path) ->
             window = node.running.router.mcache.window(node.gossip.topic)
             assert window and all(node.running.pubsub.seen_messages.has(mid) for mid in window)
             assert all(keccak256(node.running.router.mcache.get(mid).data) == mid for mid in window)
+            # forwarding has no back-pressure: each peer's outbound queue has room for bursts
+            queues = list(node.running.pubsub.peer_queues.values())
+            assert queues and all(q._queue.max_size == OUTBOUND_QUEUE for q in queues)
