@@ -9,6 +9,7 @@ next one; a lone event still goes out at once, alone."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +90,7 @@ class Gossip:
         self.admission = admission
         self.topic = events_topic(config.network)
         self.received = 0  # messages that reached our subscription (valid and forwarded)
+        self.last_delivery = -math.inf  # when gossip last stored an event
         self.published = 0
         self.publish_delays = 0
         self._invalid: OrderedDict[bytes, None] = OrderedDict()
@@ -143,6 +145,7 @@ class Gossip:
             if outcome is Outcome.GAP:
                 gapped.append(event)
             elif outcome is Outcome.APPENDED:
+                self.last_delivery = trio.current_time()
                 log.info("event %s from %s", describe(event), forwarder.to_base58())
         if gapped:
             # held: its predecessor is mostly a message still in validation (messages overtake

@@ -97,7 +97,10 @@ class P2PNode:
         config = self.config
         scores = PeerScores(config.ban_threshold, config.score_half_life_s, config.ban_s)
         self.guard = PeerGuard(running, scores)
-        self.sync = Sync(running, config, self.store, self.ingest, self.guard, self.admission)
+        self.sync = Sync(
+            running, config, self.store, self.ingest, self.guard, self.admission,
+            last_gossip=lambda: self.gossip.last_delivery,
+        )  # fmt: skip
         self.gossip = Gossip(
             running, config, self.ingest, self.guard, self.sync.request, self.admission
         )

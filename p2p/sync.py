@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -100,8 +100,10 @@ class Sync:
         ingest: Ingest,
         guard: PeerGuard,
         admission: Admission | None = None,
+        last_gossip: Callable[[], float] = lambda: -math.inf,
     ) -> None:
         self.running = running
+        self.last_gossip = last_gossip
         self.admission = admission
         self.config = config
         self.store = store
@@ -294,8 +296,16 @@ class Sync:
         return sorted(p.to_base58() for p in self._no_sync)
 
     async def _periodic(self) -> None:
+        skipped = 0
         while True:
             await trio.sleep(self.config.sync_interval_s)
+            # while gossip is delivering, a periodic session mostly fetches events that are
+            # already on their way (and counts them as lost): skip a few rounds, not all
+            quiet = trio.current_time() - self.last_gossip() >= self.config.sync_quiet_s
+            if not quiet and skipped < self.config.sync_max_skips:
+                skipped += 1
+                continue
+            skipped = 0
             peers = self.running.host.get_connected_peers()
             for peer in _sample(peers, 3):
                 self.request(peer)

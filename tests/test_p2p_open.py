@@ -153,8 +153,12 @@ async def test_lazy_gossip_advertises_the_ids_peers_dedupe_on(tmp_path: Path) ->
         await a.publish(event)
         await wait_stored(b, event)
         for node in (a, b):  # what an IHAVE from either carries, and what IWANT looks up
-            window = node.running.router.mcache.window(node.gossip.topic)
-            assert window and all(node.running.pubsub.seen_messages.has(mid) for mid in window)
+            mcache = node.running.router.mcache
+            with trio.fail_after(5):  # cached as it is forwarded, just after it is stored
+                while not mcache.window(node.gossip.topic):
+                    await trio.sleep(_POLL_S)
+            window = mcache.window(node.gossip.topic)
+            assert all(node.running.pubsub.seen_messages.has(mid) for mid in window)
             assert all(keccak256(node.running.router.mcache.get(mid).data) == mid for mid in window)
             # forwarding has no back-pressure: each peer's outbound queue has room for bursts
             queues = list(node.running.pubsub.peer_queues.values())
