@@ -12,7 +12,10 @@ ANVIL := .testnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 HLSJS_VERSION := 1.7.4
 HLSJS := node/api/static/vendor/hls.min.js
 
-.PHONY: install test lint format typecheck bench clean demo testnet-deps vendor
+# a stock js-libp2p gossipsub peer for the interop test, pinned by tests/interop/package-lock.json
+INTEROP := tests/interop/node_modules/.package-lock.json
+
+.PHONY: install test lint format typecheck bench clean demo testnet-deps vendor interop-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +41,13 @@ $(HLSJS):
 
 vendor: $(HLSJS)
 
-test: $(STAMP) testnet-deps $(HLSJS)
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	@command -v npm >/dev/null || { echo "interop-deps needs npm (Node.js)"; exit 1; }
+	npm ci --silent --no-audit --no-fund --prefix tests/interop
+
+interop-deps: $(INTEROP)
+
+test: $(STAMP) testnet-deps interop-deps $(HLSJS)
 	$(PY) -m pytest
 
 demo: $(STAMP) $(HLSJS)
@@ -60,4 +69,4 @@ bench: $(STAMP)
 	$(PY) bench/events_bench.py
 
 clean:
-	rm -rf $(VENV) .testnet .vendor $(dir $(HLSJS)) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .testnet .vendor tests/interop/node_modules $(dir $(HLSJS)) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -68,7 +68,7 @@ async def throughput_ours(nodes: list[P2PNode], per_node: int) -> tuple[float, i
     writers = authors(len(nodes), f"tp{random.random()}")
     events = [[w.sign(offer(i), i + 1) for i in range(per_node)] for w in writers]
     target = nodes[0].event_count() + per_node * len(nodes)
-    fetched_before = sum(n.sync.fetched for n in nodes)
+    fetched_before = sum(n.sync.stored for n in nodes)
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for node, mine in zip(nodes, events, strict=True):
@@ -82,7 +82,7 @@ async def throughput_ours(nodes: list[P2PNode], per_node: int) -> tuple[float, i
         for node in nodes:
             await node.wait_until(lambda n=node: n.event_count() >= target)
     elapsed = time.perf_counter() - start
-    lost = sum(n.sync.fetched for n in nodes) - fetched_before
+    lost = sum(n.sync.stored for n in nodes) - fetched_before
     return per_node * len(nodes) / elapsed, lost
 
 

@@ -19,20 +19,23 @@ class P2PConfig:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
     mdns: bool = False
-    # gossipsub 1.1: ~1 s heartbeat; degree_high at or above the peer count of small networks,
-    # or pruned peers get nothing for the back-off.
+    # gossipsub 1.1 with its standard degrees and a ~1 s heartbeat; peers outside a node's mesh
+    # get its messages by lazy gossip (IHAVE/IWANT on castnet's message ids, p2p/host.py)
     heartbeat_s: int = 1
     degree: int = 6
     degree_low: int = 4
-    degree_high: int = 16
+    degree_high: int = 12
     prune_back_off_s: int = 10
     max_validators: int = 64  # concurrent gossip validations (each may wait on a group commit)
+    gap_wait_s: float = 2.0  # how long a validation waits for a held event's predecessor
     validation_timeout_s: float = 30.0
     # publishing: wait while any peer's outbound queue (32 deep, drops when full) is this full
     publish_queue_high: int = 20
     publish_wait_s: float = 10.0
     # anti-entropy sync
     sync_interval_s: float = 10.0
+    sync_quiet_s: float = 2.0  # a periodic round is skipped if gossip stored events this recently
+    sync_max_skips: int = 5  # ... but not more rounds than this in a row
     sync_batch_events: int = 1024
     sync_batch_bytes: int = 1 * MiB
     sync_session_events: int = 1_000_000  # per session; the next round asks for the rest
@@ -48,6 +51,9 @@ class P2PConfig:
     ban_threshold: float = 5.0
     score_half_life_s: float = 60.0
     ban_s: float = 600.0
+    # admission for an open network (p2p/admission.py): store and forward only events whose
+    # authors have standing, within per-author and per-peer token buckets
+    admission: bool = False
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
     dial_timeout_s: float = 5.0

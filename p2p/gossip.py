@@ -9,6 +9,7 @@ next one; a lone event still goes out at once, alone."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from events.crypto import keccak256
 from events.envelope import MAX_EVENT_BYTES, SignedEvent, decode
 from events.errors import DecodeError, InvalidEvent
 from events.kinds import kind_name
+from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost
@@ -78,14 +80,17 @@ class Gossip:
         ingest: Ingest,
         guard: PeerGuard,
         on_gap: Callable[[ID], None],
+        admission: Admission | None = None,
     ) -> None:
         self.running = running
         self.config = config
         self.ingest = ingest
         self.guard = guard
         self.on_gap = on_gap
+        self.admission = admission
         self.topic = events_topic(config.network)
         self.received = 0  # messages that reached our subscription (valid and forwarded)
+        self.last_delivery = -math.inf  # when gossip last stored an event
         self.published = 0
         self.publish_delays = 0
         self._invalid: OrderedDict[bytes, None] = OrderedDict()
@@ -120,19 +125,38 @@ class Gossip:
             return self._reject(digest, forwarder, "gossip message", str(exc))
         except InvalidEvent as exc:
             return self._reject(digest, forwarder, "gossip event", f"bad signature: {exc}")
+        held = 0
+        if self.admission is not None:
+            events, held = self.admission.filter(events, forwarder.to_base58(), trio.current_time())
+            if held:  # junk relayed: gossipsub-level penalty for the peer, logged in aggregate
+                self.guard.penalize(forwarder, self.admission.config.penalty, "held-back events")
+            if not events:  # copies of it are dropped before decoding, without more penalty
+                self._remember_invalid(digest)
+                return False
         results = await self.ingest.submit(events, forwarder.to_base58())
-        gap = False
+        if held:
+            return False  # never forward what we did not admit; the admitted part is stored
+        gapped = []
         for event, result in zip(events, results, strict=True):
             outcome = result.outcome
             if outcome is Outcome.BROKEN_CHAIN:
                 reason = f"event {event.id.hex()[:16]} breaks its author's chain"
                 return self._reject(digest, forwarder, "gossip event", reason)
             if outcome is Outcome.GAP:
-                gap = True
+                gapped.append(event)
             elif outcome is Outcome.APPENDED:
+                self.last_delivery = trio.current_time()
                 log.info("event %s from %s", describe(event), forwarder.to_base58())
-        if gap:
-            self.on_gap(forwarder)  # held; sync with the forwarder fetches what is missing
+        if gapped:
+            # held: its predecessor is mostly a message still in validation (messages overtake
+            # each other). Forward it once that is stored, so the rest of the mesh gets it by
+            # gossip; if it does not come soon, sync with the forwarder fetches what is missing
+            # (asking at once would race gossip and fetch what is already on its way).
+            with trio.move_on_after(self.config.gap_wait_s):
+                while not all(self.ingest.heads.get(e.author, 0) >= e.seq for e in gapped):
+                    await self.ingest.wait_changed()
+                return True
+            self.on_gap(forwarder)
             return False
         # appended, already known, or an equivocation (evidence worth spreading)
         return True
@@ -153,10 +177,13 @@ class Gossip:
         self._queue_marks = seen
         return blocking
 
-    def _reject(self, digest: bytes, forwarder: ID, what: str, reason: str) -> bool:
+    def _remember_invalid(self, digest: bytes) -> None:
         self._invalid[digest] = None
         if len(self._invalid) > _INVALID_REMEMBERED:
             self._invalid.popitem(last=False)
+
+    def _reject(self, digest: bytes, forwarder: ID, what: str, reason: str) -> bool:
+        self._remember_invalid(digest)
         self.guard.reject(forwarder, what, reason)
         return False
 

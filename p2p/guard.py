@@ -33,6 +33,11 @@ class PeerGuard:
         if self.scores.penalize(name, trio.current_time(), points):
             self.ban(peer, f"{self.scores.threshold:g} penalty points")
 
+    def penalize(self, peer: ID, points: float, why: str) -> None:
+        """Penalty points without a log line (the caller logs in aggregate); bans past the line."""
+        if self.scores.penalize(peer.to_base58(), trio.current_time(), points):
+            self.ban(peer, f"{self.scores.threshold:g} penalty points ({why})")
+
     def ban(self, peer: ID, why: str) -> None:
         """Disconnect `peer` and refuse it for `ban_s` (idempotent while banned)."""
         name = peer.to_base58()

@@ -19,6 +19,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -62,6 +63,36 @@ def message_id(msg: rpc_pb2.Message) -> bytes:
     return keccak256(msg.data)
 
 
+class _MessageCache(MessageCache):
+    """py-libp2p's cache keys messages on `from + seqno`, so lazy gossip (IHAVE) advertised ids
+    that no castnet peer knew as seen: every IHAVE was answered by an IWANT for messages the
+    asker already had. Keyed on castnet's message id, IHAVE/IWANT speak the ids peers dedupe on
+    (js and go peers set the same msgIdFn)."""
+
+    def put(self, msg: rpc_pb2.Message) -> None:
+        mid = message_id(msg)
+        if mid in self.msgs:
+            return
+        self.msgs[mid] = msg
+        self.history[0].append(CacheEntry(mid, msg.topicIDs))
+
+
+class _GossipSub(GossipSub):
+    """Gossipsub with the message cache above, and an equivocation check (same `from + seqno`,
+    other content) only for messages that carry `from` and `seqno`: unsigned messages from
+    StrictNoSign peers carry neither, and all shared one empty key, so only the first was
+    forwarded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mcache = _MessageCache(self.mcache.window_size, self.mcache.history_size)
+
+    def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
+        if not msg.from_id or not msg.seqno:
+            return True
+        return bool(super()._check_equivocation(msg))
+
+
 def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
     # Noise only: py-libp2p's default stack also accepts /plaintext/2.0.0, TLS and secio.
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
@@ -79,6 +110,22 @@ def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
     )
 
 
+OUTBOUND_QUEUE = 512  # RPCs queued per peer before py-libp2p drops (its default: 32)
+
+
+class _OutboundQueues(dict[ID, Any]):
+    """py-libp2p's per-peer outbound queue holds 32 RPCs and drops the rest: on a busy node,
+    forwarding (which has no back-pressure) overflowed it within a burst and the events arrived by
+    sync seconds later. Each queue made for a new peer gets room for `OUTBOUND_QUEUE`; what still
+    overflows is counted and reported by p2p.gossip's DropCounter."""
+
+    def __setitem__(self, peer: ID, queue: Any) -> None:
+        inner = getattr(queue, "_queue", None)
+        if inner is not None and hasattr(inner, "max_size"):
+            inner.max_size = OUTBOUND_QUEUE
+        super().__setitem__(peer, queue)
+
+
 class _Pubsub(Pubsub):
     """py-libp2p marks a message seen only after its validators finish, so every copy that
     arrives while the first is still being validated (ours wait for a durable append) is
@@ -89,6 +136,7 @@ class _Pubsub(Pubsub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_validation: set[bytes] = set()
+        self.peer_queues = _OutboundQueues()
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         msg_id = self._msg_id_constructor(msg)
@@ -104,7 +152,7 @@ class _Pubsub(Pubsub):
 def build_pubsub(
     host: IHost, config: P2PConfig, topics: frozenset[str]
 ) -> tuple[Pubsub, GossipSub]:
-    router = GossipSub(
+    router = _GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],  # 1.2's IDONTWANT doubles CPU per message
         degree=config.degree,
         degree_low=config.degree_low,
@@ -116,8 +164,10 @@ def build_pubsub(
     pubsub = _Pubsub(
         host,
         router,
-        # events are signed by their authors; a second libp2p signature per message only costs CPU
-        strict_signing=False,
+        # libp2p message signing (gossipsub's StrictSign), although events carry their authors'
+        # signatures: py-libp2p always sets `from` and `seqno`, and stock libp2p peers (js, go)
+        # refuse such a message unless it is signed, so unsigned castnet gossip reached no one else
+        strict_signing=True,
         msg_id_constructor=message_id,
         max_concurrent_validator_count=config.max_validators,
         validation_timeout=config.validation_timeout_s,

@@ -16,6 +16,7 @@ from libp2p.peer.id import ID
 
 from events.envelope import SignedEvent
 from p2p.addrs import dial_problem
+from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.errors import P2PError
 from p2p.gossip import Gossip, events_topic, install_drop_counter
@@ -54,6 +55,7 @@ class P2PNode:
         self.guard: PeerGuard
         self.gossip: Gossip
         self.sync: Sync
+        self.admission = Admission() if config.admission else None
         for addr in config.bootstrap:
             parse_peer_addr(addr)  # refuse a bad --bootstrap before anything starts
 
@@ -63,6 +65,8 @@ class P2PNode:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(service.run)
+                if self.admission is not None:
+                    await trio.to_thread.run_sync(self.admission.load, self.store)
                 holding = Holding(self.config.held_max_events, self.config.held_ttl_s)
                 self.ingest = Ingest(service, holding)
                 topics = frozenset({events_topic(self.config.network)})
@@ -80,6 +84,8 @@ class P2PNode:
                             await self._reach_bootstrap()
                         inner.start_soon(self._bootstrap)
                         self._write_info()
+                        if self.admission is not None:
+                            inner.start_soon(self._report_admission)
                         log.info("p2p node %s on network %r", self.peer_id, self.config.network)
                         for addr in self.addrs:
                             log.info("listening on %s", addr)
@@ -96,14 +102,21 @@ class P2PNode:
         config = self.config
         scores = PeerScores(config.ban_threshold, config.score_half_life_s, config.ban_s)
         self.guard = PeerGuard(running, scores)
-        self.sync = Sync(running, config, self.store, self.ingest, self.guard)
-        self.gossip = Gossip(running, config, self.ingest, self.guard, self.sync.request)
+        self.sync = Sync(
+            running, config, self.store, self.ingest, self.guard, self.admission,
+            last_gossip=lambda: self.gossip.last_delivery,
+        )  # fmt: skip
+        self.gossip = Gossip(
+            running, config, self.ingest, self.guard, self.sync.request, self.admission
+        )
         running.host.set_stream_handler(SYNC_PROTOCOL, self.sync.handle)
 
     # -- use -------------------------------------------------------------------------------
 
     async def publish(self, event: SignedEvent) -> AppendResult:
         """Store our own (or an imported) event durably, then gossip it."""
+        if self.admission is not None:
+            self.admission.own(event)
         (result,) = await self.ingest.submit([event], "self")
         if result.outcome is Outcome.APPENDED:
             await self.gossip.publish(event.raw)
@@ -192,14 +205,31 @@ class P2PNode:
         if unblock is not None:
             unblock(peer)
 
+    async def _report_admission(self) -> None:
+        """Log what admission held back (once per period) and record the counts for `castnet
+        node info`."""
+        assert self.admission is not None
+        every = self.admission.config.report_every_s
+        shown: dict[str, object] = {}
+        while True:
+            await trio.sleep(min(every, 2.0))
+            self.admission.report(trio.current_time())
+            summary = self.admission.summary()
+            if summary != shown:
+                shown = summary
+                self._write_info()  # a small file; only when the counts changed
+
     def _write_info(self) -> None:
-        """Record where this node listens, for `castnet node info` and scripts."""
-        info = {
+        """Record where this node listens (and what admission held back), for `castnet node
+        info` and scripts."""
+        info: dict[str, object] = {
             "peer_id": self.peer_id,
             "network": self.config.network,
             "addrs": self.addrs,
             "pid": os.getpid(),
         }
+        if self.admission is not None:
+            info["admission"] = self.admission.summary()
         path = self.data_dir / INFO_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2) + "\n")

@@ -14,18 +14,19 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
-from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
+from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 
 from events.crypto import ADDRESS_LEN, keccak256
 from events.envelope import ID_LEN, SignedEvent, decode_verified
 from events.errors import EventError
+from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, ProtocolError, StreamClosed, StreamTimeout, WrongNetwork
 from p2p.framing import MessageStream, pack_message
@@ -36,6 +37,7 @@ from storage.store import EventStore, Outcome
 
 SYNC_PROTOCOL = TProtocol("/castnet/sync/1")
 VERSION = 1
+_NOT_SUPPORTED = "not supported"  # in py-libp2p's negotiation error
 HELLO, EVENTS, DONE, ERROR = 1, 2, 3, 4
 WRONG_NETWORK = "wrong-network"
 HEADS_RECORD_S = 30.0  # a peer's announced heads are stored at most this often
@@ -99,14 +101,19 @@ class Sync:
         store: EventStore,
         ingest: Ingest,
         guard: PeerGuard,
+        admission: Admission | None = None,
+        last_gossip: Callable[[], float] = lambda: -math.inf,
     ) -> None:
         self.running = running
+        self.last_gossip = last_gossip
+        self.admission = admission
         self.config = config
         self.store = store
         self.ingest = ingest
         self.guard = guard
         self.served = 0  # events sent to peers
         self.fetched = 0  # events received from peers
+        self.stored = 0  # of which new to us: what gossip had missed
         self.sessions = 0
         self._in_flight: set[ID] = set()
         self._no_sync: set[ID] = set()  # peers that do not speak the sync protocol
@@ -187,7 +194,7 @@ class Sync:
         stream = await self.running.host.new_stream(peer, [SYNC_PROTOCOL])
         ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
         via = peer.to_base58()
-        received = broken = 0
+        received = broken = stored = 0
         try:
             heads = await trio.to_thread.run_sync(self.store.heads)
             items = [[a, h.seq, h.id] for a, h in list(heads.items())[: self.config.sync_max_heads]]
@@ -197,9 +204,12 @@ class Sync:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read_batches, ms, batches_send, peer)
                     async for events in batches:
+                        if self.admission is not None:  # counted, not penalized: we asked
+                            events, _ = self.admission.filter(events, via, trio.current_time())
                         results = await self.ingest.submit(events, via)
                         received += len(events)
                         broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
+                        stored += sum(r.outcome is Outcome.APPENDED for r in results)
             except BaseExceptionGroup as group:
                 # the reader's error (a bad signature, a malformed frame) arrives wrapped by the
                 # nursery; unwrapped, the session penalizes the peer as gossip would
@@ -210,9 +220,13 @@ class Sync:
         finally:
             await _close(stream)
         self.fetched += received
+        self.stored += stored
         if received:
-            log.info("synced %d events from %s", received, via)
-            # tell the others: their next session with us shows them our newer heads
+            # "new" counts the events gossip had not brought: what sync repaired
+            log.info("synced %d events from %s (%d new)", received, via, stored)
+        if stored:
+            # tell the others: their next session with us shows them our newer heads (only
+            # when we stored something: a session of duplicates must not start a cascade)
             for other in self.running.host.get_connected_peers():
                 if other != peer:
                     self.request(other)
@@ -282,6 +296,9 @@ class Sync:
     async def _session(self, peer: ID) -> None:
         if self.guard.is_banned(peer):
             return
+        if _announced_without(self.running, peer, SYNC_PROTOCOL):
+            self._not_syncing(peer, "identify does not list it")
+            return
         try:
             with trio.fail_after(self.config.frame_timeout_s * 10):
                 await self.sync_from(peer)
@@ -291,16 +308,31 @@ class Sync:
             else:
                 log.info("sync from %s failed: %s", peer.to_base58(), exc)
         except (P2PError, trio.TooSlowError, Exception) as exc:  # the peer went away, mostly
-            if _not_supported(exc):  # a peer without a log (a worker): never ask it again
-                self._no_sync.add(peer)
-                log.info("%s does not serve %s; not syncing with it", peer.to_base58(),
-                         SYNC_PROTOCOL)  # fmt: skip
+            if _not_supported(exc):  # a peer without a log (a worker, a JS peer): ask once
+                self._not_syncing(peer, "it refused the protocol")
                 return
             log.info("sync from %s failed: %r", peer.to_base58(), exc)
 
+    def _not_syncing(self, peer: ID, why: str) -> None:
+        self._no_sync.add(peer)
+        log.info("%s does not serve %s (%s); not syncing with it",
+                 peer.to_base58(), SYNC_PROTOCOL, why)  # fmt: skip
+
+    def no_sync_peers(self) -> list[str]:
+        """Peers found not to speak the sync protocol: never asked again."""
+        return sorted(p.to_base58() for p in self._no_sync)
+
     async def _periodic(self) -> None:
+        skipped = 0
         while True:
             await trio.sleep(self.config.sync_interval_s)
+            # while gossip is delivering, a periodic session mostly fetches events that are
+            # already on their way (and counts them as lost): skip a few rounds, not all
+            quiet = trio.current_time() - self.last_gossip() >= self.config.sync_quiet_s
+            if not quiet and skipped < self.config.sync_max_skips:
+                skipped += 1
+                continue
+            skipped = 0
             peers = self.running.host.get_connected_peers()
             for peer in _sample(peers, 3):
                 self.request(peer)
@@ -322,15 +354,30 @@ def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
 
 
 def _not_supported(exc: BaseException) -> bool:
-    """Whether a failed stream open means the peer does not speak the protocol at all."""
+    """Whether a failed stream open means the peer does not speak the protocol at all.
+
+    py-libp2p 0.8.1 raises a fresh MultiselectClientError ("protocols not supported: tried
+    [...]") without chaining the ProtocolNotSupportedError behind it, so the message is the only
+    sign; a timed-out or broken negotiation says something else and is retried later."""
     seen: BaseException | None = exc
     for _ in range(8):  # the cause chain, bounded
         if seen is None:
             return False
         if isinstance(seen, ProtocolNotSupportedError):
             return True
+        if isinstance(seen, MultiselectClientError) and _NOT_SUPPORTED in str(seen):
+            return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _announced_without(running: RunningHost, peer: ID, protocol: str) -> bool:
+    """Whether identify told us the peer's protocols and `protocol` is not among them."""
+    try:
+        protocols = running.host.get_peerstore().get_protocols(peer)
+    except Exception:  # unknown peer, or identify has not answered yet
+        return False
+    return bool(protocols) and protocol not in {str(p) for p in protocols}
 
 
 def _sample(peers: list[ID], k: int) -> list[ID]:

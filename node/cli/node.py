@@ -42,6 +42,11 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--network", default=DEFAULT_NETWORK, help="network id (default %(default)s)")
     p.add_argument("--mdns", action="store_true", help="discover peers on the LAN (multicast)")
+    p.add_argument(
+        "--admit", choices=("all", "standing"), default="all",
+        help="store and forward the events of every author (all, the default) or only of "
+        "authors with standing: bonded, funded, or a counterparty of ours (see README)",
+    )  # fmt: skip
     p.set_defaults(run=cmd_start)
 
     p = cmds.add_parser("info", help="print peer id and listen addresses of a data dir")
@@ -63,6 +68,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             bootstrap=tuple(args.bootstrap),
             mdns=args.mdns,
             require_bootstrap=True,
+            admission=args.admit == "standing",
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -108,6 +114,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         recorded = json.loads(last.read_text())
         info["network"] = recorded.get("network")
         info["listen_addrs"] = recorded.get("addrs", [])
+        if "admission" in recorded:
+            info["admission"] = recorded["admission"]
     else:
         info["network"], info["listen_addrs"] = None, []
     if (data_dir / DB_NAME).exists():
@@ -125,6 +133,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {addr}")
     if "events" in info:
         print(f"events:   {info['events']} by {info['authors']} authors")
+    if "admission" in info:
+        held = info["admission"].get("held_back", {})
+        shown = ", ".join(f"{n} {why}" for why, n in sorted(held.items())) or "none"
+        print(f"admitted: {info['admission'].get('admitted', 0)} events; held back: {shown}")
     return 0
 
 

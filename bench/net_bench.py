@@ -1,0 +1,303 @@
+"""N castnet nodes as N OS processes on loopback, started the way a user starts them
+(`python -m node.cli node start --data-dir ... --bootstrap ...`), joined by bootstrap addresses
+only: node i dials up to 3 earlier nodes. A publisher node in this process (a castnet node too,
+bootstrapped to 3 of them) injects the events; the N processes do all the receiving.
+
+- propagation: one event at a time, publish -> stored on all N (p50/p95); "stored" is read from
+  each node's SQLite log (read-only, polled every 2 ms, so figures carry up to ~2 ms of polling)
+- throughput: `--events` events from `--authors` authors, published as fast as back-pressure
+  allows (the publisher stores them 64 per commit); events/s until all N have all; `lost` =
+  events that reached a node by sync instead of gossip (the nodes log "synced N events from P
+  (M new)"); `drops` = py-libp2p outbound drops (the nodes log
+  them; the publisher counts its own)
+- CPU time per event per node, from /proc/<pid>/stat over the throughput phase
+- this machine's limit, measured in the same run: cores / (N x (verify + durable append) of one
+  event), the append in batches of one gossip message (64 events) with synchronous=FULL; and
+  what a libp2p message signature costs (sign, verify), since castnet signs every message
+
+Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import random
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from events import kinds as k  # noqa: E402
+from events.author import Author  # noqa: E402
+from events.crypto import LocalKeySigner, keccak256  # noqa: E402
+from events.envelope import SignedEvent, decode_verified  # noqa: E402
+from p2p.config import P2PConfig  # noqa: E402
+from p2p.gossip import DROPS, MAX_BATCH_EVENTS  # noqa: E402
+from p2p.host import quiet_libp2p  # noqa: E402
+from p2p.node import P2PNode, open_node  # noqa: E402
+from storage.store import DB_NAME, EventStore  # noqa: E402
+
+_POLL_S = 0.002  # other processes' stores offer no event to wait on
+_SYNCED = re.compile(rb"synced \d+ events from \S+ \((\d+) new\)")
+_DROPPED = re.compile(rb"gossip dropped (\d+) outbound messages")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Proc:
+    process: trio.Process
+    data_dir: Path
+    log: Path
+    addr: str = ""
+    db: sqlite3.Connection | None = None
+
+    def stored(self) -> int:
+        if self.db is None:
+            path = self.data_dir / DB_NAME
+            if not path.exists():
+                return 0
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            row = self.db.execute("SELECT COUNT(*) FROM events").fetchone()
+        except sqlite3.OperationalError:  # schema not there yet
+            return 0
+        return int(row[0])
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+    def log_sum(self, pattern: re.Pattern[bytes], since: int) -> int:
+        return sum(int(m) for m in pattern.findall(self.log.read_bytes()[since:]))
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+
+@contextlib.asynccontextmanager
+async def processes(base: Path, n: int) -> AsyncIterator[list[Proc]]:
+    procs: list[Proc] = []
+    try:
+        for i in range(n):
+            data_dir = base / f"node{i}"
+            data_dir.mkdir()
+            argv = [
+                sys.executable,
+                "-m",
+                "node.cli.node",
+                "node",
+                "start",
+                "--data-dir",
+                str(data_dir),
+            ]
+            earlier = random.sample(procs, min(3, len(procs)))
+            if earlier:
+                argv += ["--bootstrap", *(p.addr for p in earlier)]
+            log = base / f"node{i}.log"
+            with log.open("wb") as err:
+                process = await trio.lowlevel.open_process(
+                    argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err
+                )
+            proc = Proc(process, data_dir, log)
+            procs.append(proc)
+            assert process.stdout is not None
+            buffer = b""
+            with trio.fail_after(60):
+                while b"listening " not in buffer or not buffer.endswith(b"\n"):
+                    chunk = await process.stdout.receive_some(4096)
+                    if not chunk:
+                        raise RuntimeError(f"node {i} exited: {log.read_text()[-2000:]}")
+                    buffer += chunk
+            proc.addr = buffer.split(b"listening ")[1].split(b"\n")[0].decode()
+        yield procs
+    finally:
+        for proc in procs:  # only the processes this bench started, by handle
+            if proc.process.returncode is None:
+                proc.process.terminate()
+        with trio.move_on_after(20):
+            for proc in procs:
+                await proc.process.wait()
+        for proc in procs:
+            if proc.process.returncode is None:
+                proc.process.kill()
+                await proc.process.wait()
+            if proc.db is not None:
+                proc.db.close()
+
+
+async def wait_all(procs: list[Proc], target: int, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        pending = list(procs)
+        while pending:
+            pending = [p for p in pending if p.stored() < target]
+            if pending:
+                await trio.sleep(_POLL_S)
+
+
+def authors(n: int, tag: str) -> list[Author]:
+    return [Author(LocalKeySigner(keccak256(f"net/{tag}/{i}".encode()))) for i in range(n)]
+
+
+def offer(i: int) -> k.Offer:
+    return k.Offer(100 + i, 1, ("transcode:h264",), 2, "bench", ())
+
+
+async def meshed(publisher: P2PNode, want: int) -> None:
+    with trio.fail_after(30):
+        while len(publisher.running.router.mesh.get(publisher.gossip.topic, ())) < want:
+            await trio.sleep(0.05)
+
+
+async def propagation(publisher: P2PNode, procs: list[Proc], samples: int) -> list[float]:
+    writers = authors(4, "lat")
+    out = []
+    for i in range(samples):
+        target = publisher.event_count() + 1
+        event = writers[i % len(writers)].sign(offer(i), i + 1)
+        start = time.perf_counter()
+        await publisher.publish(event)
+        await wait_all(procs, target, 30)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+async def throughput(
+    publisher: P2PNode, procs: list[Proc], events: list[SignedEvent]
+) -> dict[str, float]:
+    sizes = [p.log_size() for p in procs]
+    cpu = [p.cpu_s() for p in procs]
+    drops = DROPS.dropped
+    target = publisher.event_count() + len(events)
+    start = time.perf_counter()
+    # the publisher stores what it injects in group commits of one gossip message (as an import
+    # would), so its own fsyncs do not cap the rate the N nodes are measured at
+    for i in range(0, len(events), MAX_BATCH_EVENTS):
+        chunk = events[i : i + MAX_BATCH_EVENTS]
+        await publisher.ingest.submit(chunk, "self")
+        for event in chunk:
+            await publisher.gossip.publish(event.raw)
+    await wait_all(procs, target, 600)
+    elapsed = time.perf_counter() - start
+    used = [p.cpu_s() - c for p, c in zip(procs, cpu, strict=True)]
+    return {
+        "events_per_s": len(events) / elapsed,
+        "lost": sum(p.log_sum(_SYNCED, s) for p, s in zip(procs, sizes, strict=True)),
+        "drops": DROPS.dropped
+        - drops
+        + sum(p.log_sum(_DROPPED, s) for p, s in zip(procs, sizes, strict=True)),
+        "cpu_us_per_event_per_node": statistics.mean(used) / len(events) * 1e6,
+    }
+
+
+def node_cost(base: Path, count: int = 6400, batch: int = 64) -> float:
+    """Seconds of verify + durable append of one event, appended `batch` at a time."""
+    writers = authors(16, "cost")
+    raws = [writers[i % 16].sign(offer(i), i + 1).raw for i in range(count)]
+    with EventStore.open_dir(base / "cost") as store:
+        start = time.process_time()
+        wall = time.perf_counter()
+        for i in range(0, count, batch):
+            store.append([decode_verified(r) for r in raws[i : i + batch]])
+        # the fsyncs of synchronous=FULL are wall time the CPU clock does not see
+        return max(time.process_time() - start, time.perf_counter() - wall) / count
+
+
+def signature_cost(n: int = 500) -> tuple[float, float]:
+    """Microseconds to sign and to verify one libp2p gossip message (secp256k1 key)."""
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+
+    pair = create_new_key_pair(keccak256(b"net/sig"))
+    payload = b"libp2p-pubsub:" + os.urandom(600)
+    start = time.perf_counter()
+    sigs = [pair.private_key.sign(payload) for _ in range(n)]
+    signed = time.perf_counter() - start
+    start = time.perf_counter()
+    assert all(pair.public_key.verify(payload, s) for s in sigs)
+    verified = time.perf_counter() - start
+    return signed / n * 1e6, verified / n * 1e6
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def run(
+    n: int, count: int, n_authors: int, samples: int, keep: Path | None
+) -> dict[str, object]:
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            base = Path(tempfile.mkdtemp(prefix="net-bench-", dir=keep))
+        cost = node_cost(base)
+        sign_us, verify_us = signature_cost()
+        cores = os.cpu_count() or 1
+        async with processes(base, n) as procs:
+            boot = tuple(p.addr for p in random.sample(procs, min(3, n)))
+            config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot)
+            async with open_node(base / "publisher", config) as publisher:
+                await meshed(publisher, min(3, n))
+                latencies = await propagation(publisher, procs, samples)
+                writers = authors(n_authors, "tput")
+                batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
+                flow = await throughput(publisher, procs, batch)
+        limit = cores / (n * cost)
+        return {
+            "nodes": n,
+            "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "p95_ms": round(pct(latencies, 95) * 1000, 1),
+            "events_per_s": round(flow["events_per_s"], 1),
+            "limit_events_per_s": round(limit, 1),
+            "fraction_of_limit": round(flow["events_per_s"] / limit, 3),
+            "lost": int(flow["lost"]),
+            "drops": int(flow["drops"]),
+            "cpu_us_per_event_per_node": round(flow["cpu_us_per_event_per_node"], 1),
+            "verify_append_us_per_event": round(cost * 1e6, 1),
+            "libp2p_sign_us": round(sign_us, 1),
+            "libp2p_verify_us": round(verify_us, 1),
+            "cores": cores,
+            "events": count,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--events", type=int, default=3000, help="throughput phase")
+    parser.add_argument("--authors", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=50, help="propagation samples")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--keep", type=Path, help="run in a folder here and keep it (node logs)")
+    args = parser.parse_args()
+    if args.nodes < 1 or args.events < 1 or args.samples < 1:
+        parser.error("--nodes, --events and --samples must be positive")
+    logging.basicConfig(level=logging.ERROR)
+    quiet_libp2p(logging.CRITICAL)
+    load = os.getloadavg()[0]
+    figures = trio.run(run, args.nodes, args.events, args.authors, args.samples, args.keep)
+    figures["load_average_before"] = round(load, 1)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    for name, value in figures.items():
+        print(f"{name:28} {value}")
+
+
+if __name__ == "__main__":
+    main()
