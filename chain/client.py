@@ -193,9 +193,12 @@ class ProtocolParams:
     unlock_period_rounds: int = 2
     unbonding_period_rounds: int = 2
     max_active: int = 10  # orchestrators in the active set
-    inflation_ppb: int = 1_000_000  # stake token minted per round, parts per billion of supply
-    inflation_change_ppb: int = 500  # inflation moves by this much each round toward the target
-    target_bonding_rate_ppb: int = 500_000_000  # bonded share of the supply the minter aims at
+    # the minter, in parts per billion, as Livepeer's: inflation starts at 0.05% of the supply per
+    # round (Livepeer's rate in mid-2020) and moves by 0.00005% (LIP-34) each round toward 50%
+    # of the supply bonded
+    inflation_ppb: int = 500_000
+    inflation_change_ppb: int = 500
+    target_bonding_rate_ppb: int = 500_000_000
     genesis_supply: int = 10**27  # stake token given to the deployer
 
 

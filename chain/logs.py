@@ -64,6 +64,11 @@ REPORTS: tuple[Report, ...] = (
                       a["bonded"])),
     Report("Bonding", "Reward", "reward",
            lambda a: (_address(a["orchestrator"]), a["amount"])),
+    Report("Bonding", "MinterParameters", "minter",
+           lambda a: (a["inflation"], a["inflationChange"], a["targetBondingRate"])),
+    Report("Bonding", "RoundRewards", "inflation",
+           lambda a: (a["round"], a["inflation"], a["mintable"], a["activeStake"],
+                      a["bondingRate"], a["totalSupply"])),
 )  # fmt: skip
 WATCHED = tuple(sorted({r.contract for r in REPORTS}))
 

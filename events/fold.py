@@ -1,5 +1,12 @@
 """`apply(state, event) -> state`: the pure, deterministic transition of the network state.
 
+Jobs: posted (JobPosted) -> assigned (the poster's JobAssigned names an orchestrator with an
+offer) -> claimed (that orchestrator's JobClaimed: it accepted the assignment, before doing the
+work) -> resulted (its JobResult) -> verified (the poster's accepting JobVerdict), or rejected /
+failed (a refusing verdict), after which the poster may assign the job again. A claim by anyone
+but the assignee ("claim-not-assigned") and a result whose assignment was not claimed
+("result-without-claim") are violations; `Job.path` keeps the statuses a job went through.
+
 Rules that an event breaks are recorded as violations in the state and the event is skipped; a
 replay never stops on bad content. `fold` applies many events through one set of map mutations,
 which gives the same result as applying them one by one.
@@ -33,6 +40,7 @@ from events.state import (
     Funds,
     Head,
     Job,
+    MinterRound,
     OfferState,
     Reputation,
     State,
@@ -54,6 +62,8 @@ _MAPS = (
     "evidence",
     "chain_seen",
     "violations",
+    "minter",
+    "minter_params",
 )
 
 
@@ -133,6 +143,7 @@ def _job_posted(b: Any, e: SignedEvent, p: k.JobPosted) -> None:
         pipeline=p.pipeline,
         posted_ms=e.time_ms,
         status=POSTED,
+        path=(POSTED,),
         targets=p.targets,
         price_per_unit=p.max_price_per_unit,
         pixels_per_unit=p.pixels_per_unit,
@@ -147,17 +158,15 @@ def _job_claimed(b: Any, e: SignedEvent, c: k.JobClaimed) -> None:
     job = b.jobs.get(c.job_id)
     if job is None:
         return _violate(b, e, "claim-unknown-job", c.job_id.hex())
-    if e.author not in b.offers:
-        return _violate(b, e, "claim-without-offer")
-    if job.targets and e.author not in job.targets:
-        return _violate(b, e, "claim-not-targeted")
-    if job.status not in (POSTED, CLAIMED):
-        return _violate(b, e, "claim-closed-job", job.status)
-    if e.author in job.claims:
+    if job.status == CLAIMED and job.assignee == e.author:
         return _violate(b, e, "duplicate-claim")
+    if job.status != ASSIGNED or job.assignee != e.author:
+        return _violate(b, e, "claim-not-assigned", job.status)
     if _price_above(c.price_per_unit, c.pixels_per_unit, job.price_per_unit, job.pixels_per_unit):
-        return _violate(b, e, "claim-above-max-price")
-    b.jobs[c.job_id] = _replace_job(job, status=CLAIMED, claims=(*job.claims, e.author))
+        return _violate(b, e, "claim-above-assigned-price")
+    b.jobs[c.job_id] = _replace_job(
+        job, status=CLAIMED, claims=(*job.claims, e.author), path=(*job.path, CLAIMED)
+    )
 
 
 def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
@@ -177,6 +186,7 @@ def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
         attempts=job.attempts + 1,
         price_per_unit=a.price_per_unit,
         pixels_per_unit=a.pixels_per_unit,
+        path=(*job.path, ASSIGNED),
     )
 
 
@@ -184,9 +194,13 @@ def _job_result(b: Any, e: SignedEvent, r: k.JobResult) -> None:
     job = b.jobs.get(r.job_id)
     if job is None:
         return _violate(b, e, "result-unknown-job", r.job_id.hex())
-    if job.status != ASSIGNED or job.assignee != e.author:
+    if job.assignee != e.author or job.status not in (ASSIGNED, CLAIMED):
         return _violate(b, e, "result-not-assigned", job.status)
-    b.jobs[r.job_id] = _replace_job(job, status=RESULTED, output_pixels=r.output_pixels)
+    if job.status != CLAIMED:
+        return _violate(b, e, "result-without-claim")
+    b.jobs[r.job_id] = _replace_job(
+        job, status=RESULTED, output_pixels=r.output_pixels, path=(*job.path, RESULTED)
+    )
 
 
 def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
@@ -197,7 +211,7 @@ def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
         return _violate(b, e, "verdict-by-non-poster")
     if v.orchestrator != job.assignee:
         return _violate(b, e, "verdict-wrong-orchestrator")
-    if job.status not in (ASSIGNED, RESULTED):
+    if job.status not in (ASSIGNED, CLAIMED, RESULTED):
         return _violate(b, e, "verdict-without-attempt", job.status)
     if v.accepted and job.status != RESULTED:
         return _violate(b, e, "accept-without-result")
@@ -211,7 +225,7 @@ def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
         status = REJECTED if job.status == RESULTED else FAILED
         rep = Reputation(rep.verified, rep.failed + 1, rep.latency_ms_total, rep.equivocations)
     b.reputation[v.orchestrator] = rep
-    b.jobs[v.job_id] = _replace_job(job, status=status)
+    b.jobs[v.job_id] = _replace_job(job, status=status, path=(*job.path, status))
 
 
 def _ticket_issued(b: Any, e: SignedEvent, t: k.TicketIssued) -> None:
@@ -379,6 +393,19 @@ def _round(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     b.round = max(b.round, c.args[0])
 
 
+def _minter(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    names = ("inflation", "inflation_change", "target_bonding_rate")
+    for name, value in zip(names, c.args, strict=True):
+        b.minter_params[name] = value
+
+
+def _inflation(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    round_, inflation, mintable, active_stake, bonding_rate, supply = c.args
+    if round_ in b.minter:
+        return _violate(b, e, "round-fixed-twice", str(round_))
+    b.minter[round_] = MinterRound(inflation, mintable, active_stake, bonding_rate, supply)
+
+
 def _unlock(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     """Unlocking starts a withdrawal period; funds move only on withdraw."""
 
@@ -443,4 +470,6 @@ _CHAIN_HANDLERS: dict[str, Callable[[Any, SignedEvent, k.ChainObserved], None]] 
     "redemption": _redemption,
     "round": _round,
     "unlock": _unlock,
+    "minter": _minter,
+    "inflation": _inflation,
 }

@@ -162,7 +162,17 @@ def test_a_scripted_history_folds_into_what_the_contracts_report(
     assert state.delegations[addr("d")] == Delegation(addr("o1"), bonded[0])
     whats = {b.what for b in map(k.read_body, observer.events) if isinstance(b, k.ChainObserved)}
     assert whats == {"bonded", "unbonded", "rebonded", "reward", "deposit", "reserve", "round",
-                     "redemption", "unlock", "withdraw"}  # fmt: skip
+                     "redemption", "unlock", "withdraw", "minter", "inflation"}  # fmt: skip
+    # the minter's parameters as deployed and every round's budget, as the contract fixed them
+    f = protocol.bonding.functions
+    assert dict(state.minter_params) == {"inflation": 2_000_000, "inflation_change": 500,
+                                         "target_bonding_rate": 500_000_000}  # fmt: skip
+    assert state.minter and all(
+        (m.inflation, m.mintable, m.active_stake, m.bonding_rate)
+        == (f.inflationForRound(r).call(), f.mintableForRound(r).call(),
+            f.activeStakeForRound(r).call(), f.bondingRateForRound(r).call())
+        for r, m in state.minter.items()
+    )  # fmt: skip
 
 
 def test_confirmation_depth_holds_back_recent_blocks(
@@ -193,7 +203,7 @@ def test_a_restart_resumes_without_duplicates(
     observer = Observer()
     protocol.fund_deposit(KEYS["sender"], FACE)
     first = observer.drain(ChainWatcher(chain, protocol.addresses(), path, config))
-    assert [b.what for b in first] == ["deposit"]
+    assert [b.what for b in first] == ["minter", "deposit"]  # the minter's, at deployment
 
     protocol.fund_deposit(KEYS["sender"], 2 * FACE)
     protocol.fund_reserve(KEYS["sender"], 3 * FACE)
@@ -363,7 +373,7 @@ async def test_the_service_appends_each_log_once_to_the_store(
     config = WatchConfig(depth=0)
     expected = len(Observer().drain(ChainWatcher(chain, protocol.addresses(),
                                                  tmp_path / "other.json", config)))  # fmt: skip
-    assert expected == 4  # the deposits and reserves, and the unlock
+    assert expected == 5  # the minter's parameters, the deposits and reserves, and the unlock
 
     author = Author(LocalKeySigner(KEYS["observer"]))
     attempts = 0
