@@ -64,7 +64,11 @@ _MAPS = (
     "violations",
     "minter",
     "minter_params",
+    "reward_factors",
+    "latest_factor",
+    "delegation_base",
 )
+PREC = 10**27  # the bonding contract's factor scale
 
 
 class _Builder:
@@ -318,7 +322,7 @@ def _bonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
         _add_stake(b, orchestrator, bonded)
     else:
         _add_stake(b, orchestrator, amount)
-    _set_delegation(b, delegator, orchestrator, bonded)
+    _set_delegation(b, delegator, orchestrator, bonded, c)
 
 
 def _unbonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
@@ -326,21 +330,76 @@ def _unbonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     if amount > b.stakes.get(orchestrator, 0):
         return _violate(b, e, "unbond-exceeds-stake", str(amount))
     _add_stake(b, orchestrator, -amount)
-    _set_delegation(b, delegator, orchestrator, bonded)
+    _set_delegation(b, delegator, orchestrator, bonded, c)
 
 
 def _rebonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     delegator, orchestrator, amount, bonded = c.args
     _add_stake(b, orchestrator, amount)
-    _set_delegation(b, delegator, orchestrator, bonded)
+    _set_delegation(b, delegator, orchestrator, bonded, c)
 
 
-def _set_delegation(b: Any, delegator: bytes, orchestrator: bytes, bonded: int) -> None:
-    # Rewards grow a delegator's bond without a log of its own: `bonded` refreshes it.
+def _set_delegation(
+    b: Any, delegator: bytes, orchestrator: bytes, bonded: int, c: k.ChainObserved | None = None
+) -> None:
+    """`bonded` is the delegator's bond with its earnings claimed; a bond change in round R makes
+    the end of R its baseline, as the contract does (see `delegated_stake`)."""
     if bonded:
         b.delegations[delegator] = Delegation(orchestrator, bonded)
-    elif delegator in b.delegations:
+        length = b.minter_params.get("round_length")
+        if c is not None and length:
+            factor = b.latest_factor.get(orchestrator, PREC)
+            b.delegation_base[delegator] = (c.block_number // length, factor)
+        elif delegator in b.delegation_base:
+            del b.delegation_base[delegator]
+        return
+    if delegator in b.delegations:
         del b.delegations[delegator]
+    if delegator in b.delegation_base:
+        del b.delegation_base[delegator]
+
+
+def _base_factor(b: Any, delegator: bytes, orchestrator: bytes) -> int | None:
+    base = b.delegation_base.get(delegator)
+    if base is None:
+        return None
+    round_, factor = base
+    return int(b.reward_factors.get((orchestrator, round_), factor))
+
+
+def delegated_stake(state: Any, delegator: bytes) -> int:
+    """A delegator's bond with the rewards it has earned, from the contract's cumulative
+    factors: bonded x (its orchestrator's latest factor) / (the factor at its baseline)."""
+    d = state.delegations.get(delegator)
+    if d is None:
+        return 0
+    start = _base_factor(state, delegator, d.orchestrator)
+    if start is None:  # bonds observed without their round: no earnings known
+        return int(d.amount)
+    return int(d.amount * state.latest_factor.get(d.orchestrator, PREC) // start)
+
+
+def _fees_withdrawn(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    """The contract claimed the delegator's earnings first: its bond, as of now, is the new
+    baseline."""
+    delegator, _amount = c.args
+    d = b.delegations.get(delegator)
+    if d is not None:
+        _set_delegation(b, delegator, d.orchestrator, delegated_stake(b, delegator), c)
+
+
+def _factor(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    """A reward's new cumulative factor; the commission joins the orchestrator's own bond,
+    expressed at its baseline's factor."""
+    orchestrator, round_, factor, commission = c.args
+    b.reward_factors[(orchestrator, round_)] = factor
+    b.latest_factor[orchestrator] = factor
+    own = b.delegations.get(orchestrator)
+    start = _base_factor(b, orchestrator, orchestrator)
+    if own is not None and own.orchestrator == orchestrator and start is not None and commission:
+        b.delegations[orchestrator] = Delegation(
+            orchestrator, own.amount + commission * start // factor
+        )
 
 
 def _reward(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
@@ -394,7 +453,7 @@ def _round(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
 
 
 def _minter(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
-    names = ("inflation", "inflation_change", "target_bonding_rate")
+    names = ("inflation", "inflation_change", "target_bonding_rate", "round_length")
     for name, value in zip(names, c.args, strict=True):
         b.minter_params[name] = value
 
@@ -472,4 +531,6 @@ _CHAIN_HANDLERS: dict[str, Callable[[Any, SignedEvent, k.ChainObserved], None]] 
     "unlock": _unlock,
     "minter": _minter,
     "inflation": _inflation,
+    "factor": _factor,
+    "fees_withdrawn": _fees_withdrawn,
 }

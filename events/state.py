@@ -137,8 +137,15 @@ class State:
     chain_seen: Map[tuple[bytes, int], bytes] = field(default_factory=Map)
     violations: Map[int, Violation] = field(default_factory=Map)
     minter: Map[int, MinterRound] = field(default_factory=Map)  # round -> its budget
-    # "inflation", "inflation_change", "target_bonding_rate" as deployed
+    # "inflation", "inflation_change", "target_bonding_rate", "round_length" as deployed
     minter_params: Map[str, int] = field(default_factory=Map)
+    # the bonding contract's cumulative reward factors: (orchestrator, round) -> the factor
+    # after that round's reward, and each orchestrator's latest
+    reward_factors: Map[tuple[bytes, int], int] = field(default_factory=Map)
+    latest_factor: Map[bytes, int] = field(default_factory=Map)
+    # delegator -> (round, factor) of its last bond change: its baseline is its orchestrator's
+    # factor at the end of that round
+    delegation_base: Map[bytes, tuple[int, int]] = field(default_factory=Map)
 
     def violation_list(self) -> list[Violation]:
         return [self.violations[i] for i in range(len(self.violations))]

@@ -30,6 +30,9 @@ _VALUE_TYPES: dict[str, type | None] = {
     "violations": s.Violation,
     "minter": s.MinterRound,
     "minter_params": None,
+    "reward_factors": None,
+    "latest_factor": None,
+    "delegation_base": None,
 }
 
 

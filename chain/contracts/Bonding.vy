@@ -27,6 +27,7 @@
 """
 
 interface Rounds:
+    def roundLength() -> uint256: view
     def currentRound() -> uint256: view
     def currentRoundInitialized() -> bool: view
 
@@ -83,6 +84,13 @@ event MinterParameters:
     inflation: uint256
     inflationChange: uint256
     targetBondingRate: uint256
+    roundLength: uint256  # blocks: a log's round is its block number // roundLength
+
+event EarningsFactor:
+    orchestrator: indexed(address)
+    round: uint256
+    rewardFactor: uint256  # the orchestrator's cumulative reward factor after the round's reward
+    commission: uint256  # what joined the orchestrator's own bond
 
 event RoundRewards:
     round: indexed(uint256)
@@ -169,7 +177,8 @@ def __init__(rounds: address, token: address, broker: address, unbonding_period:
     self.inflationChange = inflation_change
     self.targetBondingRate = target_bonding_rate
     log MinterParameters(inflation=inflation, inflationChange=inflation_change,
-                         targetBondingRate=target_bonding_rate)
+                         targetBondingRate=target_bonding_rate,
+                         roundLength=staticcall Rounds(rounds).roundLength())
 
 
 # -- rounds --------------------------------------------------------------------------------
@@ -428,6 +437,7 @@ def reward():
     self._add_stake(o, amount)
     extcall Token(self.token).mint(self, amount)
     log Reward(orchestrator=o, amount=amount)
+    log EarningsFactor(orchestrator=o, round=current, rewardFactor=after, commission=commission)
 
 
 @payable
