@@ -389,17 +389,15 @@ def _fees_withdrawn(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
 
 
 def _factor(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
-    """A reward's new cumulative factor; the commission joins the orchestrator's own bond,
-    expressed at its baseline's factor."""
+    """A reward's new cumulative factor; the orchestrator claims its own earnings, this reward
+    included, and the commission joins its bond (as the contract does)."""
     orchestrator, round_, factor, commission = c.args
     b.reward_factors[(orchestrator, round_)] = factor
     b.latest_factor[orchestrator] = factor
     own = b.delegations.get(orchestrator)
-    start = _base_factor(b, orchestrator, orchestrator)
-    if own is not None and own.orchestrator == orchestrator and start is not None and commission:
-        b.delegations[orchestrator] = Delegation(
-            orchestrator, own.amount + commission * start // factor
-        )
+    if own is not None and own.orchestrator == orchestrator:
+        bonded = delegated_stake(b, orchestrator) + commission
+        _set_delegation(b, orchestrator, orchestrator, bonded, c)
 
 
 def _reward(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:

@@ -189,8 +189,8 @@ class Model:
         if stake:
             after += after * (amount - commission) // stake
         self.epochs[o][e][1] = after
-        own = self.books[o]
-        own[1] += commission * self.epochs[o][own[2]][1] // after
+        self.claim(o)  # its own earnings, this reward included; the commission joins its bond
+        self.books[o][1] += commission
         self._restake(o, amount)
         self.supply += amount
         return amount
@@ -199,8 +199,8 @@ class Model:
         total = self.round_stake.get(o, self.stake.get(o, 0))
         shared = value * self.share[o] // PPM
         if shared and total:
-            e = self._touch(o)
-            self.epochs[o][e][2] += self.epochs[o][e][1] * shared // total
+            e = self._touch(o)  # valued at the round's start: the previous epoch's factor
+            self.epochs[o][e][2] += self.epochs[o][e - 1][1] * shared // total
         else:
             shared = 0
         self.books[o][3] += value - shared
@@ -336,6 +336,12 @@ def test_fees_of_redeemed_tickets_split_by_fee_share(world: tuple[Chain, Protoco
     model.fees(o1, face)
     for who in (o1, d1):
         assert s.delegator(who).fees == model.pending(who)[1]
+    # a fee after the round's reward is shared by the stake as it stood when the round started;
+    # o1 claimed its own earnings with its reward, so its quarter of that share stays unowed:
+    # the contract never owes more fees than it holds
+    owed = sum(s.delegator(who).fees for who in (o1, d1))
+    unowed = chain.balance(protocol.bonding.address) - owed
+    assert 0 <= unowed - face * 4 // 10 // 4 < 10
     # d1 owns 3/4 of the stake: 3/4 of the first ticket's shared 40%
     assert model.pending(d1)[1] >= face * 4 // 10 * 3 // 4
     balance = chain.balance(d1)

@@ -23,7 +23,11 @@
         epoch L is worth bonded * F[e] / F[L] at epoch e and has earned
         bonded * (G[e] - G[L]) / F[L] in fees. A delegator that bonds, unbonds, rebonds or claims
         in round R takes R's epoch as its baseline: its whole bond earns from round R+1 (the share
-        of R's reward and fees on its stake stays in the contract, as in Livepeer).
+        of R's reward and fees on its stake stays in the contract, as in Livepeer). Fees of a
+        round are shared by the stake bonded when it started, at that moment's factor. An
+        orchestrator's `reward()` claims its own earnings (the round's reward included) and adds
+        its commission to its bond, so its own bond's share of the round's later fees stays in
+        the contract too.
 """
 
 interface Rounds:
@@ -431,9 +435,10 @@ def reward():
     if stake > 0:
         after += after * (amount - commission) // stake
     self.rewardFactor[o][e] = after
-    # the commission joins the orchestrator's own bond, expressed at its baseline's factor
-    own: uint256 = self.delegators[o].lastClaimEpoch
-    self.delegators[o].bonded += commission * self._reward_factor(o, own) // after
+    # the orchestrator claims its own earnings, this reward included, and the commission joins
+    # its bond; its stake's share of fees that arrive later in this round stays in the contract
+    self._claim(o)
+    self.delegators[o].bonded += commission
     self._add_stake(o, amount)
     extcall Token(self.token).mint(self, amount)
     log Reward(orchestrator=o, amount=amount)
@@ -443,14 +448,16 @@ def reward():
 @payable
 @external
 def updateFees(recipient: address, round: uint256):
-    """Called by the ticket broker with the face value a winning ticket paid."""
+    """Called by the ticket broker with the face value a winning ticket paid. The stake's share
+    goes to the stake bonded when the round started, valued at the factor of that moment (the
+    previous epoch's: a reward of this round does not count)."""
     assert msg.sender == self.broker, "only the ticket broker"
     assert self.orchestrators[recipient].registered, "ticket recipient is not a registered orchestrator"
     total: uint256 = self._stake_at(recipient, self._round())
     shared: uint256 = msg.value * self.orchestrators[recipient].feeShare // PPM
     if shared > 0 and total > 0:
         e: uint256 = self._touch(recipient)
-        self.feeFactor[recipient][e] += self._reward_factor(recipient, e) * shared // total
+        self.feeFactor[recipient][e] += self._reward_factor(recipient, e - 1) * shared // total
     else:
         shared = 0
     self.delegators[recipient].fees += msg.value - shared  # the broker's redemption log says it
