@@ -193,7 +193,12 @@ class ProtocolParams:
     unlock_period_rounds: int = 2
     unbonding_period_rounds: int = 2
     max_active: int = 10  # orchestrators in the active set
-    inflation_ppb: int = 1_000_000  # stake token minted per round, parts per billion of supply
+    # the minter, in parts per billion, as Livepeer's: inflation starts at 0.05% of the supply per
+    # round (Livepeer's rate in mid-2020) and moves by 0.00005% (LIP-34) each round toward 50%
+    # of the supply bonded
+    inflation_ppb: int = 500_000
+    inflation_change_ppb: int = 500
+    target_bonding_rate_ppb: int = 500_000_000
     genesis_supply: int = 10**27  # stake token given to the deployer
 
 
@@ -340,9 +345,11 @@ def deploy_protocol(chain: Chain, key: bytes, params: ProtocolParams | None = No
     broker = chain.deploy(key, "TicketBroker", rounds, p.pool_size, p.ticket_validity_rounds,
                           p.unlock_period_rounds)  # fmt: skip
     bonding = chain.deploy(key, "Bonding", rounds, token, broker, p.unbonding_period_rounds,
-                           p.max_active, p.inflation_ppb)  # fmt: skip
+                           p.max_active, p.inflation_ppb, p.inflation_change_ppb,
+                           p.target_bonding_rate_ppb)  # fmt: skip
     protocol = Protocol(chain, {"Rounds": rounds, "TicketBroker": broker, "StakeToken": token,
                                 "Bonding": bonding})  # fmt: skip
     protocol._tx(key, protocol.token.functions.setMinter(bonding))
     protocol._tx(key, protocol.broker.functions.setFeeSink(bonding))
+    protocol._tx(key, protocol.rounds.functions.setBonding(bonding))
     return protocol

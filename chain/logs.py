@@ -2,7 +2,7 @@
 
 Logs are routed by (contract address, topic 0) and decoded with the committed ABIs through web3's
 `process_log`. Events without a report here (UnlockCancelled, ReserveClaimed, the token's
-transfers, OrchestratorRegistered, WithdrawStake, WithdrawFees, ...) change no state the fold
+transfers, OrchestratorRegistered, WithdrawStake, ...) change no state the fold
 keeps and are ignored; a watched contract absent from the addresses given is not watched.
 """
 
@@ -64,6 +64,18 @@ REPORTS: tuple[Report, ...] = (
                       a["bonded"])),
     Report("Bonding", "Reward", "reward",
            lambda a: (_address(a["orchestrator"]), a["amount"])),
+    Report("Bonding", "MinterParameters", "minter",
+           lambda a: (a["inflation"], a["inflationChange"], a["targetBondingRate"],
+                      a["roundLength"])),
+    # withdrawing fees claims the earnings: the bond's baseline moves to the round's end
+    Report("Bonding", "WithdrawFees", "fees_withdrawn",
+           lambda a: (_address(a["delegator"]), a["amount"])),
+    Report("Bonding", "EarningsFactor", "factor",
+           lambda a: (_address(a["orchestrator"]), a["round"], a["rewardFactor"],
+                      a["commission"])),
+    Report("Bonding", "RoundRewards", "inflation",
+           lambda a: (a["round"], a["inflation"], a["mintable"], a["activeStake"],
+                      a["bondingRate"], a["totalSupply"])),
 )  # fmt: skip
 WATCHED = tuple(sorted({r.contract for r in REPORTS}))
 

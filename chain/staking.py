@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chain.client import Protocol
 
 PPM = 1_000_000
+PPB = 1_000_000_000
 STAKING_GAS = 1_000_000  # the active set update loops over up to 100 orchestrators
 
 
@@ -34,7 +35,9 @@ class OrchestratorInfo:
     fee_share: int  # parts per million of fees given to the stake
     stake: int  # wei of stake token bonded to it, earnings included
     last_reward_round: int
-    active: bool
+    active: bool  # in the current round's active set: may call reward()
+    in_pool: bool  # in the pool: active from the next round on
+    round_stake: int  # stake when the current round started: what this round's reward is on
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,23 @@ class DelegatorInfo:
     fees: int  # wei earned and not withdrawn
     locks: tuple[UnbondingLock, ...]
     tokens: int  # unbonded stake token in the account
+
+
+@dataclass(frozen=True, slots=True)
+class MinterInfo:
+    """Inflation parameters (parts per billion) and what the minter fixed for one round."""
+
+    round: int
+    inflation: int  # now: the rate the next round's adjustment starts from
+    inflation_change: int
+    target_bonding_rate: int
+    fixed: bool  # whether the round's budget is fixed (the round was initialized or touched)
+    round_inflation: int
+    mintable: int
+    minted: int
+    active_stake: int
+    bonding_rate: int  # the round's active stake, parts per billion of the supply then
+    total_supply: int  # now
 
 
 def _address(value: bytes | str) -> str:
@@ -124,7 +144,9 @@ class Staking:
         registered, reward_cut, fee_share, stake, last_reward, _epoch = o
         return OrchestratorInfo(address, bool(registered), int(reward_cut), int(fee_share),
                                 int(stake), int(last_reward),
-                                bool(f.isActive(_address(address)).call()))  # fmt: skip
+                                bool(f.isActive(_address(address)).call()),
+                                bool(f.inPool(_address(address)).call()),
+                                int(f.roundStake(_address(address)).call()))  # fmt: skip
 
     def delegator(self, address: bytes) -> DelegatorInfo:
         f, account = self.bonding.functions, _address(address)
@@ -152,4 +174,23 @@ class Staking:
         return [bytes.fromhex(self.bonding.functions.active(i).call()[2:]) for i in range(count)]
 
     def total_active_stake(self) -> int:
+        """The pool's stake: the active stake of the next round."""
         return int(self.bonding.functions.totalActiveStake().call())
+
+    def minter(self, round_: int | None = None) -> MinterInfo:
+        """The minter's parameters and what it fixed for `round_` (default: the current round)."""
+        f = self.bonding.functions
+        r = self.protocol.current_round() if round_ is None else round_
+        return MinterInfo(
+            round=r,
+            inflation=int(f.inflation().call()),
+            inflation_change=int(f.inflationChange().call()),
+            target_bonding_rate=int(f.targetBondingRate().call()),
+            fixed=bool(f.roundFixed(r).call()),
+            round_inflation=int(f.inflationForRound(r).call()),
+            mintable=int(f.mintableForRound(r).call()),
+            minted=int(f.mintedInRound(r).call()),
+            active_stake=int(f.activeStakeForRound(r).call()),
+            bonding_rate=int(f.bondingRateForRound(r).call()),
+            total_supply=int(self.token.functions.totalSupply().call()),
+        )

@@ -1,5 +1,12 @@
 """`apply(state, event) -> state`: the pure, deterministic transition of the network state.
 
+Jobs: posted (JobPosted) -> assigned (the poster's JobAssigned names an orchestrator with an
+offer) -> claimed (that orchestrator's JobClaimed: it accepted the assignment, before doing the
+work) -> resulted (its JobResult) -> verified (the poster's accepting JobVerdict), or rejected /
+failed (a refusing verdict), after which the poster may assign the job again. A claim by anyone
+but the assignee ("claim-not-assigned") and a result whose assignment was not claimed
+("result-without-claim") are violations; `Job.path` keeps the statuses a job went through.
+
 Rules that an event breaks are recorded as violations in the state and the event is skipped; a
 replay never stops on bad content. `fold` applies many events through one set of map mutations,
 which gives the same result as applying them one by one.
@@ -33,6 +40,7 @@ from events.state import (
     Funds,
     Head,
     Job,
+    MinterRound,
     OfferState,
     Reputation,
     State,
@@ -54,7 +62,13 @@ _MAPS = (
     "evidence",
     "chain_seen",
     "violations",
+    "minter",
+    "minter_params",
+    "reward_factors",
+    "latest_factor",
+    "delegation_base",
 )
+PREC = 10**27  # the bonding contract's factor scale
 
 
 class _Builder:
@@ -133,6 +147,7 @@ def _job_posted(b: Any, e: SignedEvent, p: k.JobPosted) -> None:
         pipeline=p.pipeline,
         posted_ms=e.time_ms,
         status=POSTED,
+        path=(POSTED,),
         targets=p.targets,
         price_per_unit=p.max_price_per_unit,
         pixels_per_unit=p.pixels_per_unit,
@@ -147,17 +162,15 @@ def _job_claimed(b: Any, e: SignedEvent, c: k.JobClaimed) -> None:
     job = b.jobs.get(c.job_id)
     if job is None:
         return _violate(b, e, "claim-unknown-job", c.job_id.hex())
-    if e.author not in b.offers:
-        return _violate(b, e, "claim-without-offer")
-    if job.targets and e.author not in job.targets:
-        return _violate(b, e, "claim-not-targeted")
-    if job.status not in (POSTED, CLAIMED):
-        return _violate(b, e, "claim-closed-job", job.status)
-    if e.author in job.claims:
+    if job.status == CLAIMED and job.assignee == e.author:
         return _violate(b, e, "duplicate-claim")
+    if job.status != ASSIGNED or job.assignee != e.author:
+        return _violate(b, e, "claim-not-assigned", job.status)
     if _price_above(c.price_per_unit, c.pixels_per_unit, job.price_per_unit, job.pixels_per_unit):
-        return _violate(b, e, "claim-above-max-price")
-    b.jobs[c.job_id] = _replace_job(job, status=CLAIMED, claims=(*job.claims, e.author))
+        return _violate(b, e, "claim-above-assigned-price")
+    b.jobs[c.job_id] = _replace_job(
+        job, status=CLAIMED, claims=(*job.claims, e.author), path=(*job.path, CLAIMED)
+    )
 
 
 def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
@@ -177,6 +190,7 @@ def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
         attempts=job.attempts + 1,
         price_per_unit=a.price_per_unit,
         pixels_per_unit=a.pixels_per_unit,
+        path=(*job.path, ASSIGNED),
     )
 
 
@@ -184,9 +198,13 @@ def _job_result(b: Any, e: SignedEvent, r: k.JobResult) -> None:
     job = b.jobs.get(r.job_id)
     if job is None:
         return _violate(b, e, "result-unknown-job", r.job_id.hex())
-    if job.status != ASSIGNED or job.assignee != e.author:
+    if job.assignee != e.author or job.status not in (ASSIGNED, CLAIMED):
         return _violate(b, e, "result-not-assigned", job.status)
-    b.jobs[r.job_id] = _replace_job(job, status=RESULTED, output_pixels=r.output_pixels)
+    if job.status != CLAIMED:
+        return _violate(b, e, "result-without-claim")
+    b.jobs[r.job_id] = _replace_job(
+        job, status=RESULTED, output_pixels=r.output_pixels, path=(*job.path, RESULTED)
+    )
 
 
 def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
@@ -197,7 +215,7 @@ def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
         return _violate(b, e, "verdict-by-non-poster")
     if v.orchestrator != job.assignee:
         return _violate(b, e, "verdict-wrong-orchestrator")
-    if job.status not in (ASSIGNED, RESULTED):
+    if job.status not in (ASSIGNED, CLAIMED, RESULTED):
         return _violate(b, e, "verdict-without-attempt", job.status)
     if v.accepted and job.status != RESULTED:
         return _violate(b, e, "accept-without-result")
@@ -211,7 +229,7 @@ def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
         status = REJECTED if job.status == RESULTED else FAILED
         rep = Reputation(rep.verified, rep.failed + 1, rep.latency_ms_total, rep.equivocations)
     b.reputation[v.orchestrator] = rep
-    b.jobs[v.job_id] = _replace_job(job, status=status)
+    b.jobs[v.job_id] = _replace_job(job, status=status, path=(*job.path, status))
 
 
 def _ticket_issued(b: Any, e: SignedEvent, t: k.TicketIssued) -> None:
@@ -304,7 +322,7 @@ def _bonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
         _add_stake(b, orchestrator, bonded)
     else:
         _add_stake(b, orchestrator, amount)
-    _set_delegation(b, delegator, orchestrator, bonded)
+    _set_delegation(b, delegator, orchestrator, bonded, c)
 
 
 def _unbonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
@@ -312,21 +330,74 @@ def _unbonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     if amount > b.stakes.get(orchestrator, 0):
         return _violate(b, e, "unbond-exceeds-stake", str(amount))
     _add_stake(b, orchestrator, -amount)
-    _set_delegation(b, delegator, orchestrator, bonded)
+    _set_delegation(b, delegator, orchestrator, bonded, c)
 
 
 def _rebonded(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     delegator, orchestrator, amount, bonded = c.args
     _add_stake(b, orchestrator, amount)
-    _set_delegation(b, delegator, orchestrator, bonded)
+    _set_delegation(b, delegator, orchestrator, bonded, c)
 
 
-def _set_delegation(b: Any, delegator: bytes, orchestrator: bytes, bonded: int) -> None:
-    # Rewards grow a delegator's bond without a log of its own: `bonded` refreshes it.
+def _set_delegation(
+    b: Any, delegator: bytes, orchestrator: bytes, bonded: int, c: k.ChainObserved | None = None
+) -> None:
+    """`bonded` is the delegator's bond with its earnings claimed; a bond change in round R makes
+    the end of R its baseline, as the contract does (see `delegated_stake`)."""
     if bonded:
         b.delegations[delegator] = Delegation(orchestrator, bonded)
-    elif delegator in b.delegations:
+        length = b.minter_params.get("round_length")
+        if c is not None and length:
+            factor = b.latest_factor.get(orchestrator, PREC)
+            b.delegation_base[delegator] = (c.block_number // length, factor)
+        elif delegator in b.delegation_base:
+            del b.delegation_base[delegator]
+        return
+    if delegator in b.delegations:
         del b.delegations[delegator]
+    if delegator in b.delegation_base:
+        del b.delegation_base[delegator]
+
+
+def _base_factor(b: Any, delegator: bytes, orchestrator: bytes) -> int | None:
+    base = b.delegation_base.get(delegator)
+    if base is None:
+        return None
+    round_, factor = base
+    return int(b.reward_factors.get((orchestrator, round_), factor))
+
+
+def delegated_stake(state: Any, delegator: bytes) -> int:
+    """A delegator's bond with the rewards it has earned, from the contract's cumulative
+    factors: bonded x (its orchestrator's latest factor) / (the factor at its baseline)."""
+    d = state.delegations.get(delegator)
+    if d is None:
+        return 0
+    start = _base_factor(state, delegator, d.orchestrator)
+    if start is None:  # bonds observed without their round: no earnings known
+        return int(d.amount)
+    return int(d.amount * state.latest_factor.get(d.orchestrator, PREC) // start)
+
+
+def _fees_withdrawn(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    """The contract claimed the delegator's earnings first: its bond, as of now, is the new
+    baseline."""
+    delegator, _amount = c.args
+    d = b.delegations.get(delegator)
+    if d is not None:
+        _set_delegation(b, delegator, d.orchestrator, delegated_stake(b, delegator), c)
+
+
+def _factor(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    """A reward's new cumulative factor; the orchestrator claims its own earnings, this reward
+    included, and the commission joins its bond (as the contract does)."""
+    orchestrator, round_, factor, commission = c.args
+    b.reward_factors[(orchestrator, round_)] = factor
+    b.latest_factor[orchestrator] = factor
+    own = b.delegations.get(orchestrator)
+    if own is not None and own.orchestrator == orchestrator:
+        bonded = delegated_stake(b, orchestrator) + commission
+        _set_delegation(b, orchestrator, orchestrator, bonded, c)
 
 
 def _reward(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
@@ -377,6 +448,19 @@ def _redemption(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
 
 def _round(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
     b.round = max(b.round, c.args[0])
+
+
+def _minter(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    names = ("inflation", "inflation_change", "target_bonding_rate", "round_length")
+    for name, value in zip(names, c.args, strict=True):
+        b.minter_params[name] = value
+
+
+def _inflation(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
+    round_, inflation, mintable, active_stake, bonding_rate, supply = c.args
+    if round_ in b.minter:
+        return _violate(b, e, "round-fixed-twice", str(round_))
+    b.minter[round_] = MinterRound(inflation, mintable, active_stake, bonding_rate, supply)
 
 
 def _unlock(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
@@ -443,4 +527,8 @@ _CHAIN_HANDLERS: dict[str, Callable[[Any, SignedEvent, k.ChainObserved], None]] 
     "redemption": _redemption,
     "round": _round,
     "unlock": _unlock,
+    "minter": _minter,
+    "inflation": _inflation,
+    "factor": _factor,
+    "fees_withdrawn": _fees_withdrawn,
 }

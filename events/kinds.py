@@ -285,6 +285,30 @@ CHAIN_ARGS: dict[str, tuple[f.Field, ...]] = {
         f.hash32("ticket_hash"),
     ),
     "round": (f.u64("round"),),
+    # the minter's parameters at deployment, parts per billion
+    "minter": (
+        f.u256("inflation"),
+        f.u256("inflation_change"),
+        f.u256("target_bonding_rate"),
+        f.u64("round_length"),
+    ),
+    "fees_withdrawn": (f.addr("delegator"), f.u256("amount")),
+    # an orchestrator's cumulative reward factor after a round's reward, and its commission
+    "factor": (
+        f.addr("orchestrator"),
+        f.u64("round"),
+        f.u256("reward_factor"),
+        f.u256("commission"),
+    ),
+    # what the minter fixed for a round when it was initialized
+    "inflation": (
+        f.u64("round"),
+        f.u256("inflation"),
+        f.u256("mintable"),
+        f.u256("active_stake"),
+        f.u256("bonding_rate"),
+        f.u256("total_supply"),
+    ),
 }
 
 

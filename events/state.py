@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 
 from immutables import Map
 
-# Job life cycle. A job may be assigned again after a failed or rejected attempt (failover).
-POSTED, CLAIMED, ASSIGNED, RESULTED, VERIFIED, REJECTED, FAILED = (
+# Job life cycle: posted -> assigned (by the poster) -> claimed (the assignee accepts it, before
+# the work) -> resulted -> verified (or rejected, or failed). A job may be assigned again after a
+# failed or rejected attempt, or while an attempt is outstanding (failover).
+POSTED, ASSIGNED, CLAIMED, RESULTED, VERIFIED, REJECTED, FAILED = (
     "posted",
-    "claimed",
     "assigned",
+    "claimed",
     "resulted",
     "verified",
     "rejected",
     "failed",
 )
-JOB_STATUSES = (POSTED, CLAIMED, ASSIGNED, RESULTED, VERIFIED, REJECTED, FAILED)
+JOB_STATUSES = (POSTED, ASSIGNED, CLAIMED, RESULTED, VERIFIED, REJECTED, FAILED)
 
 # Ticket life cycle as this log saw it.
 ISSUED, RECEIVED, WON, REDEEMED = "issued", "received", "won", "redeemed"
@@ -47,6 +49,17 @@ class Delegation:
 
 
 @dataclass(frozen=True, slots=True)
+class MinterRound:
+    """What the minter fixed for one round (rates in parts per billion)."""
+
+    inflation: int
+    mintable: int
+    active_stake: int
+    bonding_rate: int
+    total_supply: int
+
+
+@dataclass(frozen=True, slots=True)
 class Funds:
     deposit: int = 0
     reserve: int = 0
@@ -65,6 +78,7 @@ class Job:
     price_per_unit: int = 0
     pixels_per_unit: int = 1
     output_pixels: int = 0
+    path: tuple[str, ...] = ()  # every status it went through, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +136,16 @@ class State:
     evidence: Map[tuple[bytes, int], Evidence] = field(default_factory=Map)
     chain_seen: Map[tuple[bytes, int], bytes] = field(default_factory=Map)
     violations: Map[int, Violation] = field(default_factory=Map)
+    minter: Map[int, MinterRound] = field(default_factory=Map)  # round -> its budget
+    # "inflation", "inflation_change", "target_bonding_rate", "round_length" as deployed
+    minter_params: Map[str, int] = field(default_factory=Map)
+    # the bonding contract's cumulative reward factors: (orchestrator, round) -> the factor
+    # after that round's reward, and each orchestrator's latest
+    reward_factors: Map[tuple[bytes, int], int] = field(default_factory=Map)
+    latest_factor: Map[bytes, int] = field(default_factory=Map)
+    # delegator -> (round, factor) of its last bond change: its baseline is its orchestrator's
+    # factor at the end of that round
+    delegation_base: Map[bytes, tuple[int, int]] = field(default_factory=Map)
 
     def violation_list(self) -> list[Violation]:
         return [self.violations[i] for i in range(len(self.violations))]

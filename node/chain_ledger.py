@@ -6,7 +6,7 @@ deployer's key funds them with gas money and stake token."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from web3.logs import DISCARD
 
 from chain.client import Chain, Protocol, ProtocolParams, deploy_protocol
 from chain.errors import ChainError, Reverted, TicketUsed
+from chain.staking import MinterInfo
 from events.crypto import LocalKeySigner
 from node.ledger import ChainLog
 from payments.errors import RedemptionFailed, TicketAlreadyRedeemed
@@ -29,22 +30,36 @@ ROUND_TURNED = ("current round is not initialized", "reverted without a reason")
 class ChainLedger:
     """Blocking and thread-safe (the chain client serializes transactions)."""
 
-    def __init__(self, protocol: Protocol, keys: Iterable[bytes], grant: bool = True) -> None:
+    def __init__(
+        self,
+        protocol: Protocol,
+        keys: Iterable[bytes],
+        grant: bool = True,
+        stake_grants: Mapping[bytes, int] | None = None,
+    ) -> None:
         """With `grant`, the deployer funds every account with gas money and stake token (a
-        fresh embedded chain); on a shared chain the accounts were funded beforehand."""
+        fresh embedded chain): `stake_grants[address]` wei of it where given, else
+        STAKE_GRANT; on a shared chain the accounts were funded beforehand."""
         self.protocol = protocol
         self.chain = protocol.chain
         self._keys = {LocalKeySigner(key).address: key for key in keys}
         for address in self._keys if grant else ():
             self.chain.transfer(self.chain.dev_key, address, GAS_MONEY)
-            protocol.staking.transfer_tokens(self.chain.dev_key, address, STAKE_GRANT)
+            tokens = STAKE_GRANT if stake_grants is None else stake_grants.get(address, 0)
+            if tokens:
+                protocol.staking.transfer_tokens(self.chain.dev_key, address, tokens)
         protocol.ensure_round(self.chain.dev_key)
         self.kind = f"{self.chain.kind}: Rounds, TicketBroker, StakeToken, Bonding contracts"
 
     @classmethod
-    def embedded(cls, keys: Iterable[bytes], params: ProtocolParams | None = None) -> ChainLedger:
+    def embedded(
+        cls,
+        keys: Iterable[bytes],
+        params: ProtocolParams | None = None,
+        stake_grants: Mapping[bytes, int] | None = None,
+    ) -> ChainLedger:
         chain = Chain.embedded()
-        return cls(deploy_protocol(chain, chain.dev_key, params), keys)
+        return cls(deploy_protocol(chain, chain.dev_key, params), keys, stake_grants=stake_grants)
 
     @classmethod
     def connect(cls, url: str, contracts_file: Path, keys: Sequence[bytes]) -> ChainLedger:
@@ -144,6 +159,11 @@ class ChainLedger:
         """The delegator's bond with the rewards it has earned and not yet claimed."""
         with self.chain.lock:
             return self.protocol.staking.delegator(delegator).bonded
+
+    def minter(self, round_: int | None = None) -> MinterInfo:
+        """The minter's parameters and what it fixed for `round_` (default: the current one)."""
+        with self.chain.lock:
+            return self.protocol.staking.minter(round_)
 
     def mine(self, blocks: int) -> None:
         with self.chain.lock:

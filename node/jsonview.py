@@ -76,6 +76,9 @@ def state_summary(state: State) -> dict[str, Any]:
         "funds": jsonable(state.funds),
         "jobs": len(state.jobs),
         "jobs_by_status": dict(sorted(jobs.items())),
+        "job_paths": dict(
+            sorted(Counter(" -> ".join(job.path) for job in state.jobs.values()).items())
+        ),
         "tickets": len(state.tickets),
         "tickets_by_status": dict(sorted(tickets.items())),
         "winning_face_value": str(

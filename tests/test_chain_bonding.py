@@ -4,10 +4,12 @@ by fee share, unbonding locks released only after the unbonding period, rebondin
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from web3 import Web3
 
 from chain.client import Chain, Protocol, ProtocolParams, deploy_protocol
 from chain.errors import AlreadyRewarded, InsufficientStake, NotRegistered, Reverted, StakeLocked
@@ -18,6 +20,9 @@ from payments.ticket import MAX_WIN_PROB, Ticket, rand_hash, sign_ticket
 ROUND = 20
 TOKEN = 10**18
 PREC = 10**27
+PPB = 10**9
+SUPPLY = 10**6 * TOKEN
+INFLATION, CHANGE, TARGET = 2_000_000, 100_000, 30_000_000  # 0.2%, 0.01% a round; 3% bonded
 KEYS = {name: keccak256(b"bonding-test/" + name.encode()) for name in
         ("o1", "o2", "o3", "d1", "d2", "sender")}  # fmt: skip
 
@@ -30,7 +35,8 @@ def addr(name: str) -> bytes:
 def world(evm: Chain) -> Iterator[tuple[Chain, Protocol]]:
     chain = evm
     params = ProtocolParams(round_length=ROUND, unbonding_period_rounds=2, max_active=2,
-                            inflation_ppb=2_000_000, genesis_supply=10**6 * TOKEN)  # fmt: skip
+                            inflation_ppb=INFLATION, inflation_change_ppb=CHANGE,
+                            target_bonding_rate_ppb=TARGET, genesis_supply=SUPPLY)  # fmt: skip
     protocol = deploy_protocol(chain, chain.dev_key, params)
     for name in KEYS:
         chain.transfer(chain.dev_key, addr(name), 10**20)
@@ -47,63 +53,157 @@ def next_round(chain: Chain, protocol: Protocol) -> int:
     return protocol.current_round()
 
 
-def operator(protocol: Protocol, name: str, stake: int, cut: int, share: int) -> None:
+def operator(
+    protocol: Protocol, name: str, stake: int, cut: int, share: int, model: Model | None = None
+) -> None:
     protocol.staking.bond(KEYS[name], stake, addr(name))
     protocol.staking.register(KEYS[name], cut, share)
+    if model is not None:
+        model.bond(addr(name), addr(name), stake)
+        model.register(addr(name), cut, share)
+
+
+def replay(protocol: Protocol) -> Model:
+    """A model of the freshly deployed world, from the round the fixture initialized."""
+    m = protocol.staking.minter()
+    model = Model(supply=m.total_supply, inflation=m.inflation, change=CHANGE, target=TARGET)
+    model.round = m.round
+    return model
+
+
+def enter_round(chain: Chain, protocol: Protocol, model: Model) -> int:
+    round_ = next_round(chain, protocol)
+    model.new_round(round_)
+    return round_
 
 
 @dataclass
 class Model:
-    """The contract's formulas, replayed in Python with the same integer arithmetic."""
+    """Livepeer's rules as the contracts implement them, replayed in Python with the same integer
+    arithmetic: the minter's per-round inflation and budget, stake that counts from the next
+    round, and cumulative reward and fee factors per orchestrator with one epoch per round."""
 
     supply: int
-    inflation_ppb: int
-    factor: dict[bytes, int] = field(default_factory=dict)  # reward factor, current epoch
-    fee_factor: dict[bytes, int] = field(default_factory=dict)
-    stake: dict[bytes, int] = field(default_factory=dict)
-    # delegator -> (bonded, reward factor and fee factor at its last claim, fees)
-    books: dict[bytes, tuple[int, int, int, int]] = field(default_factory=dict)
+    inflation: int  # parts per billion
+    change: int = 0
+    target: int = 0
+    max_active: int = 100
+    round: int = 0
+    mintable: int = 0
+    minted: int = 0
+    active_stake: int = 0  # of the current round, fixed at its start
+    bonding_rate: int = 0
+    stake: dict[bytes, int] = field(default_factory=dict)  # live: counts from the next round
+    round_stake: dict[bytes, int] = field(default_factory=dict)  # fixed at the round's start
+    pool: list[bytes] = field(default_factory=list)  # registered, active from the next round
+    active: set[bytes] = field(default_factory=set)  # the current round's active set
+    cut: dict[bytes, int] = field(default_factory=dict)
+    share: dict[bytes, int] = field(default_factory=dict)
+    # per orchestrator, its epochs: [round, reward factor, fee factor]
+    epochs: dict[bytes, list[list[int]]] = field(default_factory=dict)
+    # delegator -> [orchestrator, bonded, baseline epoch, fees]
+    books: dict[bytes, list] = field(default_factory=dict)  # type: ignore[type-arg]
 
-    def claim(self, who: bytes, o: bytes) -> None:
-        bonded, f0, g0, fees = self.books.get(who, (0, PREC, 0, 0))
-        f, g = self.factor.get(o, PREC), self.fee_factor.get(o, 0)
-        self.books[who] = (bonded * f // f0, f, g, fees + bonded * (g - g0) // f0)
+    def new_round(self, round_: int) -> None:
+        """The round's first call fixes its active stake, then inflation and mintable tokens."""
+        self.round = round_
+        self.active_stake = sum(self.stake[o] for o in self.pool)
+        self.bonding_rate = self.active_stake * PPB // self.supply
+        if self.bonding_rate < self.target:
+            self.inflation = min(self.inflation + self.change, PPB)
+        elif self.bonding_rate > self.target:
+            self.inflation -= min(self.change, self.inflation)
+        self.mintable = self.supply * self.inflation // PPB
+        self.minted = 0
+        self.round_stake = dict(self.stake)
+        self.active = set(self.pool)
+
+    def _touch(self, o: bytes) -> int:
+        epochs = self.epochs.setdefault(o, [[-1, PREC, 0]])
+        if epochs[-1][0] != self.round or len(epochs) == 1:
+            epochs.append([self.round, epochs[-1][1], epochs[-1][2]])
+        return len(epochs) - 1
+
+    def pending(self, who: bytes) -> tuple[int, int]:
+        o, bonded, start, fees = self.books.get(who, (None, 0, 0, 0))
+        if o is None or not bonded:
+            return bonded, fees
+        epochs = self.epochs[o]
+        _r, f0, g0 = epochs[start]
+        _r, f, g = epochs[-1]
+        return bonded * f // f0, fees + bonded * (g - g0) // f0
+
+    def claim(self, who: bytes) -> None:
+        book = self.books.setdefault(who, [None, 0, 0, 0])
+        book[1], book[3] = self.pending(who)
+        if book[0] is not None:
+            book[2] = self._touch(book[0])
+
+    def _restake(self, o: bytes, delta: int) -> None:
+        self.stake[o] = self.stake.get(o, 0) + delta
+
+    def register(self, o: bytes, cut: int, share: int) -> None:
+        self.cut[o], self.share[o] = cut, share
+        if o not in self.pool:
+            assert len(self.pool) < self.max_active, "the replay keeps every orchestrator in"
+            self.pool.append(o)
 
     def bond(self, who: bytes, o: bytes, amount: int) -> None:
-        self.claim(who, o)
-        bonded, f, g, fees = self.books[who]
-        self.books[who] = (bonded + amount, f, g, fees)
-        self.stake[o] = self.stake.get(o, 0) + amount
+        self.claim(who)
+        book = self.books[who]
+        old = book[0]
+        if old is not None and old != o and book[1]:
+            self._restake(old, -book[1])
+            self._restake(o, book[1] + amount)
+        else:
+            self._restake(o, amount)
+        if old != o:
+            book[0] = o
+            book[2] = self._touch(o)
+        book[1] += amount
 
-    def mintable(self) -> int:
-        """What a round may mint, fixed by the round's first reward."""
-        return self.supply * self.inflation_ppb // 10**9
+    def unbond(self, who: bytes, amount: int) -> None:
+        self.claim(who)
+        book = self.books[who]
+        o = book[0]
+        book[1] -= amount
+        self._restake(o, -amount)
+        if book[1] == 0:
+            book[0] = None
+            assert o != who, "the replay keeps orchestrators bonded"
 
-    def reward(self, o: bytes, cut: int, active_total: int, mintable: int) -> int:
-        total = self.stake[o]
-        amount = mintable * total // active_total
-        self.claim(o, o)
-        commission = amount * cut // PPM
-        before = self.factor.get(o, PREC)
-        after = before + before * (amount - commission) // total
-        self.factor[o] = after
-        bonded, _f, g, fees = self.books[o]
-        self.books[o] = (bonded + commission * before // after, before, g, fees)
-        self.stake[o] = total + amount
+    def rebond(self, who: bytes, amount: int) -> None:
+        self.claim(who)
+        self.books[who][1] += amount
+        self._restake(self.books[who][0], amount)
+
+    def reward(self, o: bytes) -> int:
+        assert o in self.active, "only the round's active set is rewarded"
+        stake = self.round_stake[o]
+        amount = self.mintable * stake // self.active_stake if self.active_stake else 0
+        amount = min(amount, self.mintable - self.minted)
+        self.minted += amount
+        e = self._touch(o)
+        commission = amount * self.cut[o] // PPM
+        after = self.epochs[o][e][1]
+        if stake:
+            after += after * (amount - commission) // stake
+        self.epochs[o][e][1] = after
+        self.claim(o)  # its own earnings, this reward included; the commission joins its bond
+        self.books[o][1] += commission
+        self._restake(o, amount)
         self.supply += amount
         return amount
 
-    def fees(self, o: bytes, value: int, share: int) -> None:
-        shared = value * share // PPM
-        f = self.factor.get(o, PREC)
-        self.fee_factor[o] = self.fee_factor.get(o, 0) + f * shared // self.stake[o]
-        bonded, f0, g0, fees = self.books[o]
-        self.books[o] = (bonded, f0, g0, fees + value - shared)
-
-    def pending(self, who: bytes, o: bytes) -> tuple[int, int]:
-        bonded, f0, g0, fees = self.books[who]
-        f, g = self.factor.get(o, PREC), self.fee_factor.get(o, 0)
-        return bonded * f // f0, fees + bonded * (g - g0) // f0
+    def fees(self, o: bytes, value: int) -> None:
+        total = self.round_stake.get(o, self.stake.get(o, 0))
+        shared = value * self.share[o] // PPM
+        if shared and total:
+            e = self._touch(o)  # valued at the round's start: the previous epoch's factor
+            self.epochs[o][e][2] += self.epochs[o][e - 1][1] * shared // total
+        else:
+            shared = 0
+        self.books[o][3] += value - shared
 
 
 def redeem_winning(protocol: Protocol, recipient: str, nonce: int, face: int) -> None:
@@ -129,7 +229,8 @@ def test_registration_needs_a_self_bond_and_delegation_a_registered_orchestrator
     s.register(KEYS["o1"], 50_000, 250_000)
     s.bond(KEYS["d1"], 3 * TOKEN, addr("o1"))
     info = s.orchestrator(addr("o1"))
-    assert (info.registered, info.active, info.stake) == (True, True, 4 * TOKEN)
+    assert (info.registered, info.active, info.in_pool) == (True, False, True)  # from next round
+    assert (info.stake, info.round_stake) == (4 * TOKEN, 0)
     assert (info.reward_cut, info.fee_share) == (50_000, 250_000)
     d1 = s.delegator(addr("d1"))
     assert (d1.delegate, d1.bonded, d1.tokens) == (addr("o1"), 3 * TOKEN, 9_997 * TOKEN)
@@ -172,37 +273,43 @@ def test_rewards_split_between_cut_and_delegators_to_the_wei(
     chain, protocol = world
     s = protocol.staking
     o1, o2, d1, d2 = (addr(n) for n in ("o1", "o2", "d1", "d2"))
-    model = Model(supply=10**6 * TOKEN, inflation_ppb=2_000_000)
-    cuts = {o1: 100_000, o2: 250_000}
-    operator(protocol, "o1", 1_000 * TOKEN, cuts[o1], 0)
-    model.bond(o1, o1, 1_000 * TOKEN)
-    operator(protocol, "o2", 500 * TOKEN, cuts[o2], 0)
-    model.bond(o2, o2, 500 * TOKEN)
+    model = replay(protocol)
+    operator(protocol, "o1", 1_000 * TOKEN, 100_000, 0, model)
+    operator(protocol, "o2", 500 * TOKEN, 250_000, 0, model)
     s.bond(KEYS["d1"], 3_000 * TOKEN, o1)
     model.bond(d1, o1, 3_000 * TOKEN)
     s.bond(KEYS["d2"], 777 * TOKEN + 13, o1)
     model.bond(d2, o1, 777 * TOKEN + 13)
+    info = s.orchestrator(o1)
+    assert (info.active, info.in_pool) == (False, True)  # registered now: active next round
     chain.mine(ROUND)
     with pytest.raises(Reverted, match="current round is not initialized"):
         s.reward(KEYS["o1"])
     minted: list[int] = []
     for _round in range(3):
-        next_round(chain, protocol)
-        active_total, mintable = s.total_active_stake(), model.mintable()
-        minted.append(model.reward(o1, cuts[o1], active_total, mintable))
+        enter_round(chain, protocol, model)
+        minted.append(model.reward(o1))
         s.reward(KEYS["o1"])
         with pytest.raises(AlreadyRewarded):
             s.reward(KEYS["o1"])
-        model.reward(o2, cuts[o2], active_total, mintable)
+        model.reward(o2)
         s.reward(KEYS["o2"])
         assert s.stake(o1) == model.stake[o1]
-        if _round == 1:  # a delegator adds stake between rewards; earnings claimed first
+        if _round == 1:  # a delegator adds stake after the round's reward; earnings claimed first
             s.bond(KEYS["d2"], 5 * TOKEN, o1)
             model.bond(d2, o1, 5 * TOKEN)
-    for who, o in ((o1, o1), (d1, o1), (d2, o1), (o2, o2)):
-        assert s.delegator(who).bonded == model.pending(who, o)[0]
-    # the first round's reward is o1's pro-rata part of 0.2% of the supply
-    assert minted[0] == 2_000 * TOKEN * (4_777 * TOKEN + 13) // (5_277 * TOKEN + 13)
+    for who in (o1, d1, d2, o2):
+        assert s.delegator(who).bonded == model.pending(who)[0]
+    # the first rewarded round: o1's part of the round's mintable tokens, by its stake at the
+    # round's start over the round's active stake; the bonding rate (0.5277%) is under the
+    # target (3%): inflation rose a step in the fixture's round and another in this one (the
+    # round mined over, where nothing happened, moved nothing)
+    first = protocol.current_round() - 2
+    m = s.minter(first)
+    assert m.active_stake == 5_277 * TOKEN + 13
+    assert m.bonding_rate == m.active_stake * PPB // SUPPLY
+    assert m.round_inflation == INFLATION + 2 * CHANGE
+    assert minted[0] == m.mintable * (4_777 * TOKEN + 13) // (5_277 * TOKEN + 13)
     dust = s.token_balance(protocol.bonding.address) - sum(
         s.delegator(w).bonded for w in (o1, o2, d1, d2)
     )
@@ -213,28 +320,33 @@ def test_fees_of_redeemed_tickets_split_by_fee_share(world: tuple[Chain, Protoco
     chain, protocol = world
     s = protocol.staking
     o1, d1 = addr("o1"), addr("d1")
-    model = Model(supply=10**6 * TOKEN, inflation_ppb=2_000_000)
-    operator(protocol, "o1", 1_000 * TOKEN, 100_000, 400_000)
-    model.bond(o1, o1, 1_000 * TOKEN)
+    model = replay(protocol)
+    operator(protocol, "o1", 1_000 * TOKEN, 100_000, 400_000, model)
     s.bond(KEYS["d1"], 3_000 * TOKEN, o1)
     model.bond(d1, o1, 3_000 * TOKEN)
     protocol.fund_deposit_and_reserve(KEYS["sender"], 10**18, 10**18)
-    next_round(chain, protocol)
+    enter_round(chain, protocol, model)
     face = 10**16 + 7
     redeem_winning(protocol, "o1", 1, face)
-    model.fees(o1, face, 400_000)
-    next_round(chain, protocol)
-    model.reward(o1, 100_000, s.total_active_stake(), model.mintable())
+    model.fees(o1, face)
+    enter_round(chain, protocol, model)
+    model.reward(o1)
     s.reward(KEYS["o1"])
     redeem_winning(protocol, "o1", 2, face)
-    model.fees(o1, face, 400_000)
+    model.fees(o1, face)
     for who in (o1, d1):
-        assert s.delegator(who).fees == model.pending(who, o1)[1]
-    # d1 owns 3/4 of the stake before the reward: 3/4 of the first ticket's shared 40%
-    assert model.pending(d1, o1)[1] >= face * 4 // 10 * 3 // 4
+        assert s.delegator(who).fees == model.pending(who)[1]
+    # a fee after the round's reward is shared by the stake as it stood when the round started;
+    # o1 claimed its own earnings with its reward, so its quarter of that share stays unowed:
+    # the contract never owes more fees than it holds
+    owed = sum(s.delegator(who).fees for who in (o1, d1))
+    unowed = chain.balance(protocol.bonding.address) - owed
+    assert 0 <= unowed - face * 4 // 10 // 4 < 10
+    # d1 owns 3/4 of the stake: 3/4 of the first ticket's shared 40%
+    assert model.pending(d1)[1] >= face * 4 // 10 * 3 // 4
     balance = chain.balance(d1)
     receipt = s.withdraw_fees(KEYS["d1"])
-    assert chain.balance(d1) == balance + model.pending(d1, o1)[1] - receipt["gasUsed"] * int(
+    assert chain.balance(d1) == balance + model.pending(d1)[1] - receipt["gasUsed"] * int(
         receipt["effectiveGasPrice"]
     )
     assert s.delegator(d1).fees == 0
@@ -291,3 +403,105 @@ def test_unbonding_locks_release_after_the_period_and_rebond(
     # moving a bond moves all of it
     s.bond(KEYS["d1"], 0, o1)
     assert (s.stake(o1), s.stake(o2)) == (150 * TOKEN, 100 * TOKEN)
+
+
+def test_twenty_rounds_replay_livepeer_rules_to_the_wei(world: tuple[Chain, Protocol]) -> None:
+    """Inflation follows the bonding rate toward the target, stake changed mid-round counts from
+    the next round, and every reward is mintable x stake / active stake of its round."""
+    chain, protocol = world
+    s = protocol.staking
+    o1, o2 = addr("o1"), addr("o2")
+    model = replay(protocol)
+    operator(protocol, "o1", 6_000 * TOKEN, 100_000, 0, model)
+    operator(protocol, "o2", 4_000 * TOKEN, 200_000, 0, model)
+    rng = random.Random(16)
+    locks: dict[str, list[int]] = {"d1": [], "d2": [], "o3": []}
+    # (round, delegator, action, orchestrator, tokens): bonding crosses the 3% target both ways
+    plan = {
+        2: [("d1", "bond", "o1", 9_000)],
+        4: [("d2", "bond", "o2", 9_000)],
+        5: [("o3", "bond", "o1", 8_000)],
+        9: [("d1", "bond", "o2", 0)],  # moves the whole bond
+        12: [("d1", "unbond", None, 7_000), ("o3", "unbond", None, 6_000)],
+        15: [("d1", "rebond", None, 0)],
+        18: [("d2", "unbond", None, 8_000)],
+    }
+    previous, start = model.inflation, model.round
+    for _ in range(20):
+        r = enter_round(chain, protocol, model)
+        m = s.minter(r)
+        assert (m.round_inflation, m.mintable, m.active_stake, m.bonding_rate) == (
+            model.inflation,
+            model.mintable,
+            model.active_stake,
+            model.bonding_rate,
+        )
+        if m.bonding_rate < TARGET:
+            assert m.round_inflation == previous + CHANGE
+        else:
+            assert m.round_inflation == max(previous - CHANGE, 0)
+        previous = m.round_inflation
+        order = [o1, o2]
+        rng.shuffle(order)
+        early = rng.random() < 0.5  # the round's changes come before or after the rewards
+        if not early:
+            _reward_all(protocol, model, order)
+        for name, action, to, tokens in plan.get(r - start, []):
+            who = addr(name)
+            if action == "bond":
+                s.bond(KEYS[name], tokens * TOKEN, addr(to))
+                model.bond(who, addr(to), tokens * TOKEN)
+            elif action == "unbond":
+                locks[name].append(s.unbond(KEYS[name], tokens * TOKEN))
+                model.unbond(who, tokens * TOKEN)
+            else:
+                lock = locks[name].pop()
+                (held,) = [lk.amount for lk in s.delegator(who).locks if lk.lock_id == lock]
+                s.rebond(KEYS[name], lock)
+                model.rebond(who, held)
+        if early:
+            _reward_all(protocol, model, order)
+        f = protocol.bonding.functions
+        for who in (o1, o2, addr("d1"), addr("d2"), addr("o3")):
+            account = Web3.to_checksum_address(who)
+            earned = (f.pendingStake(account).call(), f.pendingFees(account).call())
+            assert earned == model.pending(who)
+        assert (s.stake(o1), s.stake(o2)) == (model.stake[o1], model.stake[o2])
+    history = [s.minter(r).round_inflation for r in range(model.round - 19, model.round + 1)]
+    assert max(history) > history[0] and history[-1] < max(history)  # it rose, then fell
+
+
+def _reward_all(protocol: Protocol, model: Model, order: list[bytes]) -> None:
+    s = protocol.staking
+    for o in order:
+        name = next(n for n in KEYS if addr(n) == o)
+        round_stake = protocol.bonding.functions.roundStake(Web3.to_checksum_address(o)).call()
+        expected = model.mintable * round_stake // model.active_stake  # as the round fixed them
+        before = s.stake(o)
+        s.reward(KEYS[name])
+        assert model.reward(o) == expected == s.stake(o) - before
+
+
+def test_a_bond_made_mid_round_earns_from_the_next_round(world: tuple[Chain, Protocol]) -> None:
+    chain, protocol = world
+    s = protocol.staking
+    o1, d1 = addr("o1"), addr("d1")
+    model = replay(protocol)
+    operator(protocol, "o1", 1_000 * TOKEN, 100_000, 0, model)
+    enter_round(chain, protocol, model)
+    s.bond(KEYS["d1"], 500 * TOKEN, o1)  # before o1's reward of this round
+    model.bond(d1, o1, 500 * TOKEN)
+    info = s.orchestrator(o1)
+    assert (info.round_stake, info.stake) == (1_000 * TOKEN, 1_500 * TOKEN)
+    s.reward(KEYS["o1"])
+    assert model.reward(o1) == s.minter().mintable  # o1 is the whole active stake
+    assert s.delegator(d1).bonded == 500 * TOKEN  # nothing from this round
+    enter_round(chain, protocol, model)
+    round_stake = s.orchestrator(o1).round_stake  # now with d1's bond and last round's reward
+    assert round_stake == 1_500 * TOKEN + s.minter(model.round - 1).minted
+    s.reward(KEYS["o1"])
+    reward = model.reward(o1)
+    assert s.delegator(d1).bonded == model.pending(d1)[0]
+    # d1's part of the round's reward, less o1's 10% cut
+    earned = s.delegator(d1).bonded - 500 * TOKEN
+    assert earned == pytest.approx(reward * 9 // 10 * 500 * TOKEN // round_stake, abs=2)

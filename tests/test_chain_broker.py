@@ -85,7 +85,7 @@ def test_a_winner_is_paid_once_and_bad_tickets_revert(world: tuple[Chain, Protoc
     sig = signed(t)
     receipt = protocol.redeem(R1, t, sig, 1234)
     gas = chain.w3.eth.get_transaction_receipt(receipt.tx_hash)["gasUsed"]
-    assert gas <= 120_000
+    assert gas <= 130_000  # the round's first fee also opens the orchestrator's epoch for it
     assert earned(protocol, R1) == FACE
     assert protocol.sender_info(addr(SENDER), addr(R1)).deposit == 9 * FACE
     with pytest.raises(TicketUsed):

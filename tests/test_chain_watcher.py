@@ -29,7 +29,7 @@ from events import kinds as k
 from events.author import Author
 from events.crypto import LocalKeySigner, keccak256
 from events.envelope import SignedEvent, decode
-from events.fold import fold
+from events.fold import delegated_stake, fold
 from events.state import Delegation, Funds, State
 from payments.ticket import MAX_WIN_PROB, Ticket, rand_hash, sign_ticket
 from storage.service import StoreService
@@ -160,9 +160,23 @@ def test_a_scripted_history_folds_into_what_the_contracts_report(
     assert state.funds[addr("sender")] == Funds(0, FACE)  # 3 + 4 funded, 1 + 3 + 2 paid
     bonded = protocol.bonding.functions.delegators(Web3.to_checksum_address(addr("d"))).call()
     assert state.delegations[addr("d")] == Delegation(addr("o1"), bonded[0])
+    for who in ("d", "o1", "o2"):  # earnings followed with the contract's cumulative factors
+        assert delegated_stake(state, addr(who)) == protocol.staking.delegator(addr(who)).bonded
     whats = {b.what for b in map(k.read_body, observer.events) if isinstance(b, k.ChainObserved)}
     assert whats == {"bonded", "unbonded", "rebonded", "reward", "deposit", "reserve", "round",
-                     "redemption", "unlock", "withdraw"}  # fmt: skip
+                     "redemption", "unlock", "withdraw", "minter", "inflation",
+                     "factor"}  # fmt: skip
+    # the minter's parameters as deployed and every round's budget, as the contract fixed them
+    f = protocol.bonding.functions
+    assert dict(state.minter_params) == {"inflation": 2_000_000, "inflation_change": 500,
+                                         "target_bonding_rate": 500_000_000,
+                                         "round_length": ROUND}  # fmt: skip
+    assert state.minter and all(
+        (m.inflation, m.mintable, m.active_stake, m.bonding_rate)
+        == (f.inflationForRound(r).call(), f.mintableForRound(r).call(),
+            f.activeStakeForRound(r).call(), f.bondingRateForRound(r).call())
+        for r, m in state.minter.items()
+    )  # fmt: skip
 
 
 def test_confirmation_depth_holds_back_recent_blocks(
@@ -193,7 +207,7 @@ def test_a_restart_resumes_without_duplicates(
     observer = Observer()
     protocol.fund_deposit(KEYS["sender"], FACE)
     first = observer.drain(ChainWatcher(chain, protocol.addresses(), path, config))
-    assert [b.what for b in first] == ["deposit"]
+    assert [b.what for b in first] == ["minter", "deposit"]  # the minter's, at deployment
 
     protocol.fund_deposit(KEYS["sender"], 2 * FACE)
     protocol.fund_reserve(KEYS["sender"], 3 * FACE)
@@ -363,7 +377,7 @@ async def test_the_service_appends_each_log_once_to_the_store(
     config = WatchConfig(depth=0)
     expected = len(Observer().drain(ChainWatcher(chain, protocol.addresses(),
                                                  tmp_path / "other.json", config)))  # fmt: skip
-    assert expected == 4  # the deposits and reserves, and the unlock
+    assert expected == 5  # the minter's parameters, the deposits and reserves, and the unlock
 
     author = Author(LocalKeySigner(KEYS["observer"]))
     attempts = 0

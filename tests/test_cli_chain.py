@@ -14,10 +14,13 @@ import pytest
 
 from chain.anvil import Anvil, free_port
 from chain.client import Chain
+from chain.watcher import ChainWatcher, WatchConfig
 from events.crypto import to_checksum
+from events.fold import delegated_stake
 from node.amounts import AmountError, parse_amount, parse_percent, units
 from node.cli.main import main
 from node.keystore import create_keystore
+from tests.test_chain_watcher import Observer
 
 ROUND = 5  # blocks per round of these deployments
 CAST = 10**18
@@ -73,7 +76,11 @@ def account(cli: Cli, tmp_path: Path, name: str, eth: str = "10eth", tokens: str
 
 
 def mine_rounds(anvil: Anvil, rounds: int) -> None:
-    Chain.rpc(anvil.url, anvil.dev_key).mine(rounds * ROUND)
+    """Mine `rounds` rounds ahead, to a round's first block: the calls that follow land in the
+    same round."""
+    chain = Chain.rpc(anvil.url, anvil.dev_key)
+    block = chain.block_number()
+    chain.mine((block // ROUND + rounds) * ROUND - block)
 
 
 def test_deploy_writes_the_deployment_that_status_reads(cli: Cli, anvil: Anvil) -> None:
@@ -106,7 +113,8 @@ def test_operator_and_delegator_earn_unbond_and_withdraw(
     assert code == 0 and "bonded now 100 CAST" in out, err
     code, out, err = cli.signed(operator, "stake", "register", "--reward-cut", "10%",
                                 "--fee-share", "50")  # fmt: skip
-    assert code == 0 and "reward cut 10%, fee share 50%" in out and "active" in out, err
+    assert code == 0 and "reward cut 10%, fee share 50%" in out, err
+    assert "active from the next round" in out
     assert any("register: tx 0x" in r.message and "gas used" in r.message for r in caplog.records)
     active = {o["address"]: o for o in cli.json("chain", "status")["active"]}
     assert active[orch]["stake"] == 100 * CAST and active[orch]["reward_cut_ppm"] == 100_000
@@ -260,3 +268,49 @@ def test_percentages_and_units() -> None:
             parse_percent(text)
     assert units(0) == "0 CAST" and units(1) == "0.000000000000000001 CAST"
     assert units(10**27, "ETH") == "1000000000 ETH"
+
+
+def test_the_fold_and_stake_status_agree_to_the_wei(cli: Cli, anvil: Anvil, tmp_path: Path) -> None:
+    """Delegations followed from the contracts' logs stay exact after rewards: the fold's stake
+    per delegator (cumulative factors, bonds counting from the next round) is what `stake status`
+    reads from the contract."""
+    operator = account(cli, tmp_path, "op2", tokens="1000cast")
+    first = account(cli, tmp_path, "first", tokens="100cast")
+    second = account(cli, tmp_path, "second", tokens="100cast")
+    orch = to_checksum(bytes.fromhex(json.loads(operator.read_text())["address"]))
+    document = json.loads(cli.contracts.read_text())
+    chain = Chain.rpc(anvil.url, anvil.dev_key)
+    config = WatchConfig(depth=0, start_block=document["deployed_block"])
+    watcher = ChainWatcher(chain, document["contracts"], tmp_path / "cursor.json", config)
+    observer = Observer()
+
+    def ok(keystore: Path, *argv: str) -> None:
+        code, _out, err = cli.signed(keystore, *argv)
+        assert code == 0, err
+
+    ok(operator, "stake", "bond", "100cast")
+    ok(operator, "stake", "register", "--reward-cut", "10%", "--fee-share", "50")
+    ok(first, "stake", "delegate", "50cast", "--to", orch)
+    mine_rounds(anvil, 1)
+    ok(operator, "stake", "reward")
+    ok(second, "stake", "delegate", "30cast", "--to", orch)  # after the round's reward
+    mine_rounds(anvil, 1)
+    ok(second, "stake", "delegate", "10cast", "--to", orch)  # before it: earns nothing this round
+    ok(operator, "stake", "reward")
+    ok(first, "stake", "unbond", "5cast")
+    mine_rounds(anvil, 1)
+    ok(operator, "stake", "reward")
+    mine_rounds(anvil, 1)
+    ok(operator, "stake", "reward")
+    chain.mine(1)
+    observer.drain(watcher)
+    state = observer.state()
+    assert state.violation_list() == []
+    for keystore in (operator, first, second):
+        address = bytes.fromhex(json.loads(keystore.read_text())["address"])
+        status = cli.json("stake", "status", "--keystore", str(keystore))
+        assert delegated_stake(state, address) == status["bonded"] > 0
+    # the first delegator's 45 CAST earned in the rounds after it bonded; the second's bond
+    # grew only from the round after its last change
+    first_status = cli.json("stake", "status", "--keystore", str(first))
+    assert first_status["bonded"] > 45 * CAST

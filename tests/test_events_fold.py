@@ -35,21 +35,50 @@ def test_job_life_cycle_and_reputation(authors: list[Author]) -> None:
     job = posted.id
     events += [
         posted,
-        orch.sign(k.JobClaimed(job, 500, 1), 3),
-        gw.sign(k.JobAssigned(job, orch.address, 500, 1), 4),
-        orch.sign(k.JobResult(job, (H,), 1000, 50), 5),
-        gw.sign(k.JobVerdict(job, orch.address, True, "ok", 70), 6),
+        gw.sign(k.JobAssigned(job, orch.address, 500, 1), 3),
+        orch.sign(k.JobClaimed(job, 500, 1), 2),  # accepted, before the work
+        orch.sign(k.JobResult(job, (H,), 1000, 50), 3),
+        gw.sign(k.JobVerdict(job, orch.address, True, "ok", 70), 4),
         # after the verdict, nothing more may happen to the job
-        other.sign(k.JobClaimed(job, 400, 1), 7),
-        orch.sign(k.JobResult(job, (H,), 1000, 50), 8),
+        other.sign(k.JobClaimed(job, 400, 1), 1),
+        orch.sign(k.JobResult(job, (H,), 1000, 50), 4),
     ]
     state = fold(events)
     assert state.jobs[job].status == "verified"
+    assert state.jobs[job].path == ("posted", "assigned", "claimed", "resulted", "verified")
     assert state.jobs[job].output_pixels == 1000
     assert state.reputation[orch.address].verified == 1
     assert state.reputation[orch.address].latency_ms_total == 70
-    assert _rules(state) == ["claim-without-offer", "result-not-assigned"]
+    assert _rules(state) == ["claim-not-assigned", "result-not-assigned"]
     assert state.heads[orch.address].seq == 4
+
+
+def test_a_result_needs_the_assignees_claim(authors: list[Author]) -> None:
+    gw, orch, other = authors[0], authors[1], authors[2]
+    events = [orch.sign(k.Offer(5, 1, (), 1, "o", ()), 1)]
+    posted = gw.sign(k.JobPosted("transcode", H, 1, 1, (), 10, 1, ()), 1)
+    job = posted.id
+    events += [
+        posted,
+        orch.sign(k.JobClaimed(job, 5, 1), 2),  # before the assignment
+        gw.sign(k.JobAssigned(job, orch.address, 5, 1), 2),
+        other.sign(k.JobClaimed(job, 5, 1), 1),  # not the assignee
+        orch.sign(k.JobClaimed(job, 6, 1), 3),  # above the assigned price
+        orch.sign(k.JobResult(job, (H,), 10, 1), 4),  # the assignment was never claimed
+        orch.sign(k.JobClaimed(job, 5, 1), 5),
+        orch.sign(k.JobClaimed(job, 5, 1), 6),
+        orch.sign(k.JobResult(job, (H,), 10, 1), 7),
+    ]
+    state = fold(events)
+    assert _rules(state) == [
+        "claim-not-assigned",
+        "claim-not-assigned",
+        "claim-above-assigned-price",
+        "result-without-claim",
+        "duplicate-claim",
+    ]
+    assert state.jobs[job].path == ("posted", "assigned", "claimed", "resulted")
+    assert state.jobs[job].claims == (orch.address,)
 
 
 def test_failover_after_failed_attempt(authors: list[Author]) -> None:
@@ -63,11 +92,21 @@ def test_failover_after_failed_attempt(authors: list[Author]) -> None:
         gw.sign(k.JobVerdict(job, a.address, False, "timeout", 4000), 4),
         gw.sign(k.JobAssigned(job, b.address, 1, 1), 5),
         a.sign(k.JobResult(job, (), 1, 1), 6),  # too late: no longer assigned
+        b.sign(k.JobClaimed(job, 1, 1), 2),
         b.sign(k.JobResult(job, (), 1, 1), 7),
         gw.sign(k.JobVerdict(job, b.address, True, "ok", 900), 8),
     ]
     state = fold(events)
     assert state.jobs[job].status == "verified" and state.jobs[job].attempts == 2
+    assert state.jobs[job].path == (
+        "posted",
+        "assigned",
+        "failed",
+        "assigned",
+        "claimed",
+        "resulted",
+        "verified",
+    )
     assert state.reputation[a.address].failed == 1
     assert state.reputation[b.address].verified == 1
     assert _rules(state) == ["result-not-assigned"]
@@ -81,11 +120,10 @@ def test_invalid_transitions_are_violations_not_exceptions(authors: list[Author]
         orch.sign(k.JobResult(ghost, (), 1, 1), 1),  # a result for a job never posted
         orch.sign(k.JobClaimed(posted.id, 5, 1), 2),  # the job is not known yet
         posted,
-        orch.sign(k.JobClaimed(posted.id, 5, 1), 3),  # no offer
+        orch.sign(k.JobClaimed(posted.id, 5, 1), 3),  # not assigned
         orch.sign(k.Offer(5, 1, (), 1, "o", ()), 4),
         stranger.sign(k.Offer(5, 1, (), 1, "s", ()), 1),
-        stranger.sign(k.JobClaimed(posted.id, 5, 1), 2),  # not a target
-        orch.sign(k.JobClaimed(posted.id, 50, 1), 5),  # above the max price
+        stranger.sign(k.JobClaimed(posted.id, 5, 1), 2),  # not assigned either
         stranger.sign(k.JobAssigned(posted.id, orch.address, 5, 1), 3),  # not the poster
         gw.sign(k.JobVerdict(posted.id, orch.address, True, "ok", 1), 2),  # never assigned
         orch.sign(k.OfferWithdrawn("bye"), 6),
@@ -95,9 +133,8 @@ def test_invalid_transitions_are_violations_not_exceptions(authors: list[Author]
     assert _rules(state) == [
         "result-unknown-job",
         "claim-unknown-job",
-        "claim-without-offer",
-        "claim-not-targeted",
-        "claim-above-max-price",
+        "claim-not-assigned",
+        "claim-not-assigned",
         "assign-by-non-poster",
         "verdict-wrong-orchestrator",
         "withdraw-without-offer",

@@ -168,7 +168,24 @@ def test_demo_json_end_to_end(tmp_path: Path) -> None:
     # the delegator's bond grew
     delegator = summary["delegator"]
     assert delegator["bonded_wei"] > delegator["delegated_wei"] > 0
+    # Livepeer's proportions: ~0.05% inflation a round, about half the supply bonded, so the
+    # delegator's bond grows by a fraction of a percent per round
+    rewards = summary["rewards"]
+    assert [r["round"] for r in rewards["per_round"]] == rewards["rounds"]
+    for r in rewards["per_round"]:
+        assert 0.04 < r["inflation_percent"] < 0.06 and 45 < r["bonding_rate_percent"] < 55
+        assert 0 < r["minted_wei"] <= r["mintable_wei"]
+    assert rewards["target_bonding_rate_percent"] == 50
+    assert 0 < rewards["delegator_growth_percent_per_round"] < 1
+    growth = delegator["bonded_wei"] / delegator["delegated_wei"] - 1
+    assert growth < 0.01 * len(rewards["rounds"])
     assert summary["audit"]["clean"], summary["audit"]
+    # `castnet audit` on the gateway's log: every job went the whole claimed path
+    assert main(["audit", str(tmp_path / "nodes" / "gateway"), "--json"]) == 0
+    audit = json.loads(capsys.readouterr().out)
+    paths = audit["state"]["job_paths"]
+    assert paths == {"posted -> assigned -> claimed -> resulted -> verified": seg["total"]}
+    assert audit["state"]["events_by_kind"]["JobClaimed"] == seg["total"]
     assert set(summary["audit"]["nodes"]) == {"gateway", "orchestrator0", "orchestrator1",
                                               "orchestrator2", "delegator"}  # fmt: skip
     assert len(set(summary["events"].values())) == 1  # every log converged to the same events

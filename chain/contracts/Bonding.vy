@@ -1,22 +1,37 @@
 # pragma version ~=0.4.3
 """
 @title castnet bonding
-@notice Stake and delegation. Orchestrators bond stake to themselves and register a reward cut
-        and a fee share; delegators bond to an orchestrator. The largest registered stakes, up to
-        `maxActive`, form the active set. Once per round each active orchestrator may call
-        `reward()`, which mints inflation pro rata to its stake; its cut is commission, the rest
-        goes to everyone bonded to it. Fees of redeemed tickets arrive from the ticket broker;
-        `feeShare` of them goes to the stake, the rest is commission.
+@notice Stake, delegation and the minter. Orchestrators bond stake to themselves and register a
+        reward cut and a fee share; delegators bond to an orchestrator. The largest registered
+        stakes, up to `maxActive`, form the pool; a change to the pool or to a stake made in round
+        R counts from round R+1 (an orchestrator joining the pool in R is active from R+1, one
+        leaving it stays active until R ends), as Livepeer's pending/active split does.
+
+        Minter: the first call in a round (the Rounds contract calls `initializeRound` when the
+        round is initialized) fixes the round: its active stake (the pool's stake at that point)
+        and the bonding rate = active stake / token supply; it moves `inflation` by
+        `inflationChange` toward `targetBondingRate` (up when less is bonded, down when more,
+        never below 0), then fixes the round's mintable tokens = supply x inflation. Each active
+        orchestrator may call `reward()` once per round and mints
+        mintable x (its stake at the round's start) / (the round's active stake); its cut is
+        commission, the rest goes to the stake that was bonded to it when the round started.
 
         Earnings use cumulative factors (no loop over delegators): per orchestrator, a reward
         factor F (stake value per unit bonded, scaled by PREC) and a fee factor G, indexed by
-        epoch. A delegator with `bonded` at epoch L is worth bonded * F[e] / F[L] at epoch e and
-        has earned bonded * (G[e] - G[L]) / F[L] in fees. Rewards and fees update the current
-        epoch in place; a claim closes it (the claimer's factors are frozen) and opens the next,
-        so a fee arriving after a claim is never lost to that claimer's baseline.
+        epoch; an orchestrator opens a new epoch in each round in which its factors or its
+        delegators change, so an epoch never spans two rounds. A delegator with `bonded` at
+        epoch L is worth bonded * F[e] / F[L] at epoch e and has earned
+        bonded * (G[e] - G[L]) / F[L] in fees. A delegator that bonds, unbonds, rebonds or claims
+        in round R takes R's epoch as its baseline: its whole bond earns from round R+1 (the share
+        of R's reward and fees on its stake stays in the contract, as in Livepeer). Fees of a
+        round are shared by the stake bonded when it started, at that moment's factor. An
+        orchestrator's `reward()` claims its own earnings (the round's reward included) and adds
+        its commission to its bond, so its own bond's share of the round's later fees stays in
+        the contract too.
 """
 
 interface Rounds:
+    def roundLength() -> uint256: view
     def currentRound() -> uint256: view
     def currentRoundInitialized() -> bool: view
 
@@ -69,6 +84,26 @@ event WithdrawFees:
     delegator: indexed(address)
     amount: uint256
 
+event MinterParameters:
+    inflation: uint256
+    inflationChange: uint256
+    targetBondingRate: uint256
+    roundLength: uint256  # blocks: a log's round is its block number // roundLength
+
+event EarningsFactor:
+    orchestrator: indexed(address)
+    round: uint256
+    rewardFactor: uint256  # the orchestrator's cumulative reward factor after the round's reward
+    commission: uint256  # what joined the orchestrator's own bond
+
+event RoundRewards:
+    round: indexed(uint256)
+    inflation: uint256
+    mintable: uint256
+    activeStake: uint256
+    bondingRate: uint256
+    totalSupply: uint256
+
 struct Orchestrator:
     registered: bool
     rewardCut: uint256  # parts per million of a reward kept as commission
@@ -100,6 +135,8 @@ broker: public(address)
 unbondingPeriod: public(uint256)  # rounds
 maxActive: public(uint256)
 inflation: public(uint256)  # parts per billion of the token supply minted per round
+inflationChange: public(uint256)  # parts per billion that inflation moves per round
+targetBondingRate: public(uint256)  # parts per billion of the supply
 
 orchestrators: public(HashMap[address, Orchestrator])
 delegators: public(HashMap[address, Delegator])
@@ -116,19 +153,93 @@ isListed: HashMap[address, bool]
 mintableForRound: public(HashMap[uint256, uint256])
 activeStakeForRound: public(HashMap[uint256, uint256])
 mintedInRound: public(HashMap[uint256, uint256])
+inflationForRound: public(HashMap[uint256, uint256])
+bondingRateForRound: public(HashMap[uint256, uint256])  # parts per billion
+roundFixed: public(HashMap[uint256, bool])
+
+epochRound: public(HashMap[address, uint256])  # the round of an orchestrator's current epoch
+stakeRound: HashMap[address, uint256]  # the round of the stake's last change
+stakeBefore: HashMap[address, uint256]  # the stake when that round started
+activationRound: public(HashMap[address, uint256])
+deactivationRound: public(HashMap[address, uint256])
 
 
 @deploy
 def __init__(rounds: address, token: address, broker: address, unbonding_period: uint256,
-             max_active: uint256, inflation: uint256):
+             max_active: uint256, inflation: uint256, inflation_change: uint256,
+             target_bonding_rate: uint256):
     assert max_active > 0 and max_active <= MAX_ACTIVE, "max active out of range"
     assert inflation <= PPB, "inflation above 100%"
+    assert inflation_change <= PPB, "inflation change above 100%"
+    assert target_bonding_rate <= PPB, "target bonding rate above 100%"
     self.rounds = rounds
     self.token = token
     self.broker = broker
     self.unbondingPeriod = unbonding_period
     self.maxActive = max_active
     self.inflation = inflation
+    self.inflationChange = inflation_change
+    self.targetBondingRate = target_bonding_rate
+    log MinterParameters(inflation=inflation, inflationChange=inflation_change,
+                         targetBondingRate=target_bonding_rate,
+                         roundLength=staticcall Rounds(rounds).roundLength())
+
+
+# -- rounds --------------------------------------------------------------------------------
+
+@view
+@internal
+def _round() -> uint256:
+    return staticcall Rounds(self.rounds).currentRound()
+
+
+@internal
+def _fix_round() -> uint256:
+    """Fix the current round's active stake, inflation and mintable tokens, once, before any
+    change made in the round; returns the round."""
+    current: uint256 = self._round()
+    if self.roundFixed[current]:
+        return current
+    self.roundFixed[current] = True
+    supply: uint256 = staticcall Token(self.token).totalSupply()
+    active: uint256 = self.totalActiveStake
+    rate: uint256 = 0
+    if supply > 0:
+        rate = active * PPB // supply
+    if rate < self.targetBondingRate:
+        self.inflation = min(self.inflation + self.inflationChange, PPB)
+    elif rate > self.targetBondingRate:
+        self.inflation -= min(self.inflationChange, self.inflation)
+    mintable: uint256 = supply * self.inflation // PPB
+    self.activeStakeForRound[current] = active
+    self.mintableForRound[current] = mintable
+    self.inflationForRound[current] = self.inflation
+    self.bondingRateForRound[current] = rate
+    log RoundRewards(round=current, inflation=self.inflation, mintable=mintable,
+                     activeStake=active, bondingRate=rate, totalSupply=supply)
+    return current
+
+
+@external
+def initializeRound():
+    """Called by the Rounds contract when it initializes a round."""
+    assert msg.sender == self.rounds, "only the rounds contract"
+    self._fix_round()
+
+
+@view
+@internal
+def _stake_at(o: address, round: uint256) -> uint256:
+    """`o`'s stake as it stood when `round` (the current round) started."""
+    if self.stakeRound[o] == round:
+        return self.stakeBefore[o]
+    return self.orchestrators[o].delegatedAmount
+
+
+@view
+@internal
+def _active_in(o: address, round: uint256) -> bool:
+    return self.activationRound[o] <= round and round < self.deactivationRound[o]
 
 
 # -- earnings ------------------------------------------------------------------------------
@@ -160,13 +271,23 @@ def _pending(d: address) -> (uint256, uint256):
 
 
 @internal
-def _checkpoint(d: address, o: address):
-    """Start `d`'s earnings at `o`'s current epoch, and open a new epoch for later updates."""
+def _touch(o: address) -> uint256:
+    """`o`'s epoch for the current round, opened (factors carried over) if it is not yet."""
     e: uint256 = self.orchestrators[o].epoch
-    self.delegators[d].lastClaimEpoch = e
+    current: uint256 = self._round()
+    if e > 0 and self.epochRound[o] == current:
+        return e
     self.rewardFactor[o][e + 1] = self._reward_factor(o, e)
     self.feeFactor[o][e + 1] = self.feeFactor[o][e]
     self.orchestrators[o].epoch = e + 1
+    self.epochRound[o] = current
+    return e + 1
+
+
+@internal
+def _checkpoint(d: address, o: address):
+    """Start `d`'s earnings at the end of the current round: the round's epoch."""
+    self.delegators[d].lastClaimEpoch = self._touch(o)
 
 
 @internal
@@ -185,6 +306,10 @@ def _claim(d: address):
 
 @internal
 def _activate(o: address):
+    current: uint256 = self._round()
+    if not self._active_in(o, current):
+        self.activationRound[o] = current + 1
+    self.deactivationRound[o] = max_value(uint256)
     self.active.append(o)
     self.activeIndex[o] = len(self.active)
     self.totalActiveStake += self.orchestrators[o].delegatedAmount
@@ -199,6 +324,7 @@ def _deactivate(o: address):
         self.activeIndex[last] = i + 1
     self.activeIndex[o] = 0
     self.totalActiveStake -= self.orchestrators[o].delegatedAmount
+    self.deactivationRound[o] = self._round() + 1
 
 
 @internal
@@ -242,7 +368,17 @@ def _update_active(o: address, old_stake: uint256):
 
 
 @internal
+def _note_stake(o: address):
+    """Remember `o`'s stake at the round's start before its first change in the round."""
+    current: uint256 = self._round()
+    if self.stakeRound[o] != current:
+        self.stakeRound[o] = current
+        self.stakeBefore[o] = self.orchestrators[o].delegatedAmount
+
+
+@internal
 def _add_stake(o: address, amount: uint256):
+    self._note_stake(o)
     old: uint256 = self.orchestrators[o].delegatedAmount
     self.orchestrators[o].delegatedAmount = old + amount
     self._update_active(o, old)
@@ -250,6 +386,7 @@ def _add_stake(o: address, amount: uint256):
 
 @internal
 def _remove_stake(o: address, amount: uint256):
+    self._note_stake(o)
     old: uint256 = self.orchestrators[o].delegatedAmount
     self.orchestrators[o].delegatedAmount = old - amount
     self._update_active(o, old)
@@ -259,6 +396,7 @@ def _remove_stake(o: address, amount: uint256):
 
 @external
 def register(reward_cut: uint256, fee_share: uint256):
+    self._fix_round()
     assert reward_cut <= PPM, "reward cut above 100%"
     assert fee_share <= PPM, "fee share above 100%"
     dl: Delegator = self.delegators[msg.sender]
@@ -278,45 +416,48 @@ def register(reward_cut: uint256, fee_share: uint256):
 @external
 def reward():
     o: address = msg.sender
+    current: uint256 = self._fix_round()
     assert self.orchestrators[o].registered, "not a registered orchestrator"
-    assert self.activeIndex[o] != 0, "orchestrator is not active"
+    assert self._active_in(o, current), "orchestrator is not active"
     assert staticcall Rounds(self.rounds).currentRoundInitialized(), "current round is not initialized"
-    current: uint256 = staticcall Rounds(self.rounds).currentRound()
     assert self.orchestrators[o].lastRewardRound < current, "already rewarded in this round"
     self.orchestrators[o].lastRewardRound = current
-    if self.activeStakeForRound[current] == 0:  # the first reward of the round fixes its budget
-        self.mintableForRound[current] = staticcall Token(self.token).totalSupply() * self.inflation // PPB
-        self.activeStakeForRound[current] = self.totalActiveStake
-    total: uint256 = self.orchestrators[o].delegatedAmount
-    amount: uint256 = self.mintableForRound[current] * total // self.activeStakeForRound[current]
+    stake: uint256 = self._stake_at(o, current)
+    amount: uint256 = 0
+    if self.activeStakeForRound[current] > 0:
+        amount = self.mintableForRound[current] * stake // self.activeStakeForRound[current]
     amount = min(amount, self.mintableForRound[current] - self.mintedInRound[current])
     self.mintedInRound[current] += amount
 
-    self._claim(o)  # the orchestrator's own stake, up to now
-    e: uint256 = self.orchestrators[o].epoch
+    e: uint256 = self._touch(o)
     commission: uint256 = amount * self.orchestrators[o].rewardCut // PPM
-    before: uint256 = self._reward_factor(o, e)
-    after: uint256 = before + before * (amount - commission) // total
+    after: uint256 = self._reward_factor(o, e)
+    if stake > 0:
+        after += after * (amount - commission) // stake
     self.rewardFactor[o][e] = after
-    # the commission joins the orchestrator's bond, expressed at its claim epoch's factor
-    self.delegators[o].bonded += commission * before // after
-    self.orchestrators[o].delegatedAmount = total + amount
-    self.totalActiveStake += amount
+    # the orchestrator claims its own earnings, this reward included, and the commission joins
+    # its bond; its stake's share of fees that arrive later in this round stays in the contract
+    self._claim(o)
+    self.delegators[o].bonded += commission
+    self._add_stake(o, amount)
     extcall Token(self.token).mint(self, amount)
     log Reward(orchestrator=o, amount=amount)
+    log EarningsFactor(orchestrator=o, round=current, rewardFactor=after, commission=commission)
 
 
 @payable
 @external
 def updateFees(recipient: address, round: uint256):
-    """Called by the ticket broker with the face value a winning ticket paid."""
+    """Called by the ticket broker with the face value a winning ticket paid. The stake's share
+    goes to the stake bonded when the round started, valued at the factor of that moment (the
+    previous epoch's: a reward of this round does not count)."""
     assert msg.sender == self.broker, "only the ticket broker"
     assert self.orchestrators[recipient].registered, "ticket recipient is not a registered orchestrator"
-    total: uint256 = self.orchestrators[recipient].delegatedAmount
+    total: uint256 = self._stake_at(recipient, self._round())
     shared: uint256 = msg.value * self.orchestrators[recipient].feeShare // PPM
     if shared > 0 and total > 0:
-        e: uint256 = self.orchestrators[recipient].epoch
-        self.feeFactor[recipient][e] += self._reward_factor(recipient, e) * shared // total
+        e: uint256 = self._touch(recipient)
+        self.feeFactor[recipient][e] += self._reward_factor(recipient, e - 1) * shared // total
     else:
         shared = 0
     self.delegators[recipient].fees += msg.value - shared  # the broker's redemption log says it
@@ -327,6 +468,7 @@ def updateFees(recipient: address, round: uint256):
 @external
 def bond(amount: uint256, to: address):
     """Bond `amount` more to `to`; bonding to another orchestrator moves the whole stake."""
+    self._fix_round()
     d: address = msg.sender
     assert to != empty(address), "bond to the null address"
     assert to == d or self.orchestrators[to].registered, "orchestrator is not registered"
@@ -353,6 +495,7 @@ def bond(amount: uint256, to: address):
 @external
 def unbond(amount: uint256) -> uint256:
     """Move `amount` of the bond into a lock released after the unbonding period."""
+    self._fix_round()
     d: address = msg.sender
     self._claim(d)
     o: address = self.delegators[d].delegate
@@ -384,6 +527,7 @@ def _take_lock(d: address, lock_id: uint256) -> uint256:
 @external
 def rebond(lock_id: uint256):
     """Return an unbonding lock to the current bond."""
+    self._fix_round()
     d: address = msg.sender
     self._claim(d)
     o: address = self.delegators[d].delegate
@@ -398,6 +542,7 @@ def rebond(lock_id: uint256):
 @external
 def rebondFromUnbonded(to: address, lock_id: uint256):
     """Bond an unbonding lock to `to` after the whole stake was unbonded."""
+    self._fix_round()
     d: address = msg.sender
     assert self.delegators[d].delegate == empty(address), "still bonded: use rebond"
     assert to == d or self.orchestrators[to].registered, "orchestrator is not registered"
@@ -454,7 +599,22 @@ def pendingFees(d: address) -> uint256:
 @view
 @external
 def isActive(o: address) -> bool:
+    """Whether `o` is active in the current round (may call `reward()`)."""
+    return self._active_in(o, self._round())
+
+
+@view
+@external
+def inPool(o: address) -> bool:
+    """Whether `o` is in the pool: active from the next round on."""
     return self.activeIndex[o] != 0
+
+
+@view
+@external
+def roundStake(o: address) -> uint256:
+    """`o`'s stake as it stood when the current round started: what its reward is computed on."""
+    return self._stake_at(o, self._round())
 
 
 @view

@@ -2,8 +2,12 @@
 """
 @title castnet rounds
 @notice Rounds are fixed runs of blocks. Initializing a round records the hash of the block
-        before it started, the value tickets commit to (creationRoundBlockHash).
+        before it started, the value tickets commit to (creationRoundBlockHash), and has the
+        bonding contract fix the round's active stake, inflation and mintable tokens.
 """
+
+interface Bonding:
+    def initializeRound(): nonpayable
 
 event NewRound:
     round: indexed(uint256)
@@ -12,12 +16,23 @@ event NewRound:
 roundLength: public(uint256)
 lastInitializedRound: public(uint256)
 blockHashForRound: public(HashMap[uint256, bytes32])
+bonding: public(address)
+deployer: address
 
 
 @deploy
 def __init__(round_length: uint256):
     assert round_length > 0, "round length must be positive"
     self.roundLength = round_length
+    self.deployer = msg.sender
+
+
+@external
+def setBonding(bonding: address):
+    """Wire the bonding contract, once, by the deployer."""
+    assert msg.sender == self.deployer, "only the deployer"
+    assert self.bonding == empty(address), "bonding already set"
+    self.bonding = bonding
 
 
 @view
@@ -59,3 +74,5 @@ def initializeRound():
     self.lastInitializedRound = current
     self.blockHashForRound[current] = hash
     log NewRound(round=current, blockHash=hash)
+    if self.bonding != empty(address):
+        extcall Bonding(self.bonding).initializeRound()

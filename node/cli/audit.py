@@ -222,6 +222,8 @@ def _print_audit(report: AuditReport, own: set[bytes], completeness: Completenes
         f"jobs     {summary['jobs']}  "
         + ", ".join(f"{s} {c}" for s, c in summary["jobs_by_status"].items())
     )
+    for path, count in summary["job_paths"].items():
+        print(f"         {count} {path}")
     print(
         f"tickets  {summary['tickets']}  "
         + ", ".join(f"{s} {c}" for s, c in summary["tickets_by_status"].items())

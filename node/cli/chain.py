@@ -34,6 +34,13 @@ POSITIVE_PARAMS = (
     ("--unbonding-rounds", "unbonding_period_rounds"),
     ("--unlock-rounds", "unlock_period_rounds"),
     ("--max-active", "max_active"),
+    ("--genesis-supply", "genesis_supply"),
+)
+# the minter's rates, parts per billion (Livepeer's units since LIP-34)
+RATE_PARAMS = (
+    ("--inflation-ppb", "inflation_ppb"),
+    ("--inflation-change-ppb", "inflation_change_ppb"),
+    ("--target-bonding-rate-ppb", "target_bonding_rate_ppb"),
 )
 
 
@@ -191,7 +198,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="deployment file (JSON) to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     defaults = ProtocolParams()
-    for flag, field in (*POSITIVE_PARAMS, ("--inflation-ppb", "inflation_ppb")):
+    for flag, field in (*POSITIVE_PARAMS, *RATE_PARAMS):
         p.add_argument(
             flag,
             type=int,
@@ -256,9 +263,10 @@ def cmd_deploy(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     for flag, field in POSITIVE_PARAMS:
         if getattr(args, field) <= 0:
             raise CommandError(f"{flag} must be positive")
-    if not 0 <= args.inflation_ppb <= 10**9:
-        raise CommandError("--inflation-ppb must be between 0 and 1000000000")
-    fields = [field for _, field in POSITIVE_PARAMS] + ["inflation_ppb"]
+    for flag, field in RATE_PARAMS:
+        if not 0 <= getattr(args, field) <= 10**9:
+            raise CommandError(f"{flag} must be between 0 and 1000000000")
+    fields = [field for _, field in (*POSITIVE_PARAMS, *RATE_PARAMS)]
     params = ProtocolParams(**{field: getattr(args, field) for field in fields})
     key = signer_key(args)
     url = args.rpc or DEFAULT_RPC
@@ -307,6 +315,8 @@ def cmd_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             {
                 "address": to_checksum(address),
                 "stake": o.stake,
+                "round_stake": o.round_stake,
+                "active_this_round": o.active,
                 "reward_cut_ppm": o.reward_cut,
                 "fee_share_ppm": o.fee_share,
                 "last_reward_round": o.last_reward_round,
@@ -314,6 +324,19 @@ def cmd_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         )
     initialized = bool(protocol.rounds.functions.currentRoundInitialized().call())
     total = staking.total_active_stake()
+    m = staking.minter(view.round)
+    minter = {
+        "inflation_ppb": m.inflation,
+        "inflation_change_ppb": m.inflation_change,
+        "target_bonding_rate_ppb": m.target_bonding_rate,
+        "round_fixed": m.fixed,
+        "round_inflation_ppb": m.round_inflation,
+        "round_bonding_rate_ppb": m.bonding_rate,
+        "round_active_stake": m.active_stake,
+        "round_mintable": m.mintable,
+        "round_minted": m.minted,
+        "total_supply": m.total_supply,
+    }
     result = {
         "chain_id": protocol.chain.chain_id,
         "block": view.block,
@@ -322,6 +345,7 @@ def cmd_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "pool_size": view.pool_size,
         "total_active_stake": total,
         "active": active,
+        "minter": minter,
         "contracts": protocol.addresses(),
     }
     lines = [
@@ -329,9 +353,14 @@ def cmd_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         f"({'initialized' if initialized else 'not initialized'}), pool size "
         f"{view.pool_size}",
         f"active orchestrators: {len(active)}, total stake {readable(total)}",
+        f"minter: inflation {m.round_inflation / 10**7:g}% this round (moves "
+        f"{m.inflation_change / 10**7:g}% a round toward {m.target_bonding_rate / 10**7:g}% "
+        f"bonded; bonded now {m.bonding_rate / 10**7:g}%), mintable {readable(m.mintable)}, "
+        f"minted {readable(m.minted)}, supply {readable(m.total_supply)}",
     ]
     lines += [
-        f"  {o['address']} stake {readable(o['stake'])}, reward cut "
+        f"  {o['address']} stake {readable(o['stake'])} ({readable(o['round_stake'])} this round), "
+        f"reward cut "
         f"{percent(o['reward_cut_ppm'])}, fee share {percent(o['fee_share_ppm'])}, "
         f"last reward round {o['last_reward_round']}"
         for o in active

@@ -9,6 +9,7 @@ from typing import Any
 
 from chain.client import Protocol
 from chain.errors import StakeLocked
+from chain.staking import OrchestratorInfo
 from events.crypto import LocalKeySigner, to_checksum
 from node.amounts import parse_amount, parse_percent, percent, readable
 from node.cli.chain import (
@@ -125,11 +126,26 @@ def cmd_register(args: argparse.Namespace) -> Result:
     o = protocol.staking.orchestrator(me)
     text = (
         f"registered {to_checksum(me)}: reward cut {percent(cut)}, fee share "
-        f"{percent(share)}, stake {readable(o.stake)}, {'active' if o.active else 'not active'}"
+        f"{percent(share)}, stake {readable(o.stake)}, {_activity(o)}"
     )
     return done(
-        protocol, text, reward_cut_ppm=cut, fee_share_ppm=share, stake=o.stake, active=o.active
+        protocol,
+        text,
+        reward_cut_ppm=cut,
+        fee_share_ppm=share,
+        stake=o.stake,
+        active=o.active,
+        in_pool=o.in_pool,
     )
+    return done(protocol, text, reward_cut_ppm=cut, fee_share_ppm=share, stake=o.stake,
+                active=o.active, in_pool=o.in_pool)  # fmt: skip
+
+
+def _activity(o: OrchestratorInfo) -> str:
+    """Active this round, or in the pool (active from the next round), or neither."""
+    if o.active:
+        return "active" if o.in_pool else "active until this round ends"
+    return "active from the next round" if o.in_pool else "not active"
 
 
 def cmd_unbond(args: argparse.Namespace) -> Result:
@@ -266,6 +282,8 @@ def cmd_stake_status(args: argparse.Namespace) -> Result:
         result["orchestrator"] = {
             "registered": o.registered,
             "active": o.active,
+            "in_pool": o.in_pool,
+            "round_stake": o.round_stake,
             "reward_cut_ppm": o.reward_cut,
             "fee_share_ppm": o.fee_share,
             "stake": o.stake,
@@ -273,7 +291,7 @@ def cmd_stake_status(args: argparse.Namespace) -> Result:
         }
         lines.append(
             f"orchestrator: {'registered' if o.registered else 'not registered'}, "
-            f"{'active' if o.active else 'not active'}, reward cut "
+            f"{_activity(o)}, reward cut "
             f"{percent(o.reward_cut)}, fee share {percent(o.fee_share)}, total "
             f"stake {readable(o.stake)}, last reward round {o.last_reward_round}"
         )

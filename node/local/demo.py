@@ -22,7 +22,7 @@ import av
 import trio
 
 from chain.client import ProtocolParams
-from events.crypto import to_checksum
+from events.crypto import LocalKeySigner, to_checksum
 from events.state import State
 from node.amounts import readable
 from node.audit.log import audit_path
@@ -34,6 +34,7 @@ from node.local.network import Network, NetworkPlan, default_plan, key_for, open
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
 REWARD_ROUND_BLOCKS = 20  # round length on the embedded chain
+BONDED_SHARE_PPB = 480_000_000  # the demo's bonds as a share of the token supply: 48%
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,8 @@ async def demo(
             say(f"  segment {outcome.seq}: {who} after {outcome.attempts} attempt(s), "
                 f"{outcome.latency_s:.2f} s  [{done}/{total}]")  # fmt: skip
 
+        # stake bonded in a round counts from the next one: the orchestrators are active then
+        await trio.to_thread.run_sync(ledger.mine, REWARD_ROUND_BLOCKS)
         minted = await net.claim_rewards()
         say(f"round rewards claimed by the active orchestrators: {minted} wei of stake minted")
         say(f"transcoding {source} -> {options.out} ({options.profiles})")
@@ -200,8 +203,13 @@ def _ledger(options: DemoOptions, plan: NetworkPlan) -> Ledger:
         return FakeLedger(pool_size=pool)
     names = ["gateway", "delegator", *(f"orchestrator{i}" for i in range(options.orchestrators))]
     keys = [key_for(plan.seed, name) for name in names]
-    params = ProtocolParams(round_length=REWARD_ROUND_BLOCKS, pool_size=pool)
-    return ChainLedger.embedded(keys, params)
+    # each account gets the stake token it bonds; the supply is such that the bonds are
+    # BONDED_SHARE of it, near the minter's 50% target, as on Livepeer
+    bonds = [plan.delegation, *(o.self_stake for o in plan.orchestrators)]
+    grants = {LocalKeySigner(key).address: bond for key, bond in zip(keys[1:], bonds, strict=True)}
+    supply = sum(bonds) * 10**9 // BONDED_SHARE_PPB
+    params = ProtocolParams(round_length=REWARD_ROUND_BLOCKS, pool_size=pool, genesis_supply=supply)
+    return ChainLedger.embedded(keys, params, grants)
 
 
 def _with_funds(plan: NetworkPlan, deposit: int, reserve: int) -> NetworkPlan:
@@ -269,10 +277,7 @@ def _summary(
             "pending": sum(o.pending_redemptions() for o in net.orchestrators),
         },
         "fees_wei": int(report.fees_wei) if report else 0,
-        "rewards": {
-            "minted_wei": sum(r.minted for r in net.rewarders),
-            "rounds": sorted({n for r in net.rewarders for n in r.rewarded_rounds}),
-        },
+        "rewards": _rewards(net),
         "delegator": {
             "address": to_checksum(net.members[-1].signer.address),
             "delegated_wei": net.delegation,
@@ -300,6 +305,35 @@ def _ticket_terms(state: State) -> dict[str, Any]:
         "win_probs": sorted({round(t.win_prob / WIN_SCALE, 6) for t in tickets}),
         "expected_won": round(float(expected), 3),
     }
+
+
+def _rewards(net: Network) -> dict[str, Any]:
+    """Minted stake, and per rewarded round the minter's inflation and bonding rate."""
+    rounds = sorted({n for r in net.rewarders for n in r.rewarded_rounds})
+    out: dict[str, Any] = {"minted_wei": sum(r.minted for r in net.rewarders), "rounds": rounds}
+    minter = getattr(net.ledger, "minter", None)
+    if minter is None:  # the in-memory ledger has no minter
+        return out
+    now = minter()
+    out["target_bonding_rate_percent"] = now.target_bonding_rate / 10**7
+    out["inflation_change_percent"] = now.inflation_change / 10**7
+    out["per_round"] = [
+        {
+            "round": m.round,
+            "inflation_percent": m.round_inflation / 10**7,
+            "bonding_rate_percent": m.bonding_rate / 10**7,
+            "mintable_wei": m.mintable,
+            "minted_wei": m.minted,
+            "active_stake_wei": m.active_stake,
+        }
+        for m in map(minter, rounds)
+    ]
+    delegated = net.delegation
+    bonded = net.ledger.bonded(net.members[-1].signer.address)
+    if delegated and rounds:
+        growth = (bonded / delegated) ** (1 / len(rounds)) - 1
+        out["delegator_growth_percent_per_round"] = round(100 * growth, 6)
+    return out
 
 
 def _now() -> float:

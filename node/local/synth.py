@@ -127,10 +127,7 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
     )
     job_id = posted.id
     claimers = rng.sample(cast.orchestrators, min(len(cast.orchestrators), rng.randint(1, 3)))
-    prices = {}
-    for o in claimers:
-        prices[o] = rng.randint(PRICE_RANGE[0], max_price)
-        yield o, k.JobClaimed(job_id, prices[o], PIXELS_PER_UNIT)
+    prices = {o: rng.randint(PRICE_RANGE[0], max_price) for o in claimers}
     for attempt, o in enumerate(claimers):
         o_addr = signers[o].address
         yield gateway, k.JobAssigned(job_id, o_addr, prices[o], PIXELS_PER_UNIT)
@@ -138,6 +135,7 @@ def _job(rng: random.Random, cast: Cast, signers: list[Author]) -> Script:
         if not last and rng.random() < 0.1:  # the orchestrator timed out: fail over
             yield gateway, k.JobVerdict(job_id, o_addr, False, "timeout", 4000)
             continue
+        yield o, k.JobClaimed(job_id, prices[o], PIXELS_PER_UNIT)  # accepted, before the work
         pixels = 60 * (1280 * 720 + 854 * 480 + 640 * 360)
         outputs = tuple(keccak256(segment + p) for p in (b"720", b"480", b"360"))
         yield o, k.JobResult(job_id, outputs, pixels, rng.randint(300, 1500))

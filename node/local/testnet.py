@@ -43,6 +43,10 @@ class TestnetError(Exception):
     """The testnet cannot do what was asked; the message says why."""
 
 
+BONDED_SHARE_PPB = 480_000_000  # the nodes' bonds as a share of the token supply: 48%
+SPARE_TOKENS = 10 * TOKEN  # stake token each account holds beyond its bond
+
+
 @dataclass(frozen=True, slots=True)
 class TestnetParams:
     nodes: int = 5
@@ -114,7 +118,7 @@ def up(root: Path, params: TestnetParams | None = None, say: Callable[[str], Non
         _write_json(root / STATE_FILE, state)
         say(f"anvil {anvil.url} (pid {anvil.pid}, a block every {p.block_time_s:g} s)")
         chain = Chain.rpc(anvil.url, anvil.dev_key)
-        protocol = _deploy(root, chain, p)
+        protocol = _deploy(root, chain, p, roles)
         say(f"contracts deployed: {root / 'contracts.json'}")
         password = _password(root)
         keys = _accounts(root, roles, password, protocol, p)
@@ -167,9 +171,20 @@ def _archive_previous(root: Path) -> Path:
     return archive
 
 
-def _deploy(root: Path, chain: Chain, p: TestnetParams) -> Protocol:
+def _bonds(roles: list[str], p: TestnetParams) -> list[int]:
+    """Stake token each node bonds: orchestrator i self-bonds i x self_stake, the delegator
+    its delegation."""
+    return [p.self_stake * i if role == "orchestrator" else
+            p.delegation if role == "delegator" else 0
+            for i, role in enumerate(roles)]  # fmt: skip
+
+
+def _deploy(root: Path, chain: Chain, p: TestnetParams, roles: list[str]) -> Protocol:
+    # the minter's defaults follow Livepeer's; the supply makes the nodes' bonds 48% of it,
+    # near the 50% target, so a round's reward is a fraction of a percent of a bond
+    supply = sum(_bonds(roles, p)) * 10**9 // BONDED_SHARE_PPB
     params = ProtocolParams(round_length=p.round_length, unbonding_period_rounds=2,
-                            genesis_supply=10**7 * TOKEN, inflation_ppb=100_000)  # fmt: skip
+                            genesis_supply=supply)  # fmt: skip
     protocol = deploy_protocol(chain, chain.dev_key, params)
     _write_json(root / "contracts.json", {
         "chain_id": chain.chain_id, "rpc": str(chain.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
@@ -185,7 +200,7 @@ def _accounts(
     """A keystore per node, funded with gas money and stake token; orchestrators self-bond and
     register, the gateway funds its deposit and reserve."""
     chain, staking = protocol.chain, protocol.staking
-    keys = []
+    keys, bonds = [], _bonds(roles, p)
     for i, role in enumerate(roles):
         path = root / f"node{i}" / role / "keystore.json"
         if not path.exists():
@@ -197,7 +212,7 @@ def _accounts(
                                "that password file, or use another --dir") from None  # fmt: skip
         address = LocalKeySigner(key).address
         chain.transfer(chain.dev_key, address, 100 * TOKEN)
-        staking.transfer_tokens(chain.dev_key, address, 1_000 * TOKEN)
+        staking.transfer_tokens(chain.dev_key, address, bonds[i] + SPARE_TOKENS)
         if role == "orchestrator":
             staking.bond(key, p.self_stake * i, address)
             staking.register(key, 100_000, 500_000)  # 10% reward cut, 50% fee share

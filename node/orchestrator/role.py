@@ -324,6 +324,7 @@ class Orchestrator:
             raise Refused(BAD_REQUEST, f"bad segment or profiles: {exc}") from None
         pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0, ladder)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, pixels)
+        await self._claim(spec.job_id)
         started = time.perf_counter()
         result = await self._compute(segment, ladder, spec)
         compute_ms = round((time.perf_counter() - started) * 1000)
@@ -341,6 +342,7 @@ class Orchestrator:
         sender = await self._ingest_gateway_events(raws, spec.job_id)
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
+        await self._claim(spec.job_id)
         started = time.perf_counter()
         output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
         compute_ms = round((time.perf_counter() - started) * 1000)
@@ -363,6 +365,14 @@ class Orchestrator:
             self._die()
             raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
 
+    async def _claim(self, job_id: bytes) -> None:
+        """Accept the assignment in the log, at the assigned price, before doing the work."""
+        state = await self.view.refresh()
+        job = state.jobs.get(job_id)
+        if job is None or job.assignee != self.address or job.status != "assigned":
+            raise Refused(REASSIGNED, "the job was reassigned before it was claimed")
+        await self.writer.emit(k.JobClaimed(job_id, job.price_per_unit, job.pixels_per_unit))
+
     async def _settle(
         self, sender: bytes, job_id: bytes, blobs: list[bytes], pixels: int, compute_ms: int
     ) -> bytes:
@@ -370,7 +380,7 @@ class Orchestrator:
         self.balances.debit(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
         state = await self.view.refresh()
         job = state.jobs.get(job_id)
-        if job is None or job.assignee != self.address or job.status != "assigned":
+        if job is None or job.assignee != self.address or job.status != "claimed":
             raise Refused(REASSIGNED, "the job was reassigned while it ran")
         hashes = tuple(keccak256(b) for b in blobs)
         if self.config.fault == "inflate-pixels":  # bill for twice the pixels it made
