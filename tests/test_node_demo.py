@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.cli.main import main
 from node.local.demo import DemoOptions, print_summary, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ class _Lines:
         return "\n".join(self.seen)
 
 
-def test_demo_json_end_to_end(tmp_path: Path) -> None:
+def test_demo_json_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "hls"
     args = ["demo", "--json", "--size", "320x180", "--seconds", "4", "--profiles", PROFILES]
     # ~28 tickets a segment at 1 in 5 to win (face value 0.01 ETH pays for the redemption gas)
