@@ -33,14 +33,8 @@ def register(sub: Any) -> None:
     p.add_argument("--deposit", type=int, default=10**18, help="gateway deposit (wei)")
     p.add_argument("--reserve", type=int, default=10**18, help="gateway reserve (wei)")
     p.add_argument("--capacity", type=int, default=2, help="segments per orchestrator at once")
-    p.add_argument("--ticket-ev", type=int, help="wei per ticket (EV; default per --chain)")
-    p.add_argument("--price", type=int, help="cheapest price, wei per pixel (default per --chain)")
-    p.add_argument(
-        "--chain",
-        choices=("embedded", "fake"),
-        default="embedded",
-        help="embedded: the contracts on an in-process EVM (default); fake: in memory",
-    )
+    p.add_argument("--ticket-ev", type=int, help="wei per ticket (EV)")
+    p.add_argument("--price", type=int, help="cheapest price, wei per pixel")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_demo)
 
@@ -68,7 +62,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         capacity=args.capacity,
         ticket_ev=args.ticket_ev,
         price=args.price,
-        chain=args.chain,
     )
     summary = run_demo(options, lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:

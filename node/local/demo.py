@@ -19,13 +19,11 @@ from typing import Any
 import av
 import trio
 
-from chain.client import ProtocolParams
 from events.crypto import to_checksum
 from node.audit.log import audit_path
-from node.chain_ledger import ChainLedger
 from node.gateway.role import GatewayConfig, JobReport, SegmentOutcome
-from node.ledger import FakeLedger, Ledger
-from node.local.network import Network, NetworkPlan, default_plan, key_for, open_network
+from node.ledger import Ledger
+from node.local.network import Network, NetworkPlan, default_plan, embedded_ledger, open_network
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
@@ -50,13 +48,11 @@ class DemoOptions:
     # wei each ticket is worth, and the cheapest price per pixel; None: the chain's default
     ticket_ev: int | None = None
     price: int | None = None
-    chain: str = "embedded"  # "embedded": contracts on an in-process EVM; "fake": in memory
 
 
-# On a real chain a winning ticket must pay for its redemption: face value is ~100x the gas cost
-# (100k gas at 1 gwei: 0.01 ETH), so tickets are worth more and prices are higher than on the
-# gas-free fake, or almost no ticket would ever win.
-ECONOMICS = {"embedded": (5 * 10**14, 10**7), "fake": (2 * 10**10, 1000)}
+# A winning ticket must pay for its redemption: face value is ~100x the gas cost (100k gas at
+# 1 gwei: 0.01 ETH), so the ticket value and prices are set high enough for tickets to win.
+TICKET_EV, BASE_PRICE = 5 * 10**14, 10**7
 
 
 def generate_clip(path: Path, size: str, seconds: float, rate: int = 30) -> Path:
@@ -106,7 +102,7 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
             generate_clip, data_dir / "input.mp4", options.size, options.seconds
         )
     prepare_out(options.out)
-    default_ev, default_price = ECONOMICS[options.chain]
+    default_ev, default_price = TICKET_EV, BASE_PRICE
     ev = Fraction(options.ticket_ev if options.ticket_ev is not None else default_ev)
     price = options.price if options.price is not None else default_price
     # the gateway accepts the demo's prices and ticket values (orchestrators ask up to 2x base)
@@ -156,13 +152,7 @@ async def demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, An
 
 
 def _ledger(options: DemoOptions, plan: NetworkPlan) -> Ledger:
-    pool = max(1, options.orchestrators)
-    if options.chain == "fake":
-        return FakeLedger(pool_size=pool)
-    names = ["gateway", "delegator", *(f"orchestrator{i}" for i in range(options.orchestrators))]
-    keys = [key_for(plan.seed, name) for name in names]
-    params = ProtocolParams(round_length=REWARD_ROUND_BLOCKS, pool_size=pool)
-    return ChainLedger.embedded(keys, params)
+    return embedded_ledger(plan, REWARD_ROUND_BLOCKS)
 
 
 def _with_funds(plan: NetworkPlan, deposit: int, reserve: int) -> NetworkPlan:
