@@ -15,9 +15,8 @@ from node.cli.main import main
 from node.local.demo import DemoOptions, run_demo
 
 PROFILES = "180p:300k,144p"
-# fault tests run on the in-memory ledger; the end-to-end test on the contracts (embedded EVM)
-SMALL = {"size": "320x180", "seconds": 4.0, "profiles": PROFILES, "ticket_ev": 10**9,
-         "chain": "fake"}  # fmt: skip
+# every demo runs on the protocol contracts (embedded EVM)
+SMALL = {"size": "320x180", "seconds": 4.0, "profiles": PROFILES}
 
 
 def _ffprobe_streams(path: Path) -> list[dict[str, Any]]:
