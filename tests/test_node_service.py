@@ -346,7 +346,8 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
                 assert ("resumed 1 unfinished job(s)" in again.lines) == interrupted
                 assert not any(line.endswith(token) for line in again.lines)  # shown once
                 done = await wait_job(api2, second["id"], 90, token)
-                assert done["status"] == "done" and done["runs"] == on_disk["runs"] + interrupted
+                assert done["status"] == "done", done
+                assert done["runs"] == on_disk["runs"] + interrupted
                 old = await wait_job(api2, job["id"], 5, token)  # the first job is still served
                 status, body = await trio.to_thread.run_sync(
                     request, api2, "GET", old["playlist"], None, None, token
