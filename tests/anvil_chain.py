@@ -19,9 +19,14 @@ DEPOSIT = RESERVE = 10**18
 SELF_BOND = 10 * 10**18
 # a winning ticket must pay for its redemption gas (face value ~100x the gas cost: ~1e16 wei at
 # 1 gwei), so prices are far above the node's defaults for a short test clip to pay for several
-# winners (fees / face value), and stay under the gateway's max total EV per payment (1e17 wei)
-ORCHESTRATOR_ECONOMICS = 'ticket_ev = "5e14"\nprice_per_pixel = "1.5e10"\n'  # in [orchestrator]
+# winners (fees / face value), while one segment's payment stays under the gateway's limits
+# (at most ~256 tickets, at most 1e17 wei of EV): pick the price for the ladder's pixels
 GATEWAY_ECONOMICS = 'max_price_per_pixel = "1e11"\n'  # in [gateway]
+
+
+def orchestrator_economics(price_per_pixel: str) -> str:
+    """Lines for [orchestrator]: tickets worth 5e14 wei, at this price (wei per pixel)."""
+    return f'ticket_ev = "5e14"\nprice_per_pixel = "{price_per_pixel}"\n'
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from node.audit.log import audit_path
 from node.keystore import create_keystore, load_keystore
 from node.local.demo import generate_clip
 from storage.store import DB_NAME
-from tests.anvil_chain import GATEWAY_ECONOMICS, ORCHESTRATOR_ECONOMICS, protocol_on_anvil
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 
 def jobs_in_hand(data_dir: Path) -> int:
@@ -61,6 +61,7 @@ async def test_orchestrator_killed_mid_job_the_gateway_finishes_elsewhere(
         create_keystore(path, PASSWORD, **FAST_KDF)
     keys = [load_keystore(path, PASSWORD) for path in stores]
     ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
+    economics = orchestrator_economics("2.5e9")  # wei per pixel, for this ladder
     network = '[p2p]\nnetwork = "fault-test"\n'
     gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], ledger + network
                            + f'[gateway]\nprofiles = "360p,240p"\npreset = "slower"\n'
@@ -69,7 +70,7 @@ async def test_orchestrator_killed_mid_job_the_gateway_finishes_elsewhere(
 
     def orch_conf(name: str, gateway_addr: str) -> Path:
         body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n'
-                f'[orchestrator]\n{ORCHESTRATOR_ECONOMICS}capacity = 1\n')  # fmt: skip
+                f'[orchestrator]\n{economics}capacity = 1\n')  # fmt: skip
         return write_config(tmp_path / f"{name}.toml", ["orchestrator"], body)
 
     victim_dir = tmp_path / "victim" / "orchestrator"

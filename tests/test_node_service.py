@@ -38,7 +38,7 @@ from node.keystore import (
 from node.local.demo import generate_clip
 from node.service import NO_CHAIN, shifted_listen
 from storage.tickets import TICKETS_DB
-from tests.anvil_chain import GATEWAY_ECONOMICS, ORCHESTRATOR_ECONOMICS, protocol_on_anvil
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
@@ -289,6 +289,7 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
     create_keystore(orch_store, PASSWORD, **FAST_KDF)
     keys = [load_keystore(path, PASSWORD) for path in (gw_store, orch_store)]
     ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
+    economics = orchestrator_economics("1.5e10")  # wei per pixel, for this ladder
     network = '[p2p]\nnetwork = "proc-test"\n'
     gw_port = free_port()  # fixed, so the orchestrator can redial a restarted gateway
     gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], ledger + network
@@ -298,7 +299,7 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
 
     def orch_conf(gateway_addr: str, redeem_s: float) -> Path:
         body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n'
-                f'[orchestrator]\n{ORCHESTRATOR_ECONOMICS}'
+                f'[orchestrator]\n{economics}'
                 f'redeem_interval_s = {redeem_s}\n')  # fmt: skip
         return write_config(tmp_path / "orch.toml", ["orchestrator"], body)
 

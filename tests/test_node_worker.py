@@ -6,6 +6,7 @@ orchestrator; a worker whose peer id is not listed is refused and exits."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from p2p.config import P2PConfig
 from p2p.framing import MessageStream
 from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.node import open_node
-from tests.anvil_chain import GATEWAY_ECONOMICS, ORCHESTRATOR_ECONOMICS, protocol_on_anvil
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK = "worker-test"
@@ -191,6 +192,7 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
         create_keystore(path, PASSWORD, **FAST_KDF)
     keys = [load_keystore(path, PASSWORD) for path in stores]
     ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
+    economics = orchestrator_economics("6e9")  # wei per pixel, for this ladder
     worker_dir = tmp_path / "worker"
     worker_id = peer_id_of(load_or_create_identity(worker_dir)).to_base58()
     net = f'[p2p]\nnetwork = "{NETWORK}"\n'
@@ -204,7 +206,7 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
         api = gateway.value("api ")
         body = (f'{ledger}{net}bootstrap = ["{gateway.p2p_addr}"]\n'
                 f'listen = ["/ip4/127.0.0.1/tcp/{free_port()}"]\n'
-                f'[orchestrator]\n{ORCHESTRATOR_ECONOMICS}workers = ["{worker_id}"]\n')  # fmt: skip
+                f'[orchestrator]\n{economics}workers = ["{worker_id}"]\n')  # fmt: skip
         orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"], body)
         orch_argv = ["run", "--config", str(orch_conf), "--password-file", str(pw)]
         async with spawn(orch_argv, tmp_path / "orch.err") as orch:
@@ -228,7 +230,7 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
                 assert "refused by the orchestrator: peer" in stranger.err()
                 assert "is not in this orchestrator's orchestrator.workers" in stranger.err()
                 record = await wait_job(api, job["id"], 60)
-                assert record["status"] == "done", record
+                assert record["status"] == "done", json.dumps(record, indent=1)
                 total = record["progress"]["segments_total"]
                 assert record["progress"]["segments_done"] == total == 2
                 assert record["orchestrators"] == [
