@@ -37,7 +37,7 @@ def test_demo_json_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "hls"
     args = ["demo", "--json", "--size", "320x180", "--seconds", "4", "--profiles", PROFILES]
     # ~28 tickets a segment at 1 in 5 to win (face value 0.01 ETH pays for the redemption gas)
-    args += ["--chain", "embedded", "--ticket-ev", str(2 * 10**15), "--price", str(10**10)]
+    args += ["--ticket-ev", str(2 * 10**15), "--price", str(10**10)]
     args += ["--out", str(out), "--data-dir", str(tmp_path / "nodes")]
     code = main(args)
     summary = json.loads(capsys.readouterr().out)
