@@ -20,9 +20,8 @@ from media.profiles import parse_profiles
 from media.segmenter import segment
 from media.transcoder import transcode
 from node.gateway.role import GatewayConfig
-from node.ledger import FakeLedger
 from node.local.demo import generate_clip
-from node.local.network import default_plan, open_network
+from node.local.network import default_plan, embedded_ledger, open_network
 
 
 def local_run(clip: Path, profiles: str, preset: str) -> tuple[float, list[float]]:
@@ -42,7 +41,8 @@ async def network_run(
 ) -> tuple[float, list[float]]:
     cfg = GatewayConfig(profiles=profiles, preset=preset)
     plan = default_plan(orchestrators, cfg, capacity=1)
-    async with open_network(base, plan, FakeLedger(orchestrators)) as net:
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)  # the protocol contracts
+    async with open_network(base, plan, ledger) as net:
         report = await net.gateway.transcode_file(clip, base / "out")
     # the gateway's wall time includes segmenting; subtract it for a like-for-like figure
     return report.wall_s, [s.latency_s for s in report.segments]

@@ -265,11 +265,12 @@ def _ticket_redeemed(b: Any, e: SignedEvent, t: k.TicketRedeemed) -> None:
         return _violate(b, e, "redeem-unknown-ticket", t.ticket_hash.hex())
     if known.recipient != e.author:
         return _violate(b, e, "redeem-not-recipient")
-    if known.status == REDEEMED:
+    if known.claimed:
         return _violate(b, e, "ticket-redeemed-twice")
-    if known.status != WON:
+    # the chain watcher may log the broker's redemption before the recipient logs its own
+    if known.status not in (WON, REDEEMED):
         return _violate(b, e, "redeem-losing-ticket", known.status)
-    b.tickets[t.ticket_hash] = _replace_ticket(known, REDEEMED)
+    b.tickets[t.ticket_hash] = _replace_ticket(known, REDEEMED, claimed=True)
 
 
 def _chain_observed(b: Any, e: SignedEvent, c: k.ChainObserved) -> None:
@@ -491,8 +492,9 @@ def _replace_job(job: Job, **changes: Any) -> Job:
     return Job(**values)
 
 
-def _replace_ticket(t: TicketRecord, status: str) -> TicketRecord:
-    return TicketRecord(t.sender, t.recipient, t.face_value, t.win_prob, status)
+def _replace_ticket(t: TicketRecord, status: str, claimed: bool | None = None) -> TicketRecord:
+    claimed = t.claimed if claimed is None else claimed
+    return TicketRecord(t.sender, t.recipient, t.face_value, t.win_prob, status, claimed)
 
 
 _NO_FUNDS = Funds()

@@ -88,6 +88,7 @@ class TicketRecord:
     face_value: int
     win_prob: int
     status: str
+    claimed: bool = False  # the recipient logged its TicketRedeemed (the chain may be seen first)
 
 
 @dataclass(frozen=True, slots=True)

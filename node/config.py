@@ -10,9 +10,9 @@ listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on po
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
 require_bootstrap = true              # refuse to start when no bootstrap peer answers
 [ledger]
-kind = "fake"                         # in-memory chain per process ("rpc" once chain/ is wired)
-funded = ["0x..."]                    # fake only: senders it believes deposited
-deposit = "1e18"                      # wei, fake only (our own gateway is always funded)
+kind = "embedded"                     # required: "embedded" (in-process EVM with the protocol
+                                      #   contracts, one process) or "rpc" (rpc_url + contracts)
+deposit = "1e18"                      # wei, embedded: what our own gateway deposits at start
 [orchestrator]
 price_per_pixel = "1000"              # wei per output pixel, an int or "a/b"
 capacity = 2
@@ -70,7 +70,7 @@ from node.orchestrator.role import OrchestratorConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
 
 ROLES = ("gateway", "orchestrator", "delegator")
-LEDGER_KINDS = ("fake", "rpc")
+LEDGER_KINDS = ("embedded", "rpc")
 DEFAULT_API = "127.0.0.1:8935"
 GiB = 1024**3
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,7 +80,7 @@ _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
     "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap"},
-    "ledger": {"kind", "rpc_url", "block_time_s", "deposit", "reserve", "funded", "contracts"},
+    "ledger": {"kind", "rpc_url", "deposit", "reserve", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
@@ -101,12 +101,10 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LedgerConfig:
-    kind: str = "fake"
+    kind: str = ""  # "embedded" or "rpc"; empty: not configured (`castnet run` refuses)
     rpc_url: str = ""
-    block_time_s: float = 1.0
     deposit: int = 10**18
     reserve: int = 10**18
-    funded: tuple[bytes, ...] = ()
     contracts: Path | None = None  # rpc: the deployment file `castnet chain deploy` wrote
 
 
@@ -342,8 +340,8 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
 
 
 def _ledger(t: Mapping[str, Any], base: Path) -> LedgerConfig:
-    kind = t.get("kind", "fake")
-    if kind not in LEDGER_KINDS:
+    kind = t.get("kind", "")
+    if kind != "" and kind not in LEDGER_KINDS:
         raise ConfigError(f"ledger.kind {kind!r}: use one of {', '.join(LEDGER_KINDS)}")
     rpc_url = t.get("rpc_url", "")
     if kind == "rpc" and not (
@@ -353,14 +351,11 @@ def _ledger(t: Mapping[str, Any], base: Path) -> LedgerConfig:
     if kind == "rpc" and "contracts" not in t:
         raise ConfigError('ledger.kind = "rpc" needs ledger.contracts = "FILE" (from deploying)')
     contracts = _path(t["contracts"], base, "ledger.contracts") if "contracts" in t else None
-    funded = _strings(t.get("funded", []), "ledger.funded")
     return LedgerConfig(
         kind=kind,
         rpc_url=rpc_url,
-        block_time_s=_number(t.get("block_time_s", 1.0), "ledger.block_time_s", 0.01),
         deposit=_wei(t.get("deposit", 10**18), "ledger.deposit"),
         reserve=_wei(t.get("reserve", 10**18), "ledger.reserve"),
-        funded=tuple(_address(a, "ledger.funded") for a in funded),
         contracts=contracts,
     )  # fmt: skip
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +34,7 @@ from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
 from node.gateway.jobs import JobBook, JobRunner
 from node.gateway.role import Gateway
-from node.ledger import ChainLog, FakeLedger, Ledger
+from node.ledger import ChainLog, Ledger
 from node.orchestrator.rewards import RewardCaller
 from node.orchestrator.role import Orchestrator
 from node.orchestrator.tickets import SqliteTicketStore
@@ -63,25 +62,26 @@ def recipient_secret(private_key: bytes) -> bytes:
     return keccak256(b"castnet/recipient-secret/v1" + private_key)
 
 
+NO_CHAIN = (
+    'no chain configured: set ledger.kind = "embedded" (an in-process EVM with the protocol '
+    'contracts, for a single-process node) or "rpc" with ledger.rpc_url and ledger.contracts'
+)
+
+
 def make_ledger(config: NodeConfig, keys: Mapping[str, bytes]) -> Ledger:
-    """The fake in-memory chain, or the protocol contracts on a JSON-RPC chain (blocking)."""
-    if config.ledger.kind == "rpc":
-        assert config.ledger.contracts is not None  # the config parser requires it
-        try:
-            return ChainLedger.connect(
-                config.ledger.rpc_url, config.ledger.contracts, list(keys.values())
-            )
-        except ChainError as exc:
-            raise ServiceError(f"ledger: {exc}") from None
-    ledger = FakeLedger(pool_size=1)
-    for sender in config.ledger.funded:
-        ledger.fund(sender, config.ledger.deposit, config.ledger.reserve)
-    return ledger
-
-
-def clock_block(block_time_s: float) -> int:
-    """Fake chains in separate processes agree on the block number by reading the wall clock."""
-    return int(time.time() / block_time_s)
+    """The protocol contracts on an in-process EVM (the roles' keys granted gas money and stake
+    token there), or on a JSON-RPC chain (blocking)."""
+    if config.ledger.kind == "embedded":
+        return ChainLedger.embedded(keys.values())
+    if config.ledger.kind != "rpc":
+        raise ServiceError(NO_CHAIN)
+    assert config.ledger.contracts is not None  # the config parser requires it
+    try:
+        return ChainLedger.connect(
+            config.ledger.rpc_url, config.ledger.contracts, list(keys.values())
+        )
+    except ChainError as exc:
+        raise ServiceError(f"ledger: {exc}") from None
 
 
 def shifted_listen(addrs: tuple[str, ...], index: int) -> tuple[str, ...]:
@@ -127,9 +127,6 @@ class NodeService:
         started = False
         try:
             async with trio.open_nursery() as nursery:
-                if cfg.ledger.kind == "fake":
-                    await self._tick_fake_chain()
-                    nursery.start_soon(self._fake_chain_clock)
                 earlier: list[str] = []
                 for index, role in enumerate(cfg.roles):
                     p2p = dataclasses.replace(
@@ -200,8 +197,8 @@ class NodeService:
     async def _start_gateway(self, nursery: trio.Nursery) -> None:
         cfg, member = self.config, self.members["gateway"]
         self.gateway = Gateway(member.node, member.signer, self.ledger, cfg.gateway)
-        if cfg.ledger.kind == "fake":
-            await self._fund_fake_gateway(member)
+        if cfg.ledger.kind == "embedded":
+            await self._fund_own_gateway(member)
         nursery.start_soon(self._follow_log, self.gateway)
         book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
         self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention)
@@ -256,9 +253,9 @@ class NodeService:
             await gateway.view.refresh()
             await gateway.node.ingest.wait_changed()
 
-    async def _fund_fake_gateway(self, member: RoleNode) -> None:
-        """The in-memory chain starts empty in every process: deposit for our gateway. The first
-        start logs the deposit; a restart only restores it on the fake chain (the log has it)."""
+    async def _fund_own_gateway(self, member: RoleNode) -> None:
+        """The embedded chain starts fresh in every process: deposit for our gateway. The first
+        start logs the deposit; a restart only restores it on the new chain (the log has it)."""
         deposit, reserve = self.config.ledger.deposit, self.config.ledger.reserve
         address = member.signer.address
         logs = await trio.to_thread.run_sync(self.ledger.fund, address, deposit, reserve)
@@ -270,7 +267,7 @@ class NodeService:
 
     async def _start_delegator(self) -> None:
         """Bond once, observed into the delegator's own log; a restart finds the bond there (and
-        only restores it on a fresh fake chain)."""
+        only restores it on a fresh embedded chain)."""
         cfg, member = self.config.delegator, self.members["delegator"]
         if cfg.orchestrator is None or not cfg.amount:
             return
@@ -286,24 +283,11 @@ class NodeService:
         chain_log = await trio.to_thread.run_sync(
             self.ledger.bond, me, cfg.orchestrator, cfg.amount
         )
-        if bonded:  # a fresh fake chain: restored there, already in the log
+        if bonded:  # a fresh embedded chain: restored there, already in the log
             return
         writer = self._delegator_writer = EventWriter(member.node, member.signer)
         await writer.emit(_observed("bond", chain_log, me, cfg.orchestrator, cfg.amount))
         log.info("bonded %d wei to %s", cfg.amount, to_checksum(cfg.orchestrator))
-
-    # -- fake chain clock ------------------------------------------------------------------
-
-    async def _tick_fake_chain(self) -> None:
-        target = clock_block(self.config.ledger.block_time_s)
-        current = (await trio.to_thread.run_sync(self.ledger.view)).block
-        if target > current:
-            await trio.to_thread.run_sync(self.ledger.mine, target - current)
-
-    async def _fake_chain_clock(self) -> None:
-        while True:
-            await trio.sleep(self.config.ledger.block_time_s)
-            await self._tick_fake_chain()
 
     # -- reporting -------------------------------------------------------------------------
 

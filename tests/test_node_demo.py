@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) ")
 
 PROFILES = "180p:300k,144p"
-# fault tests run on the in-memory ledger; the end-to-end test on the contracts (embedded EVM)
-SMALL = {"size": "320x180", "seconds": 4.0, "profiles": PROFILES, "ticket_ev": 10**9,
-         "chain": "fake"}  # fmt: skip
+# every demo runs on the protocol contracts (embedded EVM)
+SMALL = {"size": "320x180", "seconds": 4.0, "profiles": PROFILES}
 
 
 def _ffprobe_streams(path: Path) -> list[dict[str, Any]]:
@@ -102,7 +101,7 @@ def test_demo_json_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "hls"
     args = ["demo", "--json", "--size", "320x180", "--seconds", "4", "--profiles", PROFILES]
     # ~28 tickets a segment at 1 in 5 to win (face value 0.01 ETH pays for the redemption gas)
-    args += ["--chain", "embedded", "--ticket-ev", "0.002eth", "--price", "10gwei"]
+    args += ["--ticket-ev", "0.002eth", "--price", "10gwei"]
     args += ["--out", str(out), "--data-dir", str(tmp_path / "nodes"), "--serve"]
     # as a user runs it: a process of its own, its terminal output captured; with --serve the
     # network stays up after the job, its metrics scraped over HTTP, until Ctrl-C

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
 import trio
 from api_client import request, upload, wait_job
 from test_node_service import (
@@ -20,9 +23,10 @@ from test_node_service import (
 
 from events import kinds as k
 from node.audit.log import audit_path
-from node.keystore import create_keystore
+from node.keystore import create_keystore, load_keystore
 from node.local.demo import generate_clip
 from storage.store import DB_NAME
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 
 def jobs_in_hand(data_dir: Path) -> int:
@@ -36,24 +40,37 @@ def jobs_in_hand(data_dir: Path) -> int:
     return int(counts.get(k.JobAssigned.KIND, 0) > counts.get(k.JobResult.KIND, 0))
 
 
+@pytest.fixture
+def chain() -> Iterator[ExitStack]:
+    """Where a test enters the chain it starts (anvil is stopped after the test)."""
+    with ExitStack() as stack:
+        yield stack
+
+
 async def test_orchestrator_killed_mid_job_the_gateway_finishes_elsewhere(
-    tmp_path: Path,
+    tmp_path: Path, chain: ExitStack
 ) -> None:
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
     # a slow preset stretches each segment's transcode, so the kill lands inside one
     clip = generate_clip(tmp_path / "clip.mp4", "640x360", 8.0)
-    gw_key = create_keystore(tmp_path / "gw" / "gateway" / "keystore.json", PASSWORD, **FAST_KDF)
+    stores = [tmp_path / name / role / "keystore.json"
+              for name, role in (("gw", "gateway"), ("victim", "orchestrator"),
+                                 ("survivor", "orchestrator"))]  # fmt: skip
+    for path in stores:
+        create_keystore(path, PASSWORD, **FAST_KDF)
+    keys = [load_keystore(path, PASSWORD) for path in stores]
+    ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
+    economics = orchestrator_economics("2.5e9")  # wei per pixel, for this ladder
     network = '[p2p]\nnetwork = "fault-test"\n'
-    gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], network
-                           + '[gateway]\nprofiles = "360p,240p"\npreset = "slower"\n'
+    gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], ledger + network
+                           + f'[gateway]\nprofiles = "360p,240p"\npreset = "slower"\n'
+                           f'{GATEWAY_ECONOMICS}'
                            '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n')  # fmt: skip
 
     def orch_conf(name: str, gateway_addr: str) -> Path:
-        create_keystore(tmp_path / name / "orchestrator" / "keystore.json", PASSWORD, **FAST_KDF)
-        body = (f'{network}bootstrap = ["{gateway_addr}"]\n'
-                f'[ledger]\nfunded = ["0x{gw_key.hex()}"]\n'
-                '[orchestrator]\nticket_ev = "2e8"\ncapacity = 1\n')  # fmt: skip
+        body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n'
+                f'[orchestrator]\n{economics}capacity = 1\n')  # fmt: skip
         return write_config(tmp_path / f"{name}.toml", ["orchestrator"], body)
 
     victim_dir = tmp_path / "victim" / "orchestrator"

@@ -29,9 +29,8 @@ from media.segmenter import segment
 from media.transcoder import transcode
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
 from node.gateway.role import GatewayConfig
-from node.ledger import FakeLedger
 from node.local.demo import generate_clip
-from node.local.network import default_plan, open_network
+from node.local.network import default_plan, embedded_ledger, open_network
 
 PROFILES = "144p"
 SECONDS = 8.0  # four 2 s segments
@@ -101,9 +100,9 @@ async def test_live_stream_fails_over_then_sticks_and_ends(tmp_path: Path) -> No
     clip = generate_clip(tmp_path / "clip.mp4", "320x180", SECONDS)
     camera = Camera(to_ts(clip), SECONDS)
     out = tmp_path / "live"
-    ledger = FakeLedger(pool_size=2)
     gateway_cfg = GatewayConfig(profiles=PROFILES, job_timeout_s=30)
     plan = default_plan(2, gateway_cfg, ["die-mid-job"], ticket_ev=Fraction(10**9))
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
     seen: list[tuple[int, list[str], bool]] = []
     published_while_live: list[int] = []
     try:
@@ -208,8 +207,8 @@ async def test_unreachable_stream_fails_clearly(tmp_path: Path) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()  # nothing listens there now
-    ledger = FakeLedger(pool_size=1)
     plan = default_plan(1, GatewayConfig(profiles=PROFILES), ticket_ev=Fraction(10**9))
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
     async with open_network(tmp_path / "nodes", plan, ledger) as net:
         session = LiveSession(net.gateway, f"tcp://127.0.0.1:{port}", tmp_path / "live")
         with trio.fail_after(20), pytest.raises(LiveError, match="nothing published"):
@@ -301,7 +300,8 @@ async def test_slow_segments_move_the_session(tmp_path: Path) -> None:
     """A segment slower than latency_factor x its duration moves the session to the next best."""
     clip = generate_clip(tmp_path / "clip.mp4", "160x90", 6.0)
     plan = default_plan(2, GatewayConfig(profiles=PROFILES), ticket_ev=Fraction(10**9))
-    async with open_network(tmp_path / "nodes", plan, FakeLedger(pool_size=2)) as net:
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
+    async with open_network(tmp_path / "nodes", plan, ledger) as net:
         config = LiveConfig(window=3, max_in_flight=1, latency_factor=1e-4)
         session = LiveSession(net.gateway, str(clip), tmp_path / "live", PROFILES, config)
         with trio.fail_after(30):

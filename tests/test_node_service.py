@@ -7,13 +7,14 @@ after a gateway restart, every log auditing clean)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ from node.keystore import (
     resolve_password,
 )
 from node.local.demo import generate_clip
-from node.service import shifted_listen
+from node.service import NO_CHAIN, shifted_listen
 from storage.tickets import TICKETS_DB
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
@@ -86,9 +88,25 @@ def test_password_sources_in_order(tmp_path: Path) -> None:
         resolve_password(tmp_path / "empty", env)
 
 
+def test_run_without_a_chain_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    """No fake chain to fall back on: `castnet run` needs ledger.kind embedded or rpc."""
+    config = tmp_path / "node.toml"
+    config.write_text('roles = ["gateway"]\ndata_dir = "data"\n')
+    argv = [sys.executable, "-m", "node.cli", "run", "--config", str(config), "--init-keys"]
+    env = {**os.environ, PASSWORD_ENV: PASSWORD}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines == [f"castnet run: {NO_CHAIN}"], lines
+    assert 'ledger.kind = "embedded"' in lines[0] and "ledger.rpc_url" in lines[0]
+    assert not (tmp_path / "data").exists()  # refused before making keys or folders
+    assert build_config({"roles": ["gateway"], "data_dir": "d"}, tmp_path).ledger.kind == ""
+
+
 def test_keys_cli_new_show_and_wrong_password(tmp_path: Path, capsys: Any) -> None:
     config = tmp_path / "node.toml"
-    config.write_text('roles = ["gateway", "orchestrator"]\ndata_dir = "d"\n')
+    config.write_text('roles = ["gateway", "orchestrator"]\ndata_dir = "d"\n'
+                      '[ledger]\nkind = "embedded"\n')  # fmt: skip
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
     args = ["keys", "new", "--config", str(config), "--password-file", str(pw), "--json"]
@@ -128,7 +146,10 @@ GOOD = {"roles": ["gateway"], "data_dir": "d"}
         ({**GOOD, "ledger": {"kind": "ether"}}, "ledger.kind 'ether'"),
         ({**GOOD, "ledger": {"kind": "rpc"}}, "needs ledger.rpc_url"),
         ({**GOOD, "ledger": {"deposit": "1.5"}}, "whole number of wei"),
-        ({**GOOD, "ledger": {"funded": ["0x1234"]}}, "an address has 20 bytes"),
+        (
+            {**GOOD, "ledger": {"funded": ["0x" + "11" * 20]}},
+            "unknown key 'funded' in \\[ledger\\]",
+        ),
         ({**GOOD, "p2p": {"network": "a/b"}}, "bad network id"),
         ({**GOOD, "api": {"listen": "localhost"}}, "must be HOST:PORT"),
         (
@@ -249,25 +270,37 @@ def write_config(path: Path, roles: Sequence[str], body: str) -> Path:
     return path
 
 
+@pytest.fixture
+def chain() -> Iterator[ExitStack]:
+    """Where a test enters the chain it starts (anvil is stopped after the test)."""
+    with ExitStack() as stack:
+        yield stack
+
+
 async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume(
-    tmp_path: Path,
+    tmp_path: Path, chain: ExitStack
 ) -> None:
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
     clip = generate_clip(tmp_path / "clip.mp4", "320x180", 4.0)
-    gw_key = create_keystore(tmp_path / "gw" / "gateway" / "keystore.json", PASSWORD, **FAST_KDF)
-    create_keystore(tmp_path / "orch" / "orchestrator" / "keystore.json", PASSWORD, **FAST_KDF)
+    gw_store = tmp_path / "gw" / "gateway" / "keystore.json"
+    orch_store = tmp_path / "orch" / "orchestrator" / "keystore.json"
+    create_keystore(gw_store, PASSWORD, **FAST_KDF)
+    create_keystore(orch_store, PASSWORD, **FAST_KDF)
+    keys = [load_keystore(path, PASSWORD) for path in (gw_store, orch_store)]
+    ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
+    economics = orchestrator_economics("1.5e10")  # wei per pixel, for this ladder
     network = '[p2p]\nnetwork = "proc-test"\n'
     gw_port = free_port()  # fixed, so the orchestrator can redial a restarted gateway
-    gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], network
+    gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], ledger + network
                            + f'listen = ["/ip4/127.0.0.1/tcp/{gw_port}"]\n'
-                           '[gateway]\nprofiles = "180p:300k,144p"\n'
+                           f'[gateway]\nprofiles = "180p:300k,144p"\n{GATEWAY_ECONOMICS}'
                            '[api]\nlisten = "127.0.0.1:0"\n')  # fmt: skip
 
     def orch_conf(gateway_addr: str, redeem_s: float) -> Path:
-        body = (f'{network}bootstrap = ["{gateway_addr}"]\n'
-                f'[ledger]\nfunded = ["0x{gw_key.hex()}"]\n'
-                f'[orchestrator]\nticket_ev = "2e8"\nredeem_interval_s = {redeem_s}\n')  # fmt: skip
+        body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n'
+                f'[orchestrator]\n{economics}'
+                f'redeem_interval_s = {redeem_s}\n')  # fmt: skip
         return write_config(tmp_path / "orch.toml", ["orchestrator"], body)
 
     orch_dir = tmp_path / "orch" / "orchestrator"
@@ -279,7 +312,7 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
                    for line in gateway.lines)  # fmt: skip
         status, _ = await trio.to_thread.run_sync(request, api, "GET", "/v1/status")
         assert status == 401
-        # 1. an orchestrator in another process, on its own fake ledger that knows our deposit;
+        # 1. an orchestrator in another process, on the same contracts (anvil over JSON-RPC);
         #    it keeps its winning tickets queued (redemption every hour)
         async with node_process(orch_conf(gateway.p2p_addr, 3600), pw) as orch:
             job = await trio.to_thread.run_sync(upload, api, clip.read_bytes(), None, token)
@@ -314,7 +347,8 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
                 assert ("resumed 1 unfinished job(s)" in again.lines) == interrupted
                 assert not any(line.endswith(token) for line in again.lines)  # shown once
                 done = await wait_job(api2, second["id"], 90, token)
-                assert done["status"] == "done" and done["runs"] == on_disk["runs"] + interrupted
+                assert done["status"] == "done", done
+                assert done["runs"] == on_disk["runs"] + interrupted
                 old = await wait_job(api2, job["id"], 5, token)  # the first job is still served
                 status, body = await trio.to_thread.run_sync(
                     request, api2, "GET", old["playlist"], None, None, token

@@ -6,11 +6,12 @@ orchestrator; a worker whose peer id is not listed is refused and exits."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,10 +21,10 @@ import trio
 from api_client import request, upload, wait_job
 from test_node_service import FAST_KDF, PASSWORD, free_port, node_process, wait_for, write_config
 
-from events.crypto import to_checksum
+from events.crypto import LocalKeySigner, to_checksum
 from media.source import probe
 from node.config import ConfigError, build_config
-from node.keystore import create_keystore
+from node.keystore import create_keystore, load_keystore
 from node.local.demo import generate_clip
 from node.orchestrator.worker import Worker, WorkerConfig
 from node.orchestrator.workers import TASK, TASK_PROTOCOL, WorkerFailed, WorkerPool
@@ -32,6 +33,7 @@ from p2p.config import P2PConfig
 from p2p.framing import MessageStream
 from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.node import open_node
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK = "worker-test"
@@ -171,31 +173,41 @@ async def spawn(argv: list[str], stderr: Path) -> AsyncIterator[Proc]:
             await process.wait()
 
 
+@pytest.fixture
+def chain() -> Iterator[ExitStack]:
+    """Where a test enters the chain it starts (anvil is stopped after the test)."""
+    with ExitStack() as stack:
+        yield stack
+
+
 async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
-    tmp_path: Path,
+    tmp_path: Path, chain: ExitStack
 ) -> None:
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
     clip = generate_clip(tmp_path / "clip.mp4", "640x360", 4.0)
     big = generate_clip(tmp_path / "big.mp4", "1920x1080", 4.0)
-    gw_key = create_keystore(tmp_path / "gw" / "gateway" / "keystore.json", PASSWORD, **FAST_KDF)
-    orch_key = create_keystore(tmp_path / "orch" / "orchestrator" / "keystore.json", PASSWORD,
-                               **FAST_KDF)  # fmt: skip
+    stores = [tmp_path / "gw" / "gateway" / "keystore.json",
+              tmp_path / "orch" / "orchestrator" / "keystore.json"]  # fmt: skip
+    for path in stores:
+        create_keystore(path, PASSWORD, **FAST_KDF)
+    keys = [load_keystore(path, PASSWORD) for path in stores]
+    ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
+    economics = orchestrator_economics("6e9")  # wei per pixel, for this ladder
     worker_dir = tmp_path / "worker"
     worker_id = peer_id_of(load_or_create_identity(worker_dir)).to_base58()
     net = f'[p2p]\nnetwork = "{NETWORK}"\n'
     gw_conf = write_config(
         tmp_path / "gw.toml",
         ["gateway"],
-        net + '[gateway]\nprofiles = "240p,144p"\n'
+        ledger + net + f'[gateway]\nprofiles = "240p,144p"\n{GATEWAY_ECONOMICS}'
         '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n',
     )
     async with node_process(gw_conf, pw) as gateway:
         api = gateway.value("api ")
-        body = (f'{net}bootstrap = ["{gateway.p2p_addr}"]\n'
+        body = (f'{ledger}{net}bootstrap = ["{gateway.p2p_addr}"]\n'
                 f'listen = ["/ip4/127.0.0.1/tcp/{free_port()}"]\n'
-                f'[ledger]\nfunded = ["0x{gw_key.hex()}"]\n'
-                f'[orchestrator]\nticket_ev = "2e8"\nworkers = ["{worker_id}"]\n'
+                f'[orchestrator]\n{economics}workers = ["{worker_id}"]\n'
                 f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n')  # fmt: skip
         orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"], body)
         orch_argv = ["run", "--config", str(orch_conf), "--password-file", str(pw)]
@@ -221,10 +233,12 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
                 assert "refused by the orchestrator: peer" in stranger.err()
                 assert "is not in this orchestrator's orchestrator.workers" in stranger.err()
                 record = await wait_job(api, job["id"], 60)
-                assert record["status"] == "done", record
+                assert record["status"] == "done", json.dumps(record, indent=1)
                 total = record["progress"]["segments_total"]
                 assert record["progress"]["segments_done"] == total == 2
-                assert record["orchestrators"] == [to_checksum(orch_key).lower()]
+                assert record["orchestrators"] == [
+                    to_checksum(LocalKeySigner(keys[1]).address).lower()
+                ]
                 # the gateway sends both segments at once (orchestrator capacity 2): both run on
                 # the worker (capacity 2), none in-process
                 with trio.move_on_after(5):

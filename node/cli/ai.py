@@ -26,8 +26,7 @@ from node.amounts import readable
 from node.cli.commands import amount_arg, command_help
 from node.gateway.ai_jobs import AiJobError, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
-from node.ledger import FakeLedger
-from node.local.network import default_plan, open_network
+from node.local.network import default_plan, embedded_ledger, open_network
 
 
 def register(sub: Any) -> None:
@@ -79,7 +78,8 @@ async def _ai(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     plan = default_plan(args.orchestrators, GatewayConfig(), ticket_ev=Fraction(args.ticket_ev),
                         inference=inference)  # fmt: skip
     say(f"starting {args.orchestrators + 2} nodes on 127.0.0.1 (logs in {data_dir})")
-    async with open_network(data_dir, plan, FakeLedger(pool_size=args.orchestrators)) as net:
+    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
+    async with open_network(data_dir, plan, ledger) as net:
 
         def on_segment(done: int, total: int, outcome: SegmentOutcome) -> None:
             who = "0x" + outcome.orchestrator.hex()[:8] if outcome.result else "FAILED"

@@ -45,16 +45,10 @@ def register(sub: Any) -> None:
     p.add_argument("--reserve", default="1eth", help="gateway reserve, with its unit (1eth)")
     p.add_argument("--capacity", type=int, default=2, help="segments per orchestrator at once")
     p.add_argument(
-        "--ticket-ev", help="EV of a ticket, with its unit: 0.002eth (default per --chain)"
+        "--ticket-ev", help="EV of a ticket, with its unit: 0.002eth (default: the demo's)"
     )
     p.add_argument(
-        "--price", help="cheapest price per pixel, with its unit: 0.2gwei (default per --chain)"
-    )
-    p.add_argument(
-        "--chain",
-        choices=("embedded", "fake"),
-        default="embedded",
-        help="embedded: the contracts on an in-process EVM (default); fake: in memory",
+        "--price", help="cheapest price per pixel, with its unit: 0.2gwei (default: the demo's)"
     )
     p.add_argument(
         "--metrics-listen",
@@ -102,7 +96,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         capacity=args.capacity,
         ticket_ev=ev,
         price=price,
-        chain=args.chain,
     )
 
     def say(line: str) -> None:

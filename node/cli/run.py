@@ -16,7 +16,7 @@ import trio
 
 from events.crypto import to_checksum
 from node.cli.commands import command_help
-from node.config import ROLES, ConfigError, NodeConfig, load_config
+from node.config import LEDGER_KINDS, ROLES, ConfigError, NodeConfig, load_config
 from node.errors import user_error
 from node.keystore import (
     KDFS,
@@ -27,7 +27,7 @@ from node.keystore import (
     load_keystore,
     resolve_password,
 )
-from node.service import NodeService, ServiceError
+from node.service import NO_CHAIN, NodeService, ServiceError
 from p2p.errors import P2PError
 from p2p.host import quiet_libp2p
 from storage.errors import StorageError
@@ -51,9 +51,11 @@ def register(sub: Any) -> None:
     p.add_argument("--price-per-pixel", help="orchestrator price, wei per pixel (e.g. 1000)")
     p.add_argument("--capacity", type=int, help="orchestrator: segments at once")
     p.add_argument("--profiles", help="gateway default ladder, e.g. 720p,480p,360p")
-    p.add_argument("--ledger", choices=("fake", "rpc"), help="chain access")
-    p.add_argument("--funded", action="append", metavar="ADDRESS",
-                   help="fake ledger: a sender it believes deposited (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--ledger",
+        choices=LEDGER_KINDS,
+        help="chain: embedded (in-process EVM) or rpc (ledger.rpc_url + contracts)",
+    )
     _password_args(p)
     p.add_argument("--init-keys", action="store_true", help="create missing role keystores")
     p.set_defaults(run=cmd_run)
@@ -105,13 +107,15 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         },
         "orchestrator": {"price_per_pixel": args.price_per_pixel, "capacity": args.capacity},
         "gateway": {"profiles": args.profiles},
-        "ledger": {"kind": args.ledger, "funded": args.funded},
+        "ledger": {"kind": args.ledger},
     }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides(args))
+        if not config.ledger.kind:
+            return _fail("run", NO_CHAIN)
         password = resolve_password(args.password_file, os.environ)
         if args.init_keys:
             for role, path, address in ensure_keystores(config, password):

@@ -26,10 +26,9 @@ from events.crypto import LocalKeySigner, to_checksum
 from events.state import State
 from node.amounts import readable
 from node.audit.log import audit_path
-from node.chain_ledger import ChainLedger
 from node.gateway.role import GatewayConfig, JobReport, SegmentOutcome
-from node.ledger import FakeLedger, Ledger
-from node.local.network import Network, NetworkPlan, default_plan, key_for, open_network
+from node.ledger import Ledger
+from node.local.network import Network, NetworkPlan, default_plan, open_network
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
@@ -55,7 +54,6 @@ class DemoOptions:
     # wei each ticket is worth, and the cheapest price per pixel; None: the chain's default
     ticket_ev: int | None = None
     price: int | None = None
-    chain: str = "embedded"  # "embedded": contracts on an in-process EVM; "fake": in memory
 
 
 # (ticket EV in wei, cheapest price in wei per output pixel) per chain. A winning ticket pays its
@@ -64,8 +62,8 @@ class DemoOptions:
 # 1 gwei: 0.01 ETH). The default clip (10 s of 1080p, 5 segments of ~94 Mpixel over the
 # 720p/480p/360p ladder) at 0.2-0.3 gwei/pixel owes ~0.1 ETH; paid ahead with a 10% margin in
 # tickets of 0.005 ETH EV that win 1 in 2, that is ~30 tickets and ~15 winners to expect, and
-# P(none) = 0.5^30 ~ 1e-9. On the gas-free fake the face value is 3x EV.
-ECONOMICS = {"embedded": (5 * 10**15, 2 * 10**8), "fake": (2 * 10**10, 1000)}
+# P(none) = 0.5^30 ~ 1e-9.
+TICKET_EV, BASE_PRICE = 5 * 10**15, 2 * 10**8
 WIN_SCALE = 2**256  # win_prob / WIN_SCALE: the probability a ticket wins
 # entered once the network is up, left before it stops; what it yields joins the summary
 Attach = Callable[[Network], AbstractAsyncContextManager[dict[str, Any]]]
@@ -131,7 +129,7 @@ async def demo(
             generate_clip, data_dir / "input.mp4", options.size, options.seconds
         )
     prepare_out(options.out)
-    default_ev, default_price = ECONOMICS[options.chain]
+    default_ev, default_price = TICKET_EV, BASE_PRICE
     ev = Fraction(options.ticket_ev if options.ticket_ev is not None else default_ev)
     price = options.price if options.price is not None else default_price
     # the gateway accepts the demo's prices and ticket values (orchestrators ask up to 2x base)
@@ -199,8 +197,6 @@ async def _until_interrupted() -> None:
 
 def _ledger(options: DemoOptions, plan: NetworkPlan) -> Ledger:
     pool = max(1, options.orchestrators)
-    if options.chain == "fake":
-        return FakeLedger(pool_size=pool)
     names = ["gateway", "delegator", *(f"orchestrator{i}" for i in range(options.orchestrators))]
     keys = [key_for(plan.seed, name) for name in names]
     # each account gets the stake token it bonds; the supply is such that the bonds are

@@ -15,8 +15,10 @@ from typing import Any
 
 import trio
 
+from chain.client import ProtocolParams
 from events import kinds as k
 from events.crypto import LocalKeySigner, keccak256
+from node.chain_ledger import ChainLedger
 from node.gateway.role import Gateway, GatewayConfig
 from node.ledger import ChainLog, Ledger
 from node.orchestrator.rewards import RewardCaller
@@ -101,6 +103,15 @@ def _behind(member: Member, heads: list[dict[bytes, int]]) -> bool:
 
 def key_for(seed: str, name: str) -> bytes:
     return keccak256(f"{seed}/{name}".encode())
+
+
+def embedded_ledger(plan: NetworkPlan, round_length: int = 20) -> ChainLedger:
+    """The protocol contracts on a fresh in-process EVM, with every member of `plan` granted gas
+    money and stake token there (blocking: deploys and funds in a few hundred milliseconds)."""
+    count = len(plan.orchestrators)
+    names = ["gateway", "delegator", *(f"orchestrator{i}" for i in range(count))]
+    params = ProtocolParams(round_length=round_length, pool_size=max(1, count))
+    return ChainLedger.embedded([key_for(plan.seed, name) for name in names], params)
 
 
 async def _member(
