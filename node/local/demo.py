@@ -26,9 +26,10 @@ from events.crypto import LocalKeySigner, to_checksum
 from events.state import State
 from node.amounts import readable
 from node.audit.log import audit_path
+from node.chain_ledger import ChainLedger
 from node.gateway.role import GatewayConfig, JobReport, SegmentOutcome
 from node.ledger import Ledger
-from node.local.network import Network, NetworkPlan, default_plan, open_network
+from node.local.network import Network, NetworkPlan, default_plan, key_for, open_network
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
