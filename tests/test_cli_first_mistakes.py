@@ -119,7 +119,7 @@ def test_two_nodes_on_one_port(tmp_path: Path) -> None:
 
 def test_ctrl_c_during_the_demo(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "node.cli", "demo", "--size", "320x180", "--seconds", "6",
-            "--profiles", "144p", "--chain", "fake", "--out", str(tmp_path / "out"),
+            "--profiles", "144p", "--out", str(tmp_path / "out"),
             "--data-dir", str(tmp_path / "nodes")]  # fmt: skip
     demo = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip

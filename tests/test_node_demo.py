@@ -258,7 +258,7 @@ def test_gateway_without_deposit_is_refused_clearly(tmp_path: Path) -> None:
 
 def test_metrics_listen_refusals_are_clear(tmp_path: Path) -> None:
     def demo(listen: str) -> subprocess.CompletedProcess[str]:
-        args = ["demo", "--chain", "fake", "--size", "320x180", "--seconds", "2", "--profiles",
+        args = ["demo", "--size", "320x180", "--seconds", "2", "--profiles",
                 "144p", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nodes"),
                 "--metrics-listen", listen]  # fmt: skip
         return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
