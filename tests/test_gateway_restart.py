@@ -27,9 +27,10 @@ from events.envelope import decode
 from events.fold import apply
 from events.state import ASSIGNED, EMPTY, RESULTED, State
 from node.audit.log import audit_path
-from node.keystore import create_keystore
+from node.keystore import create_keystore, load_keystore
 from node.local.demo import generate_clip
 from storage.store import DB_NAME
+from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
 SEGMENTS = 5  # a 10 s clip cut in 2 s segments
 MiB = 1024 * 1024
@@ -66,13 +67,25 @@ async def test_gateway_killed_mid_job_resumes_without_posting_or_paying_twice(
     pw.write_text(PASSWORD)
     clip = generate_clip(tmp_path / "clip.mp4", "320x180", 2.0 * SEGMENTS)
     gw_key = create_keystore(tmp_path / "gw" / "gateway" / "keystore.json", PASSWORD, **FAST_KDF)
-    create_keystore(tmp_path / "orch" / "orchestrator" / "keystore.json", PASSWORD, **FAST_KDF)
+    orch_key = create_keystore(tmp_path / "orch" / "orchestrator" / "keystore.json", PASSWORD,
+                               **FAST_KDF)  # fmt: skip
     network = '[p2p]\nnetwork = "restart-test"\n'
     gw_port = free_port()  # fixed, so the orchestrator can redial the restarted gateway
+    keys = [load_keystore(tmp_path / role / role_dir / "keystore.json", PASSWORD)
+            for role, role_dir in (("gw", "gateway"), ("orch", "orchestrator"))]  # fmt: skip
+    assert orch_key  # its address; the chain needs the private keys
+    with protocol_on_anvil(tmp_path, keys[:1], keys[1:]) as ledger:
+        await _killed_mid_job(tmp_path, pw, clip, gw_key, network, gw_port, ledger)
+
+
+async def _killed_mid_job(
+    tmp_path: Path, pw: Path, clip: Path, gw_key: bytes, network: str, gw_port: int, ledger: str
+) -> None:
     gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], network
-                           + f'listen = ["/ip4/127.0.0.1/tcp/{gw_port}"]\n'
-                           '[gateway]\nprofiles = "180p:300k,144p"\npreset = "slower"\n'
-                           '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n')  # fmt: skip
+                           + f'listen = ["/ip4/127.0.0.1/tcp/{gw_port}"]\n' + ledger
+                           + '[gateway]\nprofiles = "180p:300k,144p"\npreset = "slower"\n'
+                           + GATEWAY_ECONOMICS
+                           + '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n')  # fmt: skip
     gw_dir = tmp_path / "gw" / "gateway"
     orch_dir = tmp_path / "orch" / "orchestrator"
 
@@ -80,9 +93,9 @@ async def test_gateway_killed_mid_job_resumes_without_posting_or_paying_twice(
         api = gateway.value("api ")
         # one slot: segments are done one after another, so the kill lands inside the job
         orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"],
-                                 f'{network}bootstrap = ["{gateway.p2p_addr}"]\n'
-                                 f'[ledger]\nfunded = ["0x{gw_key.hex()}"]\n'
-                                 '[orchestrator]\nticket_ev = "2e8"\ncapacity = 1\n')  # fmt: skip
+                                 f'{network}bootstrap = ["{gateway.p2p_addr}"]\n' + ledger
+                                 + '[orchestrator]\ncapacity = 1\n'
+                                 + orchestrator_economics("1.5e10"))  # fmt: skip
         async with node_process(orch_conf, pw) as orch:
             job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
             await wait_for(lambda: len(accepted_jobs(own_events(gw_dir, gw_key))) >= 1, 120)
@@ -150,7 +163,8 @@ async def test_an_upload_cut_by_a_kill_is_removed_at_the_next_start(tmp_path: Pa
     gw_conf = write_config(
         tmp_path / "gw.toml",
         ["gateway"],
-        '[p2p]\nnetwork = "upload-test"\n[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n',
+        '[p2p]\nnetwork = "upload-test"\n[ledger]\nkind = "embedded"\n'
+        '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n',
     )
     jobs = tmp_path / "gw" / "gateway" / "jobs"
     async with node_process(gw_conf, pw) as gateway:
