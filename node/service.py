@@ -175,6 +175,8 @@ class NodeService:
             secret=recipient_secret(self.keys["orchestrator"]),
             ticket_store=self._ticket_store,
         )
+        if self.config.ledger.kind == "embedded":  # a fresh chain: bond and register ourselves
+            await trio.to_thread.run_sync(self._self_bond, member.signer.address)
         await nursery.start(self.orchestrator.run)
         if self.config.ledger.kind == "rpc":  # rewards exist only on the contracts
             self.rewards = RewardCaller(self.ledger, self.orchestrator.writer)
@@ -183,6 +185,14 @@ class NodeService:
         if pending:
             log.info("resuming %d winning ticket(s) waiting for redemption", pending)
         nursery.start_soon(self._redeem_loop, self.orchestrator)
+
+    def _self_bond(self, me: bytes) -> None:
+        """On a fresh embedded chain our orchestrator bonds half of its granted stake token to
+        itself (and so registers), so that it is active and delegators can bond to it."""
+        staking = self.ledger.protocol.staking
+        if not staking.orchestrator(me).registered:
+            self.ledger.bond(me, me, staking.token_balance(me) // 2)
+            log.info("orchestrator bonded to itself on the embedded chain")
 
     async def _redeem_loop(self, orchestrator: Orchestrator) -> None:
         while True:

@@ -46,7 +46,8 @@ def run_args(tmp_path: Path) -> list[str]:
     """`castnet run` as a gateway with its keystore made on first use."""
     password = tmp_path / "pw"
     password.write_text(PASSWORD)
-    return ["run", "--role", "gateway", "--data-dir", str(tmp_path / "gw"), "--init-keys",
+    return ["run", "--role", "gateway", "--ledger", "embedded", "--data-dir", str(tmp_path / "gw"),
+            "--init-keys",
             "--password-file", str(password)]  # fmt: skip
 
 

@@ -51,6 +51,7 @@ async def dashboard(tmp_path: Path) -> AsyncIterator[tuple[NodeService, str]]:
         "roles": ["gateway", "orchestrator", "delegator"],
         "data_dir": "data",
         "p2p": {"network": "dashboard-test"},
+        "ledger": {"kind": "embedded"},
         "gateway": {"profiles": PROFILES},
         "orchestrator": {"ticket_ev": "1e9", "redeem_interval_s": 0.5},
         "delegator": {"orchestrator": to_checksum(orchestrator), "amount": "5e18"},

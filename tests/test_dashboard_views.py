@@ -26,7 +26,8 @@ from node.service import NodeService
 @asynccontextmanager
 async def site(tmp_path: Path) -> AsyncIterator[tuple[NodeService, tuple[str, int]]]:
     raw = {"roles": ["gateway", "orchestrator"], "data_dir": "data",
-           "p2p": {"network": "views-test"}, "api": {"enabled": False}}  # fmt: skip
+           "p2p": {"network": "views-test"}, "ledger": {"kind": "embedded"},
+           "api": {"enabled": False}}  # fmt: skip
     config = build_config(raw, tmp_path)
     async with trio.open_nursery() as nursery:
         svc: NodeService = await nursery.start(

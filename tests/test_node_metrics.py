@@ -29,6 +29,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[NodeService, str, str]]
         "roles": ["gateway", "orchestrator"],
         "data_dir": "data",
         "p2p": {"network": "metrics-test"},
+        "ledger": {"kind": "embedded"},
         "gateway": {"profiles": PROFILES},
         "orchestrator": {"ticket_ev": "1e9", "redeem_interval_s": 0.5},
         "api": {"listen": "127.0.0.1:0", "require_token": False},
