@@ -50,7 +50,7 @@ from p2p.errors import P2PError, ProtocolError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee, tickets_needed
-from payments.errors import PaymentError
+from payments.errors import ParamsExpired, PaymentError
 from payments.params import TicketParams
 from payments.sender import Sender, SenderConfig
 from payments.ticket import SignedTicket
@@ -345,6 +345,9 @@ class SegmentMarket:
         except PaymentError as exc:  # our sender refused to pay under these params
             outcome.errors.append(f"{who}: cannot pay: {exc}")
             log.warning("segment %d: cannot pay %s: %s", work.seq, who, exc)
+            # params that expired while we quoted (a slow machine, a fast chain) are nobody's
+            # fault: ask the same orchestrator again, for fresh ones
+            busy = isinstance(exc, ParamsExpired)
             if assigned:
                 await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
         except (
