@@ -86,14 +86,15 @@ class AiRechecker:
         with self._lock:
             count = min(RECHECK_FRAMES, len(target.keys))
             picks = sorted(self.rng.sample(range(len(target.keys)), count))
-        self.checked += 1
+            self.checked += 1  # segments are checked in threads: count under the lock
         clip, inputs = _clip(target.segment, picks)
         if output.kind == DETECTIONS:
             problems = self._detections(target, output, clip, picks)
         else:
             problems = self._video(target, output, clip, picks, inputs)
         if problems:
-            self.caught += 1
+            with self._lock:
+                self.caught += 1
         return problems
 
     def _recompute(self, target: RecheckTarget, model: str, clip: bytes) -> Any | None:
