@@ -206,6 +206,11 @@ def test_measured_speed_follows_the_inference_size(engine: InferenceEngine) -> N
 def test_cli_runs_styles_and_refuses_bad_options(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert main(["inference", "models", "--json", "--provider", "cpu"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert listed["multistyle26"]["pipeline"] == listed["arbitrary-style"]["pipeline"] == "style"
+    assert listed["modnet"]["sizes"] == "any, sides multiples of 32"
+    assert all(listed[name]["installed"] for name in ("multistyle26", "arbitrary-style", "modnet"))
     out = tmp_path / "cli-style.mp4"
     base = ["inference", "run", "style", str(clip), "--out", str(out), "--provider", "cpu"]
     assert main([*base, "--blend", "mosaic=0.5,starry=0.5", "--infer-size", "88x72", "--json"]) == 0
