@@ -186,8 +186,8 @@ def test_cli_replaces_the_background(
 
 def test_tiny_and_thin_frames_are_matted_at_their_size(engine: InferenceEngine) -> None:
     for size in ("22x16", "402x34"):
-        graph = f"testsrc2=size={size}:rate=10:duration=0.2"
+        graph = f"testsrc2=size={size}:rate=10:duration=0.1"
         result = engine.run_pipeline("matte", graph, format="lavfi", options={"background": "blur"})
         images, _ = decode(result.video or b"")
         width, height = (int(v) for v in size.split("x"))
-        assert len(images) == 2 and images[0].shape == (height, width, 3)
+        assert len(images) == 1 and images[0].shape == (height, width, 3)

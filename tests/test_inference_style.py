@@ -21,7 +21,7 @@ from node.cli.main import main
 from node.protocol import VIDEO_PIPELINES
 from tests.ai_clips import carphone, decode, mad, save
 
-FRAMES = 6
+FRAMES = 4
 
 
 @pytest.fixture(scope="module")
