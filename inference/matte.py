@@ -43,8 +43,9 @@ class Matte:
         self.work_width, self.work_height = work or (width, height)
         self.multiple = model.manifest.multiple
         norm = model.manifest.normalization
-        self._scale = np.float32(norm.scale) / np.asarray(norm.std, np.float32)
-        self._shift = -np.asarray(norm.mean, np.float32) / np.asarray(norm.std, np.float32)
+        std = np.asarray(norm.std, np.float32)
+        self._scale: np.ndarray = (np.float32(norm.scale) / std).astype(np.float32)
+        self._shift: np.ndarray = (-np.asarray(norm.mean, np.float32) / std).astype(np.float32)
         self.net = model.runner()
         if len(self.net.input_names) != 1 or len(self.net.input_shape) != 4:
             raise ShapeMismatch(
