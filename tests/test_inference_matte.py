@@ -18,7 +18,7 @@ from inference.matte import Matte, default_work_size
 from node.cli.main import main
 from tests.ai_clips import carphone, decode, mad, save
 
-FRAMES = 3
+FRAMES = 2
 CORNER = 16  # side of the corner squares checked; in carphone all but the bottom right (the
 # speaker's jacket) are background
 
