@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from inference.pipelines import VIDEO_KINDS
 from media.profiles import Profile, plan_ladder
 from media.transcoder import Rendition
 from p2p.errors import ProtocolError
@@ -232,7 +233,7 @@ def estimate_pixels(
 # -- inference segments ----------------------------------------------------------------------
 
 DETECTIONS, VIDEO = "detections", "video"  # what an AI segment returns: JSON lines, or MPEG-TS
-VIDEO_PIPELINES = frozenset({"filter", "upscale"})
+VIDEO_PIPELINES = VIDEO_KINDS
 MAX_AI_FRAMES = 2000  # per segment (a ~2 s segment has 50-120)
 MAX_BOXES = 100  # per frame
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
