@@ -13,7 +13,8 @@ from typing import Any
 
 import msgpack
 
-from inference.errors import InferenceError
+from inference.options import parse_options
+from inference.pipelines import VIDEO_KINDS
 from media.profiles import Profile, plan_ladder
 from media.transcoder import Rendition
 from p2p.errors import ProtocolError
@@ -235,7 +236,7 @@ def estimate_pixels(
 # -- inference segments ----------------------------------------------------------------------
 
 DETECTIONS, VIDEO = "detections", "video"  # what an AI segment returns: JSON lines, or MPEG-TS
-VIDEO_PIPELINES = frozenset({"filter", "upscale", "style", "matte"})
+VIDEO_PIPELINES = VIDEO_KINDS
 MAX_AI_FRAMES = 2000  # per segment (a ~2 s segment has 50-120)
 MAX_BOXES = 100  # per frame
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -336,12 +337,6 @@ def parse_ai_options(
 ) -> dict[str, Any]:
     """A pipeline's options checked and normalised by inference.options (InferenceError when
     bad); `allow_paths` only for options typed on this machine, never for a peer's."""
-    try:
-        from inference.options import parse_options
-    except ImportError:  # an inference library from before pipeline options: none are taken
-        if raw:
-            raise InferenceError(f"{pipeline} takes no options on this node") from None
-        return {}
     return parse_options(pipeline, raw or {}, allow_paths=allow_paths)
 
 

@@ -155,9 +155,10 @@ class AiCompute:
         """Run the pipeline over the segment; Refused(FAILED) when inference fails."""
         assert self.engine is not None
         pipeline = plan.spec.pipeline
-        extra = {"options": dict(plan.options)} if plan.options else {}
         try:
-            result = self.engine.run_pipeline(pipeline, segment, model=plan.model, **extra)
+            result = self.engine.run_pipeline(
+                pipeline, segment, model=plan.model, options=dict(plan.options)
+            )
         except InferenceError as exc:
             raise Refused(FAILED, f"{pipeline} failed: {exc}") from None
         if result.frames > MAX_AI_FRAMES:
