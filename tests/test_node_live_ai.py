@@ -27,6 +27,7 @@ from media.segmenter import segment
 from node.api.app import GatewayApi
 from node.api.server import serve_api
 from node.config import ApiConfig
+from node.gateway.ai_checks import MIN_CHANGE
 from node.gateway.jobs import JobBook, JobRecord
 from node.gateway.live import LiveConfig, LiveReport, LiveSession
 from node.gateway.live_ai import Demand, KeepUpSelector, LiveAiError, live_ai
@@ -37,7 +38,7 @@ from node.local.network import default_plan, embedded_ledger, open_network
 from node.protocol import AiSpec, StatedFps, stated_fps
 from p2p.errors import ProtocolError
 
-PIPELINE = "filter"
+PIPELINE, STYLE, INFER_SIZE = "style", "mosaic", "96x64"  # infer small, scale back up
 SIZE, SECONDS = "160x96", 6.0  # six 1 s segments
 OUTPUT = Path(__file__).parent / "output" / "ai"
 
@@ -91,7 +92,7 @@ async def test_live_ai_stream_keeps_audio_and_fails_over_when_killed(tmp_path: P
             # a loaded test machine is slower than real time: only the kill moves the session
             config = LiveConfig(window=3, segment_s=1.0, attempt_timeout_s=20, read_timeout_s=10,
                                 latency_factor=30.0)  # fmt: skip
-            ai = live_ai(PIPELINE)
+            ai = live_ai(PIPELINE, options={"style": STYLE, "infer_size": INFER_SIZE})
             session = LiveSession(net.gateway, camera.url, out, config=config,
                                   on_publish=on_publish, ai=ai)  # fmt: skip
             with trio.fail_after(40):  # a 6 s stream
@@ -116,6 +117,7 @@ async def test_live_ai_stream_keeps_audio_and_fails_over_when_killed(tmp_path: P
     # each orchestrator that ran the pipeline states the fps it reached, at its size
     assert any(s and s[0].pipeline == PIPELINE and s[0].fps > 0 for s in stated)
 
+    changes: list[float] = []
     playlist = out / PIPELINE / "index.m3u8"
     entries, ended = read_media(playlist)
     assert ended and len(entries) == 3
@@ -127,11 +129,13 @@ async def test_live_ai_stream_keeps_audio_and_fails_over_when_killed(tmp_path: P
         assert len(made) == len(given) and made[0].shape == given[0].shape == (96, 160)
         assert streams(data).get("audio", 0) == streams(sources[seq].data)["audio"] > 0
         change = float(np.mean([np.abs(a - b).mean() for a, b in zip(made, given, strict=True)]))
-        assert change > 0.5, change  # the filter ran on the pictures
+        assert change > MIN_CHANGE[PIPELINE], change  # the style repainted the pictures
+        changes.append(change)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     with av.open(str(playlist.parent / entries[-1].uri)) as container:
         frame = next(container.decode(video=0))
-        frame.to_image().save(OUTPUT / f"live_{PIPELINE}.png")
+        frame.to_image().save(OUTPUT / f"live_{PIPELINE}_{STYLE}.png")
+    print(f"mean luma change per segment: {', '.join(f'{c:.1f}' for c in changes)}")
 
 
 def test_options_on_the_wire_are_bounded_and_old_specs_still_read() -> None:
@@ -210,7 +214,9 @@ async def test_live_api_takes_a_pipeline_and_refuses_paths(tmp_path: Path) -> No
             ({"url": url, "style": "mosaic"}, "bad_request"),  # options without a pipeline
             ({"url": url, "pipeline": "detect-faces"}, "bad_options"),
             ({"url": url, "pipeline": "filter", "model": "../etc"}, "bad_options"),
-            ({"url": url, "pipeline": "filter", "infer_size": "tiny"}, "bad_options"),
+            ({"url": url, "pipeline": "style", "infer_size": "tiny"}, "bad_options"),
+            ({"url": url, "pipeline": "style", "style": "nope"}, "bad_options"),
+            ({"url": url, "pipeline": "filter", "infer_size": "320x180"}, "bad_options"),
             ({"url": url, "pipeline": "style", "style_image": "/etc/passwd"}, "bad_options"),
             ({"url": url, "pipeline": "matte", "background": "~/me.png"}, "bad_options"),
             ({"url": url, "pipeline": 5}, "bad_request"),
@@ -218,13 +224,17 @@ async def test_live_api_takes_a_pipeline_and_refuses_paths(tmp_path: Path) -> No
         for body, error in bad:
             status, answer = await post(body)
             assert (status, answer["error"]) == (400, error), (body, answer)
-        path_answer = (await post(bad[4][0]))[1]["message"]
+        path_answer = (await post({"url": url, "pipeline": "style", "style_image": "/etc/passwd"}))[
+            1
+        ]["message"]
         assert "local paths are not accepted" in path_answer and "passwd" not in path_answer
         assert queued == []
-        status, job = await post({"url": url, "pipeline": PIPELINE})
+        asked = {"url": url, "pipeline": PIPELINE, "style": "Mosaic", "infer_size": "320x180"}
+        status, job = await post(asked)
         assert status == 202, job
         record: JobRecord | None = book.get(job["id"])
-        assert record is not None and record.pipeline == PIPELINE and record.options == {}
+        assert record is not None and record.pipeline == PIPELINE
+        assert record.options == {"style": "mosaic", "infer_size": "320x180"}
         assert queued == [job["id"]]
         public = record.public()
         assert public["kind"] == "live" and public["pipeline"] == PIPELINE

@@ -19,8 +19,9 @@ from node.protocol import DETECTIONS, MAX_BOXES, VIDEO, VIDEO_PIPELINES, AiOutpu
 
 MAX_PROBLEMS = 5  # a verdict's reason stays readable
 # Least mean absolute luma difference (0-255) between a pipeline's output and its input, over the
-# first frames. A style repaints the whole picture; a matte replaces the background; the filter (a gentle 3x3 kernel, ~2.7 on the demo clip) gets only a floor that
-# catches the input handed back (0) or re-encoded at a good bitrate (~0.3).
+# first frames. A style repaints the whole picture (mosaic on the test pattern: ~78); a matte
+# replaces the background; the filter (a gentle 3x3 kernel, ~2.7 on the demo clip) gets only a
+# floor that catches the input handed back (0) or re-encoded at a good bitrate (~0.3).
 MIN_CHANGE = {"filter": 0.5, "style": 12.0, "matte": 3.0}
 CHANGE_FRAMES = 3
 
