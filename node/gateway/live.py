@@ -73,6 +73,7 @@ class LiveReport:
     # seconds from a segment's cut at the gateway to its listing in the live playlist, by seq
     added_latency_s: dict[int, float] = field(default_factory=dict)
     duration_s: dict[int, float] = field(default_factory=dict)  # each segment's media seconds
+    cut_at: dict[int, float] = field(default_factory=dict)  # monotonic time of each segment's cut
 
     def latency_percentile(self, share: float) -> float:
         """The added latency below which `share` (0-1) of the published segments fall."""
@@ -272,6 +273,7 @@ class LiveSession:
         arrived = self._arrived.pop(done.seq, None)
         if arrived is not None:
             self.report.added_latency_s[done.seq] = time.monotonic() - arrived
+            self.report.cut_at[done.seq] = arrived
             self.report.duration_s[done.seq] = float(result.duration)
 
 
