@@ -35,7 +35,8 @@ from node.gateway.role import GatewayConfig
 from node.gateway.selection import Selector
 from node.local.demo import generate_clip
 from node.local.network import default_plan, embedded_ledger, open_network
-from node.protocol import AiSpec, StatedFps, stated_fps
+from node.orchestrator.ai_compute import AiCompute
+from node.protocol import BAD_REQUEST, AiSpec, Refused, StatedFps, stated_fps
 from p2p.errors import ProtocolError
 
 PIPELINE, STYLE, INFER_SIZE = "style", "mosaic", "96x64"  # infer small, scale back up
@@ -153,6 +154,28 @@ def test_options_on_the_wire_are_bounded_and_old_specs_still_read() -> None:
     ):
         with pytest.raises(ProtocolError):
             AiSpec.from_wire(bad)
+
+
+async def test_orchestrator_checks_options_and_refuses_paths(tmp_path: Path) -> None:
+    compute = AiCompute(InferenceConfig(preset="ultrafast", threads=1))
+    await trio.to_thread.run_sync(compute.start)
+    clip = generate_clip(tmp_path / "clip.mp4", "96x64", 1.0)
+    seg = next(iter(segment(clip, target_duration=1.0)))
+    job = b"\x02" * 32
+    for options, reason in [
+        ({"style_image": str(clip)}, "not accepted from peers"),
+        ({"style": "nope"}, "unknown style"),
+        ({"infer_size": "9x9"}, "out of range"),
+    ]:
+        with pytest.raises(Refused) as caught:
+            compute.plan(AiSpec(job, "style", "", options), seg.data)
+        assert caught.value.code == BAD_REQUEST and reason in caught.value.reason, caught.value
+    plan = compute.plan(AiSpec(job, "style", "", {"style": "Mosaic"}), seg.data)
+    assert plan.options["style"] == "mosaic" and (plan.width, plan.height) == (96, 64)
+    output = await trio.to_thread.run_sync(compute.run, plan, seg.data)
+    assert output.frames == 30 and (output.width, output.height) == (96, 64)
+    stated = stated_fps(compute.capabilities(), "style")
+    assert stated is not None and stated.fps > 0 and (stated.width, stated.height) == (96, 64)
 
 
 def test_stated_fps_and_keeping_up() -> None:
