@@ -20,21 +20,25 @@ import statistics
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import av
 import numpy as np
 from bench_clips import trimmed
 
+from inference.effects import video_effect
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.frames import open_video
 from inference.imagemodels import ImageModel
 from inference.pipelines import DETECTORS, pipeline_stages
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
+from inference.speed import measure_fps
 from inference.stages import StageTimes, run_stages
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 
@@ -86,6 +90,111 @@ def median_stages(runs: list[dict[str, float]], frames: int) -> dict[str, float]
         name: round(1000 * statistics.median(run[name] for run in runs) / frames, 1)
         for name in runs[0]
     }
+
+
+# -- style and matte: real models at two inference sizes on a 640x360 input ----------------------
+
+EFFECT_CASES = (
+    ("style", "multistyle26", {"style": "mosaic"}),
+    ("matte", "modnet", {"background": "#00ff00"}),
+)
+EFFECT_INPUT = (640, 360)
+EFFECT_SIZES = ("320x180", "640x360")
+
+
+def scaled_clip(source: Path, frames: int, folder: Path, width: int, height: int) -> Path:
+    """The first `frames` frames of `source` scaled to width x height (x264 crf 12)."""
+    path = folder / f"{source.stem}-{width}x{height}-{frames}.mp4"
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.options = {"preset": "ultrafast", "crf": "12"}
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == frames:
+                break
+            picture = frame.reformat(width, height, "yuv420p", interpolation="BICUBIC")
+            picture.pts, picture.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    return path
+
+
+def record_all_feeds(model: LoadedModel) -> list[tuple[Any, dict[str, np.ndarray]]]:
+    """Make every runner of `model` remember every feed it runs, all inputs included."""
+    feeds: list[tuple[Any, dict[str, np.ndarray]]] = []
+    for runner in model.runners.values():
+        original = type(runner).run_feeds
+
+        def run_feeds(feed: dict[str, np.ndarray], runner: Any = runner, f: Any = original) -> Any:
+            feeds.append((runner.session, dict(feed)))
+            return f(runner, feed)
+
+        runner.run_feeds = run_feeds  # type: ignore[method-assign]
+    return feeds
+
+
+def effect_pipeline_seconds(
+    engine: InferenceEngine, pipeline: str, model: LoadedModel, video: Path, options: Any
+) -> tuple[float, StageTimes]:
+    """Decode + prepare + model steps of a video effect in the pipeline's threads, no encoding."""
+    started = time.perf_counter()
+    with open_video(video) as (info, frames):
+        effect = video_effect(pipeline, model, info.width, info.height, options)
+        stages, times = pipeline_stages(effect.prepare, effect.steps(), engine.config.batch)
+        for _ in run_stages(frames, stages, times=times):
+            pass
+    return time.perf_counter() - started, times
+
+
+def effect_rows(
+    engine: InferenceEngine, args: argparse.Namespace, folder: Path, show: Any
+) -> list[dict[str, Any]]:
+    """style and matte at each inference size: raw ORT, pipeline and e2e fps, and the busiest
+    step; also the fps `measure_fps` states for an offer."""
+    cases = [c for c in EFFECT_CASES if not args.only or {c[0], c[1]} & set(args.only.split(","))]
+    if not cases:
+        return []
+    width, height = EFFECT_INPUT
+    video = scaled_clip(DATA / "carphone_pristine.mp4", args.frames, folder, width, height)
+    show("")
+    show(f"style and matte on carphone scaled to {width}x{height}, {args.frames} frames, medians")
+    header = (f"| {'pipeline':<8} | {'model':<12} | {'infer at':<8} | {'raw ORT fps':>11} |"
+              f" {'pipeline fps':>12} | {'e2e fps':>7} | {'e2e/raw':>7} | {'offer fps':>9} |"
+              f" {'bound by':<8} | busy ms/frame per step (e2e run) |")  # fmt: skip
+    show(header)
+    show("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    rows = []
+    for pipeline, name, base in cases:
+        model = engine.cache.get(engine.registry.get(name))
+        for size in EFFECT_SIZES:
+            options = {**base, "infer_size": size}
+            feeds = record_all_feeds(model)
+            engine.run_pipeline(pipeline, video, model=name, options=options)  # warm-up, records
+            for runner in model.runners.values():
+                del runner.run_feeds
+            recorded, raws, pipes, e2es, e2e_steps = list(feeds), [], [], [], []
+            for _ in range(args.rounds):
+                raws.append(raw_seconds(recorded))
+                pipes.append(effect_pipeline_seconds(engine, pipeline, model, video, options)[0])
+                result = engine.run_pipeline(
+                    pipeline, video, model=name, out=folder / "effect.mp4", options=options
+                )
+                e2es.append(result.wall_seconds)
+                e2e_steps.append(result.stages)
+            offer = measure_fps(model, pipeline, width, height, options, frames=8)
+            fps = [args.frames / statistics.median(t) for t in (raws, pipes, e2es)]
+            steps = median_stages(e2e_steps, args.frames)
+            bound = max(steps, key=steps.__getitem__)
+            shown = " ".join(f"{k} {v}" for k, v in steps.items())
+            show(f"| {pipeline:<8} | {name:<12} | {size:<8} | {fps[0]:>11.1f} | {fps[1]:>12.1f} |"
+                 f" {fps[2]:>7.1f} | {fps[2] / fps[0]:>7.2f} | {offer:>9.1f} | {bound:<8} |"
+                 f" {shown} |")  # fmt: skip
+            rows.append({"pipeline": pipeline, "model": name, "input": f"{width}x{height}",
+                         "infer_size": size, "raw_fps": fps[0], "pipeline_fps": fps[1],
+                         "e2e_fps": fps[2], "e2e_over_raw": fps[2] / fps[0],
+                         "offer_fps": offer, "bounding_stage": bound,
+                         "stage_ms_per_frame": steps})  # fmt: skip
+    return rows
 
 
 def main() -> int:
@@ -165,6 +274,7 @@ def main() -> int:
                      "pipeline_stage_ms_per_frame": median_stages(pipe_steps, args.frames),
                      "raw_seconds": raws, "pipeline_seconds": pipes,
                      "e2e_seconds": e2es})  # fmt: skip
+    rows += effect_rows(engine, args, folder, show)
     if args.json:
         print(json.dumps({"provider": engine.provider, "provider_reason": engine.choice.reason,
                           "frames": args.frames, "batch": args.batch, "threads": args.threads,

@@ -48,6 +48,7 @@ class ModelInfo:
     bytes: int
     source: str
     description: str
+    sizes: str = "any"  # the input sizes the model accepts, in words
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class ModelInfo:
             "bytes": self.bytes,
             "source": self.source,
             "description": self.description,
+            "sizes": self.sizes,
         }
 
 
@@ -90,6 +92,7 @@ class InferenceEngine:
                 m.file_bytes,
                 m.source,
                 m.description,
+                m.sizes,
             )
             for m in self.registry
         ]

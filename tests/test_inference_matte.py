@@ -4,6 +4,7 @@ stays; size, frames and timestamps are kept. PNG frames are saved under tests/ou
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -14,6 +15,7 @@ from inference.detections import Box
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InvalidOptions
 from inference.matte import Matte, default_work_size
+from node.cli.main import main
 from tests.ai_clips import carphone, decode, mad, save
 
 FRAMES = 3
@@ -164,3 +166,19 @@ def test_bad_backgrounds_fail_before_any_output(
     with pytest.raises(InvalidOptions, match="not a readable picture"):
         engine.run_pipeline("matte", str(clip), out=out, options={"background": str(garbage)})
     assert not out.exists()
+
+
+def test_cli_replaces_the_background(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli-matte.mp4"
+    argv = ["inference", "run", "matte", str(clip), "--out", str(out), "--provider", "cpu",
+            "--background", "#0000ff", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "modnet"
+    images, _ = decode(out)
+    blue = np.zeros((CORNER, CORNER, 3), np.uint8)
+    blue[..., 2] = 255
+    assert len(images) == FRAMES and mad(images[0][:CORNER, :CORNER], blue) < 30
+    assert main([*argv[:-3], "--background", "#00f"]) == 2
+    assert "six hex digits" in capsys.readouterr().err

@@ -15,7 +15,9 @@ from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InferenceError, InvalidOptions, UnknownPipeline
 from inference.options import parse_options
 from inference.pipelines import VIDEO_KINDS
+from inference.speed import measure_fps
 from inference.style import STYLE_NAMES, StyleNet
+from node.cli.main import main
 from node.protocol import VIDEO_PIPELINES
 from tests.ai_clips import carphone, decode, mad, save
 
@@ -184,3 +186,49 @@ def test_bad_options_and_mismatched_models_fail_before_any_output(
 def test_video_kinds_are_the_protocols_video_pipelines() -> None:
     assert {"filter", "upscale", "style", "matte"} == VIDEO_KINDS
     assert VIDEO_PIPELINES == VIDEO_KINDS
+
+
+def test_measured_speed_follows_the_inference_size(engine: InferenceEngine) -> None:
+    loaded = engine.cache.get(engine.resolve("style"))
+    full = measure_fps(loaded, "style", 320, 180, {"style": "mosaic"}, frames=2)
+    small = measure_fps(loaded, "style", 320, 180, {"style": "mosaic", "infer_size": "160x90"}, 2)
+    assert 0 < full < small < 10_000
+    with pytest.raises(InvalidOptions, match="unknown style"):
+        measure_fps(loaded, "style", 320, 180, {"style": "nope"})
+    with pytest.raises(InferenceError, match="frames must be"):
+        measure_fps(loaded, "style", 320, 180, frames=0)
+    faces = engine.cache.get(engine.resolve("detect-faces"))
+    assert measure_fps(faces, "detect-faces", 176, 144, frames=2) > 0
+    with pytest.raises(InvalidOptions, match="takes no options"):
+        measure_fps(faces, "detect-faces", 176, 144, {"style": "mosaic"})
+
+
+def test_cli_runs_styles_and_refuses_bad_options(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inference", "models", "--json", "--provider", "cpu"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert listed["multistyle26"]["pipeline"] == listed["arbitrary-style"]["pipeline"] == "style"
+    assert listed["modnet"]["sizes"] == "any, sides multiples of 32"
+    assert all(listed[name]["installed"] for name in ("multistyle26", "arbitrary-style", "modnet"))
+    out = tmp_path / "cli-style.mp4"
+    base = ["inference", "run", "style", str(clip), "--out", str(out), "--provider", "cpu"]
+    assert main([*base, "--blend", "mosaic=0.5,starry=0.5", "--infer-size", "88x72", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == FRAMES and summary["output"] == [176, 144]
+    assert len(decode(out)[0]) == FRAMES
+    out.unlink()
+    for extra, message in [
+        (["--style", "picasso"], "unknown style 'picasso'"),
+        (["--blend", "mosaic=half"], "--blend weight 'half' of 'mosaic' is not a number"),
+        (["--style", "mosaic", "--blend", "starry=1"], "not style and blend"),
+        (["--infer-size", "big"], "infer_size must be WIDTHxHEIGHT"),
+        (["--background", "blur"], "unknown style option 'background'"),
+    ]:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("castnet: ") and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    argv = ["inference", "run", "filter", str(clip), "--out", str(out), "--style", "mosaic"]
+    assert main(argv) == 2
+    assert "filter takes no options" in capsys.readouterr().err
