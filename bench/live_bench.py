@@ -104,8 +104,10 @@ async def network_live(
     """The paced stream through a live session on the demo network (transcoding, or `ai`)."""
     data, seconds = await trio.to_thread.run_sync(clip_to_ts, clip)
     inference = InferenceConfig(preset="ultrafast")
+    warm = (f"{ai.pipeline}@{'x'.join(map(str, ai.infer_size))}",) if ai and ai.infer_size else ()
     plan = default_plan(orchestrators, GatewayConfig(profiles=profiles), capacity=1,
-                        ticket_ev=Fraction(10**9), inference=inference)  # fmt: skip
+                        ticket_ev=Fraction(10**9), inference=inference,
+                        ai_warm=warm)  # fmt: skip
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
     async with open_network(base, plan, ledger) as net:
         sender = PacedSender(data, seconds)

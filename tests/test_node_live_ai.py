@@ -159,6 +159,11 @@ def test_options_on_the_wire_are_bounded_and_old_specs_still_read() -> None:
 async def test_orchestrator_checks_options_and_refuses_paths(tmp_path: Path) -> None:
     compute = AiCompute(InferenceConfig(preset="ultrafast", threads=1))
     await trio.to_thread.run_sync(compute.start)
+    # warmed at start: the first offer already states its speed (a bad entry is skipped)
+    await trio.to_thread.run_sync(compute.warm_up, ("style@96x64", "nope@1x1", "style"))
+    warm = stated_fps(compute.capabilities(), "style")
+    assert warm is not None and warm.fps > 0 and (warm.width, warm.height) == (96, 64)
+    assert "ai:style:warm" in compute.capabilities()
     clip = generate_clip(tmp_path / "clip.mp4", "96x64", 1.0)
     seg = next(iter(segment(clip, target_duration=1.0)))
     job = b"\x02" * 32

@@ -148,8 +148,13 @@ async def demo(
                                 max_price_per_pixel=Fraction(4 * price), max_ev=4 * ev,
                                 max_total_ev=max(Fraction(10**17), 10_000 * ev))  # fmt: skip
     inference = InferenceConfig(preset="ultrafast")
+    warm: tuple[str, ...] = ()
+    if options.ai is not None:  # loaded and measured at start: the offers state their fps
+        width, height = options.ai.infer_size or (int(v) for v in options.size.split("x"))
+        warm = (f"{options.ai.pipeline}@{width}x{height}",)
     plan = default_plan(options.orchestrators, gateway_cfg, options.faults, base_price=price,
-                        capacity=options.capacity, ticket_ev=ev, inference=inference)  # fmt: skip
+                        capacity=options.capacity, ticket_ev=ev, inference=inference,
+                        ai_warm=warm)  # fmt: skip
     plan = _with_funds(plan, options.gateway_deposit, options.gateway_reserve)
     ledger = await trio.to_thread.run_sync(_ledger, options, plan)
     say(f"chain: {ledger.kind}")

@@ -20,6 +20,7 @@ from typing import Any
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
+from inference.speed import measure_fps
 from media.errors import MediaError
 from media.source import MAX_PIXELS, probe
 from node.protocol import (
@@ -109,6 +110,34 @@ class AiCompute:
         with self._lock:
             caps += sorted(stated.capability() for stated in self._stated.values())
         return tuple(caps[:MAX_AI_CAPABILITIES])
+
+    def warm_up(self, entries: tuple[str, ...]) -> None:
+        """Load each `pipeline[/model]@WxH` model now and measure its fps at that inference size
+        (inference.speed), so the first offer already says how fast this node is; an entry that
+        cannot be warmed is logged and skipped."""
+        engine = self.engine
+        if engine is None:
+            return
+        for entry in entries:
+            try:
+                what, _, size = entry.partition("@")
+                pipeline, _, model = what.partition("/")
+                width, height = (int(v) for v in size.split("x"))
+                options = parse_ai_options(pipeline, {})
+                manifest = engine.resolve(pipeline, model or None)
+                default = engine.resolve(pipeline).name == manifest.name
+                fps = measure_fps(engine.cache.get(manifest), pipeline, width, height, options)
+            except (InferenceError, ValueError) as exc:
+                log.warning("cannot warm up %r: %s", entry, exc)
+                continue
+            with self._lock:
+                self._stated[(pipeline, manifest.name)] = StatedFps(
+                    pipeline, manifest.name, fps, width, height
+                )
+                if default:
+                    self._stated[(pipeline, "")] = StatedFps(pipeline, "", fps, width, height)
+            log.info("warmed %s (%s): %.1f fps at %dx%d", pipeline, manifest.name, fps, width,
+                     height)  # fmt: skip
 
     def stated(self) -> list[StatedFps]:
         """The frame rates this node states in its offer, per pipeline and model."""
