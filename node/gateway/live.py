@@ -255,6 +255,7 @@ class LiveSession:
                         await trio.to_thread.run_sync(publish)
                         self.report.published.append(done.seq)
                     else:
+                        self._arrived.pop(done.seq, None)
                         output.skip(done.seq)
                         self.report.skipped.append(done.seq)
                         why = "; ".join(done.errors) or "no result"
