@@ -267,3 +267,34 @@ async def test_live_api_takes_a_pipeline_and_refuses_paths(tmp_path: Path) -> No
         public = record.public()
         assert public["kind"] == "live" and public["pipeline"] == PIPELINE
         nursery.cancel_scope.cancel()
+
+
+def test_cli_live_ai_on_a_file_and_flag_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli.main import main
+
+    url = "tcp://127.0.0.1:9"
+    for args in (
+        ["live", url, "--style", "mosaic"],  # an option without --pipeline
+        ["live", url, "--pipeline", "detect-faces"],
+        ["live", url, "--pipeline", "style", "--style", "nope"],
+        ["live", url, "--pipeline", "style", "--blend", "mosaic=x"],
+        ["demo", "--style", "mosaic"],
+        ["demo", "--ai", "style", "--infer-size", "1x1"],
+    ):
+        assert main(args) == 2, args
+        assert capsys.readouterr().err.strip(), args  # said why
+    clip = generate_clip(tmp_path / "clip.mp4", "96x64", 2.0)
+    out = tmp_path / "out"
+    args = ["live", str(clip), "--out", str(out), "--pipeline", "style", "--blend",
+            "mosaic=3,sepia=1", "--infer-size", "64x48", "--segment", "1",
+            "--orchestrators", "1"]  # fmt: skip
+    code = main([*args, "--json", "--data-dir", str(tmp_path / "nodes")])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert summary["pipeline"] == "style" and summary["segments"]["published"] == 2
+    assert summary["options"]["blend"] == {"mosaic": 0.75, "sepia": 0.25}
+    assert summary["added_latency_s"]["p95"] >= summary["added_latency_s"]["p50"] > 0
+    entries, ended = read_media(out / "style" / "index.m3u8")
+    assert ended and len(entries) == 2
