@@ -167,6 +167,9 @@ async def demo(
             caps = ",".join(o.capabilities)
             say(f"  orchestrator {to_checksum(o.address)} price {o.config.price_per_pixel} "
                 f"wei/pixel, capacity {o.config.capacity}, caps {caps}")  # fmt: skip
+            if options.ai is not None:  # what it measured at start, stated in its offer
+                fps = ", ".join(f.capability() for f in o.ai.stated()) or "nothing (not warmed)"
+                say(f"    states {fps}")
 
         def on_segment(done: int, total: int, outcome: SegmentOutcome) -> None:
             who = to_checksum(outcome.orchestrator)[:10] if outcome.result else "FAILED"
