@@ -23,6 +23,7 @@ BLUR_FACTOR = 16  # the blurred background is the frame scaled down this much an
 # Without `infer_size`, the short side is brought into this range: MODNet was trained on portraits
 # at 512; on carphone at 160-190 px it lost parts of the face on some frames, at >= 208 px none.
 SHORT_SIDE = (256, 512)
+LONG_SIDE = 1024  # ... unless that makes the long side longer than this (thin frames)
 Step = Callable[[Any], Any]
 
 
@@ -42,8 +43,9 @@ class Matte:
         self.work_width, self.work_height = work or (width, height)
         self.multiple = model.manifest.multiple
         norm = model.manifest.normalization
-        self._scale = np.float32(norm.scale) / np.asarray(norm.std, np.float32)
-        self._shift = -np.asarray(norm.mean, np.float32) / np.asarray(norm.std, np.float32)
+        std = np.asarray(norm.std, np.float32)
+        self._scale: np.ndarray = (np.float32(norm.scale) / std).astype(np.float32)
+        self._shift: np.ndarray = (-np.asarray(norm.mean, np.float32) / std).astype(np.float32)
         self.net = model.runner()
         if len(self.net.input_names) != 1 or len(self.net.input_shape) != 4:
             raise ShapeMismatch(
@@ -120,12 +122,15 @@ class Matte:
 
 
 def default_work_size(width: int, height: int) -> tuple[int, int]:
-    """The working size without `infer_size`: the input's, its short side clamped to SHORT_SIDE."""
-    short = min(width, height)
+    """The working size without `infer_size`: the input's, its short side clamped to SHORT_SIDE
+    and its long side kept within LONG_SIDE when scaling up."""
+    short, long = min(width, height), max(width, height)
     target = min(max(short, SHORT_SIDE[0]), SHORT_SIDE[1])
-    if target == short:
-        return width, height
     scale = target / short
+    if scale > 1:
+        scale = max(1.0, min(scale, LONG_SIDE / long))
+    if scale == 1:
+        return width, height
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 

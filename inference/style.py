@@ -28,6 +28,7 @@ STYLE_NAMES = (
 )  # fmt: skip
 STYLE_COUNT = len(STYLE_NAMES)
 PREDICT_SIDE = 256  # the arbitrary-style predictor's square input
+MIN_SIDE = 32  # the 26-style network's own reflect pads fail below this: tiny frames infer larger
 Step = Callable[[Any], Any]
 
 
@@ -73,7 +74,8 @@ class StyleNet(_Frames):
         weights: Mapping[str, float],
         work: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(width, height, work or (width, height))
+        wanted_w, wanted_h = work or (width, height)
+        super().__init__(width, height, (max(wanted_w, MIN_SIDE), max(wanted_h, MIN_SIDE)))
         self.name = model.manifest.name
         self.multiple = model.manifest.multiple
         self.net = model.runner()

@@ -44,7 +44,10 @@ def carphone(path: Path, frames: int, scale: int = 1) -> Path:
 
 def decode(source: Path | bytes) -> tuple[list[np.ndarray], list[float]]:
     """RGB frames and their times (seconds) of a video file or of MPEG-TS bytes."""
-    opened = av.open(io.BytesIO(source)) if isinstance(source, bytes) else av.open(str(source))
+    if isinstance(source, bytes):
+        opened = av.open(io.BytesIO(source), format="mpegts")
+    else:
+        opened = av.open(str(source))
     with opened as container:
         frames = list(container.decode(video=0))
     return [f.to_ndarray(format="rgb24") for f in frames], [float(f.time) for f in frames]

@@ -18,7 +18,7 @@ from inference.matte import Matte, default_work_size
 from node.cli.main import main
 from tests.ai_clips import carphone, decode, mad, save
 
-FRAMES = 3
+FRAMES = 2
 CORNER = 16  # side of the corner squares checked; in carphone all but the bottom right (the
 # speaker's jacket) are background
 
@@ -182,3 +182,12 @@ def test_cli_replaces_the_background(
     assert len(images) == FRAMES and mad(images[0][:CORNER, :CORNER], blue) < 30
     assert main([*argv[:-3], "--background", "#00f"]) == 2
     assert "six hex digits" in capsys.readouterr().err
+
+
+def test_tiny_and_thin_frames_are_matted_at_their_size(engine: InferenceEngine) -> None:
+    for size in ("22x16", "402x34"):
+        graph = f"testsrc2=size={size}:rate=10:duration=0.1"
+        result = engine.run_pipeline("matte", graph, format="lavfi", options={"background": "blur"})
+        images, _ = decode(result.video or b"")
+        width, height = (int(v) for v in size.split("x"))
+        assert len(images) == 1 and images[0].shape == (height, width, 3)

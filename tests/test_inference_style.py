@@ -21,7 +21,7 @@ from node.cli.main import main
 from node.protocol import VIDEO_PIPELINES
 from tests.ai_clips import carphone, decode, mad, save
 
-FRAMES = 6
+FRAMES = 4
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +232,12 @@ def test_cli_runs_styles_and_refuses_bad_options(
     argv = ["inference", "run", "filter", str(clip), "--out", str(out), "--style", "mosaic"]
     assert main(argv) == 2
     assert "filter takes no options" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["22x16", "402x34"])
+def test_tiny_and_thin_frames_are_styled_at_their_size(engine: InferenceEngine, size: str) -> None:
+    graph = f"testsrc2=size={size}:rate=10:duration=0.3"
+    result = engine.run_pipeline("style", graph, format="lavfi", options={"style": "grid"})
+    images, _ = decode(result.video or b"")
+    width, height = (int(v) for v in size.split("x"))
+    assert len(images) == 3 and images[0].shape == (height, width, 3)

@@ -105,7 +105,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"provider: {engine.provider} ({engine.choice.reason})")
     for m in models:
         state = "installed" if m.installed else "MISSING"
-        print(f"  {m.name:<14} {m.kind:<13} {state:<9} {m.bytes / 1e6:>7.2f} MB  {m.source}")
+        print(
+            f"  {m.name:<15} {m.kind:<13} {state:<9} {m.bytes / 1e6:>7.2f} MB  {m.source};"
+            f" sizes: {m.sizes}"
+        )
     return 0
 
 
