@@ -23,7 +23,7 @@ import secrets
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import trio
 from node.gateway.ai_jobs import DETECTIONS_FILE, run_ai_file
 from node.gateway.journal import SegmentJournal
 from node.gateway.live import LiveReport, LiveSession
+from node.gateway.live_ai import live_ai
 from node.gateway.role import Gateway, SegmentOutcome
 from node.protocol import VIDEO_PIPELINES
 
@@ -86,6 +87,7 @@ class JobRecord:
     ended: str = ""  # a live job: why its stream ended
     pipeline: str = ""  # an AI job: the inference pipeline (detect-faces, filter, ...)
     model: str = ""  # an AI job: the model asked for ("" for each orchestrator's default)
+    options: dict[str, Any] = field(default_factory=dict)  # a live AI job: pipeline options
 
     def public(self) -> dict[str, Any]:
         """What `GET /v1/jobs/{id}` shows."""
@@ -111,6 +113,9 @@ class JobRecord:
         if self.kind == LIVE:
             out["kind"], out["ended"] = LIVE, self.ended
             out["progress"]["segments_published"] = self.segments_done
+            if self.pipeline:  # live AI
+                out["pipeline"], out["model"], out["options"] = (self.pipeline, self.model,
+                                                                 self.options)  # fmt: skip
         if self.kind == AI:
             out["kind"], out["pipeline"], out["model"] = AI, self.pipeline, self.model
             del out["profiles"]
@@ -357,8 +362,11 @@ class JobRunner:
             out = self.book.out_dir(job_id)
             session: LiveSession | None = None
             try:
+                ai = None
+                if record.pipeline:  # live AI: checked at the API, checked again here
+                    ai = live_ai(record.pipeline, record.model, record.options)
                 session = LiveSession(self.gateway, record.source, out, record.profiles,
-                                      on_publish=progress)  # fmt: skip
+                                      on_publish=progress, ai=ai)  # fmt: skip
                 self.live[job_id] = session
                 report = await session.run()
             except Exception as exc:  # the job fails with a message; the gateway goes on
