@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -112,6 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except (AmountError, ConfigError, LiveAiError) as exc:
         print(f"castnet demo: {exc}", file=sys.stderr)
         return 2
+    if busy := _cannot_listen(host, port):  # before the chain and nodes, not after them
+        print(f"castnet demo: cannot serve metrics on {host}:{port}: {busy}", file=sys.stderr)
+        return 1
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="castnet-demo-nodes-"))
     faults = tuple("" if f == "none" else f for f in args.fault)
     options = DemoOptions(
@@ -156,6 +160,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     show(summary)
     ok = summary["ok"] and summary["audit"]["clean"]
     return 0 if ok else 1
+
+
+def _cannot_listen(host: str, port: int) -> str:
+    """Why a listener on host:port cannot be opened (a port in use, an unknown host), or "".
+    Checked as the listener binds (SO_REUSEADDR), on every address of the host; port 0 is
+    always free. The listener itself still reports a port taken between this check and it."""
+    if port == 0:
+        return ""
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        ):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        return str(exc)
+    return ""
 
 
 def _metrics_listener(host: str, port: int, say: Callable[[str], None]) -> Attach:
