@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from events import kinds as k
 from events.envelope import SignedEvent, decode
+from events.errors import EventError
 from storage.store import EventStore
 
 log = logging.getLogger("castnet.p2p.admission")
@@ -118,11 +119,13 @@ class Admission:
                     self.standing.update(_parties(body))
 
     def own(self, event: SignedEvent) -> None:
-        """An event this node publishes: its author is ours, and so are the jobs it posts."""
+        """An event this node publishes: its author is ours, and so are the jobs it posts; a
+        chain observation it logs (its chain watcher's) gives the standing it records."""
         self.local.add(event.author)
         self.standing.add(event.author)
         if event.kind == k.JobPosted.KIND:
             self.local_jobs.add(event.id)
+        self._learn(event)
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -189,12 +192,32 @@ class Admission:
     def filter(
         self, events: Iterable[SignedEvent], peer: str, now: float
     ) -> tuple[list[SignedEvent], int]:
-        """The admitted events of a batch, in order, and how many were held back."""
+        """The admitted events of a batch, in order, and how many were held back.
+
+        An author's self-claimed observations are decided first: a chain that opens with an
+        Offer and logs its bond later is admitted whole when both arrive together (by sync),
+        instead of stalling on the first event it could not yet admit."""
+        batch = list(events)
+        decided: dict[int, str | None] = {}
+        for i, event in enumerate(batch):
+            if event.author not in self.standing and self._self_claimed(event):
+                decided[i] = self.check(event, peer, now)
         admitted, held = [], 0
-        for event in events:
-            if self.check(event, peer, now) is None:
+        for i, event in enumerate(batch):
+            reason = decided[i] if i in decided else self.check(event, peer, now)
+            if reason is None:
                 admitted.append(event)
             else:
                 held += 1
         self.report(now)
         return admitted, held
+
+    @staticmethod
+    def _self_claimed(event: SignedEvent) -> bool:
+        if event.kind != k.ChainObserved.KIND:
+            return False
+        try:
+            body = k.read_body(event)
+        except EventError:
+            return False
+        return isinstance(body, k.ChainObserved) and event.author in _parties(body)
