@@ -194,14 +194,32 @@ class Admission:
     ) -> tuple[list[SignedEvent], int]:
         """The admitted events of a batch, in order, and how many were held back.
 
-        An author's self-claimed observations are decided first: a chain that opens with an
-        Offer and logs its bond later is admitted whole when both arrive together (by sync),
-        instead of stalling on the first event it could not yet admit."""
+        The standing that the batch's chain observations give is learned first (self-claimed
+        ones within the peer's budget, as `check` decides them): an orchestrator's Offer that
+        precedes the observation of its bond in a log is then admitted in its place, so a
+        batch fetched by sync keeps its log order (a gateway's assignment stays after the
+        Offer it names) instead of admitting the Offer later, out of order."""
         batch = list(events)
         decided: dict[int, str | None] = {}
+        observed: list[tuple[SignedEvent, tuple[bytes, ...]]] = []
         for i, event in enumerate(batch):
-            if event.author not in self.standing and self._self_claimed(event):
+            parties = self._observed_parties(event)
+            if not parties:
+                continue
+            if event.author not in self.standing and event.author in parties:
                 decided[i] = self.check(event, peer, now)
+            else:
+                observed.append((event, parties))
+        learned = True
+        while learned and observed:  # an observer may gain standing from a later observation
+            learned, waiting = False, []
+            for event, parties in observed:
+                if event.author in self.standing:
+                    self.standing.update(parties)
+                    learned = True
+                else:
+                    waiting.append((event, parties))
+            observed = waiting
         admitted, held = [], 0
         for i, event in enumerate(batch):
             reason = decided[i] if i in decided else self.check(event, peer, now)
@@ -213,11 +231,12 @@ class Admission:
         return admitted, held
 
     @staticmethod
-    def _self_claimed(event: SignedEvent) -> bool:
+    def _observed_parties(event: SignedEvent) -> tuple[bytes, ...]:
+        """The addresses a chain observation gives standing to (none for other events)."""
         if event.kind != k.ChainObserved.KIND:
-            return False
+            return ()
         try:
             body = k.read_body(event)
         except EventError:
-            return False
-        return isinstance(body, k.ChainObserved) and event.author in _parties(body)
+            return ()
+        return _parties(body) if isinstance(body, k.ChainObserved) else ()

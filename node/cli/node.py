@@ -62,16 +62,21 @@ def _fail(message: str) -> int:
     return 2
 
 
+def start_config(args: argparse.Namespace) -> P2PConfig:
+    """The p2p configuration `castnet node start` runs with (ValueError for a bad flag)."""
+    return P2PConfig(
+        network=args.network,
+        listen=tuple(args.listen or [DEFAULT_LISTEN]),
+        bootstrap=tuple(args.bootstrap),
+        mdns=args.mdns,
+        require_bootstrap=True,
+        admission=args.admit == ADMIT_STANDING,
+    )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     try:
-        config = P2PConfig(
-            network=args.network,
-            listen=tuple(args.listen or [DEFAULT_LISTEN]),
-            bootstrap=tuple(args.bootstrap),
-            mdns=args.mdns,
-            require_bootstrap=True,
-            admission=args.admit == ADMIT_STANDING,
-        )
+        config = start_config(args)
     except ValueError as exc:
         return _fail(str(exc))
     # a failure that matters surfaces as our own one-line error; -v shows libp2p's own logs
