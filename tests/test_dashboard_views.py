@@ -83,6 +83,8 @@ async def test_page_static_files_and_views(tmp_path: Path) -> None:
                 await svc.members["gateway"].node.ingest.wait_changed()
         (offer,) = network["orchestrators"]
         assert offer["address"] == "0x" + orch.hex() and "transcode:h264" in offer["capabilities"]
+        # the gateway admits by standing (the default): the orchestrator's logged self-bond is it
+        assert svc.members["gateway"].node.admission is not None
         # the stake it bonded to itself on the embedded chain, as its own log observed it
         stake = await trio.to_thread.run_sync(svc.ledger.stake, orch)
         assert stake > 0 and offer["stake"] == str(stake) and offer["stake_text"].endswith(" CAST")
