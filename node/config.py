@@ -9,6 +9,9 @@ network = "castnet-dev"
 listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
 require_bootstrap = true              # refuse to start when no bootstrap peer answers
+admit = "standing"                    # store and forward only the events of authors with
+                                      #   standing (README: Admission); "open" admits every
+                                      #   author (a private LAN)
 [ledger]
 kind = "embedded"                     # required: "embedded" (in-process EVM with the protocol
                                       #   contracts, one process) or "rpc" (rpc_url + contracts)
@@ -71,6 +74,8 @@ from p2p.config import DEFAULT_NETWORK, P2PConfig
 
 ROLES = ("gateway", "orchestrator", "delegator")
 LEDGER_KINDS = ("embedded", "rpc")
+ADMIT_STANDING, ADMIT_OPEN = "standing", "open"
+ADMIT_MODES = (ADMIT_STANDING, ADMIT_OPEN)
 DEFAULT_API = "127.0.0.1:8935"
 GiB = 1024**3
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,7 +84,7 @@ KEYSTORE_NAME = "keystore.json"
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
-    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap"},
+    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit"},
     "ledger": {"kind", "rpc_url", "deposit", "reserve", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
@@ -334,6 +339,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             mdns=bool(t.get("mdns", False)),
             sync_interval_s=2.0,
             require_bootstrap=_bool(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
+            admission=_admit(t.get("admit", ADMIT_STANDING), "p2p.admit"),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None
@@ -377,6 +383,13 @@ def _orchestrator(t: Mapping[str, Any]) -> OrchestratorConfig:
         worker_timeout_s=_number(t.get("worker_timeout_s", 120.0),
                                  "orchestrator.worker_timeout_s", 1.0),
     )  # fmt: skip
+
+
+def _admit(value: Any, name: str) -> bool:
+    """Whether admission by standing is on: "standing" (the default) or "open"."""
+    if value not in ADMIT_MODES:
+        raise ConfigError(f"{name} {value!r}: use {' or '.join(map(repr, ADMIT_MODES))}")
+    return bool(value == ADMIT_STANDING)
 
 
 def _bool(value: Any, name: str) -> bool:
