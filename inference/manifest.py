@@ -16,6 +16,15 @@ from typing import Any
 from inference.errors import InvalidManifest, ModelNotFound, ModelUnreadable
 
 PIPELINE_KINDS = ("detect-faces", "detect-text", "filter", "upscale", "style", "matte")
+# pipelines whose output is a video of the input's frames (the others give detections)
+VIDEO_KINDS = frozenset({"filter", "upscale", "style", "matte"})
+# the multistyle model's 26 styles by index; the package numbers them, these names are castnet's
+STYLE_NAMES = (
+    "pastel", "bold-ink", "charcoal", "shards", "crimson", "fauve", "cells", "primary",
+    "pencil", "camo", "sepia", "etching", "lavender", "glass", "frost", "mosaic",
+    "strokes", "grid", "woodcut", "starry", "ember", "cutout", "pop", "dusk",
+    "indigo", "tapestry",
+)  # fmt: skip
 # NWHC: width-major images, as the Caffe-born MTCNN weights expect
 LAYOUTS = ("NCHW", "NHWC", "NWHC")
 DTYPES = ("float32", "uint8")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.errors import InvalidOptions, UnknownPipeline
-from inference.style import STYLE_NAMES
+from inference.manifest import STYLE_NAMES
 
 OPTION_PIPELINES = ("style", "matte")
 PLAIN_PIPELINES = ("detect-faces", "detect-text", "filter", "upscale")

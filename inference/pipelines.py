@@ -23,6 +23,8 @@ from inference.effects import EFFECTS, video_effect
 from inference.errors import OutputFailed, UnknownPipeline
 from inference.frames import Frame, FrameStamp, VideoInfo, VideoWriter, open_video
 from inference.imagemodels import ImageModel
+from inference.manifest import PIPELINE_KINDS
+from inference.manifest import VIDEO_KINDS as VIDEO_KINDS  # re-exported
 from inference.mtcnn import FaceDetector
 from inference.options import parse_options
 from inference.sessions import LoadedModel
@@ -31,9 +33,7 @@ from inference.textdet import TextDetector
 from media.progress import Progress, ProgressCallback
 from media.source import Source
 
-PIPELINES = ("detect-faces", "detect-text", "filter", "upscale", "style", "matte")
-# pipelines whose output is a video of the input's frames (the others give detections)
-VIDEO_KINDS = frozenset({"filter", "upscale", "style", "matte"})
+PIPELINES = PIPELINE_KINDS
 DETECTORS = {"detect-faces": FaceDetector, "detect-text": TextDetector}
 DEFAULT_BATCH = 4
 

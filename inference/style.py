@@ -17,15 +17,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from inference.errors import InvalidOptions, ShapeMismatch
+from inference.manifest import STYLE_NAMES
 from inference.sessions import LoadedModel, ModelRunner
 from inference.stills import cover, pad_to, read_still, rgb_frames
 
-STYLE_NAMES = (
-    "pastel", "bold-ink", "charcoal", "shards", "crimson", "fauve", "cells", "primary",
-    "pencil", "camo", "sepia", "etching", "lavender", "glass", "frost", "mosaic",
-    "strokes", "grid", "woodcut", "starry", "ember", "cutout", "pop", "dusk",
-    "indigo", "tapestry",
-)  # fmt: skip
 STYLE_COUNT = len(STYLE_NAMES)
 PREDICT_SIDE = 256  # the arbitrary-style predictor's square input
 MIN_SIDE = 32  # the 26-style network's own reflect pads fail below this: tiny frames infer larger

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgpack
 
+from inference.manifest import VIDEO_KINDS
 from inference.options import parse_options
-from inference.pipelines import VIDEO_KINDS
 from media.profiles import Profile, plan_ladder
 from media.transcoder import Rendition
 from p2p.errors import ProtocolError
