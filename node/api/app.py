@@ -5,7 +5,8 @@
   202 with the job id.
 - `GET /v1/jobs`, `GET /v1/jobs/{id}`: status and progress, and while a file job is held by the
   runner its `queue_position` (1 = the next to start, 0 = running; `gateway.max_jobs` run at
-  once); `GET /v1/jobs/{id}/<file>`: the HLS output once done (`master.m3u8`, `<rendition>/index.m3u8`, segments), path traversal refused.
+  once); `GET /v1/jobs/{id}/<file>`: the HLS output once done (`master.m3u8`,
+  `<rendition>/index.m3u8`, segments), path traversal refused.
 - `POST /v1/live`: JSON `{"url": "rtmp://host/app/key", "profiles": "..."}` (a scheme of
   `api.live_schemes`, a host of `api.live_hosts` if set, never a private, loopback or link-local
   address unless `api.live_allow_networks` holds it; or an absolute file path under
