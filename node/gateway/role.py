@@ -28,7 +28,6 @@ from node.gateway.market import GatewayConfig as GatewayConfig
 from node.gateway.market import JobReport as JobReport
 from node.gateway.market import SegmentMarket, SegmentWork
 from node.gateway.market import SegmentOutcome as SegmentOutcome
-from node.gateway.scheduler import SegmentScheduler
 from node.protocol import (
     JOB_DONE,
     JOB_PROTOCOL,
@@ -45,22 +44,10 @@ class GatewayError(Exception):
 
 
 ProgressFn = Callable[[int, int, SegmentOutcome], None]
-SEGMENTS_PER_SLOT = 2  # segments in flight per orchestrator slot: one there, one being verified
 
 
 class Gateway(SegmentMarket):
-    """The gateway's market (node.gateway.market) with transcoding jobs on it. The segments of
-    every job running at once share one bound (node.gateway.scheduler), handed out to the jobs
-    in turn: twice the capacity the known offers state, so each orchestrator slot has a segment
-    at work while another one is checked here."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.scheduler = SegmentScheduler(self.segment_bound)
-
-    def segment_bound(self) -> int:
-        offers = self.view.state.offers.values()
-        return SEGMENTS_PER_SLOT * max(1, sum(max(1, o.capacity) for o in offers))
+    """The gateway's market (node.gateway.market) with transcoding jobs on it."""
 
     async def transcode_file(
         self,
@@ -97,9 +84,8 @@ class Gateway(SegmentMarket):
         on_progress: ProgressFn | None = None,
         journal: SegmentJournal | None = None,
     ) -> None:
-        """Run every segment's work, each once the scheduler gives it a place (this job's turn)
-        and an orchestrator has a free slot, and `write` results in order, in a thread, as they
-        complete; GatewayError if any segment failed."""
+        """Run every segment's work at once (each waits for a free orchestrator) and `write`
+        results in order, in a thread, as they complete; GatewayError if any segment failed."""
         written, total = 0, len(works)
         done: dict[int, Any] = {}
         results_send, results_receive = trio.open_memory_channel[SegmentOutcome](total)
@@ -130,8 +116,7 @@ class Gateway(SegmentMarket):
         journal: SegmentJournal | None,
     ) -> None:
         try:
-            async with self.scheduler.place(id(report)):  # one job, one report
-                await self.run_work(work, outcome, report, journal=journal)
+            await self.run_work(work, outcome, report, journal=journal)
         finally:
             await results.send(outcome)
 
