@@ -44,9 +44,10 @@ class SegmentScheduler:
             self.release()
 
     async def acquire(self, job: Hashable) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not self._turns and self.in_flight < self.limit():
             self.in_flight += 1
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # the place is taken: no cancel
             return
         granted = trio.Event()
         queue = self._waiting.get(job)
