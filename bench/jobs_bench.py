@@ -6,6 +6,7 @@ the start of its upload to its `finished_ms`; the spread is the slowest job's la
 fastest's. The load average is printed with each run (other work on the machine skews it).
 
     .venv/bin/python bench/jobs_bench.py [--jobs 8] [--seconds 6] [--rounds 3] [--json]
+    .venv/bin/python bench/jobs_bench.py --long 30 --jobs 4   # a long upload, then 3 short ones
 """
 
 from __future__ import annotations
@@ -52,9 +53,16 @@ def call(api: str, method: str, path: str, body: bytes | None = None) -> Any:
 
 
 async def one_run(
-    net: Network, folder: Path, data: bytes, jobs: int, max_jobs: int, profiles: str
+    net: Network,
+    folder: Path,
+    data: bytes,
+    jobs: int,
+    max_jobs: int,
+    profiles: str,
+    long: bytes | None = None,
 ) -> dict[str, Any]:
-    """Send `jobs` uploads at once to a fresh runner with `max_jobs`; wait for all of them."""
+    """Send `jobs` uploads at once to a fresh runner with `max_jobs` (with `long`, that one
+    first, then the `jobs` - 1 others at once); wait for all of them."""
     book = JobBook(folder)
     runner = JobRunner(net.gateway, book, min_offers=len(net.orchestrators), max_jobs=max_jobs)
     load_before = os.getloadavg()[0]
@@ -67,16 +75,18 @@ async def one_run(
         url = f"http://{host}:{port}"
         sent: dict[str, float] = {}
 
-        async def send() -> None:
+        async def send(body: bytes) -> str:
             began = time.time()
             path = f"/v1/transcode?profiles={profiles}"
-            job = await trio.to_thread.run_sync(lambda: call(url, "POST", path, data))
+            job = await trio.to_thread.run_sync(lambda: call(url, "POST", path, body))
             sent[job["id"]] = began
+            return job["id"]
 
         with trio.fail_after(RUN_TIMEOUT_S):
+            long_id = await send(long) if long is not None else ""
             async with trio.open_nursery() as uploads:
-                for _ in range(jobs):
-                    uploads.start_soon(send)
+                for _ in range(jobs - bool(long_id)):
+                    uploads.start_soon(send, data)
             while True:
                 listing = await trio.to_thread.run_sync(lambda: call(url, "GET", "/v1/jobs"))
                 records = [r for r in listing["jobs"] if r["id"] in sent]
@@ -84,9 +94,16 @@ async def one_run(
                     break
                 await trio.sleep(POLL_S)
         nursery.cancel_scope.cancel()
-    latencies = sorted(r["finished_ms"] / 1000 - sent[r["id"]] for r in records)
+    latency = {r["id"]: r["finished_ms"] / 1000 - sent[r["id"]] for r in records}
+    latencies = sorted(latency.values())
     total = max(r["finished_ms"] for r in records) / 1000 - min(sent.values())
-    return {
+    more: dict[str, Any] = {}
+    if long_id:  # the long job against the short ones sent just after it
+        short = sorted(v for k, v in latency.items() if k != long_id)
+        more = {"long_latency_s": round(latency[long_id], 2),
+                "short_p50_s": round(statistics.median(short), 2),
+                "short_max_s": round(short[-1], 2)}  # fmt: skip
+    return more | {
         "max_jobs": max_jobs,
         "jobs": jobs,
         "failed": sum(r["status"] == FAILED for r in records),
@@ -104,6 +121,9 @@ async def one_run(
 async def bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     clip = generate_clip(root / "clip.mp4", args.size, args.seconds)
     data = clip.read_bytes()
+    long = None
+    if args.long:
+        long = generate_clip(root / "long.mp4", args.size, args.long).read_bytes()
     cfg = GatewayConfig(profiles=args.profiles, preset=args.preset)
     plan = default_plan(args.orchestrators, cfg, capacity=args.capacity)
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
@@ -113,7 +133,8 @@ async def bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             modes = (1, args.max_jobs) if round_ % 2 == 0 else (args.max_jobs, 1)
             for max_jobs in modes:
                 folder = root / f"jobs-{round_}-{max_jobs}"
-                run = await one_run(net, folder, data, args.jobs, max_jobs, args.profiles)
+                run = await one_run(net, folder, data, args.jobs, max_jobs, args.profiles,
+                                    long)  # fmt: skip
                 run["round"] = round_
                 runs.append(run)
                 if args.json:
@@ -125,6 +146,10 @@ async def bench(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                           f"min {run['latency_min_s']:.1f} s, max {run['latency_max_s']:.1f} s "
                           f"(x{run['spread']:.1f}); load {run['load_before']:.1f} -> "
                           f"{run['load_after']:.1f}", flush=True)  # fmt: skip
+                    if long is not None:
+                        print(f"  the long job {run['long_latency_s']:.1f} s; the short jobs "
+                              f"sent after it: p50 {run['short_p50_s']:.1f} s, max "
+                              f"{run['short_max_s']:.1f} s", flush=True)  # fmt: skip
     return runs
 
 
@@ -132,12 +157,14 @@ def summary(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, A
     out: dict[str, Any] = {"summary": True, "jobs": args.jobs, "seconds": args.seconds,
                            "size": args.size, "profiles": args.profiles,
                            "orchestrators": args.orchestrators, "capacity": args.capacity,
-                           "rounds": args.rounds}  # fmt: skip
+                           "rounds": args.rounds, "long": args.long}  # fmt: skip
+    keys = ["total_s", "latency_p50_s", "latency_max_s", "spread", "load_before"]
+    if args.long:
+        keys += ["long_latency_s", "short_p50_s", "short_max_s"]
     for max_jobs in sorted({1, args.max_jobs}):
         mine = [r for r in runs if r["max_jobs"] == max_jobs]
         out[f"max_jobs_{max_jobs}"] = {
-            key: round(statistics.median(r[key] for r in mine), 2)
-            for key in ("total_s", "latency_p50_s", "latency_max_s", "spread", "load_before")
+            key: round(statistics.median(r[key] for r in mine), 2) for key in keys
         } | {"failed": sum(r["failed"] for r in mine)}
     return out
 
@@ -153,11 +180,13 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=2, help="slots per orchestrator")
     parser.add_argument("--max-jobs", type=int, default=MAX_JOBS, help="compared with 1")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes")
+    parser.add_argument("--long", type=float, default=0.0, help="seconds of one long upload "
+                        "sent first, the others just after it (0: all alike)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per run, then one "
                         "with the medians")  # fmt: skip
     args = parser.parse_args()
-    if args.jobs < 1 or args.rounds < 1 or args.max_jobs < 2:
-        parser.error("--jobs and --rounds must be >= 1, --max-jobs >= 2")
+    if args.jobs < 1 + bool(args.long) or args.rounds < 1 or args.max_jobs < 2:
+        parser.error("--jobs (>= 2 with --long) and --rounds must be >= 1, --max-jobs >= 2")
     with tempfile.TemporaryDirectory(prefix="castnet-jobs-bench-") as tmp:
         runs = trio.run(bench, args, Path(tmp))
     result = summary(runs, args)
@@ -174,6 +203,9 @@ def main() -> int:
             f"{max_jobs:>9} {m['total_s']:>8.1f} {m['latency_p50_s']:>7.1f} "
             f"{m['latency_max_s']:>7.1f} {m['spread']:>7.2f} {m['load_before']:>6.1f}"
         )
+        if args.long:
+            row += (f"   long {m['long_latency_s']:.1f} s, short p50 {m['short_p50_s']:.1f} s, "
+                    f"short max {m['short_max_s']:.1f} s")  # fmt: skip
         print(row)
     return 0
 
