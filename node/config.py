@@ -22,6 +22,8 @@ capacity = 2
 workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may attach
 [gateway]
 profiles = "360p,240p"
+max_jobs = 4                          # file jobs run at once (sharing the orchestrators); the
+                                      # rest wait in order of arrival; 1 = one after another
 retention_days = 7                    # finished jobs (record, input, output) are deleted after
                                       # this many days, checked at start and hourly; 0 = never
 keep_inputs = false                   # true keeps uploaded inputs until then; by default an
@@ -66,7 +68,7 @@ from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
-from node.gateway.jobs import Retention
+from node.gateway.jobs import MAX_JOBS, Retention
 from node.gateway.live import LIVE_SCHEMES
 from node.gateway.role import GatewayConfig
 from node.orchestrator.role import OrchestratorConfig
@@ -90,7 +92,8 @@ _SECTIONS: dict[str, set[str]] = {
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
-                "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs"},
+                "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs",
+                "max_jobs"},
     "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
             "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
             "body_timeout_s", "max_client_connections", "enabled"},
@@ -166,6 +169,7 @@ class NodeConfig:
     redeem_interval_s: float = 5.0
     min_offers: int = 1
     retention: Retention = field(default_factory=Retention)
+    max_jobs: int = MAX_JOBS  # gateway.max_jobs
 
     def role_dir(self, role: str) -> Path:
         return self.data_dir / role
@@ -238,6 +242,7 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
             orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
         ),
         min_offers=int(_number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
+        max_jobs=_int(gw.get("max_jobs", MAX_JOBS), "gateway.max_jobs", 1),
         retention=Retention(
             _number(gw.get("retention_days", Retention().days), "gateway.retention_days", 0.0),
             _bool(gw.get("keep_inputs", Retention().keep_inputs), "gateway.keep_inputs"),

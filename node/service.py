@@ -225,7 +225,8 @@ class NodeService:
             await self._fund_own_gateway(member)
         nursery.start_soon(self._follow_log, self.gateway)
         book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
-        self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention)
+        self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention,
+                                max_jobs=cfg.max_jobs)  # fmt: skip
         self.resumed_jobs = await nursery.start(self.runner.run)
         if cfg.api.enabled:
             api_cfg = cfg.api
@@ -239,7 +240,8 @@ class NodeService:
                 self.api_token_file, self.api_token_created = path, created
             self.api_token = api_cfg.token
             api = GatewayApi(api_cfg, book, self.runner.enqueue, self.status,
-                             cfg.gateway.profiles, self.runner.stop)  # fmt: skip
+                             cfg.gateway.profiles, self.runner.stop,
+                             self.runner.queue_position)  # fmt: skip
             try:
                 app = build_app(api, node_routes(self))  # + /metrics, the dashboard
                 self.api_address = await nursery.start(partial(serve_api, api, app=app))
@@ -345,6 +347,9 @@ class NodeService:
                 "offers": len(self.gateway.view.state.offers),
                 "verdicts": len(self.gateway.verdicts),
                 "current_job": self.runner.current if self.runner else None,
+                "running_jobs": list(self.runner.running) if self.runner else [],
+                "queued_jobs": len(self.runner.queue) if self.runner else 0,
+                "segments_in_flight": self.gateway.scheduler.in_flight,
                 "resumed_jobs": self.resumed_jobs,
             }
         if self.watcher is not None:

@@ -3,8 +3,10 @@
 - `POST /v1/transcode`: the video as the raw body (`?profiles=360p,240p`), or JSON
   `{"path": "/abs/file.mp4", "profiles": "..."}` for a file under `api.path_roots`; answers
   202 with the job id.
-- `GET /v1/jobs`, `GET /v1/jobs/{id}`: status and progress; `GET /v1/jobs/{id}/<file>`: the HLS
-  output once done (`master.m3u8`, `<rendition>/index.m3u8`, segments), path traversal refused.
+- `GET /v1/jobs`, `GET /v1/jobs/{id}`: status and progress, and while a file job is held by the
+  runner its `queue_position` (1 = the next to start, 0 = running; `gateway.max_jobs` run at
+  once); `GET /v1/jobs/{id}/<file>`: the HLS output once done (`master.m3u8`,
+  `<rendition>/index.m3u8`, segments), path traversal refused.
 - `POST /v1/live`: JSON `{"url": "rtmp://host/app/key", "profiles": "..."}` (a scheme of
   `api.live_schemes`, a host of `api.live_hosts` if set, never a private, loopback or link-local
   address unless `api.live_allow_networks` holds it; or an absolute file path under
@@ -57,6 +59,7 @@ from node.gateway.jobs import (
     INPUT_NAME,
     JOB_ID,
     LIVE,
+    QUEUED,
     RUNNING,
     JobBook,
     JobRecord,
@@ -92,6 +95,7 @@ class GatewayApi:
         status: Callable[[], dict[str, Any]],
         default_profiles: str,
         stop: Callable[[str], str] | None = None,
+        queue_position: Callable[[str], int | None] | None = None,
     ) -> None:
         self.config = config
         self.book = book
@@ -99,6 +103,7 @@ class GatewayApi:
         self.status = status
         self.default_profiles = default_profiles
         self.stop = stop  # stops a live job
+        self.queue_position = queue_position  # a file job's place in the runner's queue
         self.address: tuple[str, int] = (config.host, config.port)  # set once bound
 
 
@@ -178,7 +183,7 @@ async def _status(api: GatewayApi, request: Request) -> Response:
 
 async def _jobs(api: GatewayApi, request: Request) -> Response:
     records = await trio.to_thread.run_sync(api.book.all)
-    return JSONResponse({"jobs": [_public(r) for r in records]})
+    return JSONResponse({"jobs": [_public(r, api) for r in records]})
 
 
 async def _job_record(api: GatewayApi, request: Request) -> Response:
@@ -189,7 +194,7 @@ async def _job_record(api: GatewayApi, request: Request) -> Response:
                            "DELETE is not allowed here; allowed: GET, HEAD (only live jobs "
                            "can be stopped)", {"Allow": "GET, HEAD"})  # fmt: skip
         return _stop(api, record)
-    return JSONResponse(_public(record))
+    return JSONResponse(_public(record, api))
 
 
 async def _transcode(api: GatewayApi, request: Request) -> Response:
@@ -205,10 +210,15 @@ async def _ai(api: GatewayApi, request: Request) -> Response:
     return await _file_job(api, request, pipeline)
 
 
-def _public(record: JobRecord) -> dict[str, Any]:
+def _public(record: JobRecord, api: GatewayApi) -> dict[str, Any]:
     out = record.public()
     if out.get("error"):
         out["error"] = scrub(out["error"])
+    if api.queue_position is not None and record.status in (QUEUED, RUNNING):
+        # 1 = the next to start, 0 = running; absent once finished (or never held: live jobs)
+        position = api.queue_position(record.id)
+        if position is not None:
+            out["queue_position"] = position
     return out
 
 
