@@ -186,7 +186,7 @@ def effect_rows(
                 del runner.run_feeds
             recorded, raws, pipes, e2es, e2e_steps = list(feeds), [], [], [], []
             for _ in range(args.rounds):
-                raws.append(raw_seconds(recorded))
+                raws.append(raw_seconds(recorded)[0])  # wall seconds
                 pipes.append(effect_pipeline_seconds(engine, pipeline, model, video, options)[0])
                 result = engine.run_pipeline(
                     pipeline, video, model=name, out=folder / "effect.mp4", options=options
