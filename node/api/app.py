@@ -15,7 +15,8 @@
   matte), optional `"model"`, and the pipeline's options beside them (`"style": "mosaic"`,
   `"blend": {...}`, `"infer_size": "320x180"`, `"background": "#00ff00"` or `"blur"`); each
   segment is then an AI job, published with its audio; local paths are refused (400).
-- `POST /v1/ai/{pipeline}` (detect-faces, detect-text, filter, upscale; 404 for any other): the
+- `POST /v1/ai/{pipeline}` (detect-faces, detect-text, filter, upscale, style, matte with default
+  options; 404 for any other): the
   same inputs as a transcode, with `?model=NAME` or `"model"` instead of profiles (default: each
   orchestrator's model for the pipeline); a done job serves `detections.jsonl` (a line per frame:
   absolute frame number, pts, time, boxes) or the processed video's HLS (`master.m3u8`).
