@@ -73,7 +73,9 @@ class Proc:
                 return 0
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         try:
-            row = self.db.execute("SELECT COUNT(*) FROM events").fetchone()
+            # append-only with positions from 1 (no deletes): MAX(pos) is the count, and reads
+            # one index page instead of counting every row 10 times per poll
+            row = self.db.execute("SELECT COALESCE(MAX(pos), 0) FROM events").fetchone()
         except sqlite3.OperationalError:  # schema not there yet
             return 0
         return int(row[0])

@@ -22,7 +22,6 @@ from libp2p.pubsub.pb import rpc_pb2
 from events.crypto import keccak256
 from events.envelope import MAX_EVENT_BYTES, SignedEvent, decode
 from events.errors import DecodeError, InvalidEvent
-from events.kinds import kind_name
 from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.guard import PeerGuard
@@ -59,10 +58,6 @@ def decode_batch(data: bytes) -> list[SignedEvent]:
     for event in events:
         event.verify()
     return events
-
-
-def describe(event: SignedEvent) -> str:
-    return f"{kind_name(event.kind)} 0x{event.author.hex()[:8]}#{event.seq}"
 
 
 def events_topic(network: str) -> str:
@@ -146,20 +141,46 @@ class Gossip:
                 gapped.append(event)
             elif outcome is Outcome.APPENDED:
                 self.last_delivery = trio.current_time()
-                log.info("event %s from %s", describe(event), forwarder.to_base58())
         if gapped:
             # held: its predecessor is mostly a message still in validation (messages overtake
             # each other). Forward it once that is stored, so the rest of the mesh gets it by
             # gossip; if it does not come soon, sync with the forwarder fetches what is missing
             # (asking at once would race gossip and fetch what is already on its way).
-            with trio.move_on_after(self.config.gap_wait_s):
-                while not all(self.ingest.heads.get(e.author, 0) >= e.seq for e in gapped):
-                    await self.ingest.wait_changed()
+            # Under load the predecessor is mostly queued behind other messages: wait while the
+            # chains it belongs to keep growing, and ask sync only once they stalled for
+            # gap_wait_s (or the wait nears the validation timeout).
+            release = getattr(self.running.pubsub, "release", None)
+            if release is not None:  # p2p.host's flow control: waiting holds no place
+                release(forwarder, digest)
+            if await self._wait_for_predecessors(gapped):
                 return True
+            log.info(
+                "%d events from %s still miss their predecessors (no progress for %g s); "
+                "syncing from it", len(gapped), forwarder.to_base58(), self.config.gap_wait_s,
+            )  # fmt: skip
             self.on_gap(forwarder)
             return False
         # appended, already known, or an equivocation (evidence worth spreading)
         return True
+
+    async def _wait_for_predecessors(self, gapped: list[SignedEvent]) -> bool:
+        """True once every gapped event's chain reached it; False when those chains made no
+        progress for `gap_wait_s`, or after most of the validation timeout."""
+        heads = self.ingest.heads
+        authors = {e.author for e in gapped}
+        with trio.move_on_after(
+            max(self.config.gap_wait_s, self.config.validation_timeout_s * 0.8)
+        ):
+            while True:
+                progress = sum(heads.get(a, 0) for a in authors)
+                with trio.move_on_after(self.config.gap_wait_s):
+                    while sum(heads.get(a, 0) for a in authors) == progress:
+                        await self.ingest.wait_changed()
+                if all(heads.get(e.author, 0) >= e.seq for e in gapped):
+                    return True
+                if sum(heads.get(a, 0) for a in authors) == progress:
+                    return False  # stalled for gap_wait_s
+        return False
 
     def _blocking_queues(self, high: int) -> int:
         """Peer queues at or above `high` that still drain; one whose length has not moved for
