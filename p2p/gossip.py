@@ -33,7 +33,13 @@ log = logging.getLogger("castnet.p2p.gossip")
 _BACKPRESSURE_POLL_S = 0.002
 _INVALID_REMEMBERED = 10_000
 _STUCK_S = 0.5
+_RELEASE_GRACE_S = 0.5
 MAX_BATCH_EVENTS = 64
+# Under load (a message went out less than BUSY_S ago) the next one waits up to FLUSH_WINDOW_S
+# for the outbox to fill: one message of 64 events costs each node about what one of 1 does.
+# After a quiet spell an event goes out at once.
+FLUSH_WINDOW_S = 0.005
+BUSY_S = 0.05
 MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -86,7 +92,9 @@ class Gossip:
         self.topic = events_topic(config.network)
         self.received = 0  # messages that reached our subscription (valid and forwarded)
         self.last_delivery = -math.inf  # when gossip last stored an event
-        self.published = 0
+        self.published = 0  # events gossiped
+        self.messages = 0  # gossip messages they went out in
+        self.resubmitted = 0  # held events submitted again by a waiting validation
         self.publish_delays = 0
         self._invalid: OrderedDict[bytes, None] = OrderedDict()
         self._queue_marks: dict[int, tuple[int, float]] = {}
@@ -112,23 +120,21 @@ class Gossip:
             return True  # our own events are published only once durable
         data = msg.data
         digest = keccak256(data)
-        if digest in self._invalid:
-            return False  # offered again (gossip IHAVE/IWANT): rejected and logged already
+        pubsub = self.running.pubsub
+        turn = getattr(pubsub, "turn", None)  # p2p.host: one peer's messages in arrival order
+        if turn is not None:
+            await turn(forwarder, digest)
         try:
-            events = decode_batch(data)
-        except DecodeError as exc:
-            return self._reject(digest, forwarder, "gossip message", str(exc))
-        except InvalidEvent as exc:
-            return self._reject(digest, forwarder, "gossip event", f"bad signature: {exc}")
-        held = 0
-        if self.admission is not None:
-            events, held = self.admission.filter(events, forwarder.to_base58(), trio.current_time())
-            if held:  # junk relayed: gossipsub-level penalty for the peer, logged in aggregate
-                self.guard.penalize(forwarder, self.admission.config.penalty, "held-back events")
-            if not events:  # copies of it are dropped before decoding, without more penalty
-                self._remember_invalid(digest)
-                return False
-        results = await self.ingest.submit(events, forwarder.to_base58())
+            checked = self._check(forwarder, digest, data)
+            if isinstance(checked, bool):
+                return checked
+            events, held = checked
+            pending = self.ingest.enqueue(events)
+        finally:
+            pass_turn = getattr(pubsub, "pass_turn", None)
+            if pass_turn is not None:
+                pass_turn(forwarder, digest)
+        results = await self.ingest.complete(events, forwarder.to_base58(), pending)
         if held:
             return False  # never forward what we did not admit; the admitted part is stored
         gapped = []
@@ -154,31 +160,79 @@ class Gossip:
                 release(forwarder, digest)
             if await self._wait_for_predecessors(gapped):
                 return True
+            first = min(gapped, key=lambda e: (e.author, e.seq))
             log.info(
-                "%d events from %s still miss their predecessors (no progress for %g s); "
-                "syncing from it", len(gapped), forwarder.to_base58(), self.config.gap_wait_s,
+                "%d events from %s still miss their predecessors (nothing stored for %g s; "
+                "first 0x%s#%d waits for #%d); syncing from it", len(gapped),
+                forwarder.to_base58(), self.config.gap_wait_s, first.author.hex()[:8], first.seq,
+                self.ingest.heads.get(first.author, 0) + 1,
             )  # fmt: skip
             self.on_gap(forwarder)
             return False
         # appended, already known, or an equivocation (evidence worth spreading)
         return True
 
+    def _check(
+        self, forwarder: ID, digest: bytes, data: bytes
+    ) -> bool | tuple[list[SignedEvent], int]:
+        """Decode, verify and admit a message's events: (events to store, how many admission
+        held back), or the validation's answer when none is left to store."""
+        if digest in self._invalid:
+            return False  # offered again (gossip IHAVE/IWANT): rejected and logged already
+        try:
+            events = decode_batch(data)
+        except DecodeError as exc:
+            return self._reject(digest, forwarder, "gossip message", str(exc))
+        except InvalidEvent as exc:
+            return self._reject(digest, forwarder, "gossip event", f"bad signature: {exc}")
+        held = 0
+        if self.admission is not None:
+            events, held = self.admission.filter(events, forwarder.to_base58(), trio.current_time())
+            if held:  # junk relayed: gossipsub-level penalty for the peer, logged in aggregate
+                self.guard.penalize(forwarder, self.admission.config.penalty, "held-back events")
+            if not events:  # copies of it are dropped before decoding, without more penalty
+                self._remember_invalid(digest)
+                return False
+        return events, held
+
     async def _wait_for_predecessors(self, gapped: list[SignedEvent]) -> bool:
-        """True once every gapped event's chain reached it; False when those chains made no
-        progress for `gap_wait_s`, or after most of the validation timeout."""
+        """True once every gapped event's chain reached it; False when this node stored
+        nothing for `gap_wait_s` (gossip went quiet, and the predecessor with it), or after
+        most of the validation timeout. While events keep arriving, the predecessor is mostly
+        queued on another path (a relay's queue behind flow control): asking sync then fetches
+        what gossip is already bringing, at a higher cost. An event whose predecessor is stored
+        but that is still not (a release cut short) is submitted again from here."""
         heads = self.ingest.heads
-        authors = {e.author for e in gapped}
-        with trio.move_on_after(
-            max(self.config.gap_wait_s, self.config.validation_timeout_s * 0.8)
-        ):
+        ingest = self.ingest
+
+        def total() -> int:
+            return ingest.appended
+
+        def ready() -> list[SignedEvent]:
+            return [e for e in gapped if heads.get(e.author, 0) == e.seq - 1]
+
+        limit = max(self.config.gap_wait_s, self.config.validation_timeout_s * 0.8)
+        with trio.move_on_after(limit):
             while True:
-                progress = sum(heads.get(a, 0) for a in authors)
+                progress = total()
                 with trio.move_on_after(self.config.gap_wait_s):
-                    while sum(heads.get(a, 0) for a in authors) == progress:
+                    while total() == progress and not ready():
                         await self.ingest.wait_changed()
                 if all(heads.get(e.author, 0) >= e.seq for e in gapped):
                     return True
-                if sum(heads.get(a, 0) for a in authors) == progress:
+                if ready():
+                    with trio.move_on_after(_RELEASE_GRACE_S):  # the usual release, under way
+                        while ready():
+                            await self.ingest.wait_changed()
+                    if ready():
+                        missing = [e for e in gapped if heads.get(e.author, 0) < e.seq]
+                        missing.sort(key=lambda e: (e.author, e.seq))
+                        await self.ingest.submit(missing, "holding")
+                        self.resubmitted += len(missing)
+                        log.info("%d held events were not released when their chains caught "
+                                 "up; submitted again", len(missing))  # fmt: skip
+                    continue
+                if total() == progress:
                     return False  # stalled for gap_wait_s
         return False
 
@@ -230,15 +284,23 @@ class Gossip:
     async def _flush_outbox(self) -> None:
         """Send what the outbox holds as one message, then the next; each send waits until
         every peer queue has room (py-libp2p drops silently when a 32-deep queue is full)."""
+        last_sent = -math.inf
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
             while self._outbox:
+                if trio.current_time() - last_sent < BUSY_S:
+                    with trio.move_on_after(FLUSH_WINDOW_S):
+                        while not self._outbox_full(0):
+                            await self._wake.wait()
+                            self._wake = trio.Event()
                 batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
                 self._room.set()
                 await self._wait_for_queues()
                 await self.running.pubsub.publish(self.topic, encode_batch(batch))
+                last_sent = trio.current_time()
                 self.published += len(batch)
+                self.messages += 1
                 await trio.sleep(0)
 
     async def _wait_for_queues(self) -> None:

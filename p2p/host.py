@@ -216,6 +216,14 @@ class _Pubsub(Pubsub):
         self._pending: dict[ID, int] = {}  # each peer's messages in validation (flow control)
         self._slots: set[tuple[ID, bytes]] = set()  # (peer, message id) holding a place
         self._room: dict[ID, trio.Event] = {}
+        # per peer, messages take turns in arrival order up to queueing their append (validation
+        # runs one task per message, and trio may start them in any order: a chain's events then
+        # reached the store out of order and waited for each other)
+        self._tickets: dict[tuple[ID, bytes], int] = {}
+        self._issued: dict[ID, int] = {}
+        self._serving: dict[ID, int] = {}
+        self._finished: dict[ID, set[int]] = {}
+        self._turn_changed: dict[ID, trio.Event] = {}
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         """Read a peer's RPCs (py-libp2p's loop, with buffered reads and each peer's signed
@@ -240,6 +248,8 @@ class _Pubsub(Pubsub):
                             continue  # the same message again while its copy is in validation
                         self._slots.add(slot)
                         self._pending[peer] = self._pending.get(peer, 0) + 1
+                        self._tickets[slot] = self._issued.get(peer, 0)
+                        self._issued[peer] = self._tickets[slot] + 1
                         self.manager.run_task(self._push_counted, peer, msg, slot[1])
                 if rpc.subscriptions:
                     if len(rpc.subscriptions) > self.max_subscriptions_per_rpc:
@@ -268,6 +278,36 @@ class _Pubsub(Pubsub):
             pass  # the peer went away (IncompleteReadError is handled by stream_handler)
         finally:
             self._records.pop(peer, None)
+            for table in (self._issued, self._serving, self._finished, self._turn_changed):
+                table.pop(peer, None)  # type: ignore[attr-defined]
+
+    async def turn(self, peer: ID, msg_id: bytes) -> None:
+        """Wait until every earlier message read from `peer` has passed its turn (queued its
+        append, or ended); a message not read by this loop (our own) does not wait."""
+        ticket = self._tickets.get((peer, msg_id))
+        if ticket is None:
+            return
+        while self._serving.get(peer, 0) < ticket and (peer, msg_id) in self._tickets:
+            changed = self._turn_changed.get(peer)
+            if changed is None:
+                changed = self._turn_changed[peer] = trio.Event()
+            await changed.wait()
+
+    def pass_turn(self, peer: ID, msg_id: bytes) -> None:
+        """The message's append is queued (or it ended): later messages of `peer` may go."""
+        ticket = self._tickets.pop((peer, msg_id), None)
+        if ticket is None:
+            return
+        finished = self._finished.setdefault(peer, set())
+        finished.add(ticket)
+        serving = self._serving.get(peer, 0)
+        while serving in finished:
+            finished.discard(serving)
+            serving += 1
+        self._serving[peer] = serving
+        changed = self._turn_changed.pop(peer, None)
+        if changed is not None:
+            changed.set()
 
     async def _wait_for_room(self, peer: ID) -> None:
         """Flow control: stop reading a peer's stream while `INFLIGHT_PER_PEER` of its messages
@@ -285,6 +325,7 @@ class _Pubsub(Pubsub):
         try:
             await self.push_msg(peer, msg)
         finally:
+            self.pass_turn(peer, msg_id)
             self.release(peer, msg_id)
 
     def release(self, peer: ID, msg_id: bytes) -> None:
