@@ -14,8 +14,15 @@ bootstrapped to 3 of them) injects the events; the N processes do all the receiv
 - this machine's limit, measured in the same run: cores / (N x (verify + durable append) of one
   event), the append in batches of one gossip message (64 events) with synchronous=FULL; and
   what a libp2p message signature costs (sign, verify), since castnet signs every message
+  (gossipsub StrictSign, which js and go peers require), also per event at the batch size seen
+- the same run's one-process figures: the same N nodes and topology inside this process (every
+  node on one core), measured the same way (`one_process_*`)
+- catch-up: a fresh node process, bootstrapped to a node holding `--backlog` events, until it
+  has stored them all (sync)
 
-Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--json]
+No WAN delay is modelled: every figure is loopback.
+
+Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--backlog 100000] [--json]
 """
 
 from __future__ import annotations

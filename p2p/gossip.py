@@ -214,6 +214,8 @@ class Gossip:
         limit = max(self.config.gap_wait_s, self.config.validation_timeout_s * 0.8)
         with trio.move_on_after(limit):
             while True:
+                if all(heads.get(e.author, 0) >= e.seq for e in gapped):
+                    return True
                 progress = total()
                 with trio.move_on_after(self.config.gap_wait_s):
                     while total() == progress and not ready():

@@ -215,6 +215,7 @@ class _Pubsub(Pubsub):
         self._records: dict[ID, bytes] = {}  # the signed peer record each peer last sent
         self._pending: dict[ID, int] = {}  # each peer's messages in validation (flow control)
         self._slots: set[tuple[ID, bytes]] = set()  # (peer, message id) holding a place
+        self._validating: set[tuple[ID, bytes]] = set()  # holding a validator slot
         self._room: dict[ID, trio.Event] = {}
         # per peer, messages take turns in arrival order up to queueing their append (validation
         # runs one task per message, and trio may start them in any order: a chain's events then
@@ -328,11 +329,28 @@ class _Pubsub(Pubsub):
             self.pass_turn(peer, msg_id)
             self.release(peer, msg_id)
 
+    async def _run_async_validator(
+        self, func: Any, msg_forwarder: ID, msg: rpc_pb2.Message, results: list[bool]
+    ) -> None:
+        """py-libp2p's, with a validator slot that `release` can give back before the end."""
+        key = (msg_forwarder, self._msg_id_constructor(msg))
+        await self._validator_semaphore.acquire()
+        self._validating.add(key)
+        try:
+            results.append(await func(msg_forwarder, msg))
+        finally:
+            if key in self._validating:
+                self._validating.discard(key)
+                self._validator_semaphore.release()
+
     def release(self, peer: ID, msg_id: bytes) -> None:
-        """Give back the place a message of `peer` holds in flow control: when its validation
-        ends, or earlier when it only waits for events that other messages bring (held, it must
-        not stop its own predecessors, often right behind it on the same stream, from being
-        read)."""
+        """Give back the places a message of `peer` holds, its validator slot and its place in
+        the peer's flow control: when its validation ends, or earlier when it only waits for
+        events that other messages bring (held, it must not keep its own predecessors, often
+        right behind it on the same stream, from being read and validated)."""
+        if (peer, msg_id) in self._validating:
+            self._validating.discard((peer, msg_id))
+            self._validator_semaphore.release()
         if (peer, msg_id) not in self._slots:
             return
         self._slots.discard((peer, msg_id))
