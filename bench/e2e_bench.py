@@ -3,6 +3,7 @@ verification, logs) against transcoding the same segments locally in the same pr
 alternating A/B; medians of throughput (segments/s) and per-segment latency.
 
     .venv/bin/python bench/e2e_bench.py [--size 640x360] [--seconds 10] [--rounds 2]
+    .venv/bin/python bench/e2e_bench.py --live [bench/live_bench.py's options]
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ async def network_run(
 
 
 def main() -> int:
+    if "--live" in sys.argv[1:]:  # live latency (segment cut -> listed), network vs local
+        from live_bench import main as live_main
+
+        return live_main(["--only", "transcode", *(a for a in sys.argv[1:] if a != "--live")])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -47,6 +47,8 @@ CASES = (
     ("filter", "sharpen", "bigbuckbunny.mp4"),
     ("filter", "sharpen-u8", "bigbuckbunny.mp4"),
     ("upscale", "nearest2x", "bigbuckbunny.mp4"),
+    ("style", "multistyle26", "carphone_pristine.mp4"),
+    ("matte", "modnet", "carphone_pristine.mp4"),
 )
 MIN_BOX_AGREEMENT = 0.9  # CPU boxes matched (IoU >= 0.5) by a CUDA box on the same frame
 MIN_VIDEO_PSNR = 40.0  # dB between the CPU and the CUDA encoded outputs
@@ -243,7 +245,7 @@ def build_report(
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"| {'pipeline':<12} | {'model':<10} | {'input':<9} | {'CPU fps':>7} | {'CUDA fps':>8} |"
+        f"| {'pipeline':<12} | {'model':<12} | {'input':<9} | {'CPU fps':>7} | {'CUDA fps':>8} |"
         f" {'x':>5} | {'sessions on':<24} | ok |",
     ]
     for row in report["pipelines"]:
@@ -251,7 +253,7 @@ def table(report: dict[str, Any]) -> str:
         places = sorted({f"{s['provider'][:-17]}{'+iob' if s['io_binding'] else ''}"
                          for s in row["cuda"]["sessions"].values()})  # fmt: skip
         lines.append(
-            f"| {row['pipeline']:<12} | {row['model']:<10} | {size:<9} | {row['cpu']['fps']:>7} |"
+            f"| {row['pipeline']:<12} | {row['model']:<12} | {size:<9} | {row['cpu']['fps']:>7} |"
             f" {row['cuda']['fps']:>8} | {row['speedup'] or 0:>5} | {','.join(places):<24} |"
             f" {'y' if row['ok'] else 'N'}  |"
         )

@@ -23,10 +23,9 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
-from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 
 from chain.compile import load_artifact
@@ -34,6 +33,9 @@ from chain.errors import ChainError, Reverted, reverted
 from chain.staking import Staking
 from payments.interfaces import ChainView, RedeemReceipt, SenderInfo
 from payments.ticket import Ticket
+
+if TYPE_CHECKING:
+    from eth_tester import EthereumTester
 
 DEPLOY_GAS = 6_000_000
 TX_GAS = 300_000
@@ -83,6 +85,9 @@ class Chain:
 
     @classmethod
     def embedded(cls) -> Chain:
+        # py-evm is imported here, not at the top: a node on JSON-RPC (anvil) starts without it
+        from eth_tester import EthereumTester, PyEVMBackend
+
         tester = EthereumTester(PyEVMBackend())
         w3 = Web3(EthereumTesterProvider(tester))
         key = tester.backend.account_keys[0].to_bytes()

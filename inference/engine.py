@@ -4,12 +4,14 @@ the warm-model cache; the node asks it what it can offer and runs pipelines on i
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.errors import InferenceError, UnknownPipeline
 from inference.manifest import ModelManifest
+from inference.options import parse_options
 from inference.pipelines import DEFAULT_BATCH, PIPELINES, PipelineResult, execute
 from inference.providers import ProviderChoice, choose_providers
 from inference.registry import Registry
@@ -18,6 +20,7 @@ from media.progress import ProgressCallback
 from media.source import Source
 
 log = logging.getLogger("castnet.inference")
+ARBITRARY_STYLE = "arbitrary-style"  # the style model that takes any picture as the style
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class ModelInfo:
     bytes: int
     source: str
     description: str
+    sizes: str = "any"  # the input sizes the model accepts, in words
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +59,7 @@ class ModelInfo:
             "bytes": self.bytes,
             "source": self.source,
             "description": self.description,
+            "sizes": self.sizes,
         }
 
 
@@ -87,6 +92,7 @@ class InferenceEngine:
                 m.file_bytes,
                 m.source,
                 m.description,
+                m.sizes,
             )
             for m in self.registry
         ]
@@ -110,11 +116,20 @@ class InferenceEngine:
         """Warm a model up now (load its sessions), so a later job starts at once."""
         self.cache.get(self.registry.get(name))
 
-    def resolve(self, pipeline: str, model: str | Path | None = None) -> ModelManifest:
+    def resolve(
+        self,
+        pipeline: str,
+        model: str | Path | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> ModelManifest:
+        """The model to run: `model` when given, else the default for the pipeline (for a style
+        after a picture, the arbitrary-style model)."""
         if pipeline not in PIPELINES:
             raise UnknownPipeline(
                 f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}"
             )
+        if model is None and pipeline == "style" and options and options.get("style_image"):
+            model = ARBITRARY_STYLE
         return self.registry.resolve(pipeline, model)
 
     def run_pipeline(
@@ -126,10 +141,13 @@ class InferenceEngine:
         out: Path | None = None,
         format: str | None = None,
         on_progress: ProgressCallback | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> PipelineResult:
         """Run `pipeline` over a video (path, URL or bytes). Detections land in the result (and in
-        `out` as JSON lines); video outputs go to `out`, or into `result.video` as MPEG-TS bytes."""
-        loaded = self.cache.get(self.resolve(pipeline, model))
+        `out` as JSON lines); video outputs go to `out`, or into `result.video` as MPEG-TS bytes.
+        `options` are the pipeline's (`inference.options`), checked before the model loads."""
+        parsed = parse_options(pipeline, options) if pipeline in PIPELINES else None
+        loaded = self.cache.get(self.resolve(pipeline, model, parsed))
         return execute(
             pipeline,
             loaded,
@@ -140,6 +158,7 @@ class InferenceEngine:
             encoder=self.config.encoder,
             format=format,
             on_progress=on_progress,
+            options=parsed,
         )
 
 

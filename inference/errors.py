@@ -38,3 +38,7 @@ class UnknownPipeline(InferenceError):
 
 class OutputFailed(InferenceError):
     """Writing the pipeline's output (video or detection lines) failed; nothing partial is left."""
+
+
+class InvalidOptions(InferenceError):
+    """A pipeline's options are unknown or out of range (a style name, a colour, a size, a path)."""

@@ -15,7 +15,16 @@ from typing import Any
 
 from inference.errors import InvalidManifest, ModelNotFound, ModelUnreadable
 
-PIPELINE_KINDS = ("detect-faces", "detect-text", "filter", "upscale")
+PIPELINE_KINDS = ("detect-faces", "detect-text", "filter", "upscale", "style", "matte")
+# pipelines whose output is a video of the input's frames (the others give detections)
+VIDEO_KINDS = frozenset({"filter", "upscale", "style", "matte"})
+# the multistyle model's 26 styles by index; the package numbers them, these names are castnet's
+STYLE_NAMES = (
+    "pastel", "bold-ink", "charcoal", "shards", "crimson", "fauve", "cells", "primary",
+    "pencil", "camo", "sepia", "etching", "lavender", "glass", "frost", "mosaic",
+    "strokes", "grid", "woodcut", "starry", "ember", "cutout", "pop", "dusk",
+    "indigo", "tapestry",
+)  # fmt: skip
 # NWHC: width-major images, as the Caffe-born MTCNN weights expect
 LAYOUTS = ("NCHW", "NHWC", "NWHC")
 DTYPES = ("float32", "uint8")
@@ -78,6 +87,7 @@ class ModelManifest:
     layout: str = "NCHW"
     dtype: str = "float32"
     size: tuple[int, int] | None = None  # fixed input (height, width); None follows the frame
+    multiple: int = 1  # input sides must be multiples of this (pipelines pad to it)
     normalization: Normalization = field(default_factory=Normalization)
     unit: str = "pixel"
     source: str = "local file"
@@ -96,6 +106,19 @@ class ModelManifest:
             raise InvalidManifest(f"model {self.name!r}: dtype {self.dtype!r} not in {DTYPES}")
         if not self.files:
             raise InvalidManifest(f"model {self.name!r}: no files")
+        if self.multiple < 1:
+            raise InvalidManifest(
+                f"model {self.name!r}: multiple must be >= 1, not {self.multiple}"
+            )
+
+    @property
+    def sizes(self) -> str:
+        """The input sizes the model accepts, in words (for listings and offers)."""
+        if self.size is not None:
+            return f"{self.size[1]}x{self.size[0]} only"
+        if self.multiple > 1:
+            return f"any, sides multiples of {self.multiple}"
+        return "any"
 
     def file(self, role: str) -> ModelFile:
         for f in self.files:
@@ -153,6 +176,7 @@ def manifest_from_mapping(data: Mapping[str, Any], base: Path) -> ModelManifest:
         layout=str(data.get("layout", "NCHW")),
         dtype=str(data.get("dtype", "float32")),
         size=(int(size[0]), int(size[1])) if size else None,
+        multiple=int(data.get("multiple", 1)),
         normalization=Normalization(
             scale=float(norm.get("scale", 1 / 255)),
             mean=_triple(norm.get("mean", (0.0, 0.0, 0.0))),
@@ -182,6 +206,8 @@ def manifest_toml(manifest: ModelManifest) -> str:
     ]
     if manifest.size is not None:
         lines.append(f"size = [{manifest.size[0]}, {manifest.size[1]}]")
+    if manifest.multiple != 1:
+        lines.append(f"multiple = {manifest.multiple}")
     lines += [
         "",
         "[normalization]",

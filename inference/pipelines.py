@@ -1,7 +1,8 @@
 """Frame pipelines: decode -> prepare (batched) -> model steps -> write, each in its own thread.
 
-`detect-faces` and `detect-text` produce per-frame boxes (JSON lines); `filter` and `upscale`
-produce a re-encoded video. Every pipeline counts the pixels it processed: the unit of price.
+`detect-faces` and `detect-text` produce per-frame boxes (JSON lines); `filter`, `upscale`,
+`style` and `matte` produce a re-encoded video. Every pipeline counts the pixels it processed: the
+unit of price.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,17 +19,21 @@ from typing import Any, Protocol
 import av
 
 from inference.detections import Box, FrameDetections
+from inference.effects import EFFECTS, video_effect
 from inference.errors import OutputFailed, UnknownPipeline
 from inference.frames import Frame, FrameStamp, VideoInfo, VideoWriter, open_video
 from inference.imagemodels import ImageModel
+from inference.manifest import PIPELINE_KINDS
+from inference.manifest import VIDEO_KINDS as VIDEO_KINDS  # re-exported
 from inference.mtcnn import FaceDetector
+from inference.options import parse_options
 from inference.sessions import LoadedModel
 from inference.stages import StageTimes, run_stages
 from inference.textdet import TextDetector
 from media.progress import Progress, ProgressCallback
 from media.source import Source
 
-PIPELINES = ("detect-faces", "detect-text", "filter", "upscale")
+PIPELINES = PIPELINE_KINDS
 DETECTORS = {"detect-faces": FaceDetector, "detect-text": TextDetector}
 DEFAULT_BATCH = 4
 
@@ -153,13 +158,17 @@ def execute(
     encoder: str = "software",
     format: str | None = None,
     on_progress: ProgressCallback | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> PipelineResult:
-    """Run `pipeline` with a loaded model over every frame of `source` (blocking; use a thread)."""
+    """Run `pipeline` with a loaded model over every frame of `source` (blocking; use a thread).
+
+    `options` are the pipeline's (see `inference.options`); they are checked before any decoding."""
     if pipeline not in PIPELINES:
         raise UnknownPipeline(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")
+    parsed = parse_options(pipeline, options)
     started = time.perf_counter()
     with open_video(source, format=format) as (info, frames):
-        prepare, steps, sink, size = _plan(pipeline, model, info, out, preset, encoder)
+        prepare, steps, sink, size = _plan(pipeline, model, info, out, preset, encoder, parsed)
         stages, times = pipeline_stages(prepare, steps, batch)
         count, output, first = 0, None, None
         try:
@@ -207,13 +216,25 @@ def pipeline_stages(
 
 
 def _plan(
-    pipeline: str, model: LoadedModel, info: VideoInfo, out: Path | None, preset: str, encoder: str
+    pipeline: str,
+    model: LoadedModel,
+    info: VideoInfo,
+    out: Path | None,
+    preset: str,
+    encoder: str,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Callable[[list[av.VideoFrame]], Any], list[tuple[str, Step]], _Sink, tuple[int, int]]:
     """The pipeline's prepare step, its model steps and its sink; every shape check happens here,
     before anything is written."""
     if pipeline in DETECTORS:
         detector = DETECTORS[pipeline](model, info.width, info.height)
         return detector.prepare, detector.steps(), _DetectionSink(out), (info.width, info.height)
+    if pipeline in EFFECTS:
+        effect = video_effect(pipeline, model, info.width, info.height, options)
+        writer = VideoWriter(
+            out, info.width, info.height, info.rate, info.time_base, preset=preset, encoder=encoder
+        )
+        return effect.prepare, effect.steps(), _VideoSink(writer), (info.width, info.height)
     imager = ImageModel(model, info.width, info.height, factor=2 if pipeline == "upscale" else 1)
     width, height = imager.output_size
     writer = VideoWriter(

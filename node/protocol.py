@@ -6,11 +6,15 @@ may exceed 64 bits travel as 32-byte big-endian bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import msgpack
+
+from inference.manifest import VIDEO_KINDS
+from inference.options import parse_options
 from media.profiles import Profile, plan_ladder
 from media.transcoder import Rendition
 from p2p.errors import ProtocolError
@@ -232,7 +236,7 @@ def estimate_pixels(
 # -- inference segments ----------------------------------------------------------------------
 
 DETECTIONS, VIDEO = "detections", "video"  # what an AI segment returns: JSON lines, or MPEG-TS
-VIDEO_PIPELINES = frozenset({"filter", "upscale"})
+VIDEO_PIPELINES = VIDEO_KINDS
 MAX_AI_FRAMES = 2000  # per segment (a ~2 s segment has 50-120)
 MAX_BOXES = 100  # per frame
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -243,6 +247,46 @@ def ai_capability(pipeline: str, model: str = "", warm: bool = False) -> str:
     either with `:warm` when the model is loaded (starts without a load delay)."""
     text = f"ai:{pipeline}/{model}" if model else f"ai:{pipeline}"
     return text + ":warm" if warm else text
+
+
+@dataclass(frozen=True, slots=True)
+class StatedFps:
+    """Frames per second an orchestrator measured for a pipeline (and model) on its own hardware,
+    at an inference size: what it tells gateways in its offer so a live stream that it cannot
+    keep up with goes elsewhere."""
+
+    pipeline: str
+    model: str
+    fps: float
+    width: int
+    height: int
+
+    def capability(self) -> str:
+        """`fps:<pipeline>[/<model>]=<fps>@<W>x<H>` (an Offer capability)."""
+        what = f"{self.pipeline}/{self.model}" if self.model else self.pipeline
+        return f"fps:{what}={self.fps:.1f}@{self.width}x{self.height}"
+
+    def at(self, width: int, height: int) -> float:
+        """The fps to expect at another inference size (the work scales with the pixels)."""
+        return self.fps * (self.width * self.height) / max(1, width * height)
+
+
+def stated_fps(capabilities: Sequence[str], pipeline: str, model: str = "") -> StatedFps | None:
+    """What an offer states for `pipeline` (with `model`, or its default model), or None."""
+    what = f"{pipeline}/{model}" if model else pipeline
+    prefix = f"fps:{what}="
+    for cap in capabilities:
+        if not cap.startswith(prefix):
+            continue
+        rate, _, size = cap[len(prefix) :].partition("@")
+        width, _, height = size.partition("x")
+        try:
+            fps, w, h = float(rate), int(width), int(height)
+        except ValueError:
+            continue
+        if fps >= 0 and 0 < w <= 16384 and 0 < h <= 16384 and fps == fps:  # not NaN
+            return StatedFps(pipeline, model, fps, w, h)
+    return None
 
 
 def ai_output_size(pipeline: str, width: int, height: int) -> tuple[int, int]:
@@ -256,28 +300,74 @@ def is_model_name(text: str) -> bool:
     return 0 < len(text) <= 128 and set(text) <= NAME_CHARS and text[0] not in ".-"
 
 
+MAX_OPTIONS_BYTES = 4096  # an AI spec's options, msgpack-encoded
+MAX_OPTIONS_DEPTH = 2  # {"blend": {"mosaic": 0.5, ...}} and no deeper
+OPTION_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def check_options_shape(options: Any) -> dict[str, Any]:
+    """Options as they may travel in an AI spec: a small map of short lowercase keys to strings,
+    numbers, booleans or (one level down) maps of those; ProtocolError otherwise. What each
+    pipeline accepts is the orchestrator's check (inference.options), not the wire's."""
+    if not isinstance(options, Mapping):
+        raise ProtocolError("AI options are a map")
+    _check_map(options, MAX_OPTIONS_DEPTH)
+    if len(msgpack.packb(dict(options), use_bin_type=True)) > MAX_OPTIONS_BYTES:
+        raise ProtocolError(f"AI options take at most {MAX_OPTIONS_BYTES} bytes")
+    return dict(options)
+
+
+def _check_map(value: Mapping[Any, Any], depth: int) -> None:
+    if len(value) > 64:
+        raise ProtocolError("AI options hold at most 64 entries")
+    for key, item in value.items():
+        if type(key) is not str or not 0 < len(key) <= 64 or not set(key) <= OPTION_KEY_CHARS:
+            raise ProtocolError(f"AI option name {str(key)[:64]!r} is not a short lowercase name")
+        if isinstance(item, Mapping) and depth > 1:
+            _check_map(item, depth - 1)
+        elif type(item) is str:
+            if len(item) > 1024:
+                raise ProtocolError(f"AI option {key!r} is longer than 1024 characters")
+        elif type(item) not in (int, float, bool):
+            raise ProtocolError(f"AI option {key!r} is not a string, number or flag")
+
+
+def parse_ai_options(
+    pipeline: str, raw: Mapping[str, Any] | None, *, allow_paths: bool = False
+) -> dict[str, Any]:
+    """A pipeline's options checked and normalised by inference.options (InferenceError when
+    bad); `allow_paths` only for options typed on this machine, never for a peer's."""
+    return parse_options(pipeline, raw or {}, allow_paths=allow_paths)
+
+
 @dataclass(frozen=True, slots=True)
 class AiSpec:
-    """An inference segment's ask: the job (a JobPosted id), the pipeline and the model ("" for
-    the orchestrator's default model of that pipeline)."""
+    """An inference segment's ask: the job (a JobPosted id), the pipeline, the model ("" for the
+    orchestrator's default model of that pipeline) and the pipeline's options (style name, blend,
+    inference size, background...: inference.options). On the wire `[job_id, pipeline, model,
+    options]`; the 3-item form of nodes before options still reads, with no options."""
 
     job_id: bytes
     pipeline: str
     model: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> list[Any]:
-        return [self.job_id, self.pipeline, self.model]
+        if not self.options:  # what every node reads
+            return [self.job_id, self.pipeline, self.model]
+        return [self.job_id, self.pipeline, self.model, dict(self.options)]
 
     @classmethod
     def from_wire(cls, items: Any) -> AiSpec:
-        if not isinstance(items, list) or len(items) != 3:
-            raise ProtocolError("an AI spec is [job_id, pipeline, model]")
+        if not isinstance(items, list) or len(items) not in (3, 4):
+            raise ProtocolError("an AI spec is [job_id, pipeline, model, options]")
         pipeline, model = items[1], items[2]
         if type(pipeline) is not str or not 0 < len(pipeline) <= 64:
             raise ProtocolError("an AI pipeline is a short string")
         if type(model) is not str or (model and not is_model_name(model)):
             raise ProtocolError("an AI model is a registered model's name")
-        return cls(_bytes(items[0], "job_id", 32), pipeline, model)
+        options = check_options_shape(items[3]) if len(items) == 4 else {}
+        return cls(_bytes(items[0], "job_id", 32), pipeline, model, options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,7 @@ class NodeService:
             ticket_store=self._ticket_store,
         )
         if self.config.ledger.kind == "embedded":  # a fresh chain: bond and register ourselves
-            await trio.to_thread.run_sync(self._self_bond, member.signer.address)
+            await self._self_bond(member, self.orchestrator.writer)
         await nursery.start(self.orchestrator.run)
         if self.config.ledger.kind == "rpc":  # rewards exist only on the contracts
             self.rewards = RewardCaller(self.ledger, self.orchestrator.writer)
@@ -186,13 +186,27 @@ class NodeService:
             log.info("resuming %d winning ticket(s) waiting for redemption", pending)
         nursery.start_soon(self._redeem_loop, self.orchestrator)
 
-    def _self_bond(self, me: bytes) -> None:
+    async def _self_bond(self, member: RoleNode, writer: EventWriter) -> None:
         """On a fresh embedded chain our orchestrator bonds half of its granted stake token to
-        itself (and so registers), so that it is active and delegators can bond to it."""
+        itself (and so registers), so that it is active and delegators can bond to it. The first
+        start logs the bond before the first Offer: it is the standing that nodes admitting by
+        standing need to store and forward this orchestrator's events."""
+        me = member.signer.address
         staking = self.ledger.protocol.staking
-        if not staking.orchestrator(me).registered:
-            self.ledger.bond(me, me, staking.token_balance(me) // 2)
-            log.info("orchestrator bonded to itself on the embedded chain")
+
+        def bond() -> tuple[ChainLog, int] | None:
+            if staking.orchestrator(me).registered:
+                return None
+            amount = staking.token_balance(me) // 2
+            return self.ledger.bond(me, me, amount), amount
+
+        bonded = await trio.to_thread.run_sync(bond)
+        if bonded is None:
+            return
+        log.info("orchestrator bonded to itself on the embedded chain")
+        if not await trio.to_thread.run_sync(_observed_before, member, "bond"):
+            chain_log, amount = bonded
+            await writer.emit(_observed("bond", chain_log, me, me, amount))
 
     async def _redeem_loop(self, orchestrator: Orchestrator) -> None:
         while True:
@@ -211,7 +225,8 @@ class NodeService:
             await self._fund_own_gateway(member)
         nursery.start_soon(self._follow_log, self.gateway)
         book = await trio.to_thread.run_sync(JobBook, cfg.role_dir("gateway") / "jobs")
-        self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention)
+        self.runner = JobRunner(self.gateway, book, cfg.min_offers, retention=cfg.retention,
+                                max_jobs=cfg.max_jobs)  # fmt: skip
         self.resumed_jobs = await nursery.start(self.runner.run)
         if cfg.api.enabled:
             api_cfg = cfg.api
@@ -225,7 +240,8 @@ class NodeService:
                 self.api_token_file, self.api_token_created = path, created
             self.api_token = api_cfg.token
             api = GatewayApi(api_cfg, book, self.runner.enqueue, self.status,
-                             cfg.gateway.profiles, self.runner.stop)  # fmt: skip
+                             cfg.gateway.profiles, self.runner.stop,
+                             self.runner.queue_position)  # fmt: skip
             try:
                 app = build_app(api, node_routes(self))  # + /metrics, the dashboard
                 self.api_address = await nursery.start(partial(serve_api, api, app=app))
@@ -331,6 +347,9 @@ class NodeService:
                 "offers": len(self.gateway.view.state.offers),
                 "verdicts": len(self.gateway.verdicts),
                 "current_job": self.runner.current if self.runner else None,
+                "running_jobs": list(self.runner.running) if self.runner else [],
+                "queued_jobs": len(self.runner.queue) if self.runner else 0,
+                "segments_in_flight": self.gateway.scheduler.in_flight,
                 "resumed_jobs": self.resumed_jobs,
             }
         if self.watcher is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from events import kinds as k
 from events.envelope import SignedEvent, decode
+from events.errors import EventError
 from storage.store import EventStore
 
 log = logging.getLogger("castnet.p2p.admission")
@@ -118,11 +119,13 @@ class Admission:
                     self.standing.update(_parties(body))
 
     def own(self, event: SignedEvent) -> None:
-        """An event this node publishes: its author is ours, and so are the jobs it posts."""
+        """An event this node publishes: its author is ours, and so are the jobs it posts; a
+        chain observation it logs (its chain watcher's) gives the standing it records."""
         self.local.add(event.author)
         self.standing.add(event.author)
         if event.kind == k.JobPosted.KIND:
             self.local_jobs.add(event.id)
+        self._learn(event)
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -189,12 +192,51 @@ class Admission:
     def filter(
         self, events: Iterable[SignedEvent], peer: str, now: float
     ) -> tuple[list[SignedEvent], int]:
-        """The admitted events of a batch, in order, and how many were held back."""
+        """The admitted events of a batch, in order, and how many were held back.
+
+        The standing that the batch's chain observations give is learned first (self-claimed
+        ones within the peer's budget, as `check` decides them): an orchestrator's Offer that
+        precedes the observation of its bond in a log is then admitted in its place, so a
+        batch fetched by sync keeps its log order (a gateway's assignment stays after the
+        Offer it names) instead of admitting the Offer later, out of order."""
+        batch = list(events)
+        decided: dict[int, str | None] = {}
+        observed: list[tuple[SignedEvent, tuple[bytes, ...]]] = []
+        for i, event in enumerate(batch):
+            parties = self._observed_parties(event)
+            if not parties:
+                continue
+            if event.author not in self.standing and event.author in parties:
+                decided[i] = self.check(event, peer, now)
+            else:
+                observed.append((event, parties))
+        learned = True
+        while learned and observed:  # an observer may gain standing from a later observation
+            learned, waiting = False, []
+            for event, parties in observed:
+                if event.author in self.standing:
+                    self.standing.update(parties)
+                    learned = True
+                else:
+                    waiting.append((event, parties))
+            observed = waiting
         admitted, held = [], 0
-        for event in events:
-            if self.check(event, peer, now) is None:
+        for i, event in enumerate(batch):
+            reason = decided[i] if i in decided else self.check(event, peer, now)
+            if reason is None:
                 admitted.append(event)
             else:
                 held += 1
         self.report(now)
         return admitted, held
+
+    @staticmethod
+    def _observed_parties(event: SignedEvent) -> tuple[bytes, ...]:
+        """The addresses a chain observation gives standing to (none for other events)."""
+        if event.kind != k.ChainObserved.KIND:
+            return ()
+        try:
+            body = k.read_body(event)
+        except EventError:
+            return ()
+        return _parties(body) if isinstance(body, k.ChainObserved) else ()

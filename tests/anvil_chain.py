@@ -24,9 +24,17 @@ SELF_BOND = 10 * 10**18
 GATEWAY_ECONOMICS = 'max_price_per_pixel = "1e11"\n'  # in [gateway]
 
 
+# ticket params live this many blocks (1 s each here): the node's default, 5, is less than a
+# busy 2-core machine can take from a quote to the orchestrator's check of the tickets (with
+# several node processes and encodes competing for the cores); still short enough that winning
+# tickets, redeemed once their params expired, are redeemed within a test
+VALIDITY_BLOCKS = 12
+
+
 def orchestrator_economics(price_per_pixel: str) -> str:
     """Lines for [orchestrator]: tickets worth 5e14 wei, at this price (wei per pixel)."""
-    return f'ticket_ev = "5e14"\nprice_per_pixel = "{price_per_pixel}"\n'
+    return (f'ticket_ev = "5e14"\nprice_per_pixel = "{price_per_pixel}"\n'
+            f"validity_blocks = {VALIDITY_BLOCKS}\n")  # fmt: skip
 
 
 @contextmanager

@@ -83,7 +83,11 @@ async def test_page_static_files_and_views(tmp_path: Path) -> None:
                 await svc.members["gateway"].node.ingest.wait_changed()
         (offer,) = network["orchestrators"]
         assert offer["address"] == "0x" + orch.hex() and "transcode:h264" in offer["capabilities"]
-        assert offer["stake"] == "0" and offer["stake_text"] == "0 CAST"
+        # the gateway admits by standing (the default): the orchestrator's logged self-bond is it
+        assert svc.members["gateway"].node.admission is not None
+        # the stake it bonded to itself on the embedded chain, as its own log observed it
+        stake = await trio.to_thread.run_sync(svc.ledger.stake, orch)
+        assert stake > 0 and offer["stake"] == str(stake) and offer["stake_text"].endswith(" CAST")
         assert offer["reputation"] == {"verified": 0, "failed": 0, "mean_latency_ms": None,
                                        "equivocations": 0}  # fmt: skip
         assert network["peers"] == {"gateway": 1, "orchestrator": 1}
@@ -101,7 +105,8 @@ async def test_page_static_files_and_views(tmp_path: Path) -> None:
         assert audit["events"] >= log["total"] >= 1
 
         status, stake = await fetch(address, "/v1/stake")
-        assert status == 200 and stake["total_stake_text"] == "0 CAST" and stake["rounds"] == []
+        assert status == 200 and stake["total_stake_text"] == offer["stake_text"]
+        assert stake["rounds"] == []
 
         for path, code, error in [
             ("/v1/log?limit=0", 400, "bad_request"),

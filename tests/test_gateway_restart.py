@@ -5,6 +5,7 @@ and who the tickets issued after the restart pay for."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 from collections import Counter
@@ -16,8 +17,10 @@ from api_client import request, request_json, upload, wait_job
 from test_node_service import (
     FAST_KDF,
     PASSWORD,
+    bootstrap_addr,
     free_port,
     node_process,
+    node_processes,
     wait_for,
     write_config,
 )
@@ -89,49 +92,51 @@ async def _killed_mid_job(
     gw_dir = tmp_path / "gw" / "gateway"
     orch_dir = tmp_path / "orch" / "orchestrator"
 
-    async with node_process(gw_conf, pw) as gateway:
+    # one slot: segments are done one after another, so the kill lands inside the job; started
+    # with the gateway, the orchestrator dials it until it answers
+    gw_addr = bootstrap_addr(gw_dir, gw_port)
+    orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"],
+                             f'{network}bootstrap = ["{gw_addr}"]\nrequire_bootstrap = false\n'
+                             + ledger + '[orchestrator]\ncapacity = 1\n'
+                             + orchestrator_economics("1.5e10"))  # fmt: skip
+    async with node_processes([gw_conf, orch_conf], pw) as (gateway, orch):
+        assert gateway.p2p_addr == gw_addr
         api = gateway.value("api ")
-        # one slot: segments are done one after another, so the kill lands inside the job
-        orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"],
-                                 f'{network}bootstrap = ["{gateway.p2p_addr}"]\n' + ledger
-                                 + '[orchestrator]\ncapacity = 1\n'
-                                 + orchestrator_economics("1.5e10"))  # fmt: skip
-        async with node_process(orch_conf, pw) as orch:
-            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
-            await wait_for(lambda: len(accepted_jobs(own_events(gw_dir, gw_key))) >= 1, 120)
-            gateway.process.kill()  # SIGKILL, our own child, by its handle
-            await gateway.process.wait()
+        job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
+        await wait_for(lambda: len(accepted_jobs(own_events(gw_dir, gw_key))) >= 1, 120)
+        gateway.process.kill()  # SIGKILL, our own child, by its handle
+        await gateway.process.wait()
 
-            before = own_events(gw_dir, gw_key)
-            state = folded(gw_dir)
-            segments = {b.input_hash for _, b in before if isinstance(b, k.JobPosted)}
-            hash_of = dict(_hashes(gw_dir, gw_key))
-            verified = {hash_of[j] for j in accepted_jobs(before)}
-            open_at_kill = {hash_of[j] for j, s in state.jobs.items()
-                            if j in hash_of and s.status in (ASSIGNED, RESULTED)}  # fmt: skip
-            assert len(segments) == SEGMENTS  # every segment is posted at the start
-            assert 1 <= len(verified) < SEGMENTS, "the kill must land inside the job"
-            last_seq = before[-1][0]
+        before = own_events(gw_dir, gw_key)
+        state = folded(gw_dir)
+        segments = {b.input_hash for _, b in before if isinstance(b, k.JobPosted)}
+        hash_of = dict(_hashes(gw_dir, gw_key))
+        verified = {hash_of[j] for j in accepted_jobs(before)}
+        open_at_kill = {hash_of[j] for j, s in state.jobs.items()
+                        if j in hash_of and s.status in (ASSIGNED, RESULTED)}  # fmt: skip
+        assert len(segments) == SEGMENTS  # every segment is posted at the start
+        assert 1 <= len(verified) < SEGMENTS, "the kill must land inside the job"
+        last_seq = before[-1][0]
 
-            async with node_process(gw_conf, pw) as again:
-                assert "resumed 1 unfinished job(s)" in again.lines
-                api2 = again.value("api ")
-                record = await wait_job(api2, job["id"], 180)
-                assert record["status"] == "done", record
-                assert record["progress"]["segments_done"] == SEGMENTS
-                assert record["runs"] == 2
-                for folder in ("180p_300k", "144p"):
-                    url = f"/v1/jobs/{job['id']}/{folder}/index.m3u8"
-                    status, playlist = await trio.to_thread.run_sync(request, api2, "GET", url)
-                    assert status == 200 and playlist.count(b"#EXTINF") == SEGMENTS
-                    for seq in range(SEGMENTS):
-                        url = f"/v1/jobs/{job['id']}/{folder}/seg_{seq:05d}.ts"
-                        status, data = await trio.to_thread.run_sync(request, api2, "GET", url)
-                        assert status == 200 and data[:1] == b"\x47", url
-                job_dir = gw_dir / "jobs" / job["id"]
-                assert not (job_dir / "segments").exists()  # the journal went with the job
-                assert not (job_dir / "input").exists()  # the upload, once the job finished
-            orch_address = bytes.fromhex(orch.value("orchestrator ")[2:])
+        async with node_process(gw_conf, pw) as again:
+            assert "resumed 1 unfinished job(s)" in again.lines
+            api2 = again.value("api ")
+            record = await wait_job(api2, job["id"], 180)
+            assert record["status"] == "done", (json.dumps(record, indent=1), again.err())
+            assert record["progress"]["segments_done"] == SEGMENTS
+            assert record["runs"] == 2
+            for folder in ("180p_300k", "144p"):
+                url = f"/v1/jobs/{job['id']}/{folder}/index.m3u8"
+                status, playlist = await trio.to_thread.run_sync(request, api2, "GET", url)
+                assert status == 200 and playlist.count(b"#EXTINF") == SEGMENTS
+                for seq in range(SEGMENTS):
+                    url = f"/v1/jobs/{job['id']}/{folder}/seg_{seq:05d}.ts"
+                    status, data = await trio.to_thread.run_sync(request, api2, "GET", url)
+                    assert status == 200 and data[:1] == b"\x47", url
+            job_dir = gw_dir / "jobs" / job["id"]
+            assert not (job_dir / "segments").exists()  # the journal went with the job
+            assert not (job_dir / "input").exists()  # the upload, once the job finished
+        orch_address = bytes.fromhex(orch.value("orchestrator ")[2:])
 
     after = own_events(gw_dir, gw_key)
     hash_of = dict(_hashes(gw_dir, gw_key))

@@ -35,6 +35,10 @@ def test_shipped_models_are_installed_and_match_their_pinned_hashes() -> None:
     manifests = {m.name: m for m in builtin_manifests()}
     assert manifests["mtcnn"].kind == "detect-faces"
     assert manifests["ppocr-det"].kind == "detect-text"
+    assert manifests["multistyle26"].kind == manifests["arbitrary-style"].kind == "style"
+    assert manifests["modnet"].kind == "matte"
+    assert manifests["modnet"].sizes == "any, sides multiples of 32"
+    assert manifests["arbitrary-style"].sizes == "384x384 only"
     for manifest in manifests.values():
         assert manifest.installed, manifest.name
         for file in manifest.files:
@@ -155,7 +159,14 @@ def test_engine_lists_capabilities_with_warm_flags(tmp_path: Path) -> None:
     write_model(tmp_path, "sharpen", "filter", conv3x3_model())
     engine = InferenceEngine(InferenceConfig(provider="cpu", models_dir=tmp_path))
     caps = {c["model"]: c for c in engine.capabilities()}
-    assert set(caps) == {"mtcnn", "ppocr-det", "sharpen"}
+    assert set(caps) == {
+        "mtcnn",
+        "ppocr-det",
+        "multistyle26",
+        "arbitrary-style",
+        "modnet",
+        "sharpen",
+    }
     assert not any(c["warm"] for c in caps.values())
     engine.load("sharpen")
     caps = {c["model"]: c for c in engine.capabilities()}

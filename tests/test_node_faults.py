@@ -16,7 +16,9 @@ from api_client import request, upload, wait_job
 from test_node_service import (
     FAST_KDF,
     PASSWORD,
-    node_process,
+    bootstrap_addr,
+    free_port,
+    node_processes,
     wait_for,
     write_config,
 )
@@ -63,40 +65,42 @@ async def test_orchestrator_killed_mid_job_the_gateway_finishes_elsewhere(
     ledger = chain.enter_context(protocol_on_anvil(tmp_path, keys[:1], keys[1:]))
     economics = orchestrator_economics("2.5e9")  # wei per pixel, for this ladder
     network = '[p2p]\nnetwork = "fault-test"\n'
+    gw_port = free_port()
+    # the three processes start at once: the gateway waits for both offers before the job
     gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], ledger + network
+                           + f'listen = ["/ip4/127.0.0.1/tcp/{gw_port}"]\n'
                            + f'[gateway]\nprofiles = "360p,240p"\npreset = "slower"\n'
-                           f'{GATEWAY_ECONOMICS}'
+                           f'min_offers = 2\n{GATEWAY_ECONOMICS}'
                            '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n')  # fmt: skip
 
     def orch_conf(name: str, gateway_addr: str) -> Path:
-        body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n'
+        body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\nrequire_bootstrap = false\n'
                 f'[orchestrator]\n{economics}capacity = 1\n')  # fmt: skip
         return write_config(tmp_path / f"{name}.toml", ["orchestrator"], body)
 
     victim_dir = tmp_path / "victim" / "orchestrator"
-    async with node_process(gw_conf, pw) as gateway:
+    gw_addr = bootstrap_addr(tmp_path / "gw" / "gateway", gw_port)
+    confs = [gw_conf, orch_conf("victim", gw_addr), orch_conf("survivor", gw_addr)]
+    async with node_processes(confs, pw) as (gateway, victim, survivor):
+        assert gateway.p2p_addr == gw_addr
         api = gateway.value("api ")
-        async with (
-            node_process(orch_conf("victim", gateway.p2p_addr), pw) as victim,
-            node_process(orch_conf("survivor", gateway.p2p_addr), pw) as survivor,
-        ):
-            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
-            # the victim has accepted a segment and not answered it yet: kill it there
-            await wait_for(lambda: jobs_in_hand(victim_dir) > 0, 60)
-            victim.process.kill()  # SIGKILL, our own child, by its handle
-            await victim.process.wait()
-            record = await wait_job(api, job["id"], 120)
-            assert record["status"] == "done", json.dumps(record, indent=1)
-            progress = record["progress"]
-            assert progress["segments_done"] == progress["segments_total"] == 4
-            survivor_address = "0x" + survivor.value("orchestrator ")[2:].lower()
-            assert survivor_address in record["orchestrators"]
-            status, master = await trio.to_thread.run_sync(request, api, "GET", record["playlist"])
-            assert status == 200 and b"360p/index.m3u8" in master
-            for index in range(4):
-                url = f"/v1/jobs/{job['id']}/240p/seg_{index:05d}.ts"
-                status, segment = await trio.to_thread.run_sync(request, api, "GET", url)
-                assert status == 200 and segment[:1] == b"\x47", url
+        job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
+        # the victim has accepted a segment and not answered it yet: kill it there
+        await wait_for(lambda: jobs_in_hand(victim_dir) > 0, 60)
+        victim.process.kill()  # SIGKILL, our own child, by its handle
+        await victim.process.wait()
+        record = await wait_job(api, job["id"], 120)
+        assert record["status"] == "done", json.dumps(record, indent=1)
+        progress = record["progress"]
+        assert progress["segments_done"] == progress["segments_total"] == 4
+        survivor_address = "0x" + survivor.value("orchestrator ")[2:].lower()
+        assert survivor_address in record["orchestrators"]
+        status, master = await trio.to_thread.run_sync(request, api, "GET", record["playlist"])
+        assert status == 200 and b"360p/index.m3u8" in master
+        for index in range(4):
+            url = f"/v1/jobs/{job['id']}/240p/seg_{index:05d}.ts"
+            status, segment = await trio.to_thread.run_sync(request, api, "GET", url)
+            assert status == 200 and segment[:1] == b"\x47", url
     for data_dir in (
         tmp_path / "gw" / "gateway",
         victim_dir,

@@ -37,6 +37,7 @@ from node.keystore import (
 )
 from node.local.demo import generate_clip
 from node.service import NO_CHAIN, shifted_listen
+from p2p.identity import load_or_create_identity, peer_id_of
 from storage.tickets import TICKETS_DB
 from tests.anvil_chain import GATEWAY_ECONOMICS, orchestrator_economics, protocol_on_anvil
 
@@ -201,9 +202,13 @@ def test_config_file_flags_and_defaults(tmp_path: Path) -> None:
 
 
 class NodeProcess:
-    def __init__(self, process: trio.Process, lines: list[str]) -> None:
+    def __init__(self, process: trio.Process, lines: list[str], stderr: Path) -> None:
         self.process = process
         self.lines = lines
+        self.stderr = stderr  # the node's log lines, for a failure's message
+
+    def err(self) -> str:
+        return self.stderr.read_text(errors="replace")[-3000:]
 
     def value(self, prefix: str) -> str:
         return next(line.split()[1] for line in self.lines if line.startswith(prefix))
@@ -216,33 +221,65 @@ class NodeProcess:
 @asynccontextmanager
 async def node_process(config: Path, password_file: Path) -> AsyncIterator[NodeProcess]:
     """`python -m node.cli run` until it prints `ready`; SIGTERM at the end, which must exit 0."""
-    argv = [sys.executable, "-m", "node.cli", "run", "--config", str(config),
-            "--password-file", str(password_file)]  # fmt: skip
-    process = await trio.lowlevel.open_process(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
+    async with node_processes([config], password_file) as (node,):
+        yield node
+
+
+@asynccontextmanager
+async def node_processes(
+    configs: Sequence[Path], password_file: Path
+) -> AsyncIterator[list[NodeProcess]]:
+    """Several `castnet run` processes started at once (their start-ups overlap), each until it
+    prints `ready`; SIGTERM at the end, last started first, each of which must exit 0."""
+    argv = [sys.executable, "-m", "node.cli", "run", "--password-file", str(password_file)]
+    processes: list[trio.Process] = []
+    logs = [config.with_suffix(f".{n}.err") for n, config in enumerate(configs)]
     try:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(40):
+        for config, log in zip(configs, logs, strict=True):
+            with log.open("ab") as err:
+                processes.append(await trio.lowlevel.open_process(
+                    [*argv, "--config", str(config)], cwd=ROOT, stdout=subprocess.PIPE,
+                    stderr=err,
+                ))  # fmt: skip
+        nodes: list[NodeProcess | None] = [None] * len(processes)
+
+        async def until_ready(index: int, process: trio.Process) -> None:
+            assert process.stdout is not None
+            buffer = b""
             while b"\nready\n" not in buffer:
                 chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"node exited early: {buffer!r}"
+                assert chunk, f"node exited early: {buffer!r} {logs[index].read_text()[-3000:]}"
                 buffer += chunk
-        node = NodeProcess(process, buffer.decode().splitlines())
-        yield node
-        await stop(node)
+            nodes[index] = NodeProcess(process, buffer.decode().splitlines(), logs[index])
+
+        with trio.fail_after(40 * len(processes)):  # as if started one after another
+            async with trio.open_nursery() as nursery:
+                for index, process in enumerate(processes):
+                    nursery.start_soon(until_ready, index, process)
+        started = [node for node in nodes if node is not None]
+        yield started
+        for node in reversed(started):
+            await stop(node)
     finally:
-        if process.returncode is None:
-            process.kill()  # only this test's own process, by its handle
-            await process.wait()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()  # only this test's own process, by its handle
+                await process.wait()
+
+
+def bootstrap_addr(role_dir: Path, port: int) -> str:
+    """The address a node will be reachable at, known before it starts: its p2p identity made
+    in advance (as the node makes it on a first start) and a fixed port. Peers that bootstrap
+    from it can then start at the same time as it (`node_processes`)."""
+    peer = peer_id_of(load_or_create_identity(role_dir)).to_base58()
+    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"
 
 
 async def stop(node: NodeProcess) -> None:
     if node.process.returncode is None:
         node.process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
-            assert await node.process.wait() == 0
+            assert await node.process.wait() == 0, node.err()
 
 
 def free_port() -> int:
@@ -297,14 +334,19 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
                            f'[gateway]\nprofiles = "180p:300k,144p"\n{GATEWAY_ECONOMICS}'
                            '[api]\nlisten = "127.0.0.1:0"\n')  # fmt: skip
 
-    def orch_conf(gateway_addr: str, redeem_s: float) -> Path:
-        body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n'
+    def orch_conf(gateway_addr: str, redeem_s: float, with_gateway: bool = False) -> Path:
+        # started with the gateway: it dials the gateway until it answers (no `ready` wait)
+        wait = "require_bootstrap = false\n" if with_gateway else ""
+        body = (f'{ledger}{network}bootstrap = ["{gateway_addr}"]\n{wait}'
                 f'[orchestrator]\n{economics}'
                 f'redeem_interval_s = {redeem_s}\n')  # fmt: skip
         return write_config(tmp_path / "orch.toml", ["orchestrator"], body)
 
     orch_dir = tmp_path / "orch" / "orchestrator"
-    async with node_process(gw_conf, pw) as gateway:
+    gw_addr = bootstrap_addr(tmp_path / "gw" / "gateway", gw_port)
+    first = [gw_conf, orch_conf(gw_addr, 3600, with_gateway=True)]
+    async with node_processes(first, pw) as (gateway, orch):
+        assert gateway.p2p_addr == gw_addr
         api = gateway.value("api ")
         # the node made its API token and showed it once
         token = (tmp_path / "gw" / "gateway" / "api-token").read_text().strip()
@@ -314,21 +356,21 @@ async def test_gateway_and_orchestrator_processes_transcode_over_http_and_resume
         assert status == 401
         # 1. an orchestrator in another process, on the same contracts (anvil over JSON-RPC);
         #    it keeps its winning tickets queued (redemption every hour)
-        async with node_process(orch_conf(gateway.p2p_addr, 3600), pw) as orch:
-            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes(), None, token)
-            record = await wait_job(api, job["id"], 90, token)
-            assert record["status"] == "done", record
-            assert record["progress"]["segments_done"] == record["progress"]["segments_total"] == 2
-            assert record["orchestrators"] == ["0x" + orch.value("orchestrator ")[2:].lower()]
-            status, master = await trio.to_thread.run_sync(
-                request, api, "GET", record["playlist"], None, None, token
-            )
-            assert status == 200 and b"180p_300k/index.m3u8" in master and b"144p/" in master
-            seg_url = f"/v1/jobs/{job['id']}/144p/seg_00001.ts"
-            status, segment = await trio.to_thread.run_sync(
-                request, api, "GET", seg_url, None, None, token
-            )
-            assert status == 200 and segment[:1] == b"\x47"  # an MPEG-TS sync byte
+        job = await trio.to_thread.run_sync(upload, api, clip.read_bytes(), None, token)
+        record = await wait_job(api, job["id"], 90, token)
+        assert record["status"] == "done", json.dumps(record, indent=1)
+        assert record["progress"]["segments_done"] == record["progress"]["segments_total"] == 2
+        assert record["orchestrators"] == ["0x" + orch.value("orchestrator ")[2:].lower()]
+        status, master = await trio.to_thread.run_sync(
+            request, api, "GET", record["playlist"], None, None, token
+        )
+        assert status == 200 and b"180p_300k/index.m3u8" in master and b"144p/" in master
+        seg_url = f"/v1/jobs/{job['id']}/144p/seg_00001.ts"
+        status, segment = await trio.to_thread.run_sync(
+            request, api, "GET", seg_url, None, None, token
+        )
+        assert status == 200 and segment[:1] == b"\x47"  # an MPEG-TS sync byte
+        await stop(orch)
         pending = ticket_states(orch_dir)
         assert pending.get("pending", 0) >= 1 and "redeemed" not in pending, pending
         # 2. the orchestrator restarts and redeems the tickets its durable queue kept

@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 import pytest
 import trio
 from api_client import request, upload, wait_job
-from test_node_service import FAST_KDF, PASSWORD, free_port, node_process, wait_for, write_config
+from test_node_service import (
+    FAST_KDF,
+    PASSWORD,
+    bootstrap_addr,
+    free_port,
+    node_process,
+    wait_for,
+    write_config,
+)
 
 from events.crypto import LocalKeySigner, to_checksum
 from media.source import probe
@@ -197,90 +205,93 @@ async def test_worker_process_computes_and_orchestrator_takes_over_when_killed(
     worker_dir = tmp_path / "worker"
     worker_id = peer_id_of(load_or_create_identity(worker_dir)).to_base58()
     net = f'[p2p]\nnetwork = "{NETWORK}"\n'
-    gw_conf = write_config(
-        tmp_path / "gw.toml",
-        ["gateway"],
-        ledger + net + f'[gateway]\nprofiles = "240p,144p"\n{GATEWAY_ECONOMICS}'
-        '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n',
-    )
-    async with node_process(gw_conf, pw) as gateway:
+    gw_port = free_port()
+    gw_conf = write_config(tmp_path / "gw.toml", ["gateway"], ledger + net
+                           + f'listen = ["/ip4/127.0.0.1/tcp/{gw_port}"]\n'
+                           f'[gateway]\nprofiles = "240p,144p"\n{GATEWAY_ECONOMICS}'
+                           '[api]\nlisten = "127.0.0.1:0"\nrequire_token = false\n')  # fmt: skip
+    # the orchestrator starts with the gateway: it dials the gateway's address (known in advance)
+    # until it answers
+    gw_addr = bootstrap_addr(tmp_path / "gw" / "gateway", gw_port)
+    body = (f'{ledger}{net}bootstrap = ["{gw_addr}"]\nrequire_bootstrap = false\n'
+            f'listen = ["/ip4/127.0.0.1/tcp/{free_port()}"]\n'
+            f'[orchestrator]\n{economics}workers = ["{worker_id}"]\n'
+            f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n')  # fmt: skip
+    orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"], body)
+    orch_argv = ["run", "--config", str(orch_conf), "--password-file", str(pw)]
+    async with (
+        spawn(orch_argv, tmp_path / "orch.err") as orch,
+        node_process(gw_conf, pw) as gateway,
+    ):
+        assert gateway.p2p_addr == gw_addr
         api = gateway.value("api ")
-        body = (f'{ledger}{net}bootstrap = ["{gateway.p2p_addr}"]\n'
-                f'listen = ["/ip4/127.0.0.1/tcp/{free_port()}"]\n'
-                f'[orchestrator]\n{economics}workers = ["{worker_id}"]\n'
-                f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n')  # fmt: skip
-        orch_conf = write_config(tmp_path / "orch.toml", ["orchestrator"], body)
-        orch_argv = ["run", "--config", str(orch_conf), "--password-file", str(pw)]
-        async with spawn(orch_argv, tmp_path / "orch.err") as orch:
-            await wait_for(lambda: orch.has("ready") or orch.process.returncode is not None, 40)
-            assert orch.has("ready"), orch.err()
-            orch_addr = next(line.split()[1] for line in orch.lines if "listening" in line)
-            worker_argv = ["worker", "--orchestrator", orch_addr, "--data-dir", str(worker_dir),
-                           "--encoder", "software", "--network", NETWORK,
-                           "--capacity", "2"]  # fmt: skip
-            metrics_argv = [*worker_argv, "--metrics-listen", f"127.0.0.1:{free_port()}"]
-            async with spawn(metrics_argv, tmp_path / "worker.err") as worker:
-                await wait_for(lambda: worker.has("registered with orchestrator"), 30)
-                assert worker.has(f"castnet worker {worker_id}")
-                # 1. a clip through the gateway: every segment computed by the worker
-                job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
-                # meanwhile a worker the orchestrator does not list is refused and exits
-                stranger_argv = ["worker", "--orchestrator", orch_addr, "--data-dir",
-                                 str(tmp_path / "stranger"), "--network", NETWORK]  # fmt: skip
-                async with spawn(stranger_argv, tmp_path / "stranger.err") as stranger:
-                    with trio.fail_after(30):
-                        assert await stranger.process.wait() == 2
-                assert "refused by the orchestrator: peer" in stranger.err()
-                assert "is not in this orchestrator's orchestrator.workers" in stranger.err()
-                record = await wait_job(api, job["id"], 60)
-                assert record["status"] == "done", json.dumps(record, indent=1)
-                total = record["progress"]["segments_total"]
-                assert record["progress"]["segments_done"] == total == 2
-                assert record["orchestrators"] == [
-                    to_checksum(LocalKeySigner(keys[1]).address).lower()
-                ]
-                # the gateway sends both segments at once (orchestrator capacity 2): both run on
-                # the worker (capacity 2), none in-process
-                with trio.move_on_after(5):
-                    await wait_for(lambda: worker.count(" done: 2 renditions") == total, 5)
-                assert worker.count(" done: 2 renditions") == total, (worker.lines, orch.err())
-                assert worker.count(" start (") == total
-                await _check_hls(api, record, job["id"])
-                # both serve Prometheus metrics without a gateway API: the worker's counters
-                # and the orchestrator's (segments computed on the worker, tickets received)
-                worker_metrics = await _scrape(worker, "  metrics ")
-                assert worker_metrics['castnet_worker_segments_total{outcome="done"}'] == total
-                orch_metrics = await _scrape(orch, "metrics ")
-                where = 'castnet_orchestrator_computed_segments_total{where="worker"}'
-                assert orch_metrics[where] == total
-                assert orch_metrics["castnet_tickets_received_total"] > 0
-                assert orch_metrics['castnet_gossip_peers{role="orchestrator"}'] >= 1
-                # 2. SIGKILL the worker as it starts a segment: the orchestrator finishes it
-                #    (a 1080p source, so that the worker is surely still busy with it)
-                second = await trio.to_thread.run_sync(upload, api, big.read_bytes())
-                await worker.wait_until(lambda: worker.count(" start (") > total, 30)
-                worker.process.send_signal(signal.SIGKILL)
-                await worker.process.wait()
-                killed_tag = [line for line in worker.lines if " start (" in line][-1].split()[1]
-                assert not worker.has(f"segment {killed_tag} done"), "the kill came too late"
-                again = await wait_job(api, second["id"], 60)
-                assert again["status"] == "done", again
-                assert again["progress"]["segments_done"] == again["progress"]["segments_total"]
-                await _check_hls(api, again, second["id"])
-                assert "worker failed mid-segment" in orch.err()
-                assert "computing it in-process" in orch.err()
-                assert "Traceback" not in orch.err()
-            # 3. a new worker process with the same identity attaches again; the orchestrator
-            #    goes away and comes back: the worker redials with backoff and re-registers
-            async with spawn(worker_argv, tmp_path / "worker2.err") as worker:
-                await worker.wait_until(lambda: worker.has("registered with orchestrator"), 30)
-                await _term(orch.process)
-                await worker.wait_until(lambda: worker.has("unreachable"), 20)
-                async with spawn(orch_argv, tmp_path / "orch2.err") as orch2:
-                    await worker.wait_until(lambda: worker.count("registered with") >= 2, 40)
-                    await _term(worker.process)  # a clean shutdown on SIGTERM
-                    await worker.wait_until(lambda: worker.has("stopped"), 5)
-                    await _term(orch2.process)
+        await wait_for(lambda: orch.has("ready") or orch.process.returncode is not None, 40)
+        assert orch.has("ready"), orch.err()
+        orch_addr = next(line.split()[1] for line in orch.lines if "listening" in line)
+        worker_argv = ["worker", "--orchestrator", orch_addr, "--data-dir", str(worker_dir),
+                       "--encoder", "software", "--network", NETWORK,
+                       "--capacity", "2"]  # fmt: skip
+        metrics_argv = [*worker_argv, "--metrics-listen", f"127.0.0.1:{free_port()}"]
+        async with spawn(metrics_argv, tmp_path / "worker.err") as worker:
+            await wait_for(lambda: worker.has("registered with orchestrator"), 30)
+            assert worker.has(f"castnet worker {worker_id}")
+            # 1. a clip through the gateway: every segment computed by the worker
+            job = await trio.to_thread.run_sync(upload, api, clip.read_bytes())
+            # meanwhile a worker the orchestrator does not list is refused and exits
+            stranger_argv = ["worker", "--orchestrator", orch_addr, "--data-dir",
+                             str(tmp_path / "stranger"), "--network", NETWORK]  # fmt: skip
+            async with spawn(stranger_argv, tmp_path / "stranger.err") as stranger:
+                with trio.fail_after(30):
+                    assert await stranger.process.wait() == 2
+            assert "refused by the orchestrator: peer" in stranger.err()
+            assert "is not in this orchestrator's orchestrator.workers" in stranger.err()
+            record = await wait_job(api, job["id"], 60)
+            assert record["status"] == "done", json.dumps(record, indent=1)
+            total = record["progress"]["segments_total"]
+            assert record["progress"]["segments_done"] == total == 2
+            assert record["orchestrators"] == [to_checksum(LocalKeySigner(keys[1]).address).lower()]
+            # the gateway sends both segments at once (orchestrator capacity 2): both run on
+            # the worker (capacity 2), none in-process
+            with trio.move_on_after(5):
+                await wait_for(lambda: worker.count(" done: 2 renditions") == total, 5)
+            assert worker.count(" done: 2 renditions") == total, (worker.lines, orch.err())
+            assert worker.count(" start (") == total
+            await _check_hls(api, record, job["id"])
+            # both serve Prometheus metrics without a gateway API: the worker's counters
+            # and the orchestrator's (segments computed on the worker, tickets received)
+            worker_metrics = await _scrape(worker, "  metrics ")
+            assert worker_metrics['castnet_worker_segments_total{outcome="done"}'] == total
+            orch_metrics = await _scrape(orch, "metrics ")
+            where = 'castnet_orchestrator_computed_segments_total{where="worker"}'
+            assert orch_metrics[where] == total
+            assert orch_metrics["castnet_tickets_received_total"] > 0
+            assert orch_metrics['castnet_gossip_peers{role="orchestrator"}'] >= 1
+            # 2. SIGKILL the worker as it starts a segment: the orchestrator finishes it
+            #    (a 1080p source, so that the worker is surely still busy with it)
+            second = await trio.to_thread.run_sync(upload, api, big.read_bytes())
+            await worker.wait_until(lambda: worker.count(" start (") > total, 30)
+            worker.process.send_signal(signal.SIGKILL)
+            await worker.process.wait()
+            killed_tag = [line for line in worker.lines if " start (" in line][-1].split()[1]
+            assert not worker.has(f"segment {killed_tag} done"), "the kill came too late"
+            again = await wait_job(api, second["id"], 60)
+            assert again["status"] == "done", again
+            assert again["progress"]["segments_done"] == again["progress"]["segments_total"]
+            await _check_hls(api, again, second["id"])
+            assert "worker failed mid-segment" in orch.err()
+            assert "computing it in-process" in orch.err()
+            assert "Traceback" not in orch.err()
+        # 3. a new worker process with the same identity attaches again; the orchestrator
+        #    goes away and comes back: the worker redials with backoff and re-registers
+        async with spawn(worker_argv, tmp_path / "worker2.err") as worker:
+            await worker.wait_until(lambda: worker.has("registered with orchestrator"), 30)
+            await _term(orch.process)
+            await worker.wait_until(lambda: worker.has("unreachable"), 20)
+            async with spawn(orch_argv, tmp_path / "orch2.err") as orch2:
+                await worker.wait_until(lambda: worker.count("registered with") >= 2, 40)
+                await _term(worker.process)  # a clean shutdown on SIGTERM
+                await worker.wait_until(lambda: worker.has("stopped"), 5)
+                await _term(orch2.process)
 
 
 async def _scrape(proc: Proc, prefix: str) -> dict[str, float]:

@@ -20,7 +20,7 @@ import trio
 
 from events import kinds as k
 from events.author import Author
-from events.crypto import LocalKeySigner
+from events.crypto import LocalKeySigner, keccak256
 from events.envelope import SignedEvent
 from p2p.config import P2PConfig
 from p2p.gossip import decode_batch, encode_batch, events_topic
@@ -124,9 +124,13 @@ async def wait_meshed(node: P2PNode, peer_id: str) -> None:
             await trio.sleep(_MESH_POLL_S)
 
 
-def offer(author: Author, price: int) -> SignedEvent:
-    body = k.Offer(price, 1, ("transcode:h264",), 2, "peer", ("/ip4/127.0.0.1/tcp/1",))
-    return author.sign(body, 1000 + price)
+def deposit(author: Author, block: int) -> SignedEvent:
+    """A gateway's own deposit, as its node logs it: stored by a node that admits by standing
+    (the default of `castnet node start`) without any standing before it."""
+    body = k.ChainObserved(
+        "deposit", block, keccak256(b"block"), keccak256(b"tx"), 0, (author.address, 10**18)
+    )
+    return author.sign(body, 1000 + block)
 
 
 async def wait_stored(node: P2PNode, event: SignedEvent) -> None:
@@ -142,7 +146,7 @@ async def wait_process_count(data_dir: Path, n: int) -> None:
 
 async def test_js_peer_and_castnet_exchange_events_whichever_side_dials(tmp_path: Path) -> None:
     authors = [Author(LocalKeySigner(key(40 + i))) for i in range(3)]
-    from_p, from_js, from_q = (offer(a, 10 + i) for i, a in enumerate(authors))
+    from_p, from_js, from_q = (deposit(a, 10 + i) for i, a in enumerate(authors))
     a_dir = tmp_path / "a"
     async with js_peer() as (js, ready), node_process(a_dir) as a:
         await js.send(cmd="dial", addr=a.addr)  # the JS peer dials castnet

@@ -14,7 +14,9 @@ from events import kinds as k
 from events.author import Author
 from events.crypto import LocalKeySigner, keccak256
 from events.envelope import SignedEvent
+from node.cli.main import build_parser
 from node.cli.node import main as node_cli
+from node.cli.node import start_config
 from p2p.admission import NO_STANDING
 from p2p.config import P2PConfig
 from p2p.gossip import encode_batch, events_topic
@@ -27,7 +29,11 @@ from p2p.sync import _not_supported
 from tests.conftest import key
 
 FAST = P2PConfig(sync_interval_s=60.0)
-ADMIT = dataclasses.replace(FAST, admission=True)
+# what `castnet node start` runs with by default (admission by standing), periodic sync slowed
+_START = ["node", "start", "--data-dir", "unused"]
+ADMIT = dataclasses.replace(
+    start_config(build_parser(_START).parse_args(_START)), sync_interval_s=60.0
+)
 _POLL_S = 0.01  # a peer's ban and queue lengths offer no event to wait on
 
 

@@ -3,13 +3,18 @@
 - `POST /v1/transcode`: the video as the raw body (`?profiles=360p,240p`), or JSON
   `{"path": "/abs/file.mp4", "profiles": "..."}` for a file under `api.path_roots`; answers
   202 with the job id.
-- `GET /v1/jobs`, `GET /v1/jobs/{id}`: status and progress; `GET /v1/jobs/{id}/<file>`: the HLS
-  output once done (`master.m3u8`, `<rendition>/index.m3u8`, segments), path traversal refused.
+- `GET /v1/jobs`, `GET /v1/jobs/{id}`: status and progress, and while a file job is held by the
+  runner its `queue_position` (1 = the next to start, 0 = running; `gateway.max_jobs` run at
+  once); `GET /v1/jobs/{id}/<file>`: the HLS output once done (`master.m3u8`,
+  `<rendition>/index.m3u8`, segments), path traversal refused.
 - `POST /v1/live`: JSON `{"url": "rtmp://host/app/key", "profiles": "..."}` (a scheme of
   `api.live_schemes`, a host of `api.live_hosts` if set, never a private, loopback or link-local
   address unless `api.live_allow_networks` holds it; or an absolute file path under
   `api.path_roots`); the job's live HLS playlist is served under `/v1/jobs/{id}/` while it
-  runs. `DELETE /v1/jobs/{id}` stops a live job.
+  runs. `DELETE /v1/jobs/{id}` stops a live job. Live AI: `"pipeline"` (filter, upscale, style,
+  matte), optional `"model"`, and the pipeline's options beside them (`"style": "mosaic"`,
+  `"blend": {...}`, `"infer_size": "320x180"`, `"background": "#00ff00"` or `"blur"`); each
+  segment is then an AI job, published with its audio; local paths are refused (400).
 - `POST /v1/ai/{pipeline}` (detect-faces, detect-text, filter, upscale; 404 for any other): the
   same inputs as a transcode, with `?model=NAME` or `"model"` instead of profiles (default: each
   orchestrator's model for the pipeline); a done job serves `detections.jsonl` (a line per frame:
@@ -54,6 +59,7 @@ from node.gateway.jobs import (
     INPUT_NAME,
     JOB_ID,
     LIVE,
+    QUEUED,
     RUNNING,
     JobBook,
     JobRecord,
@@ -61,6 +67,7 @@ from node.gateway.jobs import (
     QueueFull,
     now_ms,
 )
+from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
 
 log = logging.getLogger("castnet.api")
 MAX_JSON_BYTES = 64 * 1024
@@ -88,6 +95,7 @@ class GatewayApi:
         status: Callable[[], dict[str, Any]],
         default_profiles: str,
         stop: Callable[[str], str] | None = None,
+        queue_position: Callable[[str], int | None] | None = None,
     ) -> None:
         self.config = config
         self.book = book
@@ -95,6 +103,7 @@ class GatewayApi:
         self.status = status
         self.default_profiles = default_profiles
         self.stop = stop  # stops a live job
+        self.queue_position = queue_position  # a file job's place in the runner's queue
         self.address: tuple[str, int] = (config.host, config.port)  # set once bound
 
 
@@ -174,7 +183,7 @@ async def _status(api: GatewayApi, request: Request) -> Response:
 
 async def _jobs(api: GatewayApi, request: Request) -> Response:
     records = await trio.to_thread.run_sync(api.book.all)
-    return JSONResponse({"jobs": [_public(r) for r in records]})
+    return JSONResponse({"jobs": [_public(r, api) for r in records]})
 
 
 async def _job_record(api: GatewayApi, request: Request) -> Response:
@@ -185,7 +194,7 @@ async def _job_record(api: GatewayApi, request: Request) -> Response:
                            "DELETE is not allowed here; allowed: GET, HEAD (only live jobs "
                            "can be stopped)", {"Allow": "GET, HEAD"})  # fmt: skip
         return _stop(api, record)
-    return JSONResponse(_public(record))
+    return JSONResponse(_public(record, api))
 
 
 async def _transcode(api: GatewayApi, request: Request) -> Response:
@@ -201,10 +210,15 @@ async def _ai(api: GatewayApi, request: Request) -> Response:
     return await _file_job(api, request, pipeline)
 
 
-def _public(record: JobRecord) -> dict[str, Any]:
+def _public(record: JobRecord, api: GatewayApi) -> dict[str, Any]:
     out = record.public()
     if out.get("error"):
         out["error"] = scrub(out["error"])
+    if api.queue_position is not None and record.status in (QUEUED, RUNNING):
+        # 1 = the next to start, 0 = running; absent once finished (or never held: live jobs)
+        position = api.queue_position(record.id)
+        if position is not None:
+            out["queue_position"] = position
     return out
 
 
@@ -258,23 +272,52 @@ async def _file_job(api: GatewayApi, request: Request, pipeline: str | None) -> 
                         headers={"Location": url})  # fmt: skip
 
 
+LIVE_FIELDS = frozenset({"url", "profiles", "pipeline", "model"})
+
+
 async def _live(api: GatewayApi, request: Request) -> Response:
     if media_type(request.headers.get("content-type", "")) != JSON_TYPE:
         raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                        'send JSON {"url": ..., "profiles": ...}')  # fmt: skip
     length = _content_length(request)
     body = _json_object(await _read_json(api.config, request, length))
-    unknown = sorted(set(body) - {"url", "profiles"})
-    if unknown:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {unknown[0]!r}")
+    extra = {k: v for k, v in body.items() if k not in LIVE_FIELDS}
+    if extra and "pipeline" not in body:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {sorted(extra)[0]!r}")
+    ai = _live_ai(body, extra) if "pipeline" in body else None
     profiles = _profiles(body.get("profiles"), api.default_profiles)
     source = await live_source(api.config, body.get("url"))
     job_id = api.book.new_id()
-    await _enqueue(api, JobRecord(job_id, source, profiles, created_ms=now_ms(), kind=LIVE))
+    record = JobRecord(job_id, source, profiles, created_ms=now_ms(), kind=LIVE)
+    if ai is not None:
+        record = dataclasses.replace(record, pipeline=ai.pipeline, model=ai.model,
+                                     options=dict(ai.options))  # fmt: skip
+    await _enqueue(api, record)
     url = f"/v1/jobs/{job_id}"
     return JSONResponse({"id": job_id, "status": "queued", "url": url,
                          "playlist": f"{url}/master.m3u8"}, 202,
                         headers={"Location": url})  # fmt: skip
+
+
+def _live_ai(body: dict[str, Any], options: dict[str, Any]) -> LiveAi:
+    """A live AI request's pipeline, model and options (the fields beside them), checked; a path
+    in any option is refused: the API takes nothing from this machine's disk for a model."""
+    pipeline, model = body["pipeline"], body.get("model", "")
+    if not isinstance(pipeline, str) or not isinstance(model, str):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "pipeline and model are strings")
+    for name, value in options.items():
+        if isinstance(value, str) and _looks_like_path(value):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options",
+                           f"{name[:64]}: local paths are not accepted over the API; use a "
+                           "style name, a blend, '#rrggbb' or 'blur'")  # fmt: skip
+    try:
+        return live_ai(pipeline, model, options)
+    except LiveAiError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options", scrub(str(exc))) from None
+
+
+def _looks_like_path(text: str) -> bool:
+    return any(c in text for c in "/\\") or text.startswith(("~", ".")) or "." in text[-5:]
 
 
 def _stop(api: GatewayApi, record: JobRecord) -> Response:

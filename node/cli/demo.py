@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +21,7 @@ import trio
 from node.amounts import AmountError, parse_amount
 from node.cli.commands import command_help
 from node.config import ConfigError, parse_listen
+from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
 from node.local.demo import Attach, DemoOptions, print_summary, run_demo
 from node.local.network import Network
 
@@ -31,7 +33,7 @@ def register(sub: Any) -> None:
     p.add_argument("--orchestrators", type=int, default=3, help="how many (default 3)")
     p.add_argument("--profiles", default="720p,480p,360p", help="ladder, e.g. 720p,480p,360p")
     p.add_argument("--preset", default="veryfast", help="x264 preset")
-    p.add_argument("--size", default="1920x1080", help="size of the generated clip")
+    p.add_argument("--size", help="size of the generated clip (1920x1080; 480x270 with --ai)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the generated clip")
     p.add_argument("--data-dir", type=Path, help="where node logs go (default: a temp folder)")
     p.add_argument(
@@ -63,7 +65,36 @@ def register(sub: Any) -> None:
         help="after the job, keep the network and its metrics up until Ctrl-C",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    ai = p.add_argument_group("live AI (instead of transcoding: the clip streamed live through "
+                              "an AI pipeline)")  # fmt: skip
+    ai.add_argument("--ai", metavar="PIPELINE", help="style, matte, filter or upscale")
+    ai.add_argument("--style", help="style: a named style (default mosaic)")
+    ai.add_argument("--background", help="matte: '#rrggbb' or blur")
+    ai.add_argument(
+        "--infer-size",
+        help="inference size WxH (default 160x90 for style/matte: CPU nodes keep up)",
+    )
+    ai.add_argument("--segment", type=float, default=2.0, help="live segment seconds")
     p.set_defaults(run=cmd_demo)
+
+
+def _demo_ai(args: argparse.Namespace) -> LiveAi | None:
+    if args.ai is None:
+        if args.style or args.background or args.infer_size:
+            raise LiveAiError("--style, --background and --infer-size need --ai PIPELINE")
+        return None
+    options: dict[str, Any] = {}
+    if args.ai in ("style", "matte"):
+        options["infer_size"] = args.infer_size or "160x90"
+    elif args.infer_size:
+        options["infer_size"] = args.infer_size
+    if args.ai == "style":
+        options["style"] = args.style or "mosaic"
+    elif args.style:
+        options["style"] = args.style
+    if args.background:
+        options["background"] = args.background
+    return live_ai(args.ai, "", options)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -76,9 +107,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ev = parse_amount(args.ticket_ev, "--ticket-ev") if args.ticket_ev else None
         price = parse_amount(args.price, "--price", unit="gwei") if args.price else None
         host, port = parse_listen(args.metrics_listen, "--metrics-listen")
-    except (AmountError, ConfigError) as exc:
+        ai = _demo_ai(args)
+        if args.segment <= 0:
+            raise ConfigError("--segment must be positive")
+    except (AmountError, ConfigError, LiveAiError) as exc:
         print(f"castnet demo: {exc}", file=sys.stderr)
         return 2
+    if busy := _cannot_listen(host, port):  # before the chain and nodes, not after them
+        print(f"castnet demo: cannot serve metrics on {host}:{port}: {busy}", file=sys.stderr)
+        return 1
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="castnet-demo-nodes-"))
     faults = tuple("" if f == "none" else f for f in args.fault)
     options = DemoOptions(
@@ -87,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         orchestrators=args.orchestrators,
         profiles=args.profiles,
         preset=args.preset,
-        size=args.size,
+        size=args.size or ("480x270" if ai else "1920x1080"),
         seconds=args.seconds,
         data_dir=data_dir,
         faults=faults,
@@ -96,6 +133,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         capacity=args.capacity,
         ticket_ev=ev,
         price=price,
+        ai=ai,
+        segment_s=args.segment,
     )
 
     def say(line: str) -> None:
@@ -121,6 +160,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     show(summary)
     ok = summary["ok"] and summary["audit"]["clean"]
     return 0 if ok else 1
+
+
+def _cannot_listen(host: str, port: int) -> str:
+    """Why a listener on host:port cannot be opened (a port in use, an unknown host), or "".
+    Checked as the listener binds (SO_REUSEADDR), on every address of the host; port 0 is
+    always free. The listener itself still reports a port taken between this check and it."""
+    if port == 0:
+        return ""
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        ):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        return str(exc)
+    return ""
 
 
 def _metrics_listener(host: str, port: int, say: Callable[[str], None]) -> Attach:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InferenceError
-from inference.pipelines import PIPELINES, PipelineResult
+from inference.pipelines import PIPELINES, VIDEO_KINDS, PipelineResult
 from inference.providers import PREFERENCES
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 from media.encoders import X264_PRESETS
@@ -45,6 +45,18 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=4, help="frames per model run (default 4)")
     p.add_argument("--preset", default="veryfast", choices=X264_PRESETS, help="x264 preset")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    effects = p.add_argument_group("style and matte options")
+    effects.add_argument("--style", help="style: one of the 26 named styles (see docs/ai.md)")
+    effects.add_argument(
+        "--blend", help="style: a blend of named styles, e.g. mosaic=0.5,starry=0.5"
+    )
+    effects.add_argument("--style-image", help="style: any picture as the style (arbitrary-style)")
+    effects.add_argument(
+        "--background", help="matte: '#rrggbb', 'blur' or a picture (default #00ff00)"
+    )
+    effects.add_argument(
+        "--infer-size", help="style/matte: infer at WxH (e.g. 320x180) and scale back up"
+    )
     _engine_options(p)
     p.set_defaults(run=cmd_run)
 
@@ -93,15 +105,40 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"provider: {engine.provider} ({engine.choice.reason})")
     for m in models:
         state = "installed" if m.installed else "MISSING"
-        print(f"  {m.name:<14} {m.kind:<13} {state:<9} {m.bytes / 1e6:>7.2f} MB  {m.source}")
+        print(
+            f"  {m.name:<15} {m.kind:<13} {state:<9} {m.bytes / 1e6:>7.2f} MB  {m.source};"
+            f" sizes: {m.sizes}"
+        )
     return 0
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline options given on the command line (checked later by the pipeline)."""
+    options: dict[str, Any] = {}
+    for flag in ("style", "style_image", "background", "infer_size"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    if args.blend is not None:
+        blend: dict[str, Any] = {}
+        for part in args.blend.split(","):
+            name, sep, weight = part.partition("=")
+            try:
+                blend[name.strip()] = float(weight) if sep else 1.0
+            except ValueError:
+                raise ValueError(f"--blend weight {weight!r} of {name!r} is not a number") from None
+        options["blend"] = blend
+    return options
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.pipeline in ("filter", "upscale") and args.out is None:
+    if args.pipeline in VIDEO_KINDS and args.out is None:
         return _fail(f"{args.pipeline} writes a video: give --out PATH")
     if args.batch < 1:
         return _fail("--batch must be >= 1")
+    try:
+        options = _options(args)
+    except ValueError as exc:
+        return _fail(str(exc))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total_fmt} s [{elapsed}<{remaining}]"
     with tqdm(desc=args.pipeline, file=sys.stderr, disable=None, bar_format=bar_format) as bar:
 
@@ -119,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 out=args.out,
                 format=args.format,
                 on_progress=on_progress,
+                options=options,
             )
         except InferenceError as exc:
             bar.leave = False

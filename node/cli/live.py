@@ -1,6 +1,8 @@
 """`castnet live URL --out DIR`: live mode on an in-process network (a gateway and N orchestrators
 on 127.0.0.1, as `castnet demo` runs them): pull the stream, publish a live HLS playlist in DIR
-until the stream ends or Ctrl-C (then the playlist gets EXT-X-ENDLIST), print a summary."""
+until the stream ends or Ctrl-C (then the playlist gets EXT-X-ENDLIST), print a summary. With
+`--pipeline style --style mosaic` (or filter, upscale, matte, and their option flags) every
+segment runs through that AI pipeline instead of the transcoding ladder, its audio kept."""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from typing import Any
 
 import trio
 
+from inference.engine import InferenceConfig
 from node.amounts import readable
 from node.cli.commands import amount_arg, command_help
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
+from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.local.network import default_plan, embedded_ledger, open_network
 
@@ -37,7 +41,41 @@ def register(sub: Any) -> None:
     p.add_argument("--ticket-ev", type=amount_arg("gwei"), default="20gwei",
                    help="EV of a ticket, with its unit (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    ai = p.add_argument_group("live AI (each segment through a video pipeline, audio kept)")
+    ai.add_argument("--pipeline", help="filter, upscale, style or matte")
+    ai.add_argument("--model", default="", help="a registered model (default: the pipeline's)")
+    ai.add_argument("--style", help="style: one of the named styles, e.g. mosaic")
+    ai.add_argument("--blend", help="style: a blend of named styles, e.g. mosaic=0.7,candy=0.3")
+    ai.add_argument("--background", help="matte: '#rrggbb' or blur")
+    ai.add_argument("--infer-size", help="run the model at WxH (e.g. 320x180), scale back up")
+    ai.add_argument("--models-dir", type=Path, help="extra model manifests for the orchestrators")
+    ai.add_argument("--segment", type=float, default=2.0, help="segment seconds (default 2)")
     p.set_defaults(run=cmd_live)
+
+
+def ai_request(args: argparse.Namespace) -> LiveAi | None:
+    """The live AI request the flags ask for (LiveAiError when they do not fit), or None."""
+    flags = {"style": args.style, "background": args.background, "infer_size": args.infer_size}
+    options: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if args.blend is not None:
+        options["blend"] = _blend(args.blend)
+    if args.pipeline is None:
+        if options or args.model:
+            raise LiveAiError("--style, --blend, --background, --infer-size and --model need "
+                              "--pipeline")  # fmt: skip
+        return None
+    return live_ai(args.pipeline, args.model, options)
+
+
+def _blend(text: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, weight = item.partition("=")
+        try:
+            weights[name.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise LiveAiError(f"--blend: {item!r} is not NAME=WEIGHT") from None
+    return weights
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -50,6 +88,14 @@ def cmd_live(args: argparse.Namespace) -> int:
         except LiveError as exc:
             print(f"castnet live: {exc}", file=sys.stderr)
             return 2
+    try:
+        args.ai = ai_request(args)
+    except LiveAiError as exc:
+        print(f"castnet live: {exc}", file=sys.stderr)
+        return 2
+    if args.segment <= 0:
+        print("castnet live: --segment must be positive", file=sys.stderr)
+        return 2
     if not getattr(args, "verbose", False):
         for name in ("castnet.p2p", "castnet.gateway", "castnet.orchestrator", "libp2p"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -64,9 +110,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     else:
         seg = summary["segments"]
         fees = readable(summary["fees_wei"], "ETH")
+        lat = summary["added_latency_s"]
         print(f"{summary['ended']}: {seg['published']} segments published, {seg['skipped']} "
               f"skipped, {summary['failovers']} failover(s), {summary['tickets_sent']} tickets, "
-              f"fees {fees} -> {summary['out']}/master.m3u8")  # fmt: skip
+              f"fees {fees}, added latency p50 {lat['p50']:.2f} s p95 {lat['p95']:.2f} s "
+              f"-> {summary['out']}/master.m3u8")  # fmt: skip
     return 0 if summary["segments"]["published"] else 1
 
 
@@ -75,7 +123,9 @@ async def _live(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         print(line, file=sys.stderr, flush=True)
 
     gateway_cfg = GatewayConfig(profiles=args.profiles)
-    plan = default_plan(args.orchestrators, gateway_cfg, ticket_ev=Fraction(args.ticket_ev))
+    inference = InferenceConfig(models_dir=args.models_dir, preset="ultrafast")
+    plan = default_plan(args.orchestrators, gateway_cfg, ticket_ev=Fraction(args.ticket_ev),
+                        inference=inference)  # fmt: skip
     say(f"starting {args.orchestrators + 2} nodes on 127.0.0.1 (logs in {data_dir})")
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
     async with open_network(data_dir, plan, ledger) as net:
@@ -85,9 +135,12 @@ async def _live(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             say(f"  segment {outcome.seq}: {who} after {outcome.attempts} attempt(s), "
                 f"{outcome.latency_s:.2f} s  [{len(report.published)} published]")  # fmt: skip
 
-        config = LiveConfig(window=args.window, read_timeout_s=args.read_timeout)
-        session = LiveSession(net.gateway, args.url, args.out, args.profiles, config, on_publish)
-        say(f"live {args.url} -> {args.out}/master.m3u8 ({args.profiles}); Ctrl-C ends it")
+        config = LiveConfig(window=args.window, segment_s=args.segment,
+                            read_timeout_s=args.read_timeout)  # fmt: skip
+        session = LiveSession(net.gateway, args.url, args.out, args.profiles, config, on_publish,
+                              ai=args.ai)  # fmt: skip
+        what = args.ai.describe() if args.ai else args.profiles
+        say(f"live {args.url} -> {args.out}/master.m3u8 ({what}); Ctrl-C ends it")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, session)
             report = await session.run()
@@ -107,6 +160,12 @@ async def _live(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "fees_wei": int(report.job.fees_wei),
         "ticket_ev_wei": int(report.job.ticket_ev_sent),
         "orchestrators": [{"address": a, "segments": n} for a, n in used.most_common()],
+        "added_latency_s": {
+            "p50": round(report.latency_percentile(0.5), 3),
+            "p95": round(report.latency_percentile(0.95), 3),
+        },
+        "pipeline": args.ai.pipeline if args.ai else None,
+        "options": dict(args.ai.options) if args.ai else {},
         "wall_s": round(report.wall_s, 3),
     }
 

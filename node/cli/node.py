@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from node.cli.commands import command_help
+from node.config import ADMIT_MODES, ADMIT_STANDING
 from node.errors import user_error
 from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, P2PConfig
 from p2p.errors import P2PError
@@ -43,9 +44,10 @@ def register(sub: Any) -> None:
     p.add_argument("--network", default=DEFAULT_NETWORK, help="network id (default %(default)s)")
     p.add_argument("--mdns", action="store_true", help="discover peers on the LAN (multicast)")
     p.add_argument(
-        "--admit", choices=("all", "standing"), default="all",
-        help="store and forward the events of every author (all, the default) or only of "
-        "authors with standing: bonded, funded, or a counterparty of ours (see README)",
+        "--admit", choices=(*ADMIT_MODES, "all"), default=ADMIT_STANDING,
+        help="store and forward only the events of authors with standing: bonded, funded, or "
+        "a counterparty of ours (standing, the default; see README), or of every author "
+        "(open, for a private LAN; 'all' is its old name)",
     )  # fmt: skip
     p.set_defaults(run=cmd_start)
 
@@ -60,16 +62,21 @@ def _fail(message: str) -> int:
     return 2
 
 
+def start_config(args: argparse.Namespace) -> P2PConfig:
+    """The p2p configuration `castnet node start` runs with (ValueError for a bad flag)."""
+    return P2PConfig(
+        network=args.network,
+        listen=tuple(args.listen or [DEFAULT_LISTEN]),
+        bootstrap=tuple(args.bootstrap),
+        mdns=args.mdns,
+        require_bootstrap=True,
+        admission=args.admit == ADMIT_STANDING,
+    )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     try:
-        config = P2PConfig(
-            network=args.network,
-            listen=tuple(args.listen or [DEFAULT_LISTEN]),
-            bootstrap=tuple(args.bootstrap),
-            mdns=args.mdns,
-            require_bootstrap=True,
-            admission=args.admit == "standing",
-        )
+        config = start_config(args)
     except ValueError as exc:
         return _fail(str(exc))
     # a failure that matters surfaces as our own one-line error; -v shows libp2p's own logs

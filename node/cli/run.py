@@ -16,7 +16,7 @@ import trio
 
 from events.crypto import to_checksum
 from node.cli.commands import command_help
-from node.config import LEDGER_KINDS, ROLES, ConfigError, NodeConfig, load_config
+from node.config import ADMIT_MODES, LEDGER_KINDS, ROLES, ConfigError, NodeConfig, load_config
 from node.errors import user_error
 from node.keystore import (
     KDFS,
@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--bootstrap", nargs="+", action="extend", metavar="MULTIADDR",
                    help="peers to dial: /ip4/../tcp/../p2p/<peer id>")  # fmt: skip
     p.add_argument("--network", help="network id")
+    p.add_argument("--admit", choices=ADMIT_MODES,
+                   help="events stored and forwarded: of authors with standing (the default) or "
+                   "of every author (open, a private LAN)")  # fmt: skip
     p.add_argument("--api-listen", metavar="HOST:PORT", help="gateway HTTP API address")
     p.add_argument("--api-token-file", type=Path, help="bearer token for the HTTP API")
     p.add_argument("--no-api", action="store_true", help="gateway without the HTTP API")
@@ -99,7 +102,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "roles": args.role,
         "data_dir": data_dir,
-        "p2p": {"listen": args.listen, "bootstrap": args.bootstrap, "network": args.network},
+        "p2p": {
+            "listen": args.listen,
+            "bootstrap": args.bootstrap,
+            "network": args.network,
+            "admit": args.admit,
+        },
         "api": {
             "listen": args.api_listen,
             "token_file": str(args.api_token_file.resolve()) if args.api_token_file else None,

@@ -1,18 +1,29 @@
 """What a gateway checks in an AI segment's output before it accepts and pays for it: detections
 are well-formed JSON lines, one per frame of the segment in order with its timestamp, every box
 inside the frame; a video decodes to the right frame size with one frame per source frame at the
-source's timestamps (media.verify's decoders). Blocking: call from a thread."""
+source's timestamps (media.verify's decoders), and (for the pipelines that must change the picture)
+differs from the source by more than a re-encode would. Blocking: call from a thread."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any
+
+import av
+import numpy as np
 
 from media.verify import TICKS, scan_rendition
 from node.protocol import DETECTIONS, MAX_BOXES, VIDEO, VIDEO_PIPELINES, AiOutput, ai_output_size
 
 MAX_PROBLEMS = 5  # a verdict's reason stays readable
+# Least mean absolute luma difference (0-255) between a pipeline's output and its input, over the
+# first frames. A style repaints the whole picture (mosaic on the test pattern: ~78); a matte
+# replaces the background; the filter (a gentle 3x3 kernel, ~2.7 on the demo clip) gets only a
+# floor that catches the input handed back (0) or re-encoded at a good bitrate (~0.3).
+MIN_CHANGE = {"filter": 0.5, "style": 12.0, "matte": 3.0}
+CHANGE_FRAMES = 3
 
 
 class BadDetections(Exception):
@@ -123,3 +134,33 @@ def check_video(data: bytes, keys: list[int], size: tuple[int, int]) -> list[str
     elif any(abs(a - b) > 1 for a, b in zip(sorted(scan.keys), keys, strict=True)):
         problems.append("video frames are not at the segment's timestamps")
     return problems
+
+
+def check_changed(output: bytes, source: bytes, pipeline: str) -> list[str]:
+    """A reason to reject a video that does not differ from its source as `pipeline` must make
+    it (MIN_CHANGE), or nothing; pipelines that change the size (upscale) are not compared."""
+    floor = MIN_CHANGE.get(pipeline)
+    if floor is None:
+        return []
+    try:
+        made, given = _luma(output), _luma(source)
+    except (av.FFmpegError, ValueError) as exc:
+        return [f"video does not decode: {exc}"]
+    pairs = [(a, b) for a, b in zip(made, given, strict=False) if a.shape == b.shape]
+    if not pairs:
+        return ["video frames cannot be compared with the segment's"]
+    change = float(np.mean([np.abs(a - b).mean() for a, b in pairs]))
+    if change < floor:
+        return [f"{pipeline} output barely differs from its input (mean change {change:.2f} of "
+                f"255, at least {floor:g} expected): the model did not run"]  # fmt: skip
+    return []
+
+
+def _luma(data: bytes) -> list[np.ndarray]:
+    frames = []
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="gray").astype(np.float32))
+            if len(frames) >= CHANGE_FRAMES:
+                break
+    return frames

@@ -1,11 +1,14 @@
 """The gateway's HTTP jobs: a record per job on disk (`<gateway dir>/jobs/<id>/job.json`, written
-atomically, readable from the API's threads) and a trio runner that hands them one at a time to
-`Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `ai_jobs.run_ai_file`). On start the
-runner re-queues every job a stopped process left queued or running, so a restarted gateway
-finishes them, from the segments it had verified (node.gateway.journal): those are not posted,
-sent or paid for again. Live jobs (`kind == "live"`, live) run beside the queue, each until its
-stream ends or `stop()`; a restart marks an interrupted live job failed (its stream is gone)
-instead of replaying it.
+atomically, readable from the API's threads) and a trio runner that hands them to
+`Gateway.transcode_file` (AI jobs, `kind == "ai"`, to `ai_jobs.run_ai_file`), up to `max_jobs`
+at once (config `gateway.max_jobs`; 1 runs them one after another), the rest waiting in order of
+arrival (`queue_position`). Jobs running together share the orchestrators through the gateway's
+segment scheduler (node.gateway.scheduler), so a short job is not held up by a long one. On
+start the runner re-queues every job a stopped process left queued or running, so a restarted
+gateway finishes them, from the segments it had verified (node.gateway.journal): those are not
+posted, sent or paid for again. Live jobs (`kind == "live"`, live) run beside the queue, each
+until its stream ends or `stop()`; a restart marks an interrupted live job failed (its stream
+is gone) instead of replaying it.
 
 At start the runner removes interrupted uploads (a job folder without a record: the process
 stopped while the input was arriving), and it applies the `Retention` policy at start and
@@ -14,6 +17,7 @@ and a finished job (record, input and output) once it is `days` old."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +27,8 @@ import secrets
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ import trio
 from node.gateway.ai_jobs import DETECTIONS_FILE, run_ai_file
 from node.gateway.journal import SegmentJournal
 from node.gateway.live import LiveReport, LiveSession
+from node.gateway.live_ai import live_ai
 from node.gateway.role import Gateway, SegmentOutcome
 from node.protocol import VIDEO_PIPELINES
 
@@ -42,6 +48,7 @@ INPUT_NAME = "input"
 OUT_NAME = "out"
 JOURNAL_NAME = "segments"  # node.gateway.journal: how far each segment got, for a restart
 MAX_QUEUE = 1000
+MAX_JOBS = 4  # file jobs running at once by default (config gateway.max_jobs)
 TRANSCODE, LIVE, AI = "transcode", "live", "ai"
 MAX_LIVE = 8  # live streams at once
 SEGMENT_JOBS = 100  # jobs whose per-segment outcomes are kept in memory (for the dashboard)
@@ -86,6 +93,7 @@ class JobRecord:
     ended: str = ""  # a live job: why its stream ended
     pipeline: str = ""  # an AI job: the inference pipeline (detect-faces, filter, ...)
     model: str = ""  # an AI job: the model asked for ("" for each orchestrator's default)
+    options: dict[str, Any] = field(default_factory=dict)  # a live AI job: pipeline options
 
     def public(self) -> dict[str, Any]:
         """What `GET /v1/jobs/{id}` shows."""
@@ -111,6 +119,9 @@ class JobRecord:
         if self.kind == LIVE:
             out["kind"], out["ended"] = LIVE, self.ended
             out["progress"]["segments_published"] = self.segments_done
+            if self.pipeline:  # live AI
+                out["pipeline"], out["model"], out["options"] = (self.pipeline, self.model,
+                                                                 self.options)  # fmt: skip
         if self.kind == AI:
             out["kind"], out["pipeline"], out["model"] = AI, self.pipeline, self.model
             del out["profiles"]
@@ -232,7 +243,8 @@ def now_ms() -> int:
 
 
 class JobRunner:
-    """Runs the book's jobs on the gateway, one at a time (a job's segments run in parallel)."""
+    """Runs the book's file jobs on the gateway, up to `max_jobs` at once in order of arrival (a
+    job's segments run in parallel), and live jobs beside them."""
 
     def __init__(
         self,
@@ -241,17 +253,37 @@ class JobRunner:
         min_offers: int = 1,
         offer_wait_s: float = 30.0,
         retention: Retention | None = None,
+        max_jobs: int = MAX_JOBS,
     ) -> None:
+        if max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, not {max_jobs}")
         self.gateway = gateway
         self.book = book
         self.retention = retention or Retention()
         self.min_offers = min_offers
         self.offer_wait_s = offer_wait_s
-        self._send, self._receive = trio.open_memory_channel[str](MAX_QUEUE)
-        self.current: str | None = None
+        self.max_jobs = max_jobs
+        self.queue: deque[str] = deque()  # file jobs waiting, first to start on the left
+        self.running: dict[str, None] = {}  # file jobs running, in the order they started
+        self._queued = trio.Event()  # set (and replaced) when a job joins the queue
         self.live: dict[str, LiveSession | None] = {}  # None until its session starts
         self.segments: dict[str, dict[int, dict[str, Any]]] = {}  # recent jobs: seq -> outcome
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The file job that started first of those running (None when none runs)."""
+        return next(iter(self.running), None)
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to start, 2 for the one after, ...; 0 while the job runs; None
+        for a job the runner does not hold (finished, or a live job)."""
+        if job_id in self.running:
+            return 0
+        try:
+            return self.queue.index(job_id) + 1
+        except ValueError:
+            return None
 
     def enqueue(self, job_id: str) -> None:
         """Queue a stored job (a live job starts at once); call in the trio thread (the API uses
@@ -263,10 +295,13 @@ class JobRunner:
             self.live[job_id] = None
             self._nursery.start_soon(self._run_live, job_id)
             return
-        try:
-            self._send.send_nowait(job_id)
-        except trio.WouldBlock:
-            raise QueueFull(f"{MAX_QUEUE} jobs are already queued") from None
+        if len(self.queue) >= MAX_QUEUE:
+            raise QueueFull(f"{MAX_QUEUE} jobs are already queued")
+        if job_id in self.queue or job_id in self.running:
+            return
+        self.queue.append(job_id)
+        self._queued.set()
+        self._queued = trio.Event()
 
     def stop(self, job_id: str) -> str:
         """Stop a live job (its playlist ends after the segments in flight); returns the job's
@@ -304,13 +339,25 @@ class JobRunner:
                 log.info("resuming job %s (was %s)", record.id, record.status)
                 self.enqueue(record.id)
                 resumed.append(record)
+            for _ in range(self.max_jobs):
+                nursery.start_soon(self._work)
             task_status.started(len(resumed))
-            async for job_id in self._receive:
-                self.current = job_id
-                try:
-                    await self._run(job_id)
-                finally:
-                    self.current = None
+
+    async def _work(self) -> None:
+        """One of `max_jobs` lanes: take the job at the head of the queue, run it, repeat."""
+        while True:
+            while not self.queue:
+                await self._queued.wait()
+            job_id = self.queue.popleft()
+            self.running[job_id] = None
+            try:
+                await self._run(job_id)
+            except Exception as exc:  # e.g. a full disk writing its record: the lane goes on
+                log.exception("job %s stopped on an unexpected error", job_id)
+                with contextlib.suppress(Exception):
+                    await self._finish(job_id, FAILED, f"internal error: {exc}"[:2000])
+            finally:
+                del self.running[job_id]
 
     async def apply_retention(self) -> None:
         jobs, inputs = await trio.to_thread.run_sync(
@@ -357,8 +404,11 @@ class JobRunner:
             out = self.book.out_dir(job_id)
             session: LiveSession | None = None
             try:
+                ai = None
+                if record.pipeline:  # live AI: checked at the API, checked again here
+                    ai = live_ai(record.pipeline, record.model, record.options)
                 session = LiveSession(self.gateway, record.source, out, record.profiles,
-                                      on_publish=progress)  # fmt: skip
+                                      on_publish=progress, ai=ai)  # fmt: skip
                 self.live[job_id] = session
                 report = await session.run()
             except Exception as exc:  # the job fails with a message; the gateway goes on

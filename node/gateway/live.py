@@ -8,6 +8,10 @@ when a segment comes back slower than `latency_factor` times its duration. Verif
 published in order into a sliding-window `LiveOutput`; a segment that failed every attempt is
 skipped (the next one opens with EXT-X-DISCONTINUITY) rather than stalling the stream. When the
 input ends, or `stop()` is called, in-flight segments finish and the playlists get EXT-X-ENDLIST.
+
+With `ai` (live_ai.LiveAi) every segment is an inference job instead of a ladder: one rendition
+named after the pipeline, with the segment's audio, on orchestrators that keep up (live_ai). Each
+published segment's added latency (cut from the input -> listed in the playlist) is reported.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +32,14 @@ from media.errors import MediaError
 from media.hls import LiveOutput
 from media.profiles import parse_profiles
 from media.segmenter import Segment, segment
+from media.transcoder import TranscodeResult
+from node.gateway.live_ai import (
+    Demand,
+    KeepUpSelector,
+    LiveAi,
+    LiveAiSegment,
+    install_selector,
+)
 from node.gateway.role import Gateway, JobReport, SegmentOutcome
 
 log = logging.getLogger("castnet.live")
@@ -57,6 +70,17 @@ class LiveReport:
     failovers: int = 0  # times the session moved to another orchestrator
     ended: str = ""  # why the stream ended: "end of stream", "stopped", or the input's error
     wall_s: float = 0.0
+    # seconds from a segment's cut at the gateway to its listing in the live playlist, by seq
+    added_latency_s: dict[int, float] = field(default_factory=dict)
+    duration_s: dict[int, float] = field(default_factory=dict)  # each segment's media seconds
+    cut_at: dict[int, float] = field(default_factory=dict)  # monotonic time of each segment's cut
+
+    def latency_percentile(self, share: float) -> float:
+        """The added latency below which `share` (0-1) of the published segments fall."""
+        values = sorted(self.added_latency_s.values())
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, max(0, math.ceil(share * len(values)) - 1))]
 
 
 PublishFn = Callable[[LiveReport, SegmentOutcome], None]
@@ -73,6 +97,7 @@ class LiveSession:
         profiles: str | None = None,
         config: LiveConfig | None = None,
         on_publish: PublishFn | None = None,
+        ai: LiveAi | None = None,
     ) -> None:
         self.gateway, self.url, self.out = gateway, url, out
         self.ladder = parse_profiles(profiles or gateway.config.profiles)
@@ -82,6 +107,16 @@ class LiveSession:
         self.sticky: bytes | None = None  # the session's orchestrator
         self._read_scope = trio.CancelScope()
         self._closed = threading.Event()  # tells the reader thread to let go of the input
+        self._arrived: dict[int, float] = {}  # seq -> monotonic time the segment was cut
+        self.ai = ai
+        self._works: dict[int, LiveAiSegment] = {}  # AI segments until published
+        self.demand = Demand()
+        self.selector: KeepUpSelector | None = None
+        self._key = ""
+        if ai is not None:
+            self.selector = KeepUpSelector(gateway.selector, ai, self.demand)
+            self._key = f"{self.selector.capability} (live {secrets.token_hex(4)})"
+            install_selector(gateway, self._key, self.selector)
 
     def stop(self) -> None:
         """End the stream now (call in the trio thread): in-flight segments still publish."""
@@ -110,6 +145,8 @@ class LiveSession:
                         jobs.start_soon(self._segment, seg, slots, results_send.clone())
         finally:
             self._closed.set()
+            if self._key:
+                install_selector(self.gateway, self._key, None)
         self.report.wall_s = time.perf_counter() - started
         if not self.report.published and self.report.ended not in ("stopped", "end of stream"):
             raise LiveError(f"{self.url}: nothing published: {self.report.ended}")
@@ -137,6 +174,7 @@ class LiveSession:
             for seg in segments:
                 if self._closed.is_set():
                     return
+                self._arrived[seg.seq] = time.monotonic()
                 try:
                     trio.from_thread.run(send.send, seg, trio_token=token)
                 except (trio.ClosedResourceError, trio.BrokenResourceError, trio.RunFinishedError,
@@ -157,11 +195,24 @@ class LiveSession:
             try:
                 self.report.job.segments.append(outcome)
                 job, timeout = self.report.job, self.config.attempt_timeout_s
-                await self.gateway.run_segment(seg, self.ladder, outcome, job, self.sticky, timeout)
+                if self.ai is None:
+                    await self.gateway.run_segment(seg, self.ladder, outcome, job, self.sticky,
+                                                   timeout)  # fmt: skip
+                else:
+                    work = self._works[seg.seq] = self._ai_work(seg)
+                    await self.gateway.run_work(work, outcome, job, self.sticky, timeout)
                 self._follow(seg, outcome)
             finally:
                 slots.release()
                 results.send_nowait(outcome)
+
+    def _ai_work(self, seg: Segment) -> LiveAiSegment:
+        assert self.ai is not None
+        # a recheck recomputes with the model's defaults: only for segments asked without options
+        recheck = None if self.ai.options else self.gateway.ai_rechecker
+        return LiveAiSegment(seg, self.ai.pipeline, self.ai.model, recheck=recheck,
+                             options=self.ai.options, demand=self.demand,
+                             key=self._key)  # fmt: skip
 
     def _follow(self, seg: Segment, outcome: SegmentOutcome) -> None:
         """Keep the session on the orchestrator that served, or move it on a slow answer."""
@@ -171,9 +222,12 @@ class LiveSession:
         budget = self.config.latency_factor * float(seg.duration)
         if outcome.latency_s > budget:
             state = self.gateway.view.state
-            others = self.gateway.selector.candidates(state, time.monotonic(), frozenset([served]))
+            selector = self.selector or self.gateway.selector
+            others = selector.candidates(state, time.monotonic(), frozenset([served]))
             log.warning("live segment %d took %.2f s (budget %.2f s) on 0x%s: moving the session",
                         seg.seq, outcome.latency_s, budget, served.hex()[:8])  # fmt: skip
+            if self.selector is not None:  # measured too slow: only when nobody else is left
+                self.selector.slow.add(served)
             self.sticky = others[0].address if others else None
             self.report.failovers += self.sticky is not None
         elif served != self.sticky:
@@ -195,10 +249,13 @@ class LiveSession:
                 pending[outcome.seq] = outcome
                 while following in pending:
                     done = pending.pop(following)
+                    work = self._works.pop(done.seq, None)
                     if done.result is not None:
-                        await trio.to_thread.run_sync(output.add, done.seq, done.result)
+                        publish = functools.partial(self._add, output, done, work)
+                        await trio.to_thread.run_sync(publish)
                         self.report.published.append(done.seq)
                     else:
+                        self._arrived.pop(done.seq, None)
                         output.skip(done.seq)
                         self.report.skipped.append(done.seq)
                         why = "; ".join(done.errors) or "no result"
@@ -209,6 +266,16 @@ class LiveSession:
                         self.on_publish(self.report, done)
         if self.report.published:
             await trio.to_thread.run_sync(output.end)
+
+    def _add(self, output: LiveOutput, done: SegmentOutcome, work: LiveAiSegment | None) -> None:
+        """Publish a verified segment (in a thread) and note its added latency."""
+        result: TranscodeResult = done.result if work is None else work.rendition(done.result)
+        output.add(done.seq, result)
+        arrived = self._arrived.pop(done.seq, None)
+        if arrived is not None:
+            self.report.added_latency_s[done.seq] = time.monotonic() - arrived
+            self.report.cut_at[done.seq] = arrived
+            self.report.duration_s[done.seq] = float(result.duration)
 
 
 def check_live_url(url: str) -> str:

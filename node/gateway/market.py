@@ -27,6 +27,7 @@ from events.errors import EventError
 from events.state import ASSIGNED, CLAIMED, POSTED, REJECTED, RESULTED, VERIFIED
 from node.gateway.ai_recheck import AiRechecker, recheck_config
 from node.gateway.journal import KeptSegment, SegmentJournal
+from node.gateway.scheduler import SegmentScheduler
 from node.gateway.selection import Candidate, Selector
 from node.ledger import Ledger
 from node.protocol import (
@@ -58,6 +59,7 @@ from payments.ticket import SignedTicket
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
+SEGMENTS_PER_SLOT = 2  # segments given an orchestrator per slot: one there, one checked here
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,8 @@ class SegmentMarket:
         self.verdicts: list[k.JobVerdict] = []
         self._slot_freed = trio.Event()
         self.ai_rechecker = AiRechecker(config.ai_recheck, recheck_config(config.ai_models_dir))
+        # every job's segments take turns for orchestrators (node.gateway.scheduler)
+        self.scheduler = SegmentScheduler(self.segment_bound)
 
     def selector_for(self, capability: str) -> Selector:
         """A selector for `capability` that shares slots, latencies and suspensions with every
@@ -171,6 +175,13 @@ class SegmentMarket:
             selector.local = self.selector.local
             self._selectors[capability] = selector
         return selector
+
+    def segment_bound(self) -> int:
+        """Segments that may look for an orchestrator at once, across all jobs: twice the
+        capacity the known offers state, so each slot has a segment at work while another one
+        is checked here."""
+        offers = self.view.state.offers.values()
+        return SEGMENTS_PER_SLOT * max(1, sum(max(1, o.capacity) for o in offers))
 
     async def wait_for_offers(self, count: int, timeout: float = 30.0) -> int:
         """Wait until the log holds `count` offers; returns how many it holds."""
@@ -208,20 +219,22 @@ class SegmentMarket:
             selector = self.selector_for(work.capability)
             tried: set[bytes] = set()
             limit = timeout_s or self.config.job_timeout_s
-            deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
-            for _ in range(MAX_PICKS):
-                if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:
-                    break
-                candidate = await self._pick(selector, frozenset(tried), deadline, prefer,
-                                             work.warm)  # fmt: skip
-                if candidate is None:
-                    outcome.errors.append(f"no orchestrator available for {work.capability}")
-                    break
-                tried.add(candidate.address)
-                busy = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
-                                           journal)  # fmt: skip
-                if busy:
-                    tried.discard(candidate.address)
+            # a report is one job (or live session): its segments get places in its turn
+            async with self.scheduler.place(id(report)):
+                deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
+                for _ in range(MAX_PICKS):
+                    if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:
+                        break
+                    candidate = await self._pick(selector, frozenset(tried), deadline, prefer,
+                                                 work.warm)  # fmt: skip
+                    if candidate is None:
+                        outcome.errors.append(f"no orchestrator available for {work.capability}")
+                        break
+                    tried.add(candidate.address)
+                    busy = await self._attempt(work, posted, candidate, outcome, report,
+                                               timeout_s, journal)  # fmt: skip
+                    if busy:
+                        tried.discard(candidate.address)
         except Exception as exc:  # a segment's failure is reported, never crashes the job
             log.exception("segment %d failed", work.seq)
             outcome.errors.append(repr(exc))

@@ -1,6 +1,9 @@
 """`castnet demo`: the main job end to end in one process. A generated (or given) clip is
 transcoded by a gateway on N orchestrators over 127.0.0.1 libp2p, paid with tickets; winning
-tickets are redeemed; every node's log is audited. Returns a JSON-able summary."""
+tickets are redeemed; every node's log is audited. Returns a JSON-able summary. With `ai` (live
+AI) the clip is instead streamed over TCP at real-time pace into a live session whose segments
+run through the AI pipeline (`--ai style`): a live HLS playlist with the clip's audio, and each
+segment's added latency."""
 
 from __future__ import annotations
 
@@ -24,12 +27,16 @@ import trio
 from chain.client import ProtocolParams
 from events.crypto import LocalKeySigner, to_checksum
 from events.state import State
+from inference.engine import InferenceConfig
 from node.amounts import readable
 from node.audit.log import audit_path
 from node.chain_ledger import ChainLedger
+from node.gateway.live import LiveConfig, LiveReport, LiveSession
+from node.gateway.live_ai import LiveAi
 from node.gateway.role import GatewayConfig, JobReport, SegmentOutcome
 from node.ledger import Ledger
 from node.local.network import Network, NetworkPlan, default_plan, key_for, open_network
+from node.local.sender import PacedSender, clip_to_ts
 
 log = logging.getLogger("castnet.demo")
 MARKER = ".castnet-demo"  # marks an output folder the demo may replace
@@ -55,6 +62,8 @@ class DemoOptions:
     # wei each ticket is worth, and the cheapest price per pixel; None: the chain's default
     ticket_ev: int | None = None
     price: int | None = None
+    ai: LiveAi | None = None  # live AI instead of transcoding the file
+    segment_s: float = 2.0  # live AI segment length
 
 
 # (ticket EV in wei, cheapest price in wei per output pixel) per chain. A winning ticket pays its
@@ -138,8 +147,14 @@ async def demo(
                                 job_timeout_s=options.job_timeout_s,
                                 max_price_per_pixel=Fraction(4 * price), max_ev=4 * ev,
                                 max_total_ev=max(Fraction(10**17), 10_000 * ev))  # fmt: skip
+    inference = InferenceConfig(preset="ultrafast")
+    warm: tuple[str, ...] = ()
+    if options.ai is not None:  # loaded and measured at start: the offers state their fps
+        width, height = options.ai.infer_size or (int(v) for v in options.size.split("x"))
+        warm = (f"{options.ai.pipeline}@{width}x{height}",)
     plan = default_plan(options.orchestrators, gateway_cfg, options.faults, base_price=price,
-                        capacity=options.capacity, ticket_ev=ev)  # fmt: skip
+                        capacity=options.capacity, ticket_ev=ev, inference=inference,
+                        ai_warm=warm)  # fmt: skip
     plan = _with_funds(plan, options.gateway_deposit, options.gateway_reserve)
     ledger = await trio.to_thread.run_sync(_ledger, options, plan)
     say(f"chain: {ledger.kind}")
@@ -152,6 +167,9 @@ async def demo(
             caps = ",".join(o.capabilities)
             say(f"  orchestrator {to_checksum(o.address)} price {o.config.price_per_pixel} "
                 f"wei/pixel, capacity {o.config.capacity}, caps {caps}")  # fmt: skip
+            if options.ai is not None:  # what it measured at start, stated in its offer
+                fps = ", ".join(f.capability() for f in o.ai.stated()) or "nothing (not warmed)"
+                say(f"    states {fps}")
 
         def on_segment(done: int, total: int, outcome: SegmentOutcome) -> None:
             who = to_checksum(outcome.orchestrator)[:10] if outcome.result else "FAILED"
@@ -162,13 +180,17 @@ async def demo(
         await trio.to_thread.run_sync(ledger.mine, REWARD_ROUND_BLOCKS)
         minted = await net.claim_rewards()
         say(f"round rewards claimed by the active orchestrators: {minted} wei of stake minted")
-        say(f"transcoding {source} -> {options.out} ({options.profiles})")
+        live: dict[str, Any] = {}
         try:
-            report = await net.gateway.transcode_file(source, options.out, on_segment)
+            if options.ai is not None:
+                report, live = await _live_ai(net, source, options, say)
+            else:
+                say(f"transcoding {source} -> {options.out} ({options.profiles})")
+                report = await net.gateway.transcode_file(source, options.out, on_segment)
             (options.out / MARKER).write_text("written by castnet demo\n")
         except Exception as exc:  # reported in the summary; the audit still runs
             error = str(exc)
-            say(f"transcode failed: {error}")
+            say(f"{'live AI' if options.ai else 'transcode'} failed: {error}")
         redeemed = await _redeem(net, ledger)
         say(f"redeemed {redeemed} winning ticket(s)")
         await trio.to_thread.run_sync(ledger.mine, REWARD_ROUND_BLOCKS)
@@ -177,6 +199,8 @@ async def demo(
         converged = await net.converge()
         counts = {m.name: m.node.event_count() for m in net.members}
         summary = _summary(net, report, options, counts, converged, error)
+        if live:
+            summary["live_ai"] = live
         summary["tickets"].update(_ticket_terms(await net.gateway.view.refresh()))
         summary.update(attached)
         if serve is not None:
@@ -188,6 +212,53 @@ async def demo(
     summary["audit"] = await trio.to_thread.run_sync(_audit, net, data_dir)
     summary["data_dir"] = str(data_dir)
     return summary
+
+
+async def _live_ai(
+    net: Network, source: Path, options: DemoOptions, say: Callable[[str], None]
+) -> tuple[JobReport, dict[str, Any]]:
+    """Stream `source` at real-time pace over TCP into a live AI session; its report, and what
+    the summary shows of it (where the HLS is, added latency, the fps the offers state)."""
+    assert options.ai is not None
+    data, seconds = await trio.to_thread.run_sync(clip_to_ts, source)
+    sender = PacedSender(data, seconds)
+
+    def on_publish(report: LiveReport, outcome: SegmentOutcome) -> None:
+        who = to_checksum(outcome.orchestrator)[:10] if outcome.result else "SKIPPED"
+        added = report.added_latency_s.get(outcome.seq)
+        latency = f", added latency {added:.2f} s" if added is not None else ""
+        say(f"  live segment {outcome.seq}: {who} after {outcome.attempts} attempt(s){latency}")
+
+    # the first segment also loads the model on its orchestrator
+    config = LiveConfig(segment_s=options.segment_s, attempt_timeout_s=60.0)
+    session = LiveSession(net.gateway, sender.url, options.out, config=config,
+                          on_publish=on_publish, ai=options.ai)  # fmt: skip
+    say(f"live AI {options.ai.describe()}: {source} streamed at real time from {sender.url} "
+        f"-> {options.out}/master.m3u8")  # fmt: skip
+    try:
+        live = await session.run()
+    finally:
+        sender.close()
+    live.job.wall_s = live.wall_s
+    stated = {to_checksum(o.address): [s.capability() for s in o.ai.stated()]
+              for o in net.orchestrators}  # fmt: skip
+    return live.job, {
+        "pipeline": options.ai.pipeline,
+        "options": dict(options.ai.options),
+        "playlist": str(options.out / "master.m3u8"),
+        "media_playlist": str(options.out / options.ai.pipeline / "index.m3u8"),
+        "ended": live.ended,
+        "published": len(live.published),
+        "skipped": len(live.skipped),
+        "failovers": live.failovers,
+        "stream_fps": round(session.demand.fps, 2),
+        "added_latency_s": {
+            "p50": round(live.latency_percentile(0.5), 3),
+            "p95": round(live.latency_percentile(0.95), 3),
+            "segment_s": options.segment_s,
+        },
+        "stated_fps": stated,
+    }
 
 
 async def _until_interrupted() -> None:
@@ -432,6 +503,14 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
     error = f"; error: {summary['error']}" if summary["error"] else ""
     verdict = "clean" if audit["clean"] else "NOT clean"
     lines.append(f"{'audit':<{width}}  {verdict}; output {summary['out']}/master.m3u8{error}")
+    live = summary.get("live_ai")
+    if live:
+        lat = live["added_latency_s"]
+        lines.append(f"{'live AI':<{width}}  {live['pipeline']} {live['options']}: "
+                     f"{live['published']} segments published, {live['skipped']} skipped; "
+                     f"added latency p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s per "
+                     f"{lat['segment_s']:g} s segment")  # fmt: skip
+        lines.append(f"{'styled HLS':<{width}}  {live['playlist']}")
     if summary.get("log_file"):
         lines.append(f"{'node logs':<{width}}  {summary['log_file']}")
     if summary.get("metrics_url"):

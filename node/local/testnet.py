@@ -32,6 +32,8 @@ from chain.client import Chain, Protocol, ProtocolParams, deploy_protocol
 from chain.errors import ChainError
 from events.crypto import LocalKeySigner, to_checksum
 from node.keystore import KeystoreError, create_keystore, load_keystore
+from p2p.errors import IdentityError
+from p2p.identity import load_or_create_identity, peer_id_of
 
 STATE_FILE = "testnet.json"
 TOKEN = 10**18
@@ -123,7 +125,7 @@ def up(root: Path, params: TestnetParams | None = None, say: Callable[[str], Non
         password = _password(root)
         keys = _accounts(root, roles, password, protocol, p)
         _start_nodes(root, state, roles, keys, protocol, p, say)
-    except (ChainError, OSError, TestnetError, KeystoreError) as exc:
+    except (ChainError, OSError, TestnetError, KeystoreError, IdentityError) as exc:
         say(f"testnet up failed: {exc}; stopping what was started")
         _stop_started(root)
         raise TestnetError(str(exc)) from None
@@ -230,6 +232,9 @@ def _config(root: Path, i: int, role: str, port: int, bootstrap: list[str], extr
         'network = "castnet-testnet"',
         f'listen = ["/ip4/127.0.0.1/tcp/{port}"]',
         f"bootstrap = {json.dumps(bootstrap)}",
+        # every node starts at once: one may be up before node0 is; `up` waits for them all
+        # and for the gateway to see every orchestrator's offer
+        "require_bootstrap = false",
         "[ledger]",
         'kind = "rpc"',
         f'rpc_url = "{_state(root)["anvil"]["url"]}"',
@@ -254,7 +259,11 @@ def _start_nodes(
 ) -> None:
     orchestrators = [LocalKeySigner(k).address for k, r in zip(keys, roles, strict=True)
                      if r == "orchestrator"]  # fmt: skip
-    bootstrap: list[str] = []
+    # node0's address is known before it starts (its p2p key made now, as it would make it, or
+    # the one a stopped testnet left), so every node starts at once and dials it until it answers
+    port0 = free_port()
+    peer0 = peer_id_of(load_or_create_identity(root / "node0" / roles[0])).to_base58()
+    bootstrap0 = [f"/ip4/127.0.0.1/tcp/{port0}/p2p/{peer0}"]
     spawned: list[tuple[int, str, dict[str, Any]]] = []
     for i, role in enumerate(roles):
         if role == "gateway":
@@ -268,7 +277,8 @@ def _start_nodes(
         else:
             extra = (f'[delegator]\norchestrator = "{to_checksum(orchestrators[0])}"\n'
                      f"amount = {p.delegation}")  # fmt: skip
-        config = _config(root, i, role, free_port(), bootstrap, extra)
+        config = _config(root, i, role, port0 if i == 0 else free_port(),
+                         bootstrap0 if i else [], extra)  # fmt: skip
         pid = _spawn(root, i, config)
         node = {"name": f"node{i}", "role": role, "pid": pid, "config": str(config),
                 "address": to_checksum(LocalKeySigner(keys[i]).address),
@@ -276,10 +286,7 @@ def _start_nodes(
         state["nodes"].append(node)
         _write_json(root / STATE_FILE, state)
         spawned.append((i, role, node))
-        if i == 0:  # the others bootstrap from the first node: wait for its address
-            _started(root, state, spawned.pop(), say)
-            bootstrap = [node["addrs"][0]]
-    for entry in spawned:  # the rest start in parallel
+    for entry in spawned:
         _started(root, state, entry, say)
     offers = _wait_offers(state, len(orchestrators))
     say(f"gateway API {state['api']}: {offers} offers converged")

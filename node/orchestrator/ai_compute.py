@@ -1,19 +1,26 @@
 """The orchestrator's inference (inference/ on one engine with its warm-model cache): the offer's
-capabilities (`ai:<pipeline>[/<model>][:warm]` for the installed models), the plan of an AI segment
-(model, output size, frame and pixel limits: what the fee is checked against) and its run, with the
-output the gateway checks: detections as JSON lines, or the processed video as MPEG-TS. Every
-method blocks: call them from a thread."""
+capabilities (`ai:<pipeline>[/<model>][:warm]` for the installed models, and `fps:...` for the
+frame rate each warm model reached here, so that a gateway does not hand a live stream to a node
+that cannot keep up), the plan of an AI segment (model, options checked by inference.options with
+no local paths, output size, frame and pixel limits: what the fee is checked against) and its run,
+with the output the gateway checks: detections as JSON lines, or the processed video as MPEG-TS.
+Every method blocks: call them from a thread."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import statistics
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
+from inference.speed import measure_fps
 from media.errors import MediaError
 from media.source import MAX_PIXELS, probe
 from node.protocol import (
@@ -27,13 +34,17 @@ from node.protocol import (
     AiOutput,
     AiSpec,
     Refused,
+    StatedFps,
     ai_capability,
     ai_output_size,
     is_model_name,
+    parse_ai_options,
 )
 
 log = logging.getLogger("castnet.orchestrator")
 MAX_AI_CAPABILITIES = 200  # an Offer lists at most 256 capabilities in all
+FPS_RUNS = 5  # the stated fps is the median of the last few runs of a model
+FPS_CHANGE = 0.2  # a new median this far from the stated fps is stated anew (a new offer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,8 @@ class AiPlan:
     frames: int  # estimated from the segment's duration and rate, as for transcoding
     width: int
     height: int
+    options: Mapping[str, Any] = field(default_factory=dict)  # checked: inference.options
+    default_model: bool = True  # the model runs `spec.pipeline` when no model is named
 
     @property
     def pixels(self) -> int:
@@ -62,6 +75,9 @@ class AiCompute:
         self.fault = fault
         self.engine: InferenceEngine | None = None
         self.reason = "inference has not started"
+        self._runs: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
+        self._stated: dict[tuple[str, str], StatedFps] = {}
+        self._lock = threading.Lock()  # runs finish on several threads
 
     def start(self) -> None:
         """Create the engine (provider choice, model registry); without one, offer no AI."""
@@ -91,7 +107,42 @@ class AiCompute:
                 caps.append(ai_capability(kind, m.name))
                 if m.warm:
                     caps.append(ai_capability(kind, m.name, warm=True))
+        with self._lock:
+            caps += sorted(stated.capability() for stated in self._stated.values())
         return tuple(caps[:MAX_AI_CAPABILITIES])
+
+    def warm_up(self, entries: tuple[str, ...]) -> None:
+        """Load each `pipeline[/model]@WxH` model now and measure its fps at that inference size
+        (inference.speed), so the first offer already says how fast this node is; an entry that
+        cannot be warmed is logged and skipped."""
+        engine = self.engine
+        if engine is None:
+            return
+        for entry in entries:
+            try:
+                what, _, size = entry.partition("@")
+                pipeline, _, model = what.partition("/")
+                width, height = (int(v) for v in size.split("x"))
+                options = parse_ai_options(pipeline, {})
+                manifest = engine.resolve(pipeline, model or None)
+                default = engine.resolve(pipeline).name == manifest.name
+                fps = measure_fps(engine.cache.get(manifest), pipeline, width, height, options)
+            except (InferenceError, ValueError) as exc:
+                log.warning("cannot warm up %r: %s", entry, exc)
+                continue
+            with self._lock:
+                self._stated[(pipeline, manifest.name)] = StatedFps(
+                    pipeline, manifest.name, fps, width, height
+                )
+                if default:
+                    self._stated[(pipeline, "")] = StatedFps(pipeline, "", fps, width, height)
+            log.info("warmed %s (%s): %.1f fps at %dx%d", pipeline, manifest.name, fps, width,
+                     height)  # fmt: skip
+
+    def stated(self) -> list[StatedFps]:
+        """The frame rates this node states in its offer, per pipeline and model."""
+        with self._lock:
+            return list(self._stated.values())
 
     def plan(self, spec: AiSpec, segment: bytes) -> AiPlan:
         """Check the ask against what this node has and what the segment is; Refused if not."""
@@ -109,6 +160,9 @@ class AiCompute:
                                   f"not {spec.pipeline}")  # fmt: skip
             else:
                 manifest = engine.resolve(spec.pipeline)
+            default = engine.resolve(spec.pipeline).name == manifest.name
+            # options come from a peer: never a path on this machine
+            options = parse_ai_options(spec.pipeline, spec.options, allow_paths=False)
         except InferenceError as exc:
             raise Refused(BAD_REQUEST, str(exc)) from None
         if not manifest.installed:
@@ -124,18 +178,21 @@ class AiCompute:
         width, height = ai_output_size(spec.pipeline, info.width, info.height)
         if width * height > MAX_PIXELS:
             raise Refused(BAD_REQUEST, f"{spec.pipeline} would make {width}x{height} frames")
-        return AiPlan(spec, manifest.name, frames, width, height)
+        return AiPlan(spec, manifest.name, frames, width, height, options, default)
 
     def run(self, plan: AiPlan, segment: bytes) -> AiOutput:
         """Run the pipeline over the segment; Refused(FAILED) when inference fails."""
         assert self.engine is not None
         pipeline = plan.spec.pipeline
         try:
-            result = self.engine.run_pipeline(pipeline, segment, model=plan.model)
+            result = self.engine.run_pipeline(
+                pipeline, segment, model=plan.model, options=dict(plan.options)
+            )
         except InferenceError as exc:
             raise Refused(FAILED, f"{pipeline} failed: {exc}") from None
         if result.frames > MAX_AI_FRAMES:
             raise Refused(FAILED, f"the segment decoded to {result.frames} frames")
+        self._measured(plan, result.fps, result.width, result.height)
         if pipeline in VIDEO_PIPELINES:
             kind, data = VIDEO, result.video or b""
             if self.fault == "unprocessed":
@@ -156,3 +213,27 @@ class AiCompute:
             data = b"".join(json.dumps(x, separators=(",", ":")).encode() + b"\n" for x in lines)
         return AiOutput(kind, result.model, result.frames, result.output_width,
                         result.output_height, data)  # fmt: skip
+
+    def _measured(self, plan: AiPlan, fps: float, width: int, height: int) -> None:
+        """Keep what a run reached (at its inference size) for the offer, under the model's name
+        and, for the pipeline's default model, under the pipeline alone; the stated rate moves
+        only when the median of the last runs moves by FPS_CHANGE, so offers stay few."""
+        if fps <= 0:
+            return
+        size = plan.options.get("infer_size")
+        if isinstance(size, str) and "x" in size:
+            width, height = (int(v) for v in size.split("x"))
+        names = [plan.model, ""] if plan.default_model else [plan.model]
+        with self._lock:
+            for model in names:
+                key = (plan.spec.pipeline, model)
+                runs = [r for r in self._runs.get(key, []) if r[1:] == (width, height)]
+                runs = self._runs[key] = [*runs[-(FPS_RUNS - 1) :], (fps, width, height)]
+                median = statistics.median(r[0] for r in runs)
+                old = self._stated.get(key)
+                if (
+                    old is None
+                    or (old.width, old.height) != (width, height)
+                    or abs(median - old.fps) > FPS_CHANGE * max(old.fps, 0.1)
+                ):
+                    self._stated[key] = StatedFps(key[0], model, median, width, height)

@@ -100,6 +100,9 @@ class OrchestratorConfig:
     # inference (`/castnet/ai/1`): provider, models folder, warm-model budget; ai=False offers none
     ai: bool = True
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    # models loaded at start and their fps measured here, stated in the first offer:
+    # "pipeline[/model]@WxH" (the inference size), e.g. "style@320x180"
+    ai_warm: tuple[str, ...] = ()
 
 
 def capabilities() -> tuple[str, ...]:
@@ -184,6 +187,7 @@ class Orchestrator:
         host.set_stream_handler(JOB_PROTOCOL, self._handle_job)
         if self.config.ai:
             await trio.to_thread.run_sync(self.ai.start)
+            await trio.to_thread.run_sync(self.ai.warm_up, self.config.ai_warm)
             host.set_stream_handler(AI_PROTOCOL, self._handle_ai)
         host.set_stream_handler(WORKER_PROTOCOL, self.workers.handle_register)
         await self.publish_offer()
