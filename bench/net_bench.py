@@ -149,6 +149,9 @@ async def processes(
                 "start",
                 "--data-dir",
                 str(data_dir),
+                # the bench's authors are throwaway keys: measure gossip, not admission
+                "--admit",
+                "open",
             ]
             earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
             if earlier or bootstrap:
