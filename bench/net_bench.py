@@ -14,8 +14,15 @@ bootstrapped to 3 of them) injects the events; the N processes do all the receiv
 - this machine's limit, measured in the same run: cores / (N x (verify + durable append) of one
   event), the append in batches of one gossip message (64 events) with synchronous=FULL; and
   what a libp2p message signature costs (sign, verify), since castnet signs every message
+  (gossipsub StrictSign, which js and go peers require), also per event at the batch size seen
+- the same run's one-process figures: the same N nodes and topology inside this process (every
+  node on one core), measured the same way (`one_process_*`)
+- catch-up: a fresh node process, bootstrapped to a node holding `--backlog` events, until it
+  has stored them all (sync)
 
-Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--json]
+No WAN delay is modelled: every figure is loopback.
+
+Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--backlog 100000] [--json]
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -46,9 +54,11 @@ from events import kinds as k  # noqa: E402
 from events.author import Author  # noqa: E402
 from events.crypto import LocalKeySigner, keccak256  # noqa: E402
 from events.envelope import SignedEvent, decode_verified  # noqa: E402
+from node.local.synth import synth_events  # noqa: E402
 from p2p.config import P2PConfig  # noqa: E402
 from p2p.gossip import DROPS, MAX_BATCH_EVENTS  # noqa: E402
 from p2p.host import quiet_libp2p  # noqa: E402
+from p2p.localnet import open_local_nodes  # noqa: E402
 from p2p.node import P2PNode, open_node  # noqa: E402
 from storage.store import DB_NAME, EventStore  # noqa: E402
 
@@ -73,7 +83,9 @@ class Proc:
                 return 0
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         try:
-            row = self.db.execute("SELECT COUNT(*) FROM events").fetchone()
+            # append-only with positions from 1 (no deletes): MAX(pos) is the count, and reads
+            # one index page instead of counting every row 10 times per poll
+            row = self.db.execute("SELECT COALESCE(MAX(pos), 0) FROM events").fetchone()
         except sqlite3.OperationalError:  # schema not there yet
             return 0
         return int(row[0])
@@ -89,9 +101,42 @@ class Proc:
         return self.log.stat().st_size
 
 
+@dataclasses.dataclass
+class Local:
+    """A node inside this process, read the way `Proc` reads a process."""
+
+    node: P2PNode
+
+    def stored(self) -> int:
+        return self.node.event_count()
+
+    def cpu_s(self) -> float:
+        return time.process_time()  # the whole process: every node and the publisher
+
+    def log_sum(self, pattern: re.Pattern[bytes], since: int) -> int:
+        return self.node.sync.stored if pattern is _SYNCED else 0
+
+    def log_size(self) -> int:
+        return 0
+
+
 @contextlib.asynccontextmanager
-async def processes(base: Path, n: int) -> AsyncIterator[list[Proc]]:
+async def in_process(base: Path, n: int) -> AsyncIterator[list[Local]]:
+    """The same network inside this process: node i dials up to 3 earlier nodes."""
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",))
+    async with open_local_nodes(base / "local", n, config) as nodes:
+        for i, node in enumerate(nodes):
+            for other in random.sample(nodes[:i], min(3, i)):
+                await node.connect(other.addrs[0])
+        yield [Local(node) for node in nodes]
+
+
+@contextlib.asynccontextmanager
+async def processes(
+    base: Path, n: int, bootstrap: tuple[str, ...] = ()
+) -> AsyncIterator[list[Proc]]:
     procs: list[Proc] = []
+    base.mkdir(parents=True, exist_ok=True)
     try:
         for i in range(n):
             data_dir = base / f"node{i}"
@@ -104,10 +149,13 @@ async def processes(base: Path, n: int) -> AsyncIterator[list[Proc]]:
                 "start",
                 "--data-dir",
                 str(data_dir),
+                # the bench's authors are throwaway keys: measure gossip, not admission
+                "--admit",
+                "open",
             ]
-            earlier = random.sample(procs, min(3, len(procs)))
-            if earlier:
-                argv += ["--bootstrap", *(p.addr for p in earlier)]
+            earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
+            if earlier or bootstrap:
+                argv += ["--bootstrap", *(earlier or bootstrap)]
             log = base / f"node{i}.log"
             with log.open("wb") as err:
                 process = await trio.lowlevel.open_process(
@@ -140,7 +188,7 @@ async def processes(base: Path, n: int) -> AsyncIterator[list[Proc]]:
                 proc.db.close()
 
 
-async def wait_all(procs: list[Proc], target: int, timeout: float) -> None:
+async def wait_all(procs: list[Any], target: int, timeout: float) -> None:
     with trio.fail_after(timeout):
         pending = list(procs)
         while pending:
@@ -163,7 +211,7 @@ async def meshed(publisher: P2PNode, want: int) -> None:
             await trio.sleep(0.05)
 
 
-async def propagation(publisher: P2PNode, procs: list[Proc], samples: int) -> list[float]:
+async def propagation(publisher: P2PNode, procs: list[Any], samples: int) -> list[float]:
     writers = authors(4, "lat")
     out = []
     for i in range(samples):
@@ -177,11 +225,13 @@ async def propagation(publisher: P2PNode, procs: list[Proc], samples: int) -> li
 
 
 async def throughput(
-    publisher: P2PNode, procs: list[Proc], events: list[SignedEvent]
+    publisher: P2PNode, procs: list[Any], events: list[SignedEvent]
 ) -> dict[str, float]:
     sizes = [p.log_size() for p in procs]
+    synced_before = sum(p.log_sum(_SYNCED, 0) for p in procs if isinstance(p, Local))
     cpu = [p.cpu_s() for p in procs]
     drops = DROPS.dropped
+    messages = publisher.gossip.messages
     target = publisher.event_count() + len(events)
     start = time.perf_counter()
     # the publisher stores what it injects in group commits of one gossip message (as an import
@@ -194,13 +244,17 @@ async def throughput(
     await wait_all(procs, target, 600)
     elapsed = time.perf_counter() - start
     used = [p.cpu_s() - c for p, c in zip(procs, cpu, strict=True)]
+    if isinstance(procs[0], Local):  # one process: its CPU time is shared by all the nodes
+        used = [used[0] / len(procs)] * len(procs)
+    lost = sum(p.log_sum(_SYNCED, s) for p, s in zip(procs, sizes, strict=True)) - synced_before
     return {
         "events_per_s": len(events) / elapsed,
-        "lost": sum(p.log_sum(_SYNCED, s) for p, s in zip(procs, sizes, strict=True)),
+        "lost": lost,
         "drops": DROPS.dropped
         - drops
         + sum(p.log_sum(_DROPPED, s) for p, s in zip(procs, sizes, strict=True)),
         "cpu_us_per_event_per_node": statistics.mean(used) / len(events) * 1e6,
+        "events_per_message": len(events) / max(1, publisher.gossip.messages - messages),
     }
 
 
@@ -237,8 +291,47 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+async def measure(
+    base: Path,
+    name: str,
+    procs: list[Any],
+    boot: tuple[str, ...],
+    count: int,
+    n_authors: int,
+    samples: int,
+) -> dict[str, float]:
+    """Propagation and throughput through `procs` from a publisher node in this process."""
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot)
+    async with open_node(base / f"publisher-{name}", config) as publisher:
+        await meshed(publisher, min(3, len(procs)))
+        latencies = await propagation(publisher, procs, samples)
+        writers = authors(n_authors, f"tput-{name}")
+        batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
+        flow = await throughput(publisher, procs, batch)
+    flow["p50_ms"] = statistics.median(latencies) * 1000
+    flow["p95_ms"] = pct(latencies, 95) * 1000
+    return flow
+
+
+async def catch_up(base: Path, backlog: int) -> float:
+    """Seconds until a fresh node process, bootstrapped to a node holding `backlog` events,
+    has stored all of them (sync; started the way a user starts a node)."""
+    raws = [e.raw for e in synth_events(backlog, 12, seed=13)]
+    source_dir = base / "backlog"
+    with EventStore.open_dir(source_dir) as store:
+        for i in range(0, len(raws), 4096):
+            store.append([decode_verified(r) for r in raws[i : i + 4096]])
+    del raws
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",))
+    async with open_node(source_dir, config) as source:
+        start = time.perf_counter()
+        async with processes(base / "late", 1, bootstrap=tuple(source.addrs[:1])) as (late,):
+            await wait_all([late], backlog, 1200)
+            return time.perf_counter() - start
+
+
 async def run(
-    n: int, count: int, n_authors: int, samples: int, keep: Path | None
+    n: int, count: int, n_authors: int, samples: int, backlog: int, keep: Path | None
 ) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         if keep is None:
@@ -248,32 +341,47 @@ async def run(
         cost = node_cost(base)
         sign_us, verify_us = signature_cost()
         cores = os.cpu_count() or 1
-        async with processes(base, n) as procs:
+        async with processes(base / "procs", n) as procs:
             boot = tuple(p.addr for p in random.sample(procs, min(3, n)))
-            config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot)
-            async with open_node(base / "publisher", config) as publisher:
-                await meshed(publisher, min(3, n))
-                latencies = await propagation(publisher, procs, samples)
-                writers = authors(n_authors, "tput")
-                batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
-                flow = await throughput(publisher, procs, batch)
+            flow = await measure(base, "procs", procs, boot, count, n_authors, samples)
+        async with in_process(base, n) as locals_:
+            boot = tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
+            one = await measure(base, "local", locals_, boot, count, n_authors, samples)
+        synced_s = await catch_up(base, backlog) if backlog else None
         limit = cores / (n * cost)
-        return {
+        per_message = flow["events_per_message"]
+        figures: dict[str, object] = {
             "nodes": n,
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p95_ms": round(pct(latencies, 95) * 1000, 1),
+            "p50_ms": round(flow["p50_ms"], 1),
+            "p95_ms": round(flow["p95_ms"], 1),
             "events_per_s": round(flow["events_per_s"], 1),
             "limit_events_per_s": round(limit, 1),
             "fraction_of_limit": round(flow["events_per_s"] / limit, 3),
             "lost": int(flow["lost"]),
             "drops": int(flow["drops"]),
+            "deliveries": n * count,
             "cpu_us_per_event_per_node": round(flow["cpu_us_per_event_per_node"], 1),
+            "events_per_message": round(per_message, 1),
             "verify_append_us_per_event": round(cost * 1e6, 1),
             "libp2p_sign_us": round(sign_us, 1),
             "libp2p_verify_us": round(verify_us, 1),
+            # what StrictSign costs each node per event: one signature check per message it
+            # receives (the publisher also signs once per message)
+            "libp2p_signing_us_per_event": round(verify_us / max(per_message, 1.0), 1),
+            "one_process_p50_ms": round(one["p50_ms"], 1),
+            "one_process_p95_ms": round(one["p95_ms"], 1),
+            "one_process_events_per_s": round(one["events_per_s"], 1),
+            "one_process_lost": int(one["lost"]),
+            "one_process_drops": int(one["drops"]),
+            "one_process_cpu_us_per_event_per_node": round(one["cpu_us_per_event_per_node"], 1),
             "cores": cores,
             "events": count,
         }
+        if synced_s is not None:
+            figures["catch_up_events"] = backlog
+            figures["catch_up_s"] = round(synced_s, 1)
+            figures["catch_up_events_per_s"] = round(backlog / synced_s, 1)
+        return figures
 
 
 def main() -> None:
@@ -282,15 +390,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000, help="throughput phase")
     parser.add_argument("--authors", type=int, default=20)
     parser.add_argument("--samples", type=int, default=50, help="propagation samples")
+    parser.add_argument("--backlog", type=int, default=100_000, help="catch-up phase (0: skip it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", type=Path, help="run in a folder here and keep it (node logs)")
     args = parser.parse_args()
-    if args.nodes < 1 or args.events < 1 or args.samples < 1:
-        parser.error("--nodes, --events and --samples must be positive")
+    if args.nodes < 1 or args.events < 1 or args.samples < 1 or args.backlog < 0:
+        parser.error("--nodes, --events and --samples must be positive, --backlog >= 0")
     logging.basicConfig(level=logging.ERROR)
     quiet_libp2p(logging.CRITICAL)
     load = os.getloadavg()[0]
-    figures = trio.run(run, args.nodes, args.events, args.authors, args.samples, args.keep)
+    figures = trio.run(
+        run, args.nodes, args.events, args.authors, args.samples, args.backlog, args.keep
+    )
     figures["load_average_before"] = round(load, 1)
     if args.json:
         print(json.dumps(figures))

@@ -26,7 +26,10 @@ class P2PConfig:
     degree_low: int = 4
     degree_high: int = 12
     prune_back_off_s: int = 10
-    max_validators: int = 64  # concurrent gossip validations (each may wait on a group commit)
+    # concurrent gossip validations; each may wait on a group commit, or for a predecessor that
+    # a later message brings, so this must not run out before those arrive (p2p.host bounds
+    # what each peer may have in validation)
+    max_validators: int = 1024
     gap_wait_s: float = 2.0  # how long a validation waits for a held event's predecessor
     validation_timeout_s: float = 30.0
     # publishing: wait while any peer's outbound queue (32 deep, drops when full) is this full

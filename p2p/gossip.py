@@ -22,7 +22,6 @@ from libp2p.pubsub.pb import rpc_pb2
 from events.crypto import keccak256
 from events.envelope import MAX_EVENT_BYTES, SignedEvent, decode
 from events.errors import DecodeError, InvalidEvent
-from events.kinds import kind_name
 from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.guard import PeerGuard
@@ -34,7 +33,13 @@ log = logging.getLogger("castnet.p2p.gossip")
 _BACKPRESSURE_POLL_S = 0.002
 _INVALID_REMEMBERED = 10_000
 _STUCK_S = 0.5
+_RELEASE_GRACE_S = 0.5
 MAX_BATCH_EVENTS = 64
+# Under load (a message went out less than BUSY_S ago) the next one waits up to FLUSH_WINDOW_S
+# for the outbox to fill: one message of 64 events costs each node about what one of 1 does.
+# After a quiet spell an event goes out at once.
+FLUSH_WINDOW_S = 0.005
+BUSY_S = 0.05
 MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -59,10 +64,6 @@ def decode_batch(data: bytes) -> list[SignedEvent]:
     for event in events:
         event.verify()
     return events
-
-
-def describe(event: SignedEvent) -> str:
-    return f"{kind_name(event.kind)} 0x{event.author.hex()[:8]}#{event.seq}"
 
 
 def events_topic(network: str) -> str:
@@ -91,7 +92,9 @@ class Gossip:
         self.topic = events_topic(config.network)
         self.received = 0  # messages that reached our subscription (valid and forwarded)
         self.last_delivery = -math.inf  # when gossip last stored an event
-        self.published = 0
+        self.published = 0  # events gossiped
+        self.messages = 0  # gossip messages they went out in
+        self.resubmitted = 0  # held events submitted again by a waiting validation
         self.publish_delays = 0
         self._invalid: OrderedDict[bytes, None] = OrderedDict()
         self._queue_marks: dict[int, tuple[int, float]] = {}
@@ -117,6 +120,63 @@ class Gossip:
             return True  # our own events are published only once durable
         data = msg.data
         digest = keccak256(data)
+        pubsub = self.running.pubsub
+        turn = getattr(pubsub, "turn", None)  # p2p.host: one peer's messages in arrival order
+        if turn is not None:
+            await turn(forwarder, digest)
+        try:
+            checked = self._check(forwarder, digest, data)
+            if isinstance(checked, bool):
+                return checked
+            events, held = checked
+            pending = self.ingest.enqueue(events)
+        finally:
+            pass_turn = getattr(pubsub, "pass_turn", None)
+            if pass_turn is not None:
+                pass_turn(forwarder, digest)
+        results = await self.ingest.complete(events, forwarder.to_base58(), pending)
+        if held:
+            return False  # never forward what we did not admit; the admitted part is stored
+        gapped = []
+        for event, result in zip(events, results, strict=True):
+            outcome = result.outcome
+            if outcome is Outcome.BROKEN_CHAIN:
+                reason = f"event {event.id.hex()[:16]} breaks its author's chain"
+                return self._reject(digest, forwarder, "gossip event", reason)
+            if outcome is Outcome.GAP:
+                gapped.append(event)
+            elif outcome is Outcome.APPENDED:
+                self.last_delivery = trio.current_time()
+        if gapped:
+            # held: its predecessor is mostly a message still in validation (messages overtake
+            # each other). Forward it once that is stored, so the rest of the mesh gets it by
+            # gossip; if it does not come soon, sync with the forwarder fetches what is missing
+            # (asking at once would race gossip and fetch what is already on its way).
+            # Under load the predecessor is mostly queued behind other messages: wait while the
+            # chains it belongs to keep growing, and ask sync only once they stalled for
+            # gap_wait_s (or the wait nears the validation timeout).
+            release = getattr(self.running.pubsub, "release", None)
+            if release is not None:  # p2p.host's flow control: waiting holds no place
+                release(forwarder, digest)
+            if await self._wait_for_predecessors(gapped):
+                return True
+            first = min(gapped, key=lambda e: (e.author, e.seq))
+            log.info(
+                "%d events from %s still miss their predecessors (nothing stored for %g s; "
+                "first 0x%s#%d waits for #%d); syncing from it", len(gapped),
+                forwarder.to_base58(), self.config.gap_wait_s, first.author.hex()[:8], first.seq,
+                self.ingest.heads.get(first.author, 0) + 1,
+            )  # fmt: skip
+            self.on_gap(forwarder)
+            return False
+        # appended, already known, or an equivocation (evidence worth spreading)
+        return True
+
+    def _check(
+        self, forwarder: ID, digest: bytes, data: bytes
+    ) -> bool | tuple[list[SignedEvent], int]:
+        """Decode, verify and admit a message's events: (events to store, how many admission
+        held back), or the validation's answer when none is left to store."""
         if digest in self._invalid:
             return False  # offered again (gossip IHAVE/IWANT): rejected and logged already
         try:
@@ -133,33 +193,50 @@ class Gossip:
             if not events:  # copies of it are dropped before decoding, without more penalty
                 self._remember_invalid(digest)
                 return False
-        results = await self.ingest.submit(events, forwarder.to_base58())
-        if held:
-            return False  # never forward what we did not admit; the admitted part is stored
-        gapped = []
-        for event, result in zip(events, results, strict=True):
-            outcome = result.outcome
-            if outcome is Outcome.BROKEN_CHAIN:
-                reason = f"event {event.id.hex()[:16]} breaks its author's chain"
-                return self._reject(digest, forwarder, "gossip event", reason)
-            if outcome is Outcome.GAP:
-                gapped.append(event)
-            elif outcome is Outcome.APPENDED:
-                self.last_delivery = trio.current_time()
-                log.info("event %s from %s", describe(event), forwarder.to_base58())
-        if gapped:
-            # held: its predecessor is mostly a message still in validation (messages overtake
-            # each other). Forward it once that is stored, so the rest of the mesh gets it by
-            # gossip; if it does not come soon, sync with the forwarder fetches what is missing
-            # (asking at once would race gossip and fetch what is already on its way).
-            with trio.move_on_after(self.config.gap_wait_s):
-                while not all(self.ingest.heads.get(e.author, 0) >= e.seq for e in gapped):
-                    await self.ingest.wait_changed()
-                return True
-            self.on_gap(forwarder)
-            return False
-        # appended, already known, or an equivocation (evidence worth spreading)
-        return True
+        return events, held
+
+    async def _wait_for_predecessors(self, gapped: list[SignedEvent]) -> bool:
+        """True once every gapped event's chain reached it; False when this node stored
+        nothing for `gap_wait_s` (gossip went quiet, and the predecessor with it), or after
+        most of the validation timeout. While events keep arriving, the predecessor is mostly
+        queued on another path (a relay's queue behind flow control): asking sync then fetches
+        what gossip is already bringing, at a higher cost. An event whose predecessor is stored
+        but that is still not (a release cut short) is submitted again from here."""
+        heads = self.ingest.heads
+        ingest = self.ingest
+
+        def total() -> int:
+            return ingest.appended
+
+        def ready() -> list[SignedEvent]:
+            return [e for e in gapped if heads.get(e.author, 0) == e.seq - 1]
+
+        limit = max(self.config.gap_wait_s, self.config.validation_timeout_s * 0.8)
+        with trio.move_on_after(limit):
+            while True:
+                if all(heads.get(e.author, 0) >= e.seq for e in gapped):
+                    return True
+                progress = total()
+                with trio.move_on_after(self.config.gap_wait_s):
+                    while total() == progress and not ready():
+                        await self.ingest.wait_changed()
+                if all(heads.get(e.author, 0) >= e.seq for e in gapped):
+                    return True
+                if ready():
+                    with trio.move_on_after(_RELEASE_GRACE_S):  # the usual release, under way
+                        while ready():
+                            await self.ingest.wait_changed()
+                    if ready():
+                        missing = [e for e in gapped if heads.get(e.author, 0) < e.seq]
+                        missing.sort(key=lambda e: (e.author, e.seq))
+                        await self.ingest.submit(missing, "holding")
+                        self.resubmitted += len(missing)
+                        log.info("%d held events were not released when their chains caught "
+                                 "up; submitted again", len(missing))  # fmt: skip
+                    continue
+                if total() == progress:
+                    return False  # stalled for gap_wait_s
+        return False
 
     def _blocking_queues(self, high: int) -> int:
         """Peer queues at or above `high` that still drain; one whose length has not moved for
@@ -209,15 +286,23 @@ class Gossip:
     async def _flush_outbox(self) -> None:
         """Send what the outbox holds as one message, then the next; each send waits until
         every peer queue has room (py-libp2p drops silently when a 32-deep queue is full)."""
+        last_sent = -math.inf
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
             while self._outbox:
+                if trio.current_time() - last_sent < BUSY_S:
+                    with trio.move_on_after(FLUSH_WINDOW_S):
+                        while not self._outbox_full(0):
+                            await self._wake.wait()
+                            self._wake = trio.Event()
                 batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
                 self._room.set()
                 await self._wait_for_queues()
                 await self.running.pubsub.publish(self.topic, encode_batch(batch))
+                last_sent = trio.current_time()
                 self.published += len(batch)
+                self.messages += 1
                 await trio.sleep(0)
 
     async def _wait_for_queues(self) -> None:

@@ -4,24 +4,36 @@ its spam limiter off, and Pubsub started before the host runs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import multiaddr
+import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IncompleteReadError, IOException, MessageTooLarge
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.connection.exceptions import RawConnError
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import env_to_send_in_RPC
+from libp2p.pubsub import gossipsub as _gossipsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.pubsub import GossipsubEvent, Pubsub
+from libp2p.pubsub.utils import maybe_consume_signed_record
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -33,6 +45,7 @@ from p2p.addrs import check_listen_addr, port_in_use
 from p2p.config import P2PConfig
 from p2p.errors import P2PError
 
+log = logging.getLogger("castnet.p2p.host")
 MAX_RPC_BYTES = 1024 * 1024  # one gossip RPC frame; an event is at most 64 KiB
 
 
@@ -126,6 +139,68 @@ class _OutboundQueues(dict[ID, Any]):
         super().__setitem__(peer, queue)
 
 
+INFLIGHT_PER_PEER = 8  # a peer's gossip messages in validation at once; then reading pauses
+READ_CHUNK = 256 * 1024  # bytes asked of the muxer per read of a pubsub stream
+_RECORD_TTL_S = 5.0  # how long our own signed peer record is reused without a fresh check
+_RECORDS_REMEMBERED = 4096
+
+
+class _FrameReader:
+    """Varint-prefixed frames from a stream, read in large chunks. py-libp2p reads each RPC's
+    length one byte at a time, and every yamux read sends a window update frame (Noise-encrypted,
+    one syscall) back: 3-4 reads and as many updates per RPC, more CPU than the message itself."""
+
+    def __init__(self, stream: INetStream, max_frame: int) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    async def _fill(self) -> None:
+        chunk = await self.stream.read(READ_CHUNK)
+        if not chunk:
+            raise IncompleteReadError("pubsub stream ended inside a frame")
+        self._buffer += chunk
+
+    async def next(self) -> bytes:
+        length = shift = 0
+        index = 0
+        while True:
+            while index >= len(self._buffer):
+                await self._fill()
+            byte = self._buffer[index]
+            index += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift >= 63:
+                raise ParseError("pubsub frame length: varint too long")
+        if length > self.max_frame:
+            raise MessageTooLarge(f"pubsub frame of {length} bytes, over {self.max_frame}")
+        while len(self._buffer) < index + length:
+            await self._fill()
+        frame = bytes(self._buffer[index : index + length])
+        del self._buffer[: index + length]
+        return frame
+
+
+def _cached_envelope(host: IHost) -> tuple[bytes, bool]:
+    """py-libp2p's gossipsub attaches our signed peer record to every message it forwards and
+    rebuilds the host's address list each time to check it is current (about 1 ms of CPU per
+    message): reuse it for `_RECORD_TTL_S`."""
+    now = time.monotonic()
+    cached = _ENVELOPES.get(host)
+    if cached is not None and now < cached[0]:
+        return cached[1], False
+    envelope, fresh = env_to_send_in_RPC(host)
+    _ENVELOPES[host] = (now + _RECORD_TTL_S, envelope)
+    return envelope, fresh
+
+
+_ENVELOPES: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+_gossipsub_module.env_to_send_in_RPC = _cached_envelope  # type: ignore[attr-defined]
+
+
 class _Pubsub(Pubsub):
     """py-libp2p marks a message seen only after its validators finish, so every copy that
     arrives while the first is still being validated (ours wait for a durable append) is
@@ -137,6 +212,167 @@ class _Pubsub(Pubsub):
         super().__init__(*args, **kwargs)
         self._in_validation: set[bytes] = set()
         self.peer_queues = _OutboundQueues()
+        self._records: dict[ID, bytes] = {}  # the signed peer record each peer last sent
+        self._pending: dict[ID, int] = {}  # each peer's messages in validation (flow control)
+        self._slots: set[tuple[ID, bytes]] = set()  # (peer, message id) holding a place
+        self._validating: set[tuple[ID, bytes]] = set()  # holding a validator slot
+        self._room: dict[ID, trio.Event] = {}
+        # per peer, messages take turns in arrival order up to queueing their append (validation
+        # runs one task per message, and trio may start them in any order: a chain's events then
+        # reached the store out of order and waited for each other)
+        self._tickets: dict[tuple[ID, bytes], int] = {}
+        self._issued: dict[ID, int] = {}
+        self._serving: dict[ID, int] = {}
+        self._finished: dict[ID, set[int]] = {}
+        self._turn_changed: dict[ID, trio.Event] = {}
+
+    async def continuously_read_stream(self, stream: INetStream) -> None:
+        """Read a peer's RPCs (py-libp2p's loop, with buffered reads and each peer's signed
+        record verified once, not in every RPC: it is the same bytes every time)."""
+        peer = stream.muxed_conn.peer_id
+        reader = _FrameReader(stream, self.max_inbound_rpc_size)
+        try:
+            while self.manager.is_running:
+                frame = await reader.next()
+                rpc = rpc_pb2.RPC()
+                try:
+                    rpc.ParseFromString(frame)
+                except Exception as exc:  # protobuf's DecodeError
+                    raise ParseError(f"bad pubsub RPC: {exc}") from None
+                if rpc.HasField("senderRecord") and not self._consume_record(peer, rpc):
+                    continue
+                for msg in rpc.publish:
+                    if self._is_subscribed_to_msg(msg) and self.manager.is_running:
+                        await self._wait_for_room(peer)
+                        slot = (peer, self._msg_id_constructor(msg))
+                        if slot in self._slots:
+                            continue  # the same message again while its copy is in validation
+                        self._slots.add(slot)
+                        self._pending[peer] = self._pending.get(peer, 0) + 1
+                        self._tickets[slot] = self._issued.get(peer, 0)
+                        self._issued[peer] = self._tickets[slot] + 1
+                        self.manager.run_task(self._push_counted, peer, msg, slot[1])
+                if rpc.subscriptions:
+                    if len(rpc.subscriptions) > self.max_subscriptions_per_rpc:
+                        log.warning("peer %s sent %d subscriptions in one RPC, over %d: ignored",
+                                    peer, len(rpc.subscriptions), self.max_subscriptions_per_rpc
+                                    )  # fmt: skip
+                    else:
+                        for sub in rpc.subscriptions:
+                            self.handle_subscription(peer, sub)
+                if rpc.HasField("control"):
+                    await self.router.handle_rpc(rpc, peer)
+                if stream.metric_send_channel is not None:
+                    event = GossipsubEvent()
+                    event.peer_id = peer.pretty()
+                    event.message_size = len(frame)
+                    event.publish = bool(rpc.publish)
+                    event.subopts = bool(rpc.subscriptions)
+                    event.control = rpc.HasField("control")
+                    await stream.metric_send_channel.send(event)
+        except MessageTooLarge as exc:
+            log.warning("peer %s: %s; closing its pubsub stream", peer, exc)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            self._handle_dead_peer(peer)
+        except (StreamEOF, StreamError, IOException, RawConnError):
+            pass  # the peer went away (IncompleteReadError is handled by stream_handler)
+        finally:
+            self._records.pop(peer, None)
+            for table in (self._issued, self._serving, self._finished, self._turn_changed):
+                table.pop(peer, None)  # type: ignore[attr-defined]
+
+    async def turn(self, peer: ID, msg_id: bytes) -> None:
+        """Wait until every earlier message read from `peer` has passed its turn (queued its
+        append, or ended); a message not read by this loop (our own) does not wait."""
+        ticket = self._tickets.get((peer, msg_id))
+        if ticket is None:
+            return
+        while self._serving.get(peer, 0) < ticket and (peer, msg_id) in self._tickets:
+            changed = self._turn_changed.get(peer)
+            if changed is None:
+                changed = self._turn_changed[peer] = trio.Event()
+            await changed.wait()
+
+    def pass_turn(self, peer: ID, msg_id: bytes) -> None:
+        """The message's append is queued (or it ended): later messages of `peer` may go."""
+        ticket = self._tickets.pop((peer, msg_id), None)
+        if ticket is None:
+            return
+        finished = self._finished.setdefault(peer, set())
+        finished.add(ticket)
+        serving = self._serving.get(peer, 0)
+        while serving in finished:
+            finished.discard(serving)
+            serving += 1
+        self._serving[peer] = serving
+        changed = self._turn_changed.pop(peer, None)
+        if changed is not None:
+            changed.set()
+
+    async def _wait_for_room(self, peer: ID) -> None:
+        """Flow control: stop reading a peer's stream while `INFLIGHT_PER_PEER` of its messages
+        are in validation. py-libp2p starts a task per message without limit, so a busy node
+        piled up seconds of work, its messages' successors timed out waiting for them and were
+        fetched by sync; now the backlog stays in the peer's queue and TCP, and a publisher
+        slows down (p2p.gossip waits while a peer queue is full)."""
+        while self._pending.get(peer, 0) >= INFLIGHT_PER_PEER:
+            room = self._room.get(peer)
+            if room is None:
+                room = self._room[peer] = trio.Event()
+            await room.wait()
+
+    async def _push_counted(self, peer: ID, msg: rpc_pb2.Message, msg_id: bytes) -> None:
+        try:
+            await self.push_msg(peer, msg)
+        finally:
+            self.pass_turn(peer, msg_id)
+            self.release(peer, msg_id)
+
+    async def _run_async_validator(
+        self, func: Any, msg_forwarder: ID, msg: rpc_pb2.Message, results: list[bool]
+    ) -> None:
+        """py-libp2p's, with a validator slot that `release` can give back before the end."""
+        key = (msg_forwarder, self._msg_id_constructor(msg))
+        await self._validator_semaphore.acquire()
+        self._validating.add(key)
+        try:
+            results.append(await func(msg_forwarder, msg))
+        finally:
+            if key in self._validating:
+                self._validating.discard(key)
+                self._validator_semaphore.release()
+
+    def release(self, peer: ID, msg_id: bytes) -> None:
+        """Give back the places a message of `peer` holds, its validator slot and its place in
+        the peer's flow control: when its validation ends, or earlier when it only waits for
+        events that other messages bring (held, it must not keep its own predecessors, often
+        right behind it on the same stream, from being read and validated)."""
+        if (peer, msg_id) in self._validating:
+            self._validating.discard((peer, msg_id))
+            self._validator_semaphore.release()
+        if (peer, msg_id) not in self._slots:
+            return
+        self._slots.discard((peer, msg_id))
+        left = self._pending.get(peer, 1) - 1
+        if left > 0:
+            self._pending[peer] = left
+        else:
+            self._pending.pop(peer, None)
+        room = self._room.pop(peer, None)
+        if room is not None:
+            room.set()
+
+    def _consume_record(self, peer: ID, rpc: rpc_pb2.RPC) -> bool:
+        record = rpc.senderRecord
+        if self._records.get(peer) == record:
+            return True
+        if not maybe_consume_signed_record(rpc, self.host, peer):
+            return False
+        if len(self._records) >= _RECORDS_REMEMBERED:
+            self._records.pop(next(iter(self._records)))
+        self._records[peer] = record
+        return True
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         msg_id = self._msg_id_constructor(msg)

@@ -12,7 +12,7 @@ import trio
 
 from events.envelope import SignedEvent
 from p2p.holding import Holding
-from storage.service import StoreService
+from storage.service import Pending, StoreService
 from storage.store import AppendResult, Outcome
 
 log = logging.getLogger("castnet.p2p.ingest")
@@ -26,6 +26,7 @@ class Ingest:
         self.holding = holding
         self.heads: dict[bytes, int] = {a: h.seq for a, h in service.store.heads().items()}
         self.counts: Counter[str] = Counter()
+        self.appended = 0  # events stored through this ingest, from any source
         self._changed = trio.Event()
         self._equivocations_logged: set[tuple[bytes, int]] = set()
 
@@ -37,7 +38,18 @@ class Ingest:
         """Append verified events (from peer `via`, or 'self'); one result per event."""
         if not events:
             return []
-        results = await self.service.append_many(events)
+        return await self.complete(events, via, self.service.enqueue(events))
+
+    def enqueue(self, events: Sequence[SignedEvent]) -> Pending:
+        """Queue the append of `events` now (appends commit in queue order); finish with
+        `complete`."""
+        return self.service.enqueue(events)
+
+    async def complete(
+        self, events: Sequence[SignedEvent], via: str, pending: Pending
+    ) -> list[AppendResult]:
+        """Wait for a queued append and act on its results, as `submit` does."""
+        results = await self.service.wait(pending)
         release: set[bytes] = set()
         rivals: list[SignedEvent] = []  # held events at a place now filled by another event
         appended = 0
@@ -65,6 +77,7 @@ class Ingest:
                     "chain", event.id.hex()[:16], via, event.author.hex()[:8], event.seq,
                 )  # fmt: skip
         if appended:
+            self.appended += appended
             self._changed.set()
             self._changed = trio.Event()
         if rivals:

@@ -18,7 +18,7 @@ MAX_BATCH = 2048
 
 
 @dataclass(slots=True)
-class _Pending:
+class Pending:
     events: Sequence[SignedEvent]
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AppendResult] | None = None
@@ -31,7 +31,7 @@ class StoreService:
     def __init__(self, store: EventStore, max_batch: int = MAX_BATCH) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._send, self._receive = trio.open_memory_channel[_Pending](math.inf)
+        self._send, self._receive = trio.open_memory_channel[Pending](math.inf)
         self.commits = 0  # transactions run, for tests and metrics
         self.appended = 0  # events handed to those transactions
         self.commit_seconds = 0.0  # time spent in them (append latency = this / commits)
@@ -51,7 +51,7 @@ class StoreService:
                     size += len(more.events)
                 await self._commit(group)
 
-    async def _commit(self, group: list[_Pending]) -> None:
+    async def _commit(self, group: list[Pending]) -> None:
         batch = [e for pending in group for e in pending.events]
         started = time.perf_counter()
         try:
@@ -70,14 +70,22 @@ class StoreService:
             offset += len(pending.events)
             pending.done.set()
 
-    async def append_many(self, events: Sequence[SignedEvent]) -> list[AppendResult]:
-        pending = _Pending(list(events))
-        await self._send.send(pending)
+    def enqueue(self, events: Sequence[SignedEvent]) -> Pending:
+        """Queue an append now, without waiting: appends are committed in the order they were
+        queued. Wait for the outcome with `wait`."""
+        pending = Pending(list(events))
+        self._send.send_nowait(pending)
+        return pending
+
+    async def wait(self, pending: Pending) -> list[AppendResult]:
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
         assert pending.results is not None
         return pending.results
+
+    async def append_many(self, events: Sequence[SignedEvent]) -> list[AppendResult]:
+        return await self.wait(self.enqueue(events))
 
     async def append(self, event: SignedEvent) -> AppendResult:
         (result,) = await self.append_many([event])
