@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--reserve", default="1eth", help="gateway reserve, with its unit (1eth)")
     p.add_argument("--capacity", type=int, default=2, help="segments per orchestrator at once")
     p.add_argument("--verify", choices=VERIFY_POLICIES, default="sample",
-                   help="gateway: full checks on every segment (all) or sampled (default)")  # fmt: skip
+                   help="gateway: full checks on all segments or sampled")  # fmt: skip
     p.add_argument(
         "--ticket-ev", help="EV of a ticket, with its unit: 0.002eth (default: the demo's)"
     )
