@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -29,7 +30,15 @@ class _Record:
 class VerifyPolicy:
     """Per-orchestrator draws; thread-safe (checks run in worker threads)."""
 
-    def __init__(self, policy: str = "sample", fraction: Fraction | float = Fraction(1, 8)) -> None:
+    def __init__(
+        self,
+        policy: str = "sample",
+        fraction: Fraction | float = Fraction(1, 8),
+        draw: Callable[[bytes, int], bool] | None = None,
+    ) -> None:
+        """`draw(orchestrator, index)` says whether that orchestrator's result number `index`
+        (from 0) past its first ones is checked in full; by default a draw from `secrets` that
+        says yes with probability `fraction` (tests pass their own)."""
         if policy not in POLICIES:
             raise ValueError(f"verify policy {policy!r}: one of {', '.join(POLICIES)}")
         share = Fraction(fraction).limit_denominator(DRAW_SCALE)
@@ -37,6 +46,7 @@ class VerifyPolicy:
             raise ValueError(f"verify fraction {fraction} is a share of segments, 0..1")
         self.policy, self.fraction = policy, share
         self._threshold = int(share * DRAW_SCALE)
+        self._draw = draw or self._secret_draw
         self._records: dict[bytes, _Record] = {}
         self._lock = threading.Lock()
 
@@ -48,11 +58,14 @@ class VerifyPolicy:
                 self.policy == "all"
                 or record.distrusted
                 or record.segments < FIRST_FULL
-                or secrets.randbelow(DRAW_SCALE) < self._threshold
+                or self._draw(orchestrator, record.segments)
             )
             record.segments += 1
             record.full += full
             return full
+
+    def _secret_draw(self, orchestrator: bytes, index: int) -> bool:
+        return secrets.randbelow(DRAW_SCALE) < self._threshold
 
     def failed(self, orchestrator: bytes) -> None:
         """A check of `orchestrator` failed: every later result of it is checked in full."""

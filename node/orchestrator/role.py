@@ -7,6 +7,7 @@ ai_compute), a clear "busy" answer at capacity, and winning tickets queued and r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from events.errors import EventError
 from inference.engine import InferenceConfig
 from media.encoders import HARDWARE, SOFTWARE, encoder_works
 from media.errors import MediaError
-from media.profiles import Profile, parse_profiles
+from media.profiles import MIN_BITRATE, Profile, parse_profiles
 from media.source import probe
 from media.transcoder import TranscodeResult, transcode
 from node.ledger import Ledger
@@ -91,6 +92,8 @@ class OrchestratorConfig:
     encoder: str = "software"
     # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job" |
     # "inflate-pixels" (signs for twice its pixels) | "wrong-job" (signs for another job id) |
+    # "starve-after-2" (honest on its first 2 segments, then every rung at the lowest bitrate:
+    # right sizes, frames and timestamps, wrong pictures) |
     # AI: "bad-detections" (a box outside every frame), "empty-detections", "unprocessed"
     fault: str = ""
     # remote workers (`castnet worker`): peer ids allowed to attach, or any
@@ -325,6 +328,8 @@ class Orchestrator:
         pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0, ladder)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, pixels)
         await self._claim(spec.job_id)
+        if self.config.fault == "starve-after-2" and self.stats.local_segments >= 2:
+            ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
         started = time.perf_counter()
         result = await self._compute(segment, ladder, spec)
         compute_ms = round((time.perf_counter() - started) * 1000)
