@@ -50,6 +50,9 @@ from payments.ticket import SignedTicket
 
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
+# segments in flight per offered slot: the next one's quote, tickets and upload overlap the one
+# computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED)
+PIPELINE_DEPTH = 2
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
 
 
@@ -164,7 +167,8 @@ class SegmentMarket(JournalResume):
         self.writer = EventWriter(node, signer)
         self.address = signer.address
         self.view = NodeView(node.store)
-        self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s)
+        self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s,
+                                 depth=PIPELINE_DEPTH)  # fmt: skip
         self._selectors = {self.selector.capability: self.selector}
         self.sender = Sender(signer, SenderConfig(config.max_ev, config.max_total_ev), ledger)
         self.payer = Payer(node, signer.address, self.sender, ledger, config.fee_margin)
@@ -179,7 +183,8 @@ class SegmentMarket(JournalResume):
         other: an orchestrator's capacity covers all the work it takes."""
         selector = self._selectors.get(capability)
         if selector is None:
-            selector = Selector(capability, self.config.max_price_per_pixel, self.config.suspend_s)
+            selector = Selector(capability, self.config.max_price_per_pixel, self.config.suspend_s,
+                                PIPELINE_DEPTH)  # fmt: skip
             selector.local = self.selector.local
             self._selectors[capability] = selector
         return selector

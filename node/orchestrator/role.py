@@ -2,7 +2,8 @@
 on `/castnet/quote/1`, segment jobs with tickets on `/castnet/job/1` (tickets validated, session
 balance checked, the ladder transcoded in a worker thread, renditions and a signed JobResult
 returned) and AI segments on `/castnet/ai/1` (the same, with a pipeline run in a thread by
-ai_compute), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
+ai_compute), one job staged behind each computing one (its intake done meanwhile), a clear
+"busy" answer beyond that, and winning tickets queued and redeemed."""
 
 from __future__ import annotations
 
@@ -74,6 +75,9 @@ from payments.recipient import Recipient
 log = logging.getLogger("castnet.orchestrator")
 MAX_TICKETS_PER_JOB = 256
 MAX_EVENTS_PER_JOB = 512
+# jobs taken per compute slot: one computing and one staged behind it (its tickets taken and its
+# job claimed while the other computes), so a gateway's next segment overlaps the current one
+STAGED = 2
 CAUSAL_WAIT_S = 10.0  # how long a job waits for the gateway's events it depends on
 
 
@@ -167,7 +171,8 @@ class Orchestrator:
         )
         self.balances = Balances()
         self.stats = OrchestratorStats()
-        self.active = 0
+        self.active = 0  # jobs taken: computing, or staged behind one (tickets taken, claimed)
+        self._computing = trio.CapacityLimiter(max(1, config.capacity))
         self.capabilities = capabilities()
         self.ai = AiCompute(config.inference, required=config.inference.models_dir is not None,
                             fault=config.fault)  # fmt: skip
@@ -248,7 +253,7 @@ class Orchestrator:
                 raise Refused(BAD_REQUEST, "quote request: bad version or sender address")
             if self.dead:
                 raise Refused(FAILED, "orchestrator is shutting down")
-            if self.active >= self.config.capacity:
+            if self.active >= self.config.capacity * STAGED:
                 self.stats.busy += 1
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             now = await trio.to_thread.run_sync(self.ledger.view)
@@ -292,7 +297,7 @@ class Orchestrator:
                 raise Refused(BAD_REQUEST, f"unsupported job version {version!r}")
             if self.dead:
                 raise Refused(FAILED, "orchestrator is shutting down")
-            if self.active >= self.config.capacity:
+            if self.active >= self.config.capacity * STAGED:
                 self.stats.busy += 1
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             self.active += 1
@@ -330,8 +335,9 @@ class Orchestrator:
         await self._claim(spec.job_id)
         if self.config.fault == "starve-after-2" and self.stats.local_segments >= 2:
             ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
-        started = time.perf_counter()
-        result = await self._compute(segment, ladder, spec)
+        async with self._computing:  # a staged job waits here, its intake done
+            started = time.perf_counter()
+            result = await self._compute(segment, ladder, spec)
         compute_ms = round((time.perf_counter() - started) * 1000)
         if self.config.fault == "wrong-renditions":
             result = _swap_renditions(result)
@@ -348,8 +354,9 @@ class Orchestrator:
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
         await self._claim(spec.job_id)
-        started = time.perf_counter()
-        output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
+        async with self._computing:
+            started = time.perf_counter()
+            output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
         compute_ms = round((time.perf_counter() - started) * 1000)
         self.stats.ai_segments += 1
         raw = await self._settle(sender, spec.job_id, [output.data], output.pixels, compute_ms)
