@@ -173,6 +173,7 @@ class Orchestrator:
         self.stats = OrchestratorStats()
         self.active = 0  # jobs taken: computing, or staged behind one (tickets taken, claimed)
         self._computing = trio.CapacityLimiter(max(1, config.capacity))
+        self._held: dict[bytes, Fraction] = {}  # job id -> fee estimate held until it settles
         self.capabilities = capabilities()
         self.ai = AiCompute(config.inference, required=config.inference.models_dir is not None,
                             fault=config.fault)  # fmt: skip
@@ -332,18 +333,21 @@ class Orchestrator:
             raise Refused(BAD_REQUEST, f"bad segment or profiles: {exc}") from None
         pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0, ladder)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, pixels)
-        await self._claim(spec.job_id)
-        if self.config.fault == "starve-after-2" and self.stats.local_segments >= 2:
-            ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
-        async with self._computing:  # a staged job waits here, its intake done
-            started = time.perf_counter()
-            result = await self._compute(segment, ladder, spec)
-        compute_ms = round((time.perf_counter() - started) * 1000)
-        if self.config.fault == "wrong-renditions":
-            result = _swap_renditions(result)
-        output_pixels = sum(r.pixel_count for r in result.renditions)
-        blobs = [r.data for r in result.renditions]
-        raw = await self._settle(sender, spec.job_id, blobs, output_pixels, compute_ms)
+        try:
+            await self._claim(spec.job_id)
+            if self.config.fault == "starve-after-2" and self.stats.local_segments >= 2:
+                ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
+            async with self._computing:  # a staged job waits here, its intake done
+                started = time.perf_counter()
+                result = await self._compute(segment, ladder, spec)
+            compute_ms = round((time.perf_counter() - started) * 1000)
+            if self.config.fault == "wrong-renditions":
+                result = _swap_renditions(result)
+            output_pixels = sum(r.pixel_count for r in result.renditions)
+            blobs = [r.data for r in result.renditions]
+            raw = await self._settle(sender, spec.job_id, blobs, output_pixels, compute_ms)
+        finally:
+            self._release(sender, spec.job_id)
         return [JOB_DONE, raw, [rendition_meta(r) for r in result.renditions]], blobs
 
     async def _run_ai(
@@ -353,13 +357,16 @@ class Orchestrator:
         sender = await self._ingest_gateway_events(raws, spec.job_id)
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
-        await self._claim(spec.job_id)
-        async with self._computing:
-            started = time.perf_counter()
-            output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
-        compute_ms = round((time.perf_counter() - started) * 1000)
-        self.stats.ai_segments += 1
-        raw = await self._settle(sender, spec.job_id, [output.data], output.pixels, compute_ms)
+        try:
+            await self._claim(spec.job_id)
+            async with self._computing:
+                started = time.perf_counter()
+                output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
+            compute_ms = round((time.perf_counter() - started) * 1000)
+            self.stats.ai_segments += 1
+            raw = await self._settle(sender, spec.job_id, [output.data], output.pixels, compute_ms)
+        finally:
+            self._release(sender, spec.job_id)
         if self.offered != self.capabilities + await trio.to_thread.run_sync(self.ai.capabilities):
             await self.publish_offer()  # a model turned warm: say so now, not at the next interval
         return [AI_DONE, raw, [output.meta()]], [output.data]
@@ -367,15 +374,26 @@ class Orchestrator:
     async def _charge_ahead(
         self, tickets_wire: Any, sender: bytes, job_id: bytes, pixels: int
     ) -> None:
-        """Take the job's tickets, then refuse unless the sender's balance covers the estimate."""
+        """Take the job's tickets, then refuse unless the sender's balance covers the estimate;
+        the estimate is held against the balance until the job settles (or fails: `_release`),
+        so a job staged behind another is not covered by the same balance."""
         await self._take_tickets(tickets_wire, sender, job_id)
+        estimate = segment_fee(pixels, self.config.price_per_pixel)
         try:
-            self.balances.check(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
+            self.balances.check(sender.hex(), estimate)
         except PaymentError as exc:
             raise Refused(BALANCE, str(exc)) from None
+        self.balances.debit(sender.hex(), estimate)
+        self._held[job_id] = estimate
         if self.config.fault == "die-mid-job":
             self._die()
             raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
+
+    def _release(self, sender: bytes, job_id: bytes) -> None:
+        """Give back the estimate held for a job (a no-op once released)."""
+        held = self._held.pop(job_id, None)
+        if held is not None:
+            self.balances.credit(sender.hex(), held)
 
     async def _claim(self, job_id: bytes) -> None:
         """Accept the assignment in the log, at the assigned price, before doing the work."""
@@ -388,7 +406,9 @@ class Orchestrator:
     async def _settle(
         self, sender: bytes, job_id: bytes, blobs: list[bytes], pixels: int, compute_ms: int
     ) -> bytes:
-        """Charge the output's pixels and sign the result, unless the job went elsewhere."""
+        """Charge the output's pixels (in place of the held estimate) and sign the result, unless
+        the job went elsewhere."""
+        self._release(sender, job_id)
         self.balances.debit(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
         state = await self.view.refresh()
         job = state.jobs.get(job_id)
