@@ -46,3 +46,18 @@ def check_result(
         if not verdict.ok:
             problems.append(f"{verdict.name}: {', '.join(verdict.reasons)}")
     return problems
+
+
+def result_problems(result: SignedEvent, orch: bytes, job_id: bytes, pixels: int) -> list[str]:
+    """What is wrong with a signed JobResult: its author, its job, its pixel claim."""
+    problems = []
+    body = k.read_body(result)
+    assert isinstance(body, k.JobResult)
+    if result.author != orch:
+        problems.append("result signed by another address")
+    if body.job_id != job_id:
+        problems.append("result names another job")
+    if body.output_pixels != pixels:
+        problems.append(f"signed pixel count {body.output_pixels} differs from the {pixels} "
+                        "pixels of the outputs")  # fmt: skip
+    return problems

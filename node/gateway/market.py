@@ -23,6 +23,7 @@ from events.crypto import Signer
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
 from node.gateway.ai_recheck import AiRechecker, recheck_config
+from node.gateway.checks import result_problems as result_problems
 from node.gateway.journal import JournalResume, KeptSegment, SegmentJournal, record
 from node.gateway.payment import Payer, close, issued, raise_refused
 from node.gateway.selection import Candidate, Selector
@@ -54,6 +55,8 @@ MAX_ATTEMPTS = 3
 # computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED)
 PIPELINE_DEPTH = 2
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
+BUSY_ANSWER = "busy"
+BUSY_BACKOFF_MAX_S = 5.0  # an orchestrator busy with jobs we do not know of is asked again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,7 @@ class SegmentMarket(JournalResume):
                     await record(journal.record_posted, work.seq, posted.id)
             selector = self.selector_for(work.capability)
             tried: set[bytes] = set(avoid)
+            busy_answers = 0
             limit = timeout_s or self.config.job_timeout_s
             deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
             for _ in range(MAX_PICKS):
@@ -237,10 +241,13 @@ class SegmentMarket(JournalResume):
                     outcome.errors.append(f"no orchestrator available for {work.capability}")
                     break
                 tried.add(candidate.address)
-                busy = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
-                                           journal)  # fmt: skip
-                if busy:
+                again = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
+                                            journal)  # fmt: skip
+                if again:
                     tried.discard(candidate.address)
+                if again == BUSY_ANSWER:  # its slots hold jobs we do not know of: back off
+                    busy_answers += 1
+                    await trio.sleep(min(BUSY_BACKOFF_MAX_S, 0.25 * 2 ** min(busy_answers, 8)))
         except Exception as exc:  # a segment's failure is reported, never crashes the job
             log.exception("segment %d failed", work.seq)
             outcome.errors.append(repr(exc))
@@ -291,12 +298,14 @@ class SegmentMarket(JournalResume):
         report: JobReport,
         timeout_s: float | None = None,
         journal: SegmentJournal | None = None,
-    ) -> bool:
-        """One try on one orchestrator; True when it only said it was busy."""
+    ) -> str:
+        """One try on one orchestrator; "" when it counted as an attempt, BUSY_ANSWER when the
+        orchestrator said it was busy, "again" when it may be asked again at once."""
         timeout_s = timeout_s or self.config.job_timeout_s
         orch = cand.address
         who = "0x" + orch.hex()[:8]
         assigned = busy = held = freed = False
+        again = ""
         price = Fraction(0)
         sent_ev = Fraction(0)  # EV of the tickets this attempt credited to the mirror
         result_event: SignedEvent | None = None
@@ -359,6 +368,7 @@ class SegmentMarket(JournalResume):
                 self.mirror.close(orch.hex())
                 held = False
             busy = (exc.code == BUSY and not assigned) or exc.code == BALANCE
+            again = BUSY_ANSWER if exc.code == BUSY and not assigned else "again" if busy else ""
             if not busy and exc.code != PAYMENT:  # our own funds are not its fault
                 self.selector.failed(orch, time.monotonic())
             if assigned:
@@ -369,6 +379,7 @@ class SegmentMarket(JournalResume):
             # params that expired while we quoted (a slow machine, a fast chain) are nobody's
             # fault: ask the same orchestrator again, for fresh ones
             busy = isinstance(exc, ParamsExpired)
+            again = "again" if busy else ""
             if assigned:
                 await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
         except (
@@ -394,7 +405,7 @@ class SegmentMarket(JournalResume):
                 self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             if not freed:
                 self._free(orch)
-        return busy
+        return again
 
     async def _dial(self, cand: Candidate) -> ID:
         peer = ID.from_base58(cand.offer.peer_id)
@@ -465,21 +476,6 @@ class SegmentMarket(JournalResume):
         body = k.JobVerdict(job_id, orch, accepted, reason, round(latency_s * 1000))
         self.verdicts.append(body)
         await self.writer.emit(body)
-
-
-def result_problems(result: SignedEvent, orch: bytes, job_id: bytes, pixels: int) -> list[str]:
-    """What is wrong with a signed JobResult: its author, its job, its pixel claim."""
-    problems = []
-    body = k.read_body(result)
-    assert isinstance(body, k.JobResult)
-    if result.author != orch:
-        problems.append("result signed by another address")
-    if body.job_id != job_id:
-        problems.append("result names another job")
-    if body.output_pixels != pixels:
-        problems.append(f"signed pixel count {body.output_pixels} differs from the {pixels} "
-                        "pixels of the outputs")  # fmt: skip
-    return problems
 
 
 class _Rejected(Exception):
