@@ -21,6 +21,7 @@ from media.segmenter import segment
 from media.transcoder import transcode
 from media.verify import Claim, cheap_verdicts, verify_renditions
 from node.chain_ledger import ChainLedger
+from node.config import ConfigError, load_config
 from node.gateway.role import GatewayConfig
 from node.gateway.verify_policy import FIRST_FULL, VerifyPolicy
 from node.local.network import Network, default_plan, key_for, open_network
@@ -166,3 +167,21 @@ async def test_a_cheat_found_by_a_sampled_check_has_its_unchecked_segments_redon
         kept = [o for o in report.segments if o.orchestrator == cheat.address]
         assert len(kept) <= FIRST_FULL and all(o.full_check for o in kept)
     assert _output_verified(tmp_path / "out", clip) == []
+
+
+def test_config_takes_the_policy_and_refuses_bad_values(tmp_path: Path) -> None:
+    conf = tmp_path / "node.toml"
+    base = 'roles = ["gateway"]\ndata_dir = "data"\n[ledger]\nkind = "embedded"\n[gateway]\n'
+    conf.write_text(base)
+    default = load_config(conf).gateway
+    assert (default.verify, default.verify_fraction) == ("sample", Fraction(1, 8))
+    conf.write_text(base + 'verify = "all"\nverify_fraction = "1/4"\n')
+    chosen = load_config(conf).gateway
+    assert (chosen.verify, chosen.verify_fraction) == ("all", Fraction(1, 4))
+    # the command line's --verify overrides the file
+    assert load_config(conf, {"gateway": {"verify": "sample"}}).gateway.verify == "sample"
+    for bad, message in (('verify = "some"', "gateway.verify"),
+                         ("verify_fraction = 2", "gateway.verify_fraction")):  # fmt: skip
+        conf.write_text(base + bad + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(conf)
