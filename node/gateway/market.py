@@ -1,8 +1,11 @@
 """What a gateway does for every paid segment, whatever the work: post the job, pick an orchestrator
 that offers the work's capability (selection), quote, pay with tickets against a mirrored
-balance, send the segment, check the signed result, log verdicts, and retry a failed or late
-segment elsewhere (up to 3 attempts). The work plugs in as a `SegmentWork`: transcoding
-(role) and inference (ai_jobs)."""
+balance (payment), send the segment, check the signed result (in full, or with the cheap checks
+when the verify policy did not draw it: verify_policy), log verdicts, and retry a failed or late
+segment elsewhere (up to 3 attempts). Two segments per offered slot are in flight, so the next
+one's quote, tickets and upload overlap the one computing; a segment's assignment and tickets go
+into the log in one durable append. Resuming after a restart lives in journal. The work plugs in
+as a `SegmentWork`: transcoding (role) and inference (ai_jobs)."""
 
 from __future__ import annotations
 
