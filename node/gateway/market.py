@@ -2,10 +2,10 @@
 that offers the work's capability (selection), quote, pay with tickets against a mirrored
 balance (payment), send the segment, check the signed result (in full, or with the cheap checks
 when the verify policy did not draw it: verify_policy), log verdicts, and retry a failed or late
-segment elsewhere (up to 3 attempts). Two segments per offered slot are in flight, so the next
-one's quote, tickets and upload overlap the one computing; a segment's assignment and tickets go
-into the log in one durable append. Resuming after a restart lives in journal. The work plugs in
-as a `SegmentWork`: transcoding (role) and inference (ai_jobs)."""
+segment elsewhere (up to 3 attempts). PIPELINE_DEPTH segments per offered slot may be in flight
+(overlapping the next one's quote, tickets and upload with the one computing); a segment's
+assignment and tickets go into the log in one durable append. Resuming after a restart lives in
+journal. The work plugs in as a `SegmentWork`: transcoding (role) and inference (ai_jobs)."""
 
 from __future__ import annotations
 
@@ -54,9 +54,12 @@ from payments.ticket import SignedTicket
 
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
-# segments in flight per offered slot: the next one's quote, tickets and upload overlap the one
-# computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED)
-PIPELINE_DEPTH = 2
+# segments in flight per offered slot. 2 lets the next one's quote, tickets, upload and intake
+# overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED),
+# but a gateway restarted mid-job then finds a staged job claimed and not yet resulted, which its
+# resume assigns again and the orchestrator refuses (tests/test_gateway_restart.py): 1 until the
+# resume handles that
+PIPELINE_DEPTH = 1
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
 BUSY_ANSWER = "busy"
 BUSY_BACKOFF_MAX_S = 5.0  # an orchestrator busy with jobs we do not know of is asked again later
