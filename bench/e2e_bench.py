@@ -1,19 +1,30 @@
-"""End-to-end bench: the demo network (gateway + orchestrators on 127.0.0.1 libp2p, tickets,
-verification, logs) against transcoding the same segments locally in the same process, same run,
-alternating A/B; medians of throughput (segments/s) and per-segment latency.
+"""End-to-end bench: the demo network (gateway + one orchestrator of capacity 1 on 127.0.0.1
+libp2p, tickets on the embedded EVM, verification, logs) against transcoding the same segments
+locally in the same process, in the same run, alternating A/B (the order rotates every round);
+medians of wall time, throughput (segments/s) and per-segment latency, for each verify policy of
+the gateway (node.gateway.verify_policy: "sample", the default, and "all").
 
-    .venv/bin/python bench/e2e_bench.py [--size 640x360] [--seconds 10] [--rounds 2]
-    .venv/bin/python bench/e2e_bench.py --live [bench/live_bench.py's options]
+    .venv/bin/python bench/e2e_bench.py                      # 720p 3-rung and 640x360 2-rung
+    .venv/bin/python bench/e2e_bench.py --config 360p --verify all --rounds 3 --json
+    .venv/bin/python bench/e2e_bench.py --live [bench/live_bench.py's options]   # live latency
+
+`--json` prints one JSON object per run (configuration x policy) with `overhead_pct` (the
+network's median wall time over the local one's, minus 1, in percent) and `verify`. The
+machine's load average is printed with the figures: compare within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -21,16 +32,34 @@ from media.profiles import parse_profiles
 from media.segmenter import segment
 from media.transcoder import transcode
 from node.gateway.role import GatewayConfig
+from node.gateway.verify_policy import POLICIES
 from node.local.demo import generate_clip
 from node.local.network import default_plan, embedded_ledger, open_network
 
+# name -> (clip size, ladder)
+CONFIGS = {"720p": ("1280x720", "720p,480p,360p"), "360p": ("640x360", "360p,240p")}
+
+
+@dataclass(slots=True)
+class Runs:
+    """The walls and per-segment latencies of one path over the rounds."""
+
+    walls: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    full_checks: int = 0
+    cheap_checks: int = 0
+
+    def median_wall(self) -> float:
+        return statistics.median(self.walls)
+
 
 def local_run(clip: Path, profiles: str, preset: str) -> tuple[float, list[float]]:
+    """Segment and transcode in this process, one segment after another (what the network's
+    gateway does too: its wall time includes segmenting)."""
     ladder = parse_profiles(profiles)
-    segments = list(segment(clip))
     started = time.perf_counter()
     latencies = []
-    for seg in segments:
+    for seg in segment(clip):
         t0 = time.perf_counter()
         transcode(seg.data, ladder, preset=preset)
         latencies.append(time.perf_counter() - t0)
@@ -38,15 +67,72 @@ def local_run(clip: Path, profiles: str, preset: str) -> tuple[float, list[float
 
 
 async def network_run(
-    clip: Path, profiles: str, preset: str, base: Path, orchestrators: int
-) -> tuple[float, list[float]]:
-    cfg = GatewayConfig(profiles=profiles, preset=preset)
-    plan = default_plan(orchestrators, cfg, capacity=1)
+    clip: Path, profiles: str, preset: str, base: Path, verify: str
+) -> tuple[float, list[float], int]:
+    """One job on a fresh network; (wall, per-segment latencies, segments checked in full)."""
+    cfg = GatewayConfig(profiles=profiles, preset=preset, verify=verify)
+    plan = default_plan(1, cfg, capacity=1)
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)  # the protocol contracts
     async with open_network(base, plan, ledger) as net:
         report = await net.gateway.transcode_file(clip, base / "out")
-    # the gateway's wall time includes segmenting; subtract it for a like-for-like figure
-    return report.wall_s, [s.latency_s for s in report.segments]
+    full = sum(s.full_check for s in report.segments)
+    return report.wall_s, [s.latency_s for s in report.segments], full
+
+
+def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: Path) -> list[dict]:
+    clip = generate_clip(root / f"clip-{name}.mp4", size, args.seconds)
+    count = len(list(segment(clip)))
+    paths = ["local", *args.verify]
+    runs = {p: Runs() for p in paths}
+    for r in range(args.rounds):
+        order = paths[r % len(paths) :] + paths[: r % len(paths)]  # A/B: rotate who goes first
+        for path in order:
+            if path == "local":
+                wall, lat = local_run(clip, profiles, args.preset)
+            else:
+                base = root / f"net-{name}-{path}-{r}"
+                wall, lat, full = trio.run(network_run, clip, profiles, args.preset, base, path)
+                runs[path].full_checks += full
+                runs[path].cheap_checks += len(lat) - full
+            runs[path].walls.append(wall)
+            runs[path].latencies += lat
+    load = os.getloadavg()
+    local = runs["local"]
+    out = []
+    for policy in args.verify:
+        net = runs[policy]
+        out.append({
+            "config": name, "size": size, "profiles": profiles, "seconds": args.seconds,
+            "segments": count, "rounds": args.rounds, "verify": policy,
+            "local_wall_s": round(local.median_wall(), 3),
+            "network_wall_s": round(net.median_wall(), 3),
+            "overhead_pct": round(100 * (net.median_wall() / local.median_wall() - 1), 1),
+            "local_seg_per_s": round(count / local.median_wall(), 3),
+            "network_seg_per_s": round(count / net.median_wall(), 3),
+            "local_p50_latency_s": round(statistics.median(local.latencies), 3),
+            "network_p50_latency_s": round(statistics.median(net.latencies), 3),
+            "full_checks": net.full_checks, "cheap_checks": net.cheap_checks,
+            "local_walls_s": [round(w, 3) for w in local.walls],
+            "network_walls_s": [round(w, 3) for w in net.walls],
+            "loadavg": [round(x, 2) for x in load],
+        })  # fmt: skip
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    first = rows[0]
+    print(f"{first['config']}: {first['segments']} segments of {first['size']} "
+          f"{first['seconds']:g} s -> {first['profiles']}, {first['rounds']} rounds (medians), "
+          f"load average {' '.join(map(str, first['loadavg']))}")  # fmt: skip
+    print(f"{'path':34} {'seg/s':>7} {'p50 seg lat s':>14} {'wall s':>8} {'overhead':>9} "
+          f"{'full/cheap':>11}")  # fmt: skip
+    print(f"{'local (in-process)':34} {first['local_seg_per_s']:7.2f} "
+          f"{first['local_p50_latency_s']:14.3f} {first['local_wall_s']:8.2f}")  # fmt: skip
+    for row in rows:
+        checks = f"{row['full_checks']}/{row['cheap_checks']}"
+        print(f"{'network, verify ' + row['verify']:34} {row['network_seg_per_s']:7.2f} "
+              f"{row['network_p50_latency_s']:14.3f} {row['network_wall_s']:8.2f} "
+              f"{row['overhead_pct']:+8.1f}% {checks:>11}")  # fmt: skip
 
 
 def main() -> int:
@@ -54,39 +140,35 @@ def main() -> int:
         from live_bench import main as live_main
 
         return live_main(["--only", "transcode", *(a for a in sys.argv[1:] if a != "--live")])
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="640x360")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--profiles", default="360p,240p")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--config", choices=[*CONFIGS, "both"], default="both",
+                        help="720p: 1280x720, 3 rungs; 360p: 640x360, 2 rungs")  # fmt: skip
+    parser.add_argument("--size", help="clip size (with --profiles: instead of --config)")
+    parser.add_argument("--profiles", help="ladder (with --size: instead of --config)")
+    parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--preset", default="veryfast")
-    parser.add_argument("--orchestrators", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--verify", choices=[*POLICIES, "both"], default="both")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args()
+    args.verify = list(POLICIES) if args.verify == "both" else [args.verify]
+    if bool(args.size) != bool(args.profiles):
+        parser.error("--size and --profiles go together")
+    if args.size:
+        configs = [(f"{args.size}", args.size, args.profiles)]
+    else:
+        names = list(CONFIGS) if args.config == "both" else [args.config]
+        configs = [(n, *CONFIGS[n]) for n in names]
     root = Path(tempfile.mkdtemp(prefix="castnet-e2e-bench-"))
-    clip = generate_clip(root / "clip.mp4", args.size, args.seconds)
-    seg_count = len(list(segment(clip)))
-    local_w, net_w, local_l, net_l = [], [], [], []
-    for r in range(args.rounds):
-        wall, lat = local_run(clip, args.profiles, args.preset)
-        local_w.append(wall)
-        local_l += lat
-        wall, lat = trio.run(
-            network_run, clip, args.profiles, args.preset, root / f"net{r}", args.orchestrators
-        )
-        net_w.append(wall)
-        net_l += lat
-    lw, nw = statistics.median(local_w), statistics.median(net_w)
-    rows = [
-        ("local (same segments, in-process)", seg_count / lw, statistics.median(local_l), lw),
-        (f"network ({args.orchestrators} orch, cap 1)", seg_count / nw,
-         statistics.median(net_l), nw),
-    ]  # fmt: skip
-    print(f"{seg_count} segments of {args.size} {args.seconds:g} s -> {args.profiles}, "
-          f"{args.rounds} rounds (medians)")  # fmt: skip
-    print(f"{'path':40} {'seg/s':>8} {'p50 seg latency s':>18} {'wall s':>8}")
-    for name, tput, lat, wall in rows:
-        print(f"{name:40} {tput:8.2f} {lat:18.3f} {wall:8.2f}")
-    print(f"network overhead on wall time: {100 * (nw / lw - 1):+.1f}% (aim <= 15%)")
+    for name, size, profiles in configs:
+        rows = bench(name, size, profiles, args, root)
+        for row in rows:
+            if args.json:
+                print(json.dumps(row), flush=True)
+        if not args.json:
+            print_table(rows)
+            print()
     return 0
 
 

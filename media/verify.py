@@ -23,7 +23,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from media.cadence import keeps_frame
-from media.errors import InvalidInput
+from media.errors import InvalidInput, MediaError
 from media.quality import Plane, psnr, ssim
 from media.source import Source, describe, frame_rate, open_input, video_stream
 from media.transcoder import Rendition
@@ -430,3 +430,76 @@ def _open_chunk(chunk: Chunk) -> av.container.InputContainer:
         return av.open(target)
     except (av.FFmpegError, OSError) as exc:
         raise InvalidInput(f"{describe(chunk)}: cannot open: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Packets:
+    """What a container says of its video without decoding it: the size its stream declares,
+    every video packet's timestamp, and whether it carries audio packets."""
+
+    width: int
+    height: int
+    keys: list[int]
+    has_audio: bool
+    frame_duration: Fraction | None
+    error: str = ""
+
+
+def _demux_video(data: Source) -> _Packets:
+    """Read a container's packets (no decoding): sizes come from the stream's parameters."""
+    try:
+        with open_input(data) as container:
+            if not container.streams.video:
+                return _Packets(0, 0, [], False, None, "no video stream")
+            stream = container.streams.video[0]
+            audio = container.streams.audio[0] if container.streams.audio else None
+            keys, has_audio = [], False
+            for packet in container.demux([s for s in (stream, audio) if s is not None]):
+                if packet.stream is audio:
+                    has_audio = has_audio or bool(packet.size)
+                elif packet.pts is not None and packet.size:
+                    keys.append(_key(packet.pts, packet.time_base))
+            ctx = stream.codec_context
+            return _Packets(ctx.width, ctx.height, sorted(keys), has_audio, 1 / frame_rate(stream))
+    except (MediaError, av.FFmpegError, OSError) as exc:
+        return _Packets(0, 0, [], False, None, f"does not open: {exc}")
+
+
+def cheap_verdicts(renditions: Sequence[tuple[bytes, Claim, str]], source: Source) -> list[Verdict]:
+    """The checks that need no decoding, on every rendition of one source segment: the declared
+    size against the claim and the source (no upscaling, aspect kept), the packet count against
+    the claim and the source's frames (with the rendition's frame-rate cap), the timestamps
+    against the source's, audio present when the source has it. A few milliseconds a rendition;
+    what it cannot see (the pictures themselves) is left to the sampled full check."""
+    src_packets = _demux_video(source)
+    if src_packets.error or src_packets.frame_duration is None:
+        raise InvalidInput(f"{describe(source)}: {src_packets.error or 'no frame rate'}")
+    step = src_packets.frame_duration
+    src = _SourceScan(src_packets.width, src_packets.height, src_packets.keys, step,
+                      src_packets.has_audio, {}, {})  # fmt: skip
+    out = []
+    for data, claim, name in renditions:
+        got = _demux_video(data)
+        scan = _Scan(keys=got.keys, has_audio=got.has_audio)
+        if got.width and got.height:
+            scan.sizes.add((got.width, got.height))
+        if got.error:
+            scan.errors.append(got.error)
+        size = (claim.width, claim.height)
+        expected = [k for k in src.keys if keeps_frame(Fraction(k, TICKS), step, claim.frame_rate)]
+        checks = [
+            _claim_check(claim, scan),
+            Check("demuxes", not scan.errors and bool(scan.keys),
+                  "; ".join(scan.errors) or f"{len(scan.keys)} packets"),
+            _size_check(scan, size, src),
+            Check("frames", len(scan.keys) == len(expected),
+                  f"{len(scan.keys)} packets, the source gives {len(expected)} frames"),
+            _timing_check(scan.keys, expected, step),
+            Check("audio", scan.has_audio or not src.has_audio,
+                  "present" if scan.has_audio else ("missing" if src.has_audio else "none")),
+        ]  # fmt: skip
+        frames = len(scan.keys)
+        duration = float(Fraction(scan.keys[-1] - scan.keys[0], TICKS) + step) if frames else 0.0
+        out.append(Verdict(name, tuple(checks), claim.width, claim.height, frames, duration,
+                           None, None))  # fmt: skip
+    return out

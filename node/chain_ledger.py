@@ -43,6 +43,9 @@ class ChainLedger:
         self.protocol = protocol
         self.chain = protocol.chain
         self._keys = {LocalKeySigner(key).address: key for key in keys}
+        # what was read at a block, reused while the chain's head is that block (a state read is
+        # fixed once its block is): every segment reads the view and each ticket its sender
+        self._read_at: tuple[int, dict[Any, Any]] = (-1, {})
         for address in self._keys if grant else ():
             self.chain.transfer(self.chain.dev_key, address, GAS_MONEY)
             tokens = STAKE_GRANT if stake_grants is None else stake_grants.get(address, 0)
@@ -85,12 +88,28 @@ class ChainLedger:
         """The chain now, its round initialized first (anyone may): ticket params must carry the
         round's recorded block hash, not the zero hash of a round nobody has initialized."""
         with self.chain.lock:
-            self.protocol.ensure_round(self.chain.dev_key)
-            return self.protocol.view()
+            cached = self._at_head().get("view")
+            if cached is not None:
+                return cached
+            self.protocol.ensure_round(self.chain.dev_key)  # may add a block
+            view = self.protocol.view()
+            self._at_head()["view"] = view
+            return view
 
     def sender_info(self, sender: bytes, claimant: bytes) -> SenderInfo:
         with self.chain.lock:
-            return self.protocol.sender_info(sender, claimant)
+            reads = self._at_head()
+            key = ("sender", sender, claimant)
+            if key not in reads:
+                reads[key] = self.protocol.sender_info(sender, claimant)
+            return reads[key]
+
+    def _at_head(self) -> dict[Any, Any]:
+        """The reads cached at the chain's current head block (call under the chain's lock)."""
+        block = self.chain.block_number()
+        if self._read_at[0] != block:
+            self._read_at = (block, {})
+        return self._read_at[1]
 
     def redeem(self, ticket: Ticket, sig: bytes, recipient_rand: int) -> RedeemReceipt:
         key = self._key(ticket.recipient, "redeem")

@@ -24,6 +24,10 @@ workers = ["16Uiu2..."]               # peer ids of `castnet worker`s that may a
 profiles = "360p,240p"
 max_jobs = 4                          # file jobs run at once (sharing the orchestrators); the
                                       # rest wait in order of arrival; 1 = one after another
+verify = "sample"                     # "all": decode and score every rendition of every segment;
+                                      #   "sample": cheap checks on every segment, the full check
+                                      #   on each orchestrator's first 2, after any failed check,
+verify_fraction = "1/8"               #   and on this share of the rest, drawn per orchestrator
 retention_days = 7                    # finished jobs (record, input, output) are deleted after
                                       # this many days, checked at start and hourly; 0 = never
 keep_inputs = false                   # true keeps uploaded inputs until then; by default an
@@ -71,6 +75,7 @@ from media.profiles import parse_profiles
 from node.gateway.jobs import MAX_JOBS, Retention
 from node.gateway.live import LIVE_SCHEMES
 from node.gateway.role import GatewayConfig
+from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.orchestrator.role import OrchestratorConfig
 from p2p.config import DEFAULT_NETWORK, P2PConfig
 
@@ -93,7 +98,7 @@ _SECTIONS: dict[str, set[str]] = {
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
                 "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs",
-                "max_jobs"},
+                "max_jobs", "verify", "verify_fraction"},
     "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
             "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
             "body_timeout_s", "max_client_connections", "enabled"},
@@ -436,7 +441,24 @@ def _gateway(t: Mapping[str, Any], base: Path) -> GatewayConfig:
         ai_recheck=_share(t.get("ai_recheck", 0.25), "gateway.ai_recheck"),
         ai_models_dir=(_path(t["ai_models_dir"], base, "gateway.ai_models_dir")
                        if "ai_models_dir" in t else None),
+        verify=_verify_policy(t.get("verify", "sample")),
+        verify_fraction=_verify_fraction(t.get("verify_fraction", "1/8")),
     )  # fmt: skip
+
+
+def _verify_policy(value: Any) -> str:
+    if value not in VERIFY_POLICIES:
+        raise ConfigError(f"gateway.verify {value!r}: one of {', '.join(VERIFY_POLICIES)}")
+    return str(value)
+
+
+def _verify_fraction(value: Any) -> Fraction:
+    if isinstance(value, float):
+        value = str(value)
+    share = _fraction(value, "gateway.verify_fraction")
+    if share > 1:
+        raise ConfigError(f"gateway.verify_fraction is a share of segments, 0..1, got {value!r}")
+    return share
 
 
 def _share(value: Any, name: str) -> float:

@@ -20,7 +20,7 @@ import trio
 
 from node.amounts import AmountError, parse_amount
 from node.cli.commands import command_help
-from node.config import ConfigError, parse_listen
+from node.config import VERIFY_POLICIES, ConfigError, parse_listen
 from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
 from node.local.demo import Attach, DemoOptions, print_summary, run_demo
 from node.local.network import Network
@@ -46,6 +46,8 @@ def register(sub: Any) -> None:
     p.add_argument("--deposit", default="1eth", help="gateway deposit, with its unit (1eth)")
     p.add_argument("--reserve", default="1eth", help="gateway reserve, with its unit (1eth)")
     p.add_argument("--capacity", type=int, default=2, help="segments per orchestrator at once")
+    p.add_argument("--verify", choices=VERIFY_POLICIES, default="sample",
+                   help="gateway: full checks on all segments or sampled")  # fmt: skip
     p.add_argument(
         "--ticket-ev", help="EV of a ticket, with its unit: 0.002eth (default: the demo's)"
     )
@@ -131,6 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         gateway_deposit=deposit,
         gateway_reserve=reserve,
         capacity=args.capacity,
+        verify=args.verify,
         ticket_ev=ev,
         price=price,
         ai=ai,

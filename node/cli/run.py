@@ -16,7 +16,15 @@ import trio
 
 from events.crypto import to_checksum
 from node.cli.commands import command_help
-from node.config import ADMIT_MODES, LEDGER_KINDS, ROLES, ConfigError, NodeConfig, load_config
+from node.config import (
+    ADMIT_MODES,
+    LEDGER_KINDS,
+    ROLES,
+    VERIFY_POLICIES,
+    ConfigError,
+    NodeConfig,
+    load_config,
+)
 from node.errors import user_error
 from node.keystore import (
     KDFS,
@@ -54,6 +62,8 @@ def register(sub: Any) -> None:
     p.add_argument("--price-per-pixel", help="orchestrator price, wei per pixel (e.g. 1000)")
     p.add_argument("--capacity", type=int, help="orchestrator: segments at once")
     p.add_argument("--profiles", help="gateway default ladder, e.g. 720p,480p,360p")
+    p.add_argument("--verify", choices=VERIFY_POLICIES,
+                   help="gateway: full checks on every segment (all) or sampled")  # fmt: skip
     p.add_argument(
         "--ledger",
         choices=LEDGER_KINDS,
@@ -114,7 +124,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
             "enabled": False if args.no_api else None,
         },
         "orchestrator": {"price_per_pixel": args.price_per_pixel, "capacity": args.capacity},
-        "gateway": {"profiles": args.profiles},
+        "gateway": {"profiles": args.profiles, "verify": args.verify},
         "ledger": {"kind": args.ledger},
     }
 

@@ -15,11 +15,26 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
+import trio
+
+from events import kinds as k
+from events import state as job_status
+from events.envelope import SignedEvent, decode, decode_verified
+from events.errors import EventError
+from events.state import ASSIGNED, CLAIMED, POSTED, REJECTED, RESULTED, VERIFIED
+from node.view import NodeView
+from p2p.errors import ProtocolError
+from p2p.node import P2PNode
+
+if TYPE_CHECKING:
+    from node.gateway.market import SegmentOutcome, SegmentWork
 
 log = logging.getLogger("castnet.gateway")
 FORMAT = 1
@@ -74,6 +89,11 @@ class SegmentJournal:
                               kept.blobs])  # fmt: skip
         self._write(seq, "kept", data)
 
+    def forget(self, seq: int) -> None:
+        """Forget segment `seq` (it is redone: neither its posting nor its outputs count)."""
+        for what in ("kept", "posted"):
+            self._path(seq, what).unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Forget every segment (the job finished: its output holds what is worth keeping)."""
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -101,3 +121,101 @@ class SegmentJournal:
             os.fsync(fd)  # the rename itself survives a power cut
         finally:
             os.close(fd)
+
+
+class JournalResume:
+    """What a gateway's market does with a job's journal after a restart (mixed into
+    node.gateway.market.SegmentMarket, whose node, view, address and verdicts it uses)."""
+
+    node: P2PNode
+    view: NodeView
+    address: bytes
+
+    _verdict: Callable[..., Awaitable[None]]  # (job_id, orch, accepted, reason, latency, result)
+
+    async def _resume(
+        self,
+        work: SegmentWork,
+        body: k.JobPosted,
+        outcome: SegmentOutcome,
+        journal: SegmentJournal,
+    ) -> SignedEvent | None:
+        """What a run before a restart left of this segment: its verified outputs (then
+        `outcome` gets them), or its JobPosted when no attempt was open (returned, to assign
+        again); None when it must be posted anew."""
+        kept = await trio.to_thread.run_sync(journal.kept, work.seq)
+        posted_id = kept.job_id if kept is not None else None
+        posted_id = posted_id or await trio.to_thread.run_sync(journal.posted, work.seq)
+        if posted_id is None:
+            return None
+        raw = await trio.to_thread.run_sync(self.node.store.get, posted_id)
+        state = await self.view.refresh()
+        job = state.jobs.get(posted_id)
+        if raw is None or job is None or job.poster != self.address:
+            return None
+        posted = decode(raw)
+        if not same_posting(k.read_body(posted), body):
+            log.warning("segment %d differs from the one posted before the restart", work.seq)
+            return None
+        if kept is not None and await self._reuse(work, kept, job, outcome):
+            return None
+        if job.status in (POSTED, CLAIMED, job_status.FAILED, REJECTED):
+            return posted
+        if job.status == VERIFIED:
+            log.warning("segment %d was verified before the restart, but its kept outputs are "
+                        "gone: it runs again", work.seq)  # fmt: skip
+            return None
+        # an attempt was open when the gateway stopped: it stays with its orchestrator, which
+        # may still answer it; this segment is posted anew
+        log.info("segment %d: its job %s was %s at the restart; posting it again", work.seq,
+                 posted_id.hex()[:16], job.status)  # fmt: skip
+        return None
+
+    async def _reuse(
+        self, work: SegmentWork, kept: KeptSegment, job: Any, outcome: SegmentOutcome
+    ) -> bool:
+        """Take a kept segment's outputs when the log holds its accepted verdict, or when its
+        attempt is still open (the outputs passed the checks before they were kept: the verdict
+        is recorded now)."""
+        try:
+            result = decode_verified(kept.result)
+            outputs = work.outputs(kept.metas, kept.blobs)
+        except (EventError, ProtocolError) as exc:
+            log.warning("segment %d: kept outputs unusable: %s", work.seq, exc)
+            return False
+        orch = result.author
+        if job.assignee != orch:
+            return False
+        if job.status in (ASSIGNED, RESULTED):
+            await self._verdict(kept.job_id, orch, True, "ok", kept.latency_ms / 1000, result)
+        elif job.status != VERIFIED:
+            return False
+        outcome.orchestrator, outcome.latency_s = orch, kept.latency_ms / 1000
+        outcome.fee_wei = Fraction(job.price_per_unit, job.pixels_per_unit) * _result_pixels(result)
+        outcome.result = work.accept(outputs)
+        log.info("segment %d: verified before the restart; its kept outputs are used",
+                 work.seq)  # fmt: skip
+        return True
+
+
+def same_posting(before: Any, now: k.JobPosted) -> bool:
+    """The same segment of the same work (the price cap may have changed since)."""
+    if not isinstance(before, k.JobPosted):
+        return False
+    what = (before.pipeline, before.input_hash, before.input_bytes, before.profiles)
+    return what == (now.pipeline, now.input_hash, now.input_bytes, now.profiles)
+
+
+async def record(write: Any, seq: int, item: Any) -> None:
+    """Record in the job's journal; a failure (a full disk) costs only the resume of this
+    segment, so it is logged, not raised (it is not the orchestrator's fault)."""
+    try:
+        await trio.to_thread.run_sync(write, seq, item)
+    except OSError as exc:
+        log.warning("segment %d: cannot record it for a restart: %s", seq, exc)
+
+
+def _result_pixels(result: SignedEvent) -> int:
+    body = k.read_body(result)
+    assert isinstance(body, k.JobResult)
+    return body.output_pixels

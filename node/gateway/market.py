@@ -1,34 +1,37 @@
 """What a gateway does for every paid segment, whatever the work: post the job, pick an orchestrator
 that offers the work's capability (selection), quote, pay with tickets against a mirrored
-balance, send the segment, check the signed result, log verdicts, and retry a failed or late
-segment elsewhere (up to 3 attempts). The work plugs in as a `SegmentWork`: transcoding
-(role) and inference (ai_jobs)."""
+balance (payment), send the segment, check the signed result (in full, or with the cheap checks
+when the verify policy did not draw it: verify_policy), log verdicts, and retry a failed or late
+segment elsewhere (up to 3 attempts). PIPELINE_DEPTH segments per offered slot may be in flight
+(overlapping the next one's quote, tickets and upload with the one computing); a segment's
+assignment and tickets go into the log in one durable append. Resuming after a restart lives in
+journal. The work plugs in as a `SegmentWork`: transcoding (role) and inference (ai_jobs)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
 from events import kinds as k
-from events import state as job_status
 from events.crypto import Signer
-from events.envelope import SignedEvent, decode, decode_verified
+from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
-from events.state import ASSIGNED, CLAIMED, POSTED, REJECTED, RESULTED, VERIFIED
 from node.gateway.ai_recheck import AiRechecker, recheck_config
-from node.gateway.journal import KeptSegment, SegmentJournal
+from node.gateway.checks import result_problems as result_problems
+from node.gateway.journal import JournalResume, KeptSegment, SegmentJournal, record
+from node.gateway.payment import Payer, close, issued, raise_refused
 from node.gateway.scheduler import SegmentScheduler
 from node.gateway.selection import Candidate, Selector
+from node.gateway.verify_policy import VerifyPolicy
 from node.ledger import Ledger
 from node.protocol import (
     BAD_REQUEST,
@@ -36,13 +39,8 @@ from node.protocol import (
     BUSY,
     FAILED,
     PAYMENT,
-    QUOTE,
-    QUOTE_PROTOCOL,
-    QUOTE_REQUEST,
-    REFUSED,
     VERSION,
     Refused,
-    params_from_wire,
     ticket_to_wire,
 )
 from node.view import NodeView
@@ -50,16 +48,23 @@ from node.writer import EventWriter
 from p2p.errors import P2PError, ProtocolError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
-from payments.balance import Balances, segment_fee, tickets_needed
+from payments.balance import segment_fee
 from payments.errors import ParamsExpired, PaymentError
-from payments.params import TicketParams
 from payments.sender import Sender, SenderConfig
 from payments.ticket import SignedTicket
 
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
+# segments in flight per offered slot. 2 lets the next one's quote, tickets, upload and intake
+# overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED),
+# but a gateway restarted mid-job then finds a staged job claimed and not yet resulted, which its
+# resume assigns again and the orchestrator refuses (tests/test_gateway_restart.py): 1 until the
+# resume handles that
+PIPELINE_DEPTH = 1
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
 SEGMENTS_PER_SLOT = 2  # segments given an orchestrator per slot: one there, one checked here
+BUSY_ANSWER = "busy"
+BUSY_BACKOFF_MAX_S = 5.0  # an orchestrator busy with jobs we do not know of is asked again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,11 @@ class GatewayConfig:
     # ai_models_dir
     ai_recheck: float = 0.25
     ai_models_dir: Path | None = None
+    # transcoded segments decoded and scored in full: "all", or "sample" (every segment gets the
+    # cheap checks; each orchestrator's first segments, every segment after a failed check, and
+    # this share of the rest get the full one: node.gateway.verify_policy)
+    verify: str = "sample"
+    verify_fraction: Fraction = Fraction(1, 8)
 
 
 @dataclass(slots=True)
@@ -88,6 +98,7 @@ class SegmentOutcome:
     fee_wei: Fraction = Fraction(0)
     errors: list[str] = field(default_factory=list)
     result: Any = None  # what the work's `accept` made: a TranscodeResult, an AiResult
+    full_check: bool = True  # False: the result passed only the cheap checks (verify "sample")
 
 
 @dataclass(slots=True)
@@ -144,7 +155,18 @@ class SegmentWork(Protocol):
         ...
 
 
-class SegmentMarket:
+@runtime_checkable
+class SampledWork(Protocol):
+    """Work whose full check is sampled (node.gateway.verify_policy): it has a cheap one too."""
+
+    def check_cheap(
+        self, result: SignedEvent, orch: bytes, job_id: bytes, outputs: Any
+    ) -> list[str]:
+        """Every reason to reject the outputs that needs no decoding (blocking: reads them)."""
+        ...
+
+
+class SegmentMarket(JournalResume):
     """The gateway's side of the job market (node, wallet, selection, payments, verdicts)."""
 
     def __init__(
@@ -156,12 +178,15 @@ class SegmentMarket:
         self.writer = EventWriter(node, signer)
         self.address = signer.address
         self.view = NodeView(node.store)
-        self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s)
+        self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s,
+                                 depth=PIPELINE_DEPTH)  # fmt: skip
         self._selectors = {self.selector.capability: self.selector}
         self.sender = Sender(signer, SenderConfig(config.max_ev, config.max_total_ev), ledger)
-        self.mirror = Balances()  # what each orchestrator's balance for us should be
+        self.payer = Payer(node, signer.address, self.sender, ledger, config.fee_margin)
+        self.mirror = self.payer.mirror  # what each orchestrator's balance for us should be
         self.verdicts: list[k.JobVerdict] = []
         self._slot_freed = trio.Event()
+        self.verify_policy = VerifyPolicy(config.verify, config.verify_fraction)
         self.ai_rechecker = AiRechecker(config.ai_recheck, recheck_config(config.ai_models_dir))
         # every job's segments take turns for orchestrators (node.gateway.scheduler)
         self.scheduler = SegmentScheduler(self.segment_bound)
@@ -171,7 +196,8 @@ class SegmentMarket:
         other: an orchestrator's capacity covers all the work it takes."""
         selector = self._selectors.get(capability)
         if selector is None:
-            selector = Selector(capability, self.config.max_price_per_pixel, self.config.suspend_s)
+            selector = Selector(capability, self.config.max_price_per_pixel, self.config.suspend_s,
+                                PIPELINE_DEPTH)  # fmt: skip
             selector.local = self.selector.local
             self._selectors[capability] = selector
         return selector
@@ -198,11 +224,13 @@ class SegmentMarket:
         prefer: bytes | None = None,
         timeout_s: float | None = None,
         journal: SegmentJournal | None = None,
+        avoid: frozenset[bytes] = frozenset(),
     ) -> SegmentOutcome:
         """Post, pay, send, check and retry one segment's work (never raises: errors land in
         `outcome`); `prefer` is tried first when it has a free slot, `timeout_s` bounds each
-        attempt (default: the config's job timeout). With a `journal`, a segment verified
-        before a restart is taken from it, and one posted before is not posted again."""
+        attempt (default: the config's job timeout), orchestrators in `avoid` are not tried.
+        With a `journal`, a segment verified before a restart is taken from it, and one posted
+        before is not posted again."""
         try:
             cap = self.config.max_price_per_pixel
             body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
@@ -215,9 +243,10 @@ class SegmentMarket:
             if posted is None:
                 posted = await self.writer.emit(body)
                 if journal is not None:
-                    await _journal(journal.record_posted, work.seq, posted.id)
+                    await record(journal.record_posted, work.seq, posted.id)
             selector = self.selector_for(work.capability)
-            tried: set[bytes] = set()
+            tried: set[bytes] = set(avoid)
+            busy_answers = 0
             limit = timeout_s or self.config.job_timeout_s
             # a report is one job (or live session): its segments get places in its turn
             async with self.scheduler.place(id(report)):
@@ -231,10 +260,13 @@ class SegmentMarket:
                         outcome.errors.append(f"no orchestrator available for {work.capability}")
                         break
                     tried.add(candidate.address)
-                    busy = await self._attempt(work, posted, candidate, outcome, report,
-                                               timeout_s, journal)  # fmt: skip
-                    if busy:
+                    again = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
+                                                journal)  # fmt: skip
+                    if again:
                         tried.discard(candidate.address)
+                    if again == BUSY_ANSWER:  # its slots hold jobs we do not know of: back off
+                        busy_answers += 1
+                        await trio.sleep(min(BUSY_BACKOFF_MAX_S, 0.25 * 2 ** min(busy_answers, 8)))
         except Exception as exc:  # a segment's failure is reported, never crashes the job
             log.exception("segment %d failed", work.seq)
             outcome.errors.append(repr(exc))
@@ -285,12 +317,14 @@ class SegmentMarket:
         report: JobReport,
         timeout_s: float | None = None,
         journal: SegmentJournal | None = None,
-    ) -> bool:
-        """One try on one orchestrator; True when it only said it was busy."""
+    ) -> str:
+        """One try on one orchestrator; "" when it counted as an attempt, BUSY_ANSWER when the
+        orchestrator said it was busy, "again" when it may be asked again at once."""
         timeout_s = timeout_s or self.config.job_timeout_s
         orch = cand.address
         who = "0x" + orch.hex()[:8]
         assigned = busy = held = freed = False
+        again = ""
         price = Fraction(0)
         sent_ev = Fraction(0)  # EV of the tickets this attempt credited to the mirror
         result_event: SignedEvent | None = None
@@ -298,20 +332,18 @@ class SegmentMarket:
         pixels = work.pixels
         try:
             peer = await self._dial(cand)
-            params = await self._quote(peer)
+            params = await self.payer.quote(peer)
             outcome.attempts += 1
             price = params.price_per_pixel
-            tickets = await self._tickets(params, pixels)
+            tickets = await self.payer.tickets(params, pixels)
             sent_ev = params.ev() * len(tickets)
             held = True
-            assign = await self.writer.emit(
-                k.JobAssigned(posted.id, orch, price.numerator, price.denominator)
-            )
+            # the assignment and its tickets go into the log with one durable append
+            assigning = k.JobAssigned(posted.id, orch, price.numerator, price.denominator)
+            bodies = [assigning, *(issued(t, posted.id) for t in tickets)]
+            emitted = await self.writer.emit_many(bodies)
             assigned = True
-            raws = [posted.raw, assign.raw]
-            for t in tickets:
-                issued = await self.writer.emit(_issued(t, posted.id))
-                raws.append(issued.raw)
+            raws = [posted.raw, *(e.raw for e in emitted)]
             report.tickets_sent += len(tickets)
             report.ticket_ev_sent += sum((t.ticket.ev() for t in tickets), Fraction(0))
             with trio.fail_after(timeout_s):
@@ -324,22 +356,26 @@ class SegmentMarket:
             freed = True
             self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
-            problems = await trio.to_thread.run_sync(
-                work.check, result_event, orch, posted.id, outputs
-            )
+            full = not isinstance(work, SampledWork) or self.verify_policy.full_check(orch)
+            check = work.check if full else work.check_cheap
+            problems = await trio.to_thread.run_sync(check, result_event, orch, posted.id,
+                                                     outputs)  # fmt: skip
             if problems:
+                self.verify_policy.failed(orch)  # whatever it sends next is checked in full
                 raise _Rejected("; ".join(problems))
+            outcome.full_check = full
             latency = time.monotonic() - started
             if journal is not None:  # durable before the verdict, so a restart can reuse it
                 kept = KeptSegment(posted.id, result_event.raw, round(latency * 1000), metas,
                                    blobs)  # fmt: skip
-                await _journal(journal.keep, work.seq, kept)
+                await record(journal.keep, work.seq, kept)
             await self._verdict(posted.id, orch, True, "ok", latency, result_event)
             self.selector.succeeded(orch, latency)
             outcome.orchestrator, outcome.latency_s = orch, latency
             outcome.fee_wei = segment_fee(_pixels(result_event), price)
             outcome.result = work.accept(outputs)
-            log.info("segment %d done by %s in %.2f s", work.seq, who, latency)
+            log.info("segment %d done by %s in %.2f s (%s check)", work.seq, who, latency,
+                     "full" if full else "cheap")  # fmt: skip
         except Refused as exc:
             outcome.errors.append(msg := f"{who} refused: {exc}")
             log.warning("segment %d: %s", work.seq, msg)
@@ -351,6 +387,7 @@ class SegmentMarket:
                 self.mirror.close(orch.hex())
                 held = False
             busy = (exc.code == BUSY and not assigned) or exc.code == BALANCE
+            again = BUSY_ANSWER if exc.code == BUSY and not assigned else "again" if busy else ""
             if not busy and exc.code != PAYMENT:  # our own funds are not its fault
                 self.selector.failed(orch, time.monotonic())
             if assigned:
@@ -361,6 +398,7 @@ class SegmentMarket:
             # params that expired while we quoted (a slow machine, a fast chain) are nobody's
             # fault: ask the same orchestrator again, for fresh ones
             busy = isinstance(exc, ParamsExpired)
+            again = "again" if busy else ""
             if assigned:
                 await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
         except (
@@ -386,7 +424,7 @@ class SegmentMarket:
                 self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             if not freed:
                 self._free(orch)
-        return busy
+        return again
 
     async def _dial(self, cand: Candidate) -> ID:
         peer = ID.from_base58(cand.offer.peer_id)
@@ -406,38 +444,6 @@ class SegmentMarket:
         cfg = self.node.config
         return MessageStream(stream, cfg.max_frame_bytes, timeout)  # type: ignore[arg-type]
 
-    async def _quote(self, peer: ID) -> TicketParams:
-        stream = await self.node.running.host.new_stream(peer, [QUOTE_PROTOCOL])
-        try:
-            ms = self._stream(stream, self.node.config.frame_timeout_s)
-            await ms.send([QUOTE_REQUEST, VERSION, self.address])
-            reply = await ms.receive()
-            _raise_refused(reply)
-            if reply[0] != QUOTE or len(reply) != 4:
-                raise ProtocolError("expected a quote")
-            return params_from_wire(reply[1])
-        finally:
-            await _close(stream)
-
-    async def _tickets(self, params: TicketParams, pixels: int) -> list[SignedTicket]:
-        """Tickets enough to bring this orchestrator's balance up to the segment's fee."""
-        session = self.sender.start_session(params, nonce=0)
-        now = await trio.to_thread.run_sync(self.ledger.view)
-        fee = segment_fee(pixels, params.price_per_pixel) * self.config.fee_margin
-        key = params.recipient.hex()
-        count = tickets_needed(fee, self.mirror.balance(key), params.ev()) if fee else 0
-        if count > 256:
-            raise PaymentError(f"{count} tickets needed for one segment: the ticket EV is too low")
-        tickets = []
-        if count:
-            tickets = await trio.to_thread.run_sync(self.sender.create_tickets, session, count, now)
-            self.mirror.credit(key, params.ev() * count)
-        self.sender.end_session(session)
-        # hold the estimate against the balance until the result says what was really charged,
-        # so segments in flight together each bring their own tickets
-        self.mirror.debit(key, segment_fee(pixels, params.price_per_pixel))
-        return tickets
-
     async def _send(
         self,
         peer: ID,
@@ -455,7 +461,7 @@ class SegmentMarket:
                            [ticket_to_wire(t) for t in tickets]])  # fmt: skip
             await ms.send_blob(work.data)
             reply = await ms.receive()
-            _raise_refused(reply)
+            raise_refused(reply)
             if reply[0] != work.done_kind or len(reply) != 3 or not isinstance(reply[2], list):
                 raise ProtocolError("expected a job result")
             event = decode_verified(reply[1]) if type(reply[1]) is bytes else None
@@ -468,71 +474,7 @@ class SegmentMarket:
             blobs = [await ms.receive_blob(limit, expected=h) for h in body.output_hashes]
             return event, reply[2], blobs
         finally:
-            await _close(stream)
-
-    async def _resume(
-        self,
-        work: SegmentWork,
-        body: k.JobPosted,
-        outcome: SegmentOutcome,
-        journal: SegmentJournal,
-    ) -> SignedEvent | None:
-        """What a run before a restart left of this segment: its verified outputs (then
-        `outcome` gets them), or its JobPosted when no attempt was open (returned, to assign
-        again); None when it must be posted anew."""
-        kept = await trio.to_thread.run_sync(journal.kept, work.seq)
-        posted_id = kept.job_id if kept is not None else None
-        posted_id = posted_id or await trio.to_thread.run_sync(journal.posted, work.seq)
-        if posted_id is None:
-            return None
-        raw = await trio.to_thread.run_sync(self.node.store.get, posted_id)
-        state = await self.view.refresh()
-        job = state.jobs.get(posted_id)
-        if raw is None or job is None or job.poster != self.address:
-            return None
-        posted = decode(raw)
-        if not _same_posting(k.read_body(posted), body):
-            log.warning("segment %d differs from the one posted before the restart", work.seq)
-            return None
-        if kept is not None and await self._reuse(work, kept, job, outcome):
-            return None
-        if job.status in (POSTED, CLAIMED, job_status.FAILED, REJECTED):
-            return posted
-        if job.status == VERIFIED:
-            log.warning("segment %d was verified before the restart, but its kept outputs are "
-                        "gone: it runs again", work.seq)  # fmt: skip
-            return None
-        # an attempt was open when the gateway stopped: it stays with its orchestrator, which
-        # may still answer it; this segment is posted anew
-        log.info("segment %d: its job %s was %s at the restart; posting it again", work.seq,
-                 posted_id.hex()[:16], job.status)  # fmt: skip
-        return None
-
-    async def _reuse(
-        self, work: SegmentWork, kept: KeptSegment, job: Any, outcome: SegmentOutcome
-    ) -> bool:
-        """Take a kept segment's outputs when the log holds its accepted verdict, or when its
-        attempt is still open (the outputs passed the checks before they were kept: the verdict
-        is recorded now)."""
-        try:
-            result = decode_verified(kept.result)
-            outputs = work.outputs(kept.metas, kept.blobs)
-        except (EventError, ProtocolError) as exc:
-            log.warning("segment %d: kept outputs unusable: %s", work.seq, exc)
-            return False
-        orch = result.author
-        if job.assignee != orch:
-            return False
-        if job.status in (ASSIGNED, RESULTED):
-            await self._verdict(kept.job_id, orch, True, "ok", kept.latency_ms / 1000, result)
-        elif job.status != VERIFIED:
-            return False
-        outcome.orchestrator, outcome.latency_s = orch, kept.latency_ms / 1000
-        outcome.fee_wei = Fraction(job.price_per_unit, job.pixels_per_unit) * _pixels(result)
-        outcome.result = work.accept(outputs)
-        log.info("segment %d: verified before the restart; its kept outputs are used",
-                 work.seq)  # fmt: skip
-        return True
+            await close(stream)
 
     async def _verdict(
         self,
@@ -555,62 +497,11 @@ class SegmentMarket:
         await self.writer.emit(body)
 
 
-def result_problems(result: SignedEvent, orch: bytes, job_id: bytes, pixels: int) -> list[str]:
-    """What is wrong with a signed JobResult: its author, its job, its pixel claim."""
-    problems = []
-    body = k.read_body(result)
-    assert isinstance(body, k.JobResult)
-    if result.author != orch:
-        problems.append("result signed by another address")
-    if body.job_id != job_id:
-        problems.append("result names another job")
-    if body.output_pixels != pixels:
-        problems.append(f"signed pixel count {body.output_pixels} differs from the {pixels} "
-                        "pixels of the outputs")  # fmt: skip
-    return problems
-
-
 class _Rejected(Exception):
     """A result that failed verification."""
-
-
-def _raise_refused(reply: list[object]) -> None:
-    if reply[0] == REFUSED:
-        if len(reply) != 3 or not isinstance(reply[1], str) or not isinstance(reply[2], str):
-            raise ProtocolError("malformed refusal")
-        raise Refused(reply[1], reply[2])
 
 
 def _pixels(result: SignedEvent) -> int:
     body = k.read_body(result)
     assert isinstance(body, k.JobResult)
     return body.output_pixels
-
-
-def _same_posting(before: Any, now: k.JobPosted) -> bool:
-    """The same segment of the same work (the price cap may have changed since)."""
-    if not isinstance(before, k.JobPosted):
-        return False
-    what = (before.pipeline, before.input_hash, before.input_bytes, before.profiles)
-    return what == (now.pipeline, now.input_hash, now.input_bytes, now.profiles)
-
-
-async def _journal(write: Any, seq: int, item: Any) -> None:
-    """Record in the job's journal; a failure (a full disk) costs only the resume of this
-    segment, so it is logged, not raised (it is not the orchestrator's fault)."""
-    try:
-        await trio.to_thread.run_sync(write, seq, item)
-    except OSError as exc:
-        log.warning("segment %d: cannot record it for a restart: %s", seq, exc)
-
-
-def _issued(t: SignedTicket, job_id: bytes) -> k.TicketIssued:
-    x = t.ticket
-    return k.TicketIssued(x.hash(), x.recipient, x.face_value, x.win_prob, x.sender_nonce,
-                          x.recipient_rand_hash, x.creation_round, x.creation_round_block_hash,
-                          t.sig, job_id)  # fmt: skip
-
-
-async def _close(stream: object) -> None:
-    with contextlib.suppress(Exception):  # a reset stream is fine
-        await stream.close()  # type: ignore[attr-defined]

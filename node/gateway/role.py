@@ -6,9 +6,11 @@ with inference jobs (ai_jobs) lives in market; this module is the transcoding.""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ from node.protocol import (
     rendition_from_wire,
 )
 from p2p.errors import ProtocolError
+
+log = logging.getLogger("castnet.gateway")
 
 
 class GatewayError(Exception):
@@ -85,9 +89,12 @@ class Gateway(SegmentMarket):
         journal: SegmentJournal | None = None,
     ) -> None:
         """Run every segment's work at once (each waits for a free orchestrator) and `write`
-        results in order, in a thread, as they complete; GatewayError if any segment failed."""
-        written, total = 0, len(works)
-        done: dict[int, Any] = {}
+        results in order, in a thread, as they complete; GatewayError if any segment failed.
+        A segment that passed only the cheap checks is written once the job's other segments
+        are in: if its orchestrator failed a check meanwhile, it is redone elsewhere first."""
+        total = len(works)
+        done: dict[int, SegmentOutcome] = {}
+        written = 0
         results_send, results_receive = trio.open_memory_channel[SegmentOutcome](total)
         async with trio.open_nursery() as nursery:
             for work, outcome in zip(works, report.segments, strict=True):
@@ -95,17 +102,49 @@ class Gateway(SegmentMarket):
             for count in range(1, total + 1):
                 outcome = await results_receive.receive()
                 if outcome.result is not None:
-                    done[outcome.seq] = outcome.result
-                while written < total and works[written].seq in done:
-                    seq = works[written].seq
-                    await trio.to_thread.run_sync(write, seq, done.pop(seq))
-                    written += 1
+                    done[outcome.seq] = outcome
+                written = await _write_in_order(works, done, written, write, final=False)
                 if on_progress is not None:
                     on_progress(count, total, outcome)
+        await self._redo_unverified(works, report, journal)
+        await _write_in_order(works, done, written, write, final=True)
         if report.failed:
             failed = [f"{s.seq}: {'; '.join(s.errors)}" for s in report.segments if not s.result]
             raise GatewayError(f"{report.failed} of {total} segments failed: "
                                + " | ".join(failed))  # fmt: skip
+
+    async def _redo_unverified(
+        self, works: Sequence[SegmentWork], report: JobReport, journal: SegmentJournal | None
+    ) -> None:
+        """Redo, on other orchestrators, the segments that passed only the cheap checks at an
+        orchestrator that later failed a check."""
+        policy = self.verify_policy
+        redo = [(w, o) for w, o in zip(works, report.segments, strict=True)
+                if o.result is not None and not o.full_check
+                and policy.distrusted(o.orchestrator)]  # fmt: skip
+        if not redo:
+            return
+        log.warning("redoing %d segments that passed only the cheap checks at orchestrators "
+                    "that failed a check since", len(redo))  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            for work, outcome in redo:
+                nursery.start_soon(self._redo_one, work, outcome, report, journal)
+
+    async def _redo_one(
+        self,
+        work: SegmentWork,
+        outcome: SegmentOutcome,
+        report: JobReport,
+        journal: SegmentJournal | None,
+    ) -> None:
+        cheat = outcome.orchestrator
+        outcome.errors.append(f"0x{cheat.hex()[:8]} failed a check after this segment passed "
+                              "only the cheap checks: redone")  # fmt: skip
+        outcome.result, outcome.orchestrator, outcome.attempts = None, b"", 0
+        outcome.fee_wei, outcome.full_check = Fraction(0), True
+        if journal is not None:
+            await trio.to_thread.run_sync(journal.forget, work.seq)
+        await self.run_work(work, outcome, report, journal=journal, avoid=frozenset({cheat}))
 
     async def _run_one(
         self,
@@ -134,6 +173,26 @@ class Gateway(SegmentMarket):
         orchestrator), `timeout_s` bounds each attempt (default: the config's job timeout)."""
         work = _Transcode(seg, ladder, self.config.preset)
         return await self.run_work(work, outcome, report, prefer, timeout_s)
+
+
+async def _write_in_order(
+    works: Sequence[SegmentWork],
+    done: dict[int, SegmentOutcome],
+    written: int,
+    write: Callable[[int, Any], None],
+    final: bool,
+) -> int:
+    """Write the completed segments that follow the `written` first ones, in order, stopping at
+    a gap and (until `final`) at a segment that passed only the cheap checks; returns how many
+    are written now."""
+    while written < len(works) and works[written].seq in done:
+        outcome = done[works[written].seq]
+        if not final and not outcome.full_check:
+            break
+        if outcome.result is not None:  # a redo that failed leaves none (the job then fails)
+            await trio.to_thread.run_sync(write, outcome.seq, outcome.result)
+        written += 1
+    return written
 
 
 @dataclass(slots=True)
@@ -178,6 +237,13 @@ class _Transcode:
     ) -> list[str]:
         assert self.info is not None
         return check_result(result, orch, job_id, outputs, self.seg, self.info, self.ladder)
+
+    def check_cheap(
+        self, result: SignedEvent, orch: bytes, job_id: bytes, outputs: list[Rendition]
+    ) -> list[str]:
+        assert self.info is not None
+        return check_result(result, orch, job_id, outputs, self.seg, self.info, self.ladder,
+                            full=False)  # fmt: skip
 
     def accept(self, outputs: list[Rendition]) -> TranscodeResult:
         first = outputs[0]

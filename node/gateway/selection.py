@@ -43,8 +43,12 @@ class Selector:
         capability: str = "transcode:h264",
         max_price: Fraction | None = None,
         suspend_s: float = 300.0,
+        depth: int = 1,
     ) -> None:
+        """`depth` segments per offered slot may be in flight: 2 lets the next segment's quote,
+        tickets and upload overlap the current one (an orchestrator stages one job per slot)."""
         self.capability = capability
+        self.depth = depth
         self.max_price = max_price
         self.suspend_s = suspend_s
         self.local: dict[bytes, _Local] = {}
@@ -74,7 +78,8 @@ class Selector:
         out = []
         for address, offer in offers:
             local = self._local(address)
-            if local.suspended_until > now or local.in_flight >= max(1, offer.capacity):
+            slots = self.depth * max(1, offer.capacity)
+            if local.suspended_until > now or local.in_flight >= slots:
                 continue
             stake = state.stakes.get(address, 0)
             rep = state.reputation.get(address, Reputation())

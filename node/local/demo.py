@@ -64,6 +64,7 @@ class DemoOptions:
     price: int | None = None
     ai: LiveAi | None = None  # live AI instead of transcoding the file
     segment_s: float = 2.0  # live AI segment length
+    verify: str = "sample"  # the gateway's verify policy (node.gateway.verify_policy)
 
 
 # (ticket EV in wei, cheapest price in wei per output pixel) per chain. A winning ticket pays its
@@ -144,7 +145,7 @@ async def demo(
     price = options.price if options.price is not None else default_price
     # the gateway accepts the demo's prices and ticket values (orchestrators ask up to 2x base)
     gateway_cfg = GatewayConfig(profiles=options.profiles, preset=options.preset,
-                                job_timeout_s=options.job_timeout_s,
+                                job_timeout_s=options.job_timeout_s, verify=options.verify,
                                 max_price_per_pixel=Fraction(4 * price), max_ev=4 * ev,
                                 max_total_ev=max(Fraction(10**17), 10_000 * ev))  # fmt: skip
     inference = InferenceConfig(preset="ultrafast")

@@ -2,11 +2,13 @@
 on `/castnet/quote/1`, segment jobs with tickets on `/castnet/job/1` (tickets validated, session
 balance checked, the ladder transcoded in a worker thread, renditions and a signed JobResult
 returned) and AI segments on `/castnet/ai/1` (the same, with a pipeline run in a thread by
-ai_compute), a clear "busy" answer at capacity, and winning tickets queued and redeemed."""
+ai_compute), one job staged behind each computing one (its intake done meanwhile), a clear
+"busy" answer beyond that, and winning tickets queued and redeemed."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +27,7 @@ from events.errors import EventError
 from inference.engine import InferenceConfig
 from media.encoders import HARDWARE, SOFTWARE, encoder_works
 from media.errors import MediaError
-from media.profiles import Profile, parse_profiles
+from media.profiles import MIN_BITRATE, Profile, parse_profiles
 from media.source import probe
 from media.transcoder import TranscodeResult, transcode
 from node.ledger import Ledger
@@ -73,6 +75,9 @@ from payments.recipient import Recipient
 log = logging.getLogger("castnet.orchestrator")
 MAX_TICKETS_PER_JOB = 256
 MAX_EVENTS_PER_JOB = 512
+# jobs taken per compute slot: one computing and one staged behind it (its tickets taken and its
+# job claimed while the other computes), so a gateway's next segment overlaps the current one
+STAGED = 2
 CAUSAL_WAIT_S = 10.0  # how long a job waits for the gateway's events it depends on
 
 
@@ -91,6 +96,8 @@ class OrchestratorConfig:
     encoder: str = "software"
     # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job" |
     # "inflate-pixels" (signs for twice its pixels) | "wrong-job" (signs for another job id) |
+    # "starve-after-2" (honest on its first 2 segments, then every rung at the lowest bitrate:
+    # right sizes, frames and timestamps, wrong pictures) |
     # AI: "bad-detections" (a box outside every frame), "empty-detections", "unprocessed"
     fault: str = ""
     # remote workers (`castnet worker`): peer ids allowed to attach, or any
@@ -167,7 +174,9 @@ class Orchestrator:
         )
         self.balances = Balances()
         self.stats = OrchestratorStats()
-        self.active = 0
+        self.active = 0  # jobs taken: computing, or staged behind one (tickets taken, claimed)
+        self._computing = trio.CapacityLimiter(max(1, config.capacity))
+        self._held: dict[bytes, Fraction] = {}  # job id -> fee estimate held until it settles
         self.capabilities = capabilities()
         self.ai = AiCompute(config.inference, required=config.inference.models_dir is not None,
                             fault=config.fault)  # fmt: skip
@@ -249,7 +258,7 @@ class Orchestrator:
                 raise Refused(BAD_REQUEST, "quote request: bad version or sender address")
             if self.dead:
                 raise Refused(FAILED, "orchestrator is shutting down")
-            if self.active >= self.config.capacity:
+            if self.active >= self.config.capacity * STAGED:
                 self.stats.busy += 1
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             now = await trio.to_thread.run_sync(self.ledger.view)
@@ -293,7 +302,7 @@ class Orchestrator:
                 raise Refused(BAD_REQUEST, f"unsupported job version {version!r}")
             if self.dead:
                 raise Refused(FAILED, "orchestrator is shutting down")
-            if self.active >= self.config.capacity:
+            if self.active >= self.config.capacity * STAGED:
                 self.stats.busy += 1
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             self.active += 1
@@ -328,15 +337,21 @@ class Orchestrator:
             raise Refused(BAD_REQUEST, f"bad segment or profiles: {exc}") from None
         pixels = estimate_pixels(info.width, info.height, info.rate, info.duration or 0.0, ladder)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, pixels)
-        await self._claim(spec.job_id)
-        started = time.perf_counter()
-        result = await self._compute(segment, ladder, spec)
-        compute_ms = round((time.perf_counter() - started) * 1000)
-        if self.config.fault == "wrong-renditions":
-            result = _swap_renditions(result)
-        output_pixels = sum(r.pixel_count for r in result.renditions)
-        blobs = [r.data for r in result.renditions]
-        raw = await self._settle(sender, spec.job_id, blobs, output_pixels, compute_ms)
+        try:
+            await self._claim(spec.job_id)
+            if self.config.fault == "starve-after-2" and self.stats.local_segments >= 2:
+                ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
+            async with self._computing:  # a staged job waits here, its intake done
+                started = time.perf_counter()
+                result = await self._compute(segment, ladder, spec)
+            compute_ms = round((time.perf_counter() - started) * 1000)
+            if self.config.fault == "wrong-renditions":
+                result = _swap_renditions(result)
+            output_pixels = sum(r.pixel_count for r in result.renditions)
+            blobs = [r.data for r in result.renditions]
+            raw = await self._settle(sender, spec.job_id, blobs, output_pixels, compute_ms)
+        finally:
+            self._release(sender, spec.job_id)
         return [JOB_DONE, raw, [rendition_meta(r) for r in result.renditions]], blobs
 
     async def _run_ai(
@@ -346,12 +361,16 @@ class Orchestrator:
         sender = await self._ingest_gateway_events(raws, spec.job_id)
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
-        await self._claim(spec.job_id)
-        started = time.perf_counter()
-        output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
-        compute_ms = round((time.perf_counter() - started) * 1000)
-        self.stats.ai_segments += 1
-        raw = await self._settle(sender, spec.job_id, [output.data], output.pixels, compute_ms)
+        try:
+            await self._claim(spec.job_id)
+            async with self._computing:
+                started = time.perf_counter()
+                output = await trio.to_thread.run_sync(self.ai.run, plan, segment)
+            compute_ms = round((time.perf_counter() - started) * 1000)
+            self.stats.ai_segments += 1
+            raw = await self._settle(sender, spec.job_id, [output.data], output.pixels, compute_ms)
+        finally:
+            self._release(sender, spec.job_id)
         if self.offered != self.capabilities + await trio.to_thread.run_sync(self.ai.capabilities):
             await self.publish_offer()  # a model turned warm: say so now, not at the next interval
         return [AI_DONE, raw, [output.meta()]], [output.data]
@@ -359,15 +378,26 @@ class Orchestrator:
     async def _charge_ahead(
         self, tickets_wire: Any, sender: bytes, job_id: bytes, pixels: int
     ) -> None:
-        """Take the job's tickets, then refuse unless the sender's balance covers the estimate."""
+        """Take the job's tickets, then refuse unless the sender's balance covers the estimate;
+        the estimate is held against the balance until the job settles (or fails: `_release`),
+        so a job staged behind another is not covered by the same balance."""
         await self._take_tickets(tickets_wire, sender, job_id)
+        estimate = segment_fee(pixels, self.config.price_per_pixel)
         try:
-            self.balances.check(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
+            self.balances.check(sender.hex(), estimate)
         except PaymentError as exc:
             raise Refused(BALANCE, str(exc)) from None
+        self.balances.debit(sender.hex(), estimate)
+        self._held[job_id] = estimate
         if self.config.fault == "die-mid-job":
             self._die()
             raise Refused(FAILED, "unreachable")  # the host is gone; nothing is sent
+
+    def _release(self, sender: bytes, job_id: bytes) -> None:
+        """Give back the estimate held for a job (a no-op once released)."""
+        held = self._held.pop(job_id, None)
+        if held is not None:
+            self.balances.credit(sender.hex(), held)
 
     async def _claim(self, job_id: bytes) -> None:
         """Accept the assignment in the log, at the assigned price, before doing the work."""
@@ -380,7 +410,9 @@ class Orchestrator:
     async def _settle(
         self, sender: bytes, job_id: bytes, blobs: list[bytes], pixels: int, compute_ms: int
     ) -> bytes:
-        """Charge the output's pixels and sign the result, unless the job went elsewhere."""
+        """Charge the output's pixels (in place of the held estimate) and sign the result, unless
+        the job went elsewhere."""
+        self._release(sender, job_id)
         self.balances.debit(sender.hex(), segment_fee(pixels, self.config.price_per_pixel))
         state = await self.view.refresh()
         job = state.jobs.get(job_id)
