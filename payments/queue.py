@@ -68,10 +68,13 @@ class RedemptionQueue:
         """Total face value of this sender's winning tickets not yet redeemed or dropped."""
         return self._pending.get(sender, 0)
 
-    def process(self, now: ChainView) -> list[RedemptionRecord]:
-        """Try every pending ticket that is due; return the records that changed."""
+    def process(self, now: ChainView, limit: int | None = None) -> list[RedemptionRecord]:
+        """Try the pending tickets that are due (up to `limit` changes); return the records that
+        changed."""
         changed: list[RedemptionRecord] = []
         for record in self._store.pending():
+            if limit is not None and len(changed) >= limit:
+                break
             new = self._step(record, now)
             if new is not None:
                 self._store.update(new)

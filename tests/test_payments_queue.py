@@ -48,6 +48,17 @@ def test_not_redeemed_while_its_params_are_live() -> None:
     assert world.chain.paid[world.orchestrator.address] == FACE
 
 
+def test_a_limited_pass_redeems_that_many_and_leaves_the_rest_due() -> None:
+    """A node redeems one ticket per step, so a shutdown waits for one transaction, not all."""
+    world, _ = winners(3)
+    after_params_expire(world)
+    steps = [world.queue.process(world.now, 1) for _ in range(4)]
+    assert [len(s) for s in steps] == [1, 1, 1, 0]
+    assert all(s[0].state is RedemptionState.REDEEMED for s in steps[:3])
+    assert len({s[0].ticket_hash for s in steps[:3]}) == 3
+    assert len(world.chain.redeem_calls) == 3
+
+
 def test_only_redeemed_when_profitable_after_gas() -> None:
     world, (won,) = winners()
     break_even = FACE // REDEEM_GAS  # payout == cost: not profitable

@@ -67,7 +67,7 @@ from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee
 from payments.errors import PaymentError
 from payments.fakes import MemoryTicketStore
-from payments.interfaces import RedemptionState, TicketStore
+from payments.interfaces import RedemptionRecord, RedemptionState, TicketStore
 from payments.params import ParamsPolicy
 from payments.queue import QueueConfig, RedemptionQueue
 from payments.recipient import Recipient
@@ -75,6 +75,7 @@ from payments.recipient import Recipient
 log = logging.getLogger("castnet.orchestrator")
 MAX_TICKETS_PER_JOB = 256
 MAX_EVENTS_PER_JOB = 512
+MAX_REDEMPTIONS_PER_PASS = 1000  # redemptions in one pass of redeem_due
 # jobs taken per compute slot: one computing and one staged behind it (its tickets taken and its
 # job claimed while the other computes), so a gateway's next segment overlaps the current one
 STAGED = 2
@@ -221,10 +222,20 @@ class Orchestrator:
         return await self.writer.emit(offer)
 
     async def redeem_due(self) -> int:
-        """Redeem every winning ticket whose params have expired; log each redemption."""
-        async with self._payments:
-            now = await trio.to_thread.run_sync(self.ledger.view)
-            changed = await trio.to_thread.run_sync(self.queue.process, now)
+        """Redeem the winning tickets whose params have expired, one transaction at a time (so a
+        shutdown waits for one, not for every ticket due), and log each redemption."""
+        redeemed = 0
+        for _ in range(MAX_REDEMPTIONS_PER_PASS):
+            async with self._payments:
+                now = await trio.to_thread.run_sync(self.ledger.view)
+                changed = await trio.to_thread.run_sync(self.queue.process, now, 1)
+            if not changed:
+                break
+            with trio.CancelScope(shield=True):  # the queue moved on: the log must say so too
+                redeemed += await self._log_redemptions(changed)
+        return redeemed
+
+    async def _log_redemptions(self, changed: list[RedemptionRecord]) -> int:
         for record in changed:
             ticket = record.winning.ticket
             if record.state is RedemptionState.REDEEMED:
