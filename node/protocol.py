@@ -32,6 +32,9 @@ QUOTE_REQUEST, QUOTE, JOB_REQUEST, JOB_DONE, AI_REQUEST, AI_DONE, REFUSED = 1, 2
 # Why an orchestrator refuses; the gateway treats BUSY as "try elsewhere" without blame.
 BUSY = "busy"
 PAYMENT = "payment"
+# the tickets' params expired before the orchestrator took them (a slow hop, a fast chain): none
+# were taken, and nobody is at fault; the gateway asks again with fresh params
+EXPIRED = "params-expired"
 BALANCE = "insufficient-balance"
 BAD_REQUEST = "bad-request"
 FAILED = "failed"

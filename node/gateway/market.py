@@ -37,6 +37,7 @@ from node.protocol import (
     BAD_REQUEST,
     BALANCE,
     BUSY,
+    EXPIRED,
     FAILED,
     PAYMENT,
     VERSION,
@@ -55,6 +56,7 @@ from payments.ticket import SignedTicket
 
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
+MAX_EXPIRED = 3  # ticket params that expire on the way, asked again before it counts
 # segments in flight per offered slot. 2 lets the next one's quote, tickets, upload and intake
 # overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED),
 # but a gateway restarted mid-job then finds a staged job claimed and not yet resulted, which its
@@ -94,6 +96,7 @@ class SegmentOutcome:
     seq: int
     orchestrator: bytes = b""
     attempts: int = 0
+    expired: int = 0  # tries whose ticket params expired on the way (not counted as attempts)
     latency_s: float = 0.0
     fee_wei: Fraction = Fraction(0)
     errors: list[str] = field(default_factory=list)
@@ -379,7 +382,15 @@ class SegmentMarket(JournalResume):
         except Refused as exc:
             outcome.errors.append(msg := f"{who} refused: {exc}")
             log.warning("segment %d: %s", work.seq, msg)
-            if exc.code in (BUSY, BAD_REQUEST):  # refused before it took this attempt's tickets
+            if exc.code == EXPIRED and outcome.expired < MAX_EXPIRED:
+                # the params ran out on the way (a slow hop, a fast chain): no ticket was taken,
+                # nobody failed; the same orchestrator again, with fresh params, not an attempt
+                # and no verdict (a job may be assigned again while an attempt is outstanding)
+                self.mirror.debit(orch.hex(), sent_ev)
+                outcome.expired += 1
+                outcome.attempts -= 1
+                return "again"
+            if exc.code in (BUSY, BAD_REQUEST, EXPIRED):  # refused before taking the tickets
                 self.mirror.debit(orch.hex(), sent_ev)
             elif exc.code in (BALANCE, PAYMENT, FAILED):
                 # our mirror of its balance was off, or some tickets may not have been taken:
@@ -396,9 +407,12 @@ class SegmentMarket(JournalResume):
             outcome.errors.append(f"{who}: cannot pay: {exc}")
             log.warning("segment %d: cannot pay %s: %s", work.seq, who, exc)
             # params that expired while we quoted (a slow machine, a fast chain) are nobody's
-            # fault: ask the same orchestrator again, for fresh ones
-            busy = isinstance(exc, ParamsExpired)
+            # fault: ask the same orchestrator again, for fresh ones, without counting an attempt
+            busy = isinstance(exc, ParamsExpired) and outcome.expired < MAX_EXPIRED
             again = "again" if busy else ""
+            if busy:
+                outcome.expired += 1
+                outcome.attempts -= 1
             if assigned:
                 await self._verdict(posted.id, orch, False, "gateway cannot pay", 0.0, None)
         except (

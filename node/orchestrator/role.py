@@ -40,6 +40,7 @@ from node.protocol import (
     BAD_REQUEST,
     BALANCE,
     BUSY,
+    EXPIRED,
     FAILED,
     JOB_DONE,
     JOB_PROTOCOL,
@@ -65,7 +66,7 @@ from p2p.errors import ProtocolError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee
-from payments.errors import PaymentError
+from payments.errors import ParamsExpired, PaymentError
 from payments.fakes import MemoryTicketStore
 from payments.interfaces import RedemptionRecord, RedemptionState, TicketStore
 from payments.params import ParamsPolicy
@@ -506,6 +507,8 @@ class Orchestrator:
             async with self._payments:
                 try:
                     receipt = await trio.to_thread.run_sync(self.recipient.receive, signed, now)
+                except ParamsExpired as exc:  # all of a job's tickets share their params
+                    raise Refused(EXPIRED, f"ticket refused: {exc}") from None
                 except PaymentError as exc:
                     raise Refused(PAYMENT, f"ticket refused: {exc}") from None
             self.stats.tickets += 1

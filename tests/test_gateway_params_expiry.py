@@ -1,0 +1,57 @@
+"""Ticket params that expire on the way to the orchestrator (a slow hop, a fast chain) are nobody's
+fault: the orchestrator refuses them as expired without taking a ticket, and the gateway asks the
+same orchestrator again with fresh params, without counting an attempt or logging a failed
+verdict. Real encodes, real libp2p hosts on 127.0.0.1, the embedded EVM."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import trio
+
+from chain.client import ProtocolParams
+from node.chain_ledger import ChainLedger
+from node.gateway.role import GatewayConfig
+from node.local.network import default_plan, key_for, open_network
+from node.protocol import EXPIRED
+from tests.media_fixtures import video_file
+
+EV = Fraction(10**12)
+PAST_VALIDITY = 60  # blocks mined after the first tickets: beyond the params' validity (40)
+
+
+async def test_params_expired_at_the_orchestrator_are_asked_again_not_failed(
+    tmp_path: Path,
+) -> None:
+    clip = video_file("expiry.mp4", size="256x144", duration=4.0, gop=60)
+    gateway_cfg = GatewayConfig(profiles="144p", preset="ultrafast", job_timeout_s=120.0,
+                                max_price_per_pixel=Fraction(10**4), max_ev=4 * EV)  # fmt: skip
+    plan = default_plan(1, gateway_cfg, ("",), ticket_ev=EV, capacity=1)
+    names = ["gateway", "delegator", "orchestrator0"]
+    ledger = ChainLedger.embedded([key_for(plan.seed, n) for n in names],
+                                  ProtocolParams(round_length=500, pool_size=2))  # fmt: skip
+    async with open_network(tmp_path / "nodes", plan, ledger) as net:
+        assert await net.gateway.wait_for_offers(1, 90.0) == 1
+        (orch,) = net.orchestrators
+        payer = net.gateway.payer
+        original = payer.tickets
+        stale = []
+
+        async def tickets_then_a_fast_chain(params, pixels):  # type: ignore[no-untyped-def]
+            made = await original(params, pixels)
+            if made and not stale:  # the first tickets: the chain moves past their params
+                stale.append(params.expiration_block)
+                await trio.to_thread.run_sync(ledger.mine, PAST_VALIDITY)
+            return made
+
+        payer.tickets = tickets_then_a_fast_chain  # type: ignore[method-assign]
+        report = await net.gateway.transcode_file(clip, tmp_path / "out")
+
+    assert stale, "no tickets were made"
+    assert all(o.result is not None for o in report.segments)
+    assert {o.orchestrator for o in report.segments} == {orch.address}
+    first = next(o for o in report.segments if o.expired)
+    assert first.expired == 1 and first.attempts == 1
+    assert any(EXPIRED in e for e in first.errors)
+    assert all(v.accepted for v in net.gateway.verdicts)
