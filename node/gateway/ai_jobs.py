@@ -96,7 +96,8 @@ def parse_blend(text: str) -> dict[str, float]:
         try:
             weights[name.strip()] = float(weight) if sep else 1.0
         except ValueError:
-            raise ValueError(f"blend: {item.strip()[:64]!r} is not NAME=WEIGHT") from None
+            raise ValueError(f"blend weight {weight[:64]!r} of {name.strip()[:64]!r} is not a "
+                             "number") from None  # fmt: skip
     return weights
 
 
