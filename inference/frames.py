@@ -131,7 +131,11 @@ class VideoWriter:
             name = choose_encoder("h264", encoder)
             if path is None:
                 self._buffer = io.BytesIO()
-                self.container = av.open(self._buffer, "w", format="mpegts")
+                # the output keeps the source's timestamps: with B-frames (presets above
+                # ultrafast) the muxer must not shift them to make the first dts non-negative
+                self.container = av.open(
+                    self._buffer, "w", format="mpegts", options={"avoid_negative_ts": "disabled"}
+                )
             else:
                 fd, temp = tempfile.mkstemp(
                     prefix=f".{path.name}.", suffix=".part", dir=path.parent

@@ -15,10 +15,14 @@
   matte), optional `"model"`, and the pipeline's options beside them (`"style": "mosaic"`,
   `"blend": {...}`, `"infer_size": "320x180"`, `"background": "#00ff00"` or `"blur"`); each
   segment is then an AI job, published with its audio; local paths are refused (400).
-- `POST /v1/ai/{pipeline}` (detect-faces, detect-text, filter, upscale, style, matte with default
-  options; 404 for any other): the
-  same inputs as a transcode, with `?model=NAME` or `"model"` instead of profiles (default: each
-  orchestrator's model for the pipeline); a done job serves `detections.jsonl` (a line per frame:
+- `POST /v1/ai/{pipeline}` (detect-faces, detect-text, filter, upscale, style, matte; 404 for any
+  other): the same inputs as a transcode, with `?model=NAME` or `"model"` instead of profiles
+  (default: each orchestrator's model for the pipeline), and the style/matte options beside it:
+  JSON fields (`"style": "mosaic"`, `"blend": {"mosaic": 0.7, "starry": 0.3}`,
+  `"background": "#00ff00"` or `"blur"`, `"infer_size": "160x90"`), or for an upload query
+  parameters (`?style=mosaic&infer_size=160x90`, `?blend=mosaic=0.7,starry=0.3` URL-encoded);
+  bad options and local paths are refused (400 `bad_options`); the job record shows the
+  options; a done job serves `detections.jsonl` (a line per frame:
   absolute frame number, pts, time, boxes) or the processed video's HLS (`master.m3u8`).
 - `GET /v1/status`: the node's roles, addresses and counters.
 
@@ -53,7 +57,7 @@ from node.api.errors import ApiError, ClientGone, scrub
 from node.api.guard import JSON_TYPE, Guard, media_type
 from node.api.sources import live_source, local_source
 from node.config import ApiConfig
-from node.gateway.ai_jobs import AiJobError, check_request
+from node.gateway.ai_jobs import AiJobError, check_options, check_request, parse_blend
 from node.gateway.jobs import (
     AI,
     DONE,
@@ -249,12 +253,16 @@ async def _file_job(api: GatewayApi, request: Request, pipeline: str | None) -> 
     kind = media_type(request.headers.get("content-type", ""))
     length = _content_length(request)
     job_id = api.book.new_id()
+    ai_options: dict[str, Any] = {}
     if kind == JSON_TYPE:
         body = _json_object(await _read_json(api.config, request, length))
         unknown = sorted(set(body) - {"path", option})
-        if unknown:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {unknown[0]!r}")
+        strange = [key for key in unknown if pipeline is None or key not in AI_OPTION_FIELDS]
+        if strange:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {strange[0]!r}")
         profiles, model = _options(pipeline, body.get(option), api.default_profiles)
+        if pipeline is not None:  # the fields beside path and model are the pipeline's options
+            ai_options = _ai_options(pipeline, {key: body[key] for key in unknown})
         source, uploaded = await local_source(api.config, body.get("path")), False
     else:  # a video type: the guard let nothing else through
         if length > api.config.max_upload_bytes:
@@ -263,14 +271,56 @@ async def _file_job(api: GatewayApi, request: Request, pipeline: str | None) -> 
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "empty upload")
         value = request.query_params.get(option)
         profiles, model = _options(pipeline, value, api.default_profiles)
+        if pipeline is not None:
+            ai_options = _ai_options(pipeline, _query_options(request))
         source, uploaded = await _receive_upload(api, request, job_id, length), True
     record = JobRecord(job_id, str(source), profiles, uploaded, created_ms=now_ms())
     if pipeline is not None:
-        record = dataclasses.replace(record, kind=AI, pipeline=pipeline, model=model)
+        record = dataclasses.replace(record, kind=AI, pipeline=pipeline, model=model,
+                                     options=ai_options)  # fmt: skip
     await _enqueue(api, record)
     url = f"/v1/jobs/{job_id}"
     return JSONResponse({"id": job_id, "status": "queued", "url": url}, 202,
                         headers={"Location": url})  # fmt: skip
+
+
+AI_QUERY_OPTIONS = ("style", "blend", "background", "infer_size")  # an upload's, as parameters
+AI_OPTION_FIELDS = frozenset({*AI_QUERY_OPTIONS, "style_image"})  # refused below: a path
+
+
+def _query_options(request: Request) -> dict[str, Any]:
+    """An upload's pipeline options from its query parameters (a blend as NAME=WEIGHT,...)."""
+    options: dict[str, Any] = {}
+    for name in AI_QUERY_OPTIONS:
+        value = request.query_params.get(name)
+        if value is None:
+            continue
+        if name == "blend":
+            try:
+                options[name] = parse_blend(value)
+            except ValueError as exc:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options", scrub(str(exc))) from None
+        else:
+            options[name] = value
+    return options
+
+
+def _ai_options(pipeline: str, options: dict[str, Any]) -> dict[str, Any]:
+    """An AI file job's options, checked as the orchestrators will check them; a local path in
+    any option is refused (400): the API takes nothing from this machine's disk for a model."""
+    _refuse_paths(options)
+    try:
+        return check_options(pipeline, options)
+    except AiJobError as exc:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options", scrub(str(exc))) from None
+
+
+def _refuse_paths(options: dict[str, Any]) -> None:
+    for name, value in options.items():
+        if isinstance(value, str) and _looks_like_path(value):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options",
+                           f"{name[:64]}: local paths are not accepted over the API; use a "
+                           "style name, a blend, '#rrggbb' or 'blur'")  # fmt: skip
 
 
 LIVE_FIELDS = frozenset({"url", "profiles", "pipeline", "model"})
@@ -306,11 +356,7 @@ def _live_ai(body: dict[str, Any], options: dict[str, Any]) -> LiveAi:
     pipeline, model = body["pipeline"], body.get("model", "")
     if not isinstance(pipeline, str) or not isinstance(model, str):
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "pipeline and model are strings")
-    for name, value in options.items():
-        if isinstance(value, str) and _looks_like_path(value):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options",
-                           f"{name[:64]}: local paths are not accepted over the API; use a "
-                           "style name, a blend, '#rrggbb' or 'blur'")  # fmt: skip
+    _refuse_paths(options)
     try:
         return live_ai(pipeline, model, options)
     except LiveAiError as exc:

@@ -1,7 +1,9 @@
 """`castnet ai PIPELINE INPUT --out DIR`: an AI job on an in-process network (a gateway and N
 orchestrators on 127.0.0.1, as `castnet demo` runs them): the input is segmented, each segment
 paid for with tickets and run by an orchestrator offering the pipeline, every output checked, and
-`detections.jsonl` or the processed video's HLS written to DIR; prints a summary."""
+`detections.jsonl` or the processed video's HLS written to DIR; prints a summary. Style and matte
+take their options as flags (`castnet ai style clip.mp4 --style mosaic --infer-size 160x90`), sent
+with every segment (never a local picture: the work runs on the orchestrators)."""
 
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from inference.manifest import PIPELINE_KINDS
 from inference.providers import PREFERENCES
 from media.errors import MediaError
 from node.amounts import readable
+from node.cli.ai_options import add_option_flags, options_from_args
 from node.cli.commands import amount_arg, command_help
-from node.gateway.ai_jobs import AiJobError, run_ai_file
+from node.gateway.ai_jobs import AiJobError, check_options, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.local.network import default_plan, embedded_ledger, open_network
 
@@ -42,6 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ticket-ev", type=amount_arg("gwei"), default="20gwei",
                    help="EV of a ticket, with its unit (%(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_option_flags(p, local=False)
     p.set_defaults(run=cmd_ai)
 
 
@@ -51,6 +55,11 @@ def cmd_ai(args: argparse.Namespace) -> int:
         return 2
     if not args.input.is_file():
         print(f"castnet ai: {args.input} is not a file", file=sys.stderr)
+        return 2
+    try:
+        args.options = check_options(args.pipeline, options_from_args(args))
+    except (ValueError, AiJobError) as exc:
+        print(f"castnet ai: {exc}", file=sys.stderr)
         return 2
     if not getattr(args, "verbose", False):
         for name in ("castnet.p2p", "castnet.gateway", "castnet.orchestrator", "libp2p"):
@@ -86,10 +95,11 @@ async def _ai(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             say(f"  segment {outcome.seq}: {who} after {outcome.attempts} attempt(s), "
                 f"{outcome.latency_s:.2f} s  [{done}/{total}]")  # fmt: skip
 
-        say(f"{args.pipeline} {args.input} -> {args.out}")
+        asked = "".join(f" {k}={v}" for k, v in sorted(args.options.items()))
+        say(f"{args.pipeline}{asked} {args.input} -> {args.out}")
         try:
             report = await run_ai_file(net.gateway, args.pipeline, args.input, args.out,
-                                       args.model, on_segment)  # fmt: skip
+                                       args.model, on_segment, options=args.options)  # fmt: skip
         except (AiJobError, InferenceError, MediaError) as exc:  # inside: no exception group
             return {"error": str(exc)}
     used = Counter("0x" + o.orchestrator.hex() for o in report.segments if o.result)
@@ -98,6 +108,7 @@ async def _ai(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "error": "",
         "pipeline": args.pipeline,
         "model": args.model,
+        "options": args.options,
         "out": str(args.out),
         "files": files,
         "segments": {"total": len(report.segments), "completed": report.completed},

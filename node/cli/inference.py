@@ -17,6 +17,7 @@ from inference.providers import PREFERENCES
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 from media.encoders import X264_PRESETS
 from media.progress import Progress
+from node.cli.ai_options import add_option_flags, options_from_args
 from node.cli.commands import command_help
 
 SYNTHETIC = {
@@ -45,18 +46,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=4, help="frames per model run (default 4)")
     p.add_argument("--preset", default="veryfast", choices=X264_PRESETS, help="x264 preset")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    effects = p.add_argument_group("style and matte options")
-    effects.add_argument("--style", help="style: one of the 26 named styles (see docs/ai.md)")
-    effects.add_argument(
-        "--blend", help="style: a blend of named styles, e.g. mosaic=0.5,starry=0.5"
-    )
-    effects.add_argument("--style-image", help="style: any picture as the style (arbitrary-style)")
-    effects.add_argument(
-        "--background", help="matte: '#rrggbb', 'blur' or a picture (default #00ff00)"
-    )
-    effects.add_argument(
-        "--infer-size", help="style/matte: infer at WxH (e.g. 320x180) and scale back up"
-    )
+    add_option_flags(p, local=True)
     _engine_options(p)
     p.set_defaults(run=cmd_run)
 
@@ -112,31 +102,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """The pipeline options given on the command line (checked later by the pipeline)."""
-    options: dict[str, Any] = {}
-    for flag in ("style", "style_image", "background", "infer_size"):
-        if getattr(args, flag) is not None:
-            options[flag] = getattr(args, flag)
-    if args.blend is not None:
-        blend: dict[str, Any] = {}
-        for part in args.blend.split(","):
-            name, sep, weight = part.partition("=")
-            try:
-                blend[name.strip()] = float(weight) if sep else 1.0
-            except ValueError:
-                raise ValueError(f"--blend weight {weight!r} of {name!r} is not a number") from None
-        options["blend"] = blend
-    return options
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if args.pipeline in VIDEO_KINDS and args.out is None:
         return _fail(f"{args.pipeline} writes a video: give --out PATH")
     if args.batch < 1:
         return _fail("--batch must be >= 1")
     try:
-        options = _options(args)
+        options = options_from_args(args)
     except ValueError as exc:
         return _fail(str(exc))
     bar_format = "{l_bar}{bar}| {n:.1f}/{total_fmt} s [{elapsed}<{remaining}]"

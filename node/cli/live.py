@@ -21,6 +21,7 @@ import trio
 
 from inference.engine import InferenceConfig
 from node.amounts import readable
+from node.cli.ai_options import add_option_flags, options_from_args
 from node.cli.commands import amount_arg, command_help
 from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, check_live_url
 from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
@@ -44,38 +45,24 @@ def register(sub: Any) -> None:
     ai = p.add_argument_group("live AI (each segment through a video pipeline, audio kept)")
     ai.add_argument("--pipeline", help="filter, upscale, style or matte")
     ai.add_argument("--model", default="", help="a registered model (default: the pipeline's)")
-    ai.add_argument("--style", help="style: one of the named styles, e.g. mosaic")
-    ai.add_argument("--blend", help="style: a blend of named styles, e.g. mosaic=0.7,candy=0.3")
-    ai.add_argument("--background", help="matte: '#rrggbb' or blur")
-    ai.add_argument("--infer-size", help="run the model at WxH (e.g. 320x180), scale back up")
     ai.add_argument("--models-dir", type=Path, help="extra model manifests for the orchestrators")
     ai.add_argument("--segment", type=float, default=2.0, help="segment seconds (default 2)")
+    add_option_flags(p, local=False)
     p.set_defaults(run=cmd_live)
 
 
 def ai_request(args: argparse.Namespace) -> LiveAi | None:
     """The live AI request the flags ask for (LiveAiError when they do not fit), or None."""
-    flags = {"style": args.style, "background": args.background, "infer_size": args.infer_size}
-    options: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    if args.blend is not None:
-        options["blend"] = _blend(args.blend)
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        raise LiveAiError(str(exc)) from None
     if args.pipeline is None:
         if options or args.model:
             raise LiveAiError("--style, --blend, --background, --infer-size and --model need "
                               "--pipeline")  # fmt: skip
         return None
     return live_ai(args.pipeline, args.model, options)
-
-
-def _blend(text: str) -> dict[str, float]:
-    weights: dict[str, float] = {}
-    for item in text.split(","):
-        name, sep, weight = item.partition("=")
-        try:
-            weights[name.strip()] = float(weight) if sep else 1.0
-        except ValueError:
-            raise LiveAiError(f"--blend: {item!r} is not NAME=WEIGHT") from None
-    return weights
 
 
 def cmd_live(args: argparse.Namespace) -> int:

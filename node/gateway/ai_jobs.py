@@ -3,7 +3,9 @@ runs as paid market work (market: selection, tickets, verdicts, retries) on an o
 whose offer lists the pipeline (and model), every output is checked against its segment
 (ai_checks), and the outputs are written in order under `out`: `detections.jsonl` (one line
 per frame with its absolute frame number and pts) for detect-faces/detect-text, or the processed
-video as HLS (`master.m3u8`, `<pipeline>/index.m3u8`) for filter/upscale."""
+video as HLS (`master.m3u8`, `<pipeline>/index.m3u8`) for filter/upscale/style/matte. The
+pipeline's options (style, blend, background, infer_size: inference.options) travel with every
+segment's spec, and a rechecked segment is recomputed with them."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +25,7 @@ import trio
 from events import kinds as k
 from events.crypto import keccak256
 from events.envelope import SignedEvent
+from inference.errors import InferenceError
 from inference.manifest import PIPELINE_KINDS
 from media.errors import OutputError
 from media.hls import VodOutput
@@ -43,6 +47,7 @@ from node.protocol import (
     ai_capability,
     ai_output_size,
     is_model_name,
+    parse_ai_options,
 )
 from p2p.errors import ProtocolError
 
@@ -73,6 +78,29 @@ def check_request(pipeline: str, model: str = "") -> None:
         raise AiJobError(f"model {model[:64]!r} is not a model name (letters, digits, . _ -)")
 
 
+def check_options(pipeline: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`pipeline`'s options checked and normalised for the network (AiJobError when bad): the
+    work runs on another machine, so a local image path is refused."""
+    try:
+        return parse_ai_options(pipeline, dict(options or {}), allow_paths=False)
+    except InferenceError as exc:
+        raise AiJobError(str(exc)) from None
+
+
+def parse_blend(text: str) -> dict[str, float]:
+    """A blend written as text, `mosaic=0.7,starry=0.3` (a name alone weighs 1), as the mapping
+    inference.options takes (ValueError when a weight is not a number)."""
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, weight = item.partition("=")
+        try:
+            weights[name.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"blend weight {weight[:64]!r} of {name.strip()[:64]!r} is not a "
+                             "number") from None  # fmt: skip
+    return weights
+
+
 async def run_ai_file(
     gateway: Gateway,
     pipeline: str,
@@ -81,12 +109,15 @@ async def run_ai_file(
     model: str = "",
     on_progress: ProgressFn | None = None,
     journal: SegmentJournal | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> JobReport:
-    """Run `pipeline` (with `model`, or each orchestrator's default) over `source` on the
-    network; the outputs land in `out`. AiJobError when nobody offers it or a segment failed.
-    With a `journal`, segments verified before a restart are not run again."""
+    """Run `pipeline` (with `model`, or each orchestrator's default, and the pipeline's
+    `options`) over `source` on the network; the outputs land in `out`. AiJobError when the
+    options are bad, nobody offers it or a segment failed. With a `journal`, segments verified
+    before a restart are not run again."""
     started = time.perf_counter()
     check_request(pipeline, model)
+    parsed = check_options(pipeline, options)
     capability = ai_capability(pipeline, model)
     state = await gateway.view.refresh()
     if not any(capability in o.capabilities for o in state.offers.values()):
@@ -96,7 +127,8 @@ async def run_ai_file(
     if not segments:
         raise AiJobError(f"{source}: no segments")
     report = JobReport(out, [SegmentOutcome(s.seq) for s in segments])
-    works = [AiSegment(s, pipeline, model, recheck=gateway.ai_rechecker) for s in segments]
+    works = [AiSegment(s, pipeline, model, recheck=gateway.ai_rechecker, options=parsed)
+             for s in segments]  # fmt: skip
     output = _VideoOutput(out) if pipeline in VIDEO_PIPELINES else _DetectionsOutput(out)
     try:
         try:
@@ -123,6 +155,7 @@ class AiSegment:
     rate: Fraction = Fraction(30)
     pixels: int = 0
     recheck: AiRechecker | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # checked: check_options
     protocol: str = AI_PROTOCOL
     request_kind: int = AI_REQUEST
     done_kind: int = AI_DONE
@@ -147,7 +180,7 @@ class AiSegment:
                            round(float(self.seg.duration) * 1000), labels, 0, 1, ())  # fmt: skip
 
     def spec_wire(self, job_id: bytes) -> list[Any]:
-        return AiSpec(job_id, self.pipeline, self.model).to_wire()
+        return AiSpec(job_id, self.pipeline, self.model, dict(self.options)).to_wire()
 
     def outputs(self, metas: list[Any], blobs: list[bytes]) -> AiOutput:
         if len(metas) != 1:
@@ -163,7 +196,8 @@ class AiSegment:
             outputs, self.pipeline, self.model, self.keys, self.width, self.height
         )
         if not problems and self.recheck is not None and self.recheck.wanted(orch):
-            target = RecheckTarget(self.pipeline, self.data, self.keys, self.width, self.height)
+            target = RecheckTarget(self.pipeline, self.data, self.keys, self.width, self.height,
+                                   self.options)  # fmt: skip
             problems = self.recheck.check(target, outputs)
         return problems
 

@@ -93,7 +93,7 @@ class JobRecord:
     ended: str = ""  # a live job: why its stream ended
     pipeline: str = ""  # an AI job: the inference pipeline (detect-faces, filter, ...)
     model: str = ""  # an AI job: the model asked for ("" for each orchestrator's default)
-    options: dict[str, Any] = field(default_factory=dict)  # a live AI job: pipeline options
+    options: dict[str, Any] = field(default_factory=dict)  # an AI job's pipeline options
 
     def public(self) -> dict[str, Any]:
         """What `GET /v1/jobs/{id}` shows."""
@@ -124,6 +124,7 @@ class JobRecord:
                                                                  self.options)  # fmt: skip
         if self.kind == AI:
             out["kind"], out["pipeline"], out["model"] = AI, self.pipeline, self.model
+            out["options"] = self.options
             del out["profiles"]
             if self.status == DONE:
                 name = "master.m3u8" if self.pipeline in VIDEO_PIPELINES else DETECTIONS_FILE
@@ -466,7 +467,7 @@ class JobRunner:
         try:
             if record.kind == AI:
                 await run_ai_file(self.gateway, record.pipeline, record.source, out, record.model,
-                                  progress, journal)  # fmt: skip
+                                  progress, journal, record.options)  # fmt: skip
             else:
                 await self.gateway.transcode_file(record.source, out, progress, record.profiles,
                                                   journal)  # fmt: skip

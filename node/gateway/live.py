@@ -208,11 +208,10 @@ class LiveSession:
 
     def _ai_work(self, seg: Segment) -> LiveAiSegment:
         assert self.ai is not None
-        # a recheck recomputes with the model's defaults: only for segments asked without options
-        recheck = None if self.ai.options else self.gateway.ai_rechecker
-        return LiveAiSegment(seg, self.ai.pipeline, self.ai.model, recheck=recheck,
-                             options=self.ai.options, demand=self.demand,
-                             key=self._key)  # fmt: skip
+        # a recheck recomputes with the segment's options (ai_recheck)
+        return LiveAiSegment(seg, self.ai.pipeline, self.ai.model,
+                             recheck=self.gateway.ai_rechecker, options=self.ai.options,
+                             demand=self.demand, key=self._key)  # fmt: skip
 
     def _follow(self, seg: Segment, outcome: SegmentOutcome) -> None:
         """Keep the session on the orchestrator that served, or move it on a slow answer."""

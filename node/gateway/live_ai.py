@@ -31,7 +31,6 @@ from node.gateway.selection import Candidate, Selector
 from node.protocol import (
     VIDEO_PIPELINES,
     AiOutput,
-    AiSpec,
     ai_capability,
     is_model_name,
     parse_ai_options,
@@ -146,10 +145,9 @@ def install_selector(gateway: SegmentMarket, key: str, selector: Selector | None
 
 @dataclass(slots=True)
 class LiveAiSegment(AiSegment):
-    """One live segment as an AI job: the spec carries the options; the check adds "the picture
-    changed"; the session publishes it with its audio (`rendition`)."""
+    """One live segment as an AI job (its spec carries the options, as a file's); the check adds
+    "the picture changed"; the session publishes it with its audio (`rendition`)."""
 
-    options: Mapping[str, Any] = field(default_factory=dict)
     demand: Demand | None = None
     key: str = ""  # the session's selector key (install_selector)
 
@@ -164,9 +162,6 @@ class LiveAiSegment(AiSegment):
             size = _size(self.options) or (self.width, self.height)
             self.demand.fps, (self.demand.width, self.demand.height) = float(self.rate), size
         return posted
-
-    def spec_wire(self, job_id: bytes) -> list[Any]:
-        return AiSpec(job_id, self.pipeline, self.model, dict(self.options)).to_wire()
 
     def check(
         self, result: SignedEvent, orch: bytes, job_id: bytes, outputs: AiOutput

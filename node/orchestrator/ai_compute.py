@@ -19,7 +19,7 @@ from typing import Any
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.errors import InferenceError
-from inference.manifest import PIPELINE_KINDS
+from inference.manifest import PIPELINE_KINDS, STYLE_NAMES
 from inference.speed import measure_fps
 from media.errors import MediaError
 from media.source import MAX_PIXELS, probe
@@ -67,7 +67,8 @@ class AiPlan:
 class AiCompute:
     """Inference for one orchestrator; `fault` injects a lie for tests: "bad-detections" (a box
     outside the frame), "empty-detections" (no model run: nothing found), "unprocessed" (no model
-    run: the input handed back as the output video)."""
+    run: the input handed back as the output video), "other-style" (style segments run with
+    another style than the one asked for)."""
 
     def __init__(self, config: InferenceConfig, *, required: bool = False, fault: str = ""):
         self.config = config
@@ -184,10 +185,13 @@ class AiCompute:
         """Run the pipeline over the segment; Refused(FAILED) when inference fails."""
         assert self.engine is not None
         pipeline = plan.spec.pipeline
+        options = dict(plan.options)
+        if self.fault == "other-style" and pipeline == "style":  # another style
+            asked = options.get("style")
+            options = {key: value for key, value in options.items() if key == "infer_size"}
+            options["style"] = next(name for name in STYLE_NAMES if name != asked)
         try:
-            result = self.engine.run_pipeline(
-                pipeline, segment, model=plan.model, options=dict(plan.options)
-            )
+            result = self.engine.run_pipeline(pipeline, segment, model=plan.model, options=options)
         except InferenceError as exc:
             raise Refused(FAILED, f"{pipeline} failed: {exc}") from None
         if result.frames > MAX_AI_FRAMES:
