@@ -8,9 +8,11 @@ the gateway (node.gateway.verify_policy: "sample", the default, and "all").
     .venv/bin/python bench/e2e_bench.py --config 360p --verify all --rounds 3 --json
     .venv/bin/python bench/e2e_bench.py --live [bench/live_bench.py's options]   # live latency
 
-`--json` prints one JSON object per run (configuration x policy) with `overhead_pct` (the
-network's median wall time over the local one's, minus 1, in percent) and `verify`. The
-machine's load average is printed with the figures: compare within one run.
+`--depth 1,2` adds a network path per pipeline depth (segments in flight per orchestrator slot),
+an A/B of the gateway's overlap. `--json` prints one JSON object per run (configuration x policy
+x depth) with `overhead_pct` (the network's median wall time over the local one's, minus 1, in
+percent), `verify` and `depth`. The machine's load average is printed with the figures: compare
+within one run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import trio
 from media.profiles import parse_profiles
 from media.segmenter import segment
 from media.transcoder import transcode
+from node.gateway import market
 from node.gateway.role import GatewayConfig
 from node.gateway.verify_policy import POLICIES
 from node.local.demo import generate_clip
@@ -67,9 +70,12 @@ def local_run(clip: Path, profiles: str, preset: str) -> tuple[float, list[float
 
 
 async def network_run(
-    clip: Path, profiles: str, preset: str, base: Path, verify: str
+    clip: Path, profiles: str, preset: str, base: Path, verify: str, depth: int | None = None
 ) -> tuple[float, list[float], int]:
-    """One job on a fresh network; (wall, per-segment latencies, segments checked in full)."""
+    """One job on a fresh network; (wall, per-segment latencies, segments checked in full).
+    `depth`: segments in flight per orchestrator slot (default: the gateway's PIPELINE_DEPTH)."""
+    if depth is not None:
+        market.PIPELINE_DEPTH = depth  # read when the gateway is built, below
     cfg = GatewayConfig(profiles=profiles, preset=preset, verify=verify)
     plan = default_plan(1, cfg, capacity=1)
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)  # the protocol contracts
@@ -82,7 +88,7 @@ async def network_run(
 def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: Path) -> list[dict]:
     clip = generate_clip(root / f"clip-{name}.mp4", size, args.seconds)
     count = len(list(segment(clip)))
-    paths = ["local", *args.verify]
+    paths: list[Any] = ["local", *((v, d) for v in args.verify for d in args.depth)]
     runs = {p: Runs() for p in paths}
     for r in range(args.rounds):
         order = paths[r % len(paths) :] + paths[: r % len(paths)]  # A/B: rotate who goes first
@@ -90,8 +96,10 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
             if path == "local":
                 wall, lat = local_run(clip, profiles, args.preset)
             else:
-                base = root / f"net-{name}-{path}-{r}"
-                wall, lat, full = trio.run(network_run, clip, profiles, args.preset, base, path)
+                policy, depth = path
+                base = root / f"net-{name}-{policy}-{depth}-{r}"
+                wall, lat, full = trio.run(network_run, clip, profiles, args.preset, base, policy,
+                                           depth)  # fmt: skip
                 runs[path].full_checks += full
                 runs[path].cheap_checks += len(lat) - full
             runs[path].walls.append(wall)
@@ -99,11 +107,12 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
     load = os.getloadavg()
     local = runs["local"]
     out = []
-    for policy in args.verify:
-        net = runs[policy]
+    for path in paths[1:]:
+        net = runs[path]
+        policy, depth = path
         out.append({
             "config": name, "size": size, "profiles": profiles, "seconds": args.seconds,
-            "segments": count, "rounds": args.rounds, "verify": policy,
+            "segments": count, "rounds": args.rounds, "verify": policy, "depth": depth,
             "local_wall_s": round(local.median_wall(), 3),
             "network_wall_s": round(net.median_wall(), 3),
             "overhead_pct": round(100 * (net.median_wall() / local.median_wall() - 1), 1),
@@ -130,7 +139,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           f"{first['local_p50_latency_s']:14.3f} {first['local_wall_s']:8.2f}")  # fmt: skip
     for row in rows:
         checks = f"{row['full_checks']}/{row['cheap_checks']}"
-        print(f"{'network, verify ' + row['verify']:34} {row['network_seg_per_s']:7.2f} "
+        label = f"network, verify {row['verify']}, depth {row['depth']}"
+        print(f"{label:34} {row['network_seg_per_s']:7.2f} "
               f"{row['network_p50_latency_s']:14.3f} {row['network_wall_s']:8.2f} "
               f"{row['overhead_pct']:+8.1f}% {checks:>11}")  # fmt: skip
 
@@ -150,8 +160,17 @@ def main() -> int:
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--verify", choices=[*POLICIES, "both"], default="both")
+    parser.add_argument("--depth", default=str(market.PIPELINE_DEPTH),
+                        help="segments in flight per orchestrator slot, e.g. 1,2 for an A/B "
+                        "of the overlap (default: the gateway's)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args()
+    try:
+        args.depth = [int(d) for d in args.depth.split(",")]
+    except ValueError:
+        parser.error("--depth is a comma-separated list of integers")
+    if any(d < 1 for d in args.depth):
+        parser.error("--depth values are at least 1")
     args.verify = list(POLICIES) if args.verify == "both" else [args.verify]
     if bool(args.size) != bool(args.profiles):
         parser.error("--size and --profiles go together")

@@ -28,7 +28,7 @@ from test_node_service import (
 from events import kinds as k
 from events.envelope import decode
 from events.fold import apply
-from events.state import ASSIGNED, EMPTY, RESULTED, State
+from events.state import ASSIGNED, CLAIMED, EMPTY, RESULTED, State
 from node.audit.log import audit_path
 from node.keystore import create_keystore, load_keystore
 from node.local.demo import generate_clip
@@ -113,7 +113,7 @@ async def _killed_mid_job(
         hash_of = dict(_hashes(gw_dir, gw_key))
         verified = {hash_of[j] for j in accepted_jobs(before)}
         open_at_kill = {hash_of[j] for j, s in state.jobs.items()
-                        if j in hash_of and s.status in (ASSIGNED, RESULTED)}  # fmt: skip
+                        if j in hash_of and s.status in (ASSIGNED, CLAIMED, RESULTED)}  # fmt: skip
         assert len(segments) == SEGMENTS  # every segment is posted at the start
         assert 1 <= len(verified) < SEGMENTS, "the kill must land inside the job"
         last_seq = before[-1][0]

@@ -46,15 +46,18 @@ async def network(
         yield net
 
 
-def own(net: Network, member: object, kind: type) -> list:
+def own_events(net: Network, member: object, kind: type) -> list:
     node, address = member.node, member.address  # type: ignore[attr-defined]
     found = []
     for _, raw in node.store.read(after=0):
         event = decode(raw)
-        body = k.read_body(event)
-        if event.author == address and isinstance(body, kind):
-            found.append(body)
+        if event.author == address and isinstance(k.read_body(event), kind):
+            found.append(event)
     return found
+
+
+def own(net: Network, member: object, kind: type) -> list:
+    return [k.read_body(e) for e in own_events(net, member, kind)]
 
 
 @pytest.mark.parametrize(
@@ -85,6 +88,15 @@ async def test_a_lying_orchestrator_is_refused_suspended_and_replaced(
         # the honest orchestrator was paid with tickets and holds them in its own log
         received = own(net, honest, k.TicketReceived)
         assert received and {t.sender for t in received} == {gateway.address}
+        # a job's receipts went into its log together (one durable append): consecutive
+        # sequence numbers under one signing time
+        by_job: dict[bytes, list] = {}
+        for event in own_events(net, honest, k.TicketReceived):
+            by_job.setdefault(k.read_body(event).job_id, []).append(event)
+        for events in by_job.values():
+            seqs = [e.seq for e in events]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+            assert len({e.time_ms for e in events}) == 1
 
 
 async def test_an_underpaying_gateway_is_refused_before_any_work(tmp_path: Path) -> None:

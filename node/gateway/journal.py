@@ -28,7 +28,7 @@ from events import kinds as k
 from events import state as job_status
 from events.envelope import SignedEvent, decode, decode_verified
 from events.errors import EventError
-from events.state import ASSIGNED, CLAIMED, POSTED, REJECTED, RESULTED, VERIFIED
+from events.state import ASSIGNED, POSTED, REJECTED, RESULTED, VERIFIED
 from node.view import NodeView
 from p2p.errors import ProtocolError
 from p2p.node import P2PNode
@@ -159,14 +159,15 @@ class JournalResume:
             return None
         if kept is not None and await self._reuse(work, kept, job, outcome):
             return None
-        if job.status in (POSTED, CLAIMED, job_status.FAILED, REJECTED):
+        if job.status in (POSTED, job_status.FAILED, REJECTED):
             return posted
         if job.status == VERIFIED:
             log.warning("segment %d was verified before the restart, but its kept outputs are "
                         "gone: it runs again", work.seq)  # fmt: skip
             return None
-        # an attempt was open when the gateway stopped: it stays with its orchestrator, which
-        # may still answer it; this segment is posted anew
+        # an attempt was open when the gateway stopped (assigned, claimed: computing or staged
+        # there, or resulted): it stays with its orchestrator, which may have finished it while
+        # the gateway was down (its result not yet synced here); this segment is posted anew
         log.info("segment %d: its job %s was %s at the restart; posting it again", work.seq,
                  posted_id.hex()[:16], job.status)  # fmt: skip
         return None

@@ -57,12 +57,11 @@ from payments.ticket import SignedTicket
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
 MAX_EXPIRED = 3  # ticket params that expire on the way, asked again before it counts
-# segments in flight per offered slot. 2 lets the next one's quote, tickets, upload and intake
-# overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED),
-# but a gateway restarted mid-job then finds a staged job claimed and not yet resulted, which its
-# resume assigns again and the orchestrator refuses (tests/test_gateway_restart.py): 1 until the
-# resume handles that
-PIPELINE_DEPTH = 1
+# segments in flight per offered slot: 2 lets the next one's quote, tickets, upload and intake
+# overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED).
+# A gateway restarted mid-job may find such a job claimed: like one assigned, it stays with its
+# orchestrator and the segment is posted anew (journal)
+PIPELINE_DEPTH = 2
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
 SEGMENTS_PER_SLOT = 2  # segments given an orchestrator per slot: one there, one checked here
 BUSY_ANSWER = "busy"

@@ -7,13 +7,11 @@ ai_compute), one job staged behind each computing one (its intake done meanwhile
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -24,14 +22,19 @@ from events import kinds as k
 from events.crypto import Signer, keccak256
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
-from inference.engine import InferenceConfig
-from media.encoders import HARDWARE, SOFTWARE, encoder_works
 from media.errors import MediaError
 from media.profiles import MIN_BITRATE, Profile, parse_profiles
 from media.source import probe
 from media.transcoder import TranscodeResult, transcode
 from node.ledger import Ledger
 from node.orchestrator.ai_compute import AiCompute
+from node.orchestrator.settings import (
+    OrchestratorConfig,
+    OrchestratorStats,
+    capabilities,
+    swap_renditions,
+)
+from node.orchestrator.streams import close_stream, peer_name, refuse
 from node.orchestrator.workers import WORKER_PROTOCOL, WorkerFailed, WorkerPool
 from node.protocol import (
     AI_DONE,
@@ -50,7 +53,6 @@ from node.protocol import (
     QUOTE_PROTOCOL,
     QUOTE_REQUEST,
     REASSIGNED,
-    REFUSED,
     VERSION,
     AiSpec,
     JobSpec,
@@ -68,10 +70,11 @@ from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee
 from payments.errors import ParamsExpired, PaymentError
 from payments.fakes import MemoryTicketStore
-from payments.interfaces import RedemptionRecord, RedemptionState, TicketStore
+from payments.interfaces import ChainView, RedemptionRecord, RedemptionState, TicketStore
 from payments.params import ParamsPolicy
 from payments.queue import QueueConfig, RedemptionQueue
-from payments.recipient import Recipient
+from payments.recipient import Receipt, Recipient
+from payments.ticket import SignedTicket
 
 log = logging.getLogger("castnet.orchestrator")
 MAX_TICKETS_PER_JOB = 256
@@ -81,61 +84,6 @@ MAX_REDEMPTIONS_PER_PASS = 1000  # redemptions in one pass of redeem_due
 # job claimed while the other computes), so a gateway's next segment overlaps the current one
 STAGED = 2
 CAUSAL_WAIT_S = 10.0  # how long a job waits for the gateway's events it depends on
-
-
-@dataclass(frozen=True, slots=True)
-class OrchestratorConfig:
-    """Price (wei per output pixel), concurrency and the ticket terms this orchestrator quotes."""
-
-    price_per_pixel: Fraction
-    capacity: int = 2
-    ticket_ev: Fraction = Fraction(2 * 10**10)  # ~ the fee of 20 Mpixel at 1000 wei/pixel
-    redeem_gas: int = 100_000
-    tx_cost_multiplier: int = 100
-    ev_multiplier: int = 3  # face value = 3 x EV when gas is free: one ticket in 3 wins
-    validity_blocks: int = 5
-    offer_interval_s: float = 30.0
-    encoder: str = "software"
-    # fault injection for tests and demos: "" | "wrong-renditions" | "die-mid-job" |
-    # "inflate-pixels" (signs for twice its pixels) | "wrong-job" (signs for another job id) |
-    # "starve-after-2" (honest on its first 2 segments, then every rung at the lowest bitrate:
-    # right sizes, frames and timestamps, wrong pictures) |
-    # AI: "bad-detections" (a box outside every frame), "empty-detections", "unprocessed"
-    fault: str = ""
-    # remote workers (`castnet worker`): peer ids allowed to attach, or any
-    workers: tuple[str, ...] = ()
-    allow_any_worker: bool = False
-    worker_timeout_s: float = 120.0
-    # inference (`/castnet/ai/1`): provider, models folder, warm-model budget; ai=False offers none
-    ai: bool = True
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    # models loaded at start and their fps measured here, stated in the first offer:
-    # "pipeline[/model]@WxH" (the inference size), e.g. "style@320x180"
-    ai_warm: tuple[str, ...] = ()
-
-
-def capabilities() -> tuple[str, ...]:
-    """What this machine can really encode: `transcode:<codec>`, plus `:hw` for NVENC."""
-    caps = [f"transcode:{c}" for c, name in SOFTWARE.items() if encoder_works(name)]
-    for codec, names in HARDWARE.items():
-        if any(encoder_works(n) for n in names):
-            caps.append(f"transcode:{codec}:hw")
-    return tuple(caps)
-
-
-@dataclass(slots=True)
-class OrchestratorStats:
-    jobs: int = 0
-    refused: int = 0
-    busy: int = 0
-    tickets: int = 0
-    won: int = 0
-    redeemed: int = 0
-    redeemed_wei: int = 0
-    worker_segments: int = 0  # computed by an attached worker
-    local_segments: int = 0  # computed in this process
-    worker_failures: int = 0  # a worker failed mid-segment; finished in-process
-    ai_segments: int = 0  # inference segments (in-process)
 
 
 class Orchestrator:
@@ -288,11 +236,11 @@ class Orchestrator:
             await ms.send([QUOTE, params_to_wire(params), self.config.capacity, self.active])
         except Refused as exc:
             log.info("quote refused: %s", exc)
-            await _refuse(ms, exc)
+            await refuse(ms, exc)
         except ProtocolError as exc:
-            log.info("bad quote request from %s: %s", _peer(stream), exc)
+            log.info("bad quote request from %s: %s", peer_name(stream), exc)
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     # -- job -------------------------------------------------------------------------------
 
@@ -329,13 +277,13 @@ class Orchestrator:
         except Refused as exc:
             self.stats.refused += 1
             log.info("job refused: %s", exc)
-            await _refuse(ms, exc)
+            await refuse(ms, exc)
         except ProtocolError as exc:
-            log.info("job stream from %s broke: %s", _peer(stream), exc)
+            log.info("job stream from %s broke: %s", peer_name(stream), exc)
         except Exception:  # a bug must not take the node down; the gateway sees a reset
-            log.exception("job from %s failed unexpectedly", _peer(stream))
+            log.exception("job from %s failed unexpectedly", peer_name(stream))
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     async def _run_job(
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes
@@ -358,7 +306,7 @@ class Orchestrator:
                 result = await self._compute(segment, ladder, spec)
             compute_ms = round((time.perf_counter() - started) * 1000)
             if self.config.fault == "wrong-renditions":
-                result = _swap_renditions(result)
+                result = swap_renditions(result)
             output_pixels = sum(r.pixel_count for r in result.renditions)
             blobs = [r.data for r in result.renditions]
             raw = await self._settle(sender, spec.job_id, blobs, output_pixels, compute_ms)
@@ -494,31 +442,51 @@ class Orchestrator:
         return sender
 
     async def _take_tickets(self, tickets_wire: Any, sender: bytes, job_id: bytes) -> None:
+        """Validate and credit the job's tickets in one worker-thread hop, then log a
+        TicketReceived for each one taken in one durable append (the tickets taken before a
+        refused one stay credited and logged)."""
         if not isinstance(tickets_wire, list) or len(tickets_wire) > MAX_TICKETS_PER_JOB:
             raise Refused(BAD_REQUEST, f"a job carries at most {MAX_TICKETS_PER_JOB} tickets")
         tickets = [ticket_from_wire(t) for t in tickets_wire]
         now = await trio.to_thread.run_sync(self.ledger.view)
-        for signed in tickets:
-            if signed.ticket.sender != sender:
-                raise Refused(PAYMENT, "ticket sender is not the job's gateway")
-            if signed.price_per_pixel < self.config.price_per_pixel:
-                raise Refused(PAYMENT, f"ticket priced at {signed.price_per_pixel} wei/pixel, "
-                              f"below {self.config.price_per_pixel}")  # fmt: skip
-            async with self._payments:
-                try:
-                    receipt = await trio.to_thread.run_sync(self.recipient.receive, signed, now)
-                except ParamsExpired as exc:  # all of a job's tickets share their params
-                    raise Refused(EXPIRED, f"ticket refused: {exc}") from None
-                except PaymentError as exc:
-                    raise Refused(PAYMENT, f"ticket refused: {exc}") from None
+        async with self._payments:
+            receipts, refusal = await trio.to_thread.run_sync(
+                self._receive_all, tickets, sender, now
+            )
+        taken = []
+        for signed, receipt in zip(tickets, receipts, strict=False):
             self.stats.tickets += 1
             self.balances.credit(sender.hex(), receipt.credit)
             won = receipt.winning is not None
             self.stats.won += won
             t = signed.ticket
-            await self.writer.emit(
+            taken.append(
                 k.TicketReceived(receipt.ticket_hash, sender, t.face_value, t.win_prob, won, job_id)
             )
+        await self.writer.emit_many(taken)
+        if refusal is not None:
+            raise refusal
+
+    def _receive_all(
+        self, tickets: list[SignedTicket], sender: bytes, now: ChainView
+    ) -> tuple[list[Receipt], Refused | None]:
+        """(in a worker thread) The receipts of the tickets up to the first one refused, and
+        that refusal."""
+        receipts: list[Receipt] = []
+        for signed in tickets:
+            if signed.ticket.sender != sender:
+                return receipts, Refused(PAYMENT, "ticket sender is not the job's gateway")
+            price, floor = signed.price_per_pixel, self.config.price_per_pixel
+            if price < floor:
+                why = f"ticket priced at {price} wei/pixel, below {floor}"
+                return receipts, Refused(PAYMENT, why)
+            try:
+                receipts.append(self.recipient.receive(signed, now))
+            except ParamsExpired as exc:  # all of a job's tickets share their params
+                return receipts, Refused(EXPIRED, f"ticket refused: {exc}")
+            except PaymentError as exc:
+                return receipts, Refused(PAYMENT, f"ticket refused: {exc}")
+        return receipts, None
 
     def _die(self) -> None:
         """Fault injection: vanish mid-job like a killed process (the host stops answering)."""
@@ -526,36 +494,3 @@ class Orchestrator:
         self.dead = True
         if self._on_die is not None:
             self._on_die()
-
-
-def _swap_renditions(result: TranscodeResult) -> TranscodeResult:
-    """A dishonest result: each rendition's bytes claimed as another rung (or half of them)."""
-    rs = result.renditions
-    if len(rs) >= 2:
-        datas = [r.data for r in rs[1:]] + [rs[0].data]
-    else:
-        datas = [rs[0].data[: len(rs[0].data) // 2]]
-    swapped = tuple(
-        type(r)(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "data": d})
-        for r, d in zip(rs, datas, strict=True)
-    )
-    return TranscodeResult(swapped, result.source_width, result.source_height,
-                           result.source_frames, result.start_pts, result.duration,
-                           result.wall_seconds)  # fmt: skip
-
-
-def _peer(stream: INetStream) -> str:
-    try:
-        return stream.muxed_conn.peer_id.to_base58()
-    except Exception:  # a reset stream may have lost its connection
-        return "?"
-
-
-async def _refuse(ms: MessageStream, exc: Refused) -> None:
-    with contextlib.suppress(ProtocolError):  # the asker may already be gone
-        await ms.send([REFUSED, exc.code, exc.reason[:2000]])
-
-
-async def _close(stream: INetStream) -> None:
-    with contextlib.suppress(Exception):  # closing a stream the peer reset is fine
-        await stream.close()
