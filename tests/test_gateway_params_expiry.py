@@ -56,4 +56,4 @@ async def test_params_expired_at_the_orchestrator_are_asked_again_not_failed(
     first = next(o for o in report.segments if o.expired)
     assert first.expired == 1 and first.attempts == 1
     assert any(EXPIRED in e for e in first.errors)
-    assert all(v.accepted for v in net.gateway.verdicts), [(v.accepted, v.reason) for v in net.gateway.verdicts]
+    assert all(v.accepted for v in net.gateway.verdicts), [v.reason for v in net.gateway.verdicts]

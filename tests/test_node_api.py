@@ -4,6 +4,7 @@ traversal refused, and a clear JSON error for every bad request."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 from collections.abc import AsyncIterator
@@ -181,10 +182,9 @@ def _chunked_post(api: str) -> tuple[int, Any]:
         conn.putheader("Content-Type", "video/mp4")
         conn.putheader("Transfer-Encoding", "chunked")
         conn.endheaders()
-        try:
+        # the server may answer 411 and close before it reads the body
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             conn.send(b"3\r\nabc\r\n0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer 411 and close before it reads the body
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
