@@ -6,18 +6,14 @@ job, so the session fails over and then stays on the survivor."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import pytest
 import trio
 
@@ -31,58 +27,10 @@ from node.gateway.live import LiveConfig, LiveError, LiveReport, LiveSession, ch
 from node.gateway.role import GatewayConfig
 from node.local.demo import generate_clip
 from node.local.network import default_plan, embedded_ledger, open_network
+from node.local.sender import PacedSender, clip_to_ts
 
 PROFILES = "144p"
 SECONDS = 8.0  # four 2 s segments
-
-
-def to_ts(clip: Path) -> bytes:
-    """The clip remuxed into one MPEG-TS byte stream (what a camera or encoder would send)."""
-    buffer = io.BytesIO()
-    with av.open(str(clip)) as src, av.open(buffer, "w", format="mpegts") as out:
-        pairs = {s.index: out.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is None:
-                continue
-            packet.stream = pairs[packet.stream.index]
-            out.mux(packet)
-    return buffer.getvalue()
-
-
-class Camera:
-    """A TCP server on 127.0.0.1 that sends `data` to its first client paced over `seconds`."""
-
-    def __init__(self, data: bytes, seconds: float) -> None:
-        self.data, self.seconds = data, seconds
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(30)
-        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.sent_all = threading.Event()
-        self.cut = threading.Event()  # the client hung up before the end
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn:
-            started, chunk = time.monotonic(), 188 * 32
-            for offset in range(0, len(self.data), chunk):
-                due = started + self.seconds * offset / len(self.data)
-                # the feed's own rate: a live source sends no faster than real time
-                time.sleep(max(0.0, due - time.monotonic()))
-                try:
-                    conn.sendall(self.data[offset : offset + chunk])
-                except OSError:
-                    self.cut.set()
-                    return
-            self.sent_all.set()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(timeout=30)
 
 
 def snapshot(out: Path) -> tuple[int, list[str], bool] | None:
@@ -98,7 +46,7 @@ def snapshot(out: Path) -> tuple[int, list[str], bool] | None:
 
 async def test_live_stream_fails_over_then_sticks_and_ends(tmp_path: Path) -> None:
     clip = generate_clip(tmp_path / "clip.mp4", "320x180", SECONDS)
-    camera = Camera(to_ts(clip), SECONDS)
+    camera = PacedSender(clip_to_ts(clip)[0], SECONDS, accept_timeout_s=30)
     out = tmp_path / "live"
     gateway_cfg = GatewayConfig(profiles=PROFILES, job_timeout_s=30)
     plan = default_plan(2, gateway_cfg, ["die-mid-job"], ticket_ev=Fraction(10**9))
@@ -220,7 +168,7 @@ async def test_live_api_start_watch_and_stop(tmp_path: Path) -> None:
     from test_node_api import service
 
     clip = generate_clip(tmp_path / "clip.mp4", "320x180", 16.0)  # stopped long before its end
-    camera = Camera(to_ts(clip), 16.0)
+    camera = PacedSender(clip_to_ts(clip)[0], 16.0, accept_timeout_s=30)
 
     async def call(api: str, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         return await trio.to_thread.run_sync(lambda: request_json(api, method, path, **kw))
