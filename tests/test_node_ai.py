@@ -53,10 +53,17 @@ def models_dir(tmp_path: Path) -> Path:
 
 
 @asynccontextmanager
-async def ai_network(tmp_path: Path, faults: tuple[str, ...]) -> AsyncIterator[tuple[Network, str]]:
+async def ai_network(
+    tmp_path: Path,
+    faults: tuple[str, ...],
+    path_root: Path = CARPHONE.parent,
+    synthetic_models: bool = True,
+) -> AsyncIterator[tuple[Network, str]]:
     """Two orchestrators (the first one cheapest, with `faults[0]`), a gateway with its job
-    runner and HTTP API."""
-    inference = InferenceConfig(models_dir=models_dir(tmp_path), preset="ultrafast", threads=1)
+    runner and HTTP API reading files under `path_root`; the orchestrators also have this file's
+    synthetic models unless `synthetic_models` is false."""
+    models = models_dir(tmp_path) if synthetic_models else None
+    inference = InferenceConfig(models_dir=models, preset="ultrafast", threads=1)
     plan = default_plan(2, GatewayConfig(job_timeout_s=60.0), faults, ticket_ev=Fraction(10**9),
                         inference=inference)  # fmt: skip
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
@@ -65,7 +72,7 @@ async def ai_network(tmp_path: Path, faults: tuple[str, ...]) -> AsyncIterator[t
         runner = JobRunner(net.gateway, book, min_offers=2, offer_wait_s=10.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run)
-            config = ApiConfig(port=0, require_token=False, path_roots=(CARPHONE.parent,))
+            config = ApiConfig(port=0, require_token=False, path_roots=(path_root,))
             api = GatewayApi(config, book, runner.enqueue, dict, "144p", runner.stop)
             host, port = await nursery.start(serve_api, api)
             yield net, f"http://{host}:{port}"

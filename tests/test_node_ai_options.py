@@ -12,9 +12,6 @@ import json
 import random
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +20,14 @@ import pytest
 import trio
 from ai_clips import carphone, decode, mad
 from api_client import request, request_json, wait_job
+from test_node_ai import ai_network
 
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.options import DEFAULT_STYLE
 from media.segmenter import segment
 from media.verify import scan_source
-from node.api.app import GatewayApi
-from node.api.server import serve_api
 from node.cli import ai as ai_command
-from node.config import ApiConfig
 from node.gateway.ai_recheck import AiRechecker, RecheckTarget
-from node.gateway.jobs import JobBook, JobRunner
-from node.gateway.role import GatewayConfig
-from node.local.network import Network, default_plan, embedded_ledger, open_network
 from node.protocol import VIDEO, AiOutput
 
 FRAMES = 30  # one segment of carphone (176x144)
@@ -98,28 +90,6 @@ def test_recheck_with_options(engine: InferenceEngine, target: RecheckTarget) ->
         assert (checker.checked, checker.caught) == (7, 5)
 
 
-@asynccontextmanager
-async def ai_network(
-    tmp_path: Path, clip: Path, faults: tuple[str, ...]
-) -> AsyncIterator[tuple[Network, str]]:
-    """Two orchestrators (the first one cheapest, with `faults[0]`), a gateway with its job runner
-    and HTTP API reading files under the clip's folder."""
-    inference = InferenceConfig(preset="ultrafast", threads=1)
-    plan = default_plan(2, GatewayConfig(job_timeout_s=60.0), faults, ticket_ev=Fraction(10**9),
-                        inference=inference)  # fmt: skip
-    ledger = await trio.to_thread.run_sync(embedded_ledger, plan)
-    async with open_network(tmp_path / "nodes", plan, ledger) as net:
-        book = JobBook(tmp_path / "jobs")
-        runner = JobRunner(net.gateway, book, min_offers=2, offer_wait_s=10.0)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runner.run)
-            config = ApiConfig(port=0, require_token=False, path_roots=(clip.parent,))
-            api = GatewayApi(config, book, runner.enqueue, dict, "144p", runner.stop)
-            host, port = await nursery.start(serve_api, api)
-            yield net, f"http://{host}:{port}"
-            nursery.cancel_scope.cancel()
-
-
 async def post(api: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     data = json.dumps(body).encode()
@@ -143,7 +113,10 @@ def _frames(folder: Path) -> list[np.ndarray]:
 async def test_style_job_with_options_over_the_api(
     tmp_path: Path, clip: Path, engine: InferenceEngine
 ) -> None:
-    async with ai_network(tmp_path, clip, ("other-style",)) as (net, api):
+    async with ai_network(tmp_path, ("other-style",), clip.parent, synthetic_models=False) as (
+        net,
+        api,
+    ):
         gateway, (cheat, honest) = net.gateway, net.orchestrators
         # refused up front, nothing queued
         refusals = [
