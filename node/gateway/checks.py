@@ -27,15 +27,7 @@ def check_result(
 ) -> list[str]:
     """Every reason to reject a result (blocking: reads, and when `full` decodes and measures,
     the renditions)."""
-    problems = []
-    body = k.read_body(event)
-    assert isinstance(body, k.JobResult)
-    if event.author != orch:
-        problems.append("result signed by another address")
-    if body.job_id != job_id:
-        problems.append("result names another job")
-    if body.output_pixels != sum(r.pixel_count for r in renditions):
-        problems.append("signed pixel count differs from the renditions")
+    problems = result_problems(event, orch, job_id, sum(r.pixel_count for r in renditions))
     planned = {s.name: (s.width, s.height) for s in plan_ladder(ladder, info.width, info.height)}
     got = {r.name: (r.width, r.height) for r in renditions}
     if got != planned:
@@ -58,6 +50,6 @@ def result_problems(result: SignedEvent, orch: bytes, job_id: bytes, pixels: int
     if body.job_id != job_id:
         problems.append("result names another job")
     if body.output_pixels != pixels:
-        problems.append(f"signed pixel count {body.output_pixels} differs from the {pixels} "
-                        "pixels of the outputs")  # fmt: skip
+        problems.append(f"signed pixel count differs from the outputs: {body.output_pixels}, "
+                        f"not {pixels}")  # fmt: skip
     return problems
