@@ -17,7 +17,6 @@ import av
 import numpy as np
 import pytest
 import trio
-from test_node_live import Camera, to_ts
 
 from events.state import OfferState
 from inference.engine import InferenceConfig
@@ -35,6 +34,7 @@ from node.gateway.role import GatewayConfig
 from node.gateway.selection import Selector
 from node.local.demo import generate_clip
 from node.local.network import default_plan, embedded_ledger, open_network
+from node.local.sender import PacedSender, clip_to_ts
 from node.orchestrator.ai_compute import AiCompute
 from node.protocol import BAD_REQUEST, AiSpec, Refused, StatedFps, stated_fps
 from p2p.errors import ProtocolError
@@ -68,7 +68,7 @@ def streams(data: bytes) -> dict[str, int]:
 async def test_live_ai_stream_keeps_audio_and_fails_over_when_killed(tmp_path: Path) -> None:
     clip = generate_clip(tmp_path / "clip.mp4", SIZE, SECONDS)
     sources = {s.seq: s for s in segment(clip, target_duration=1.0)}
-    camera = Camera(to_ts(clip), SECONDS)
+    camera = PacedSender(clip_to_ts(clip)[0], SECONDS, accept_timeout_s=30)
     out = tmp_path / "live"
     inference = InferenceConfig(models_dir=models_dir(tmp_path), preset="ultrafast", threads=1)
     plan = default_plan(2, GatewayConfig(job_timeout_s=30), ticket_ev=Fraction(10**9),
