@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
+
 from node.gateway.journal import KeptSegment, SegmentJournal
 
 
@@ -29,3 +31,21 @@ def test_journal_round_trip_damage_and_clear(tmp_path: Path) -> None:
     assert reopened.kept(0) is None and reopened.posted(1) is None
     reopened.clear()
     assert not folder.exists()
+
+
+def test_a_cheap_checked_segment_stays_cheap_checked_after_a_reopen(tmp_path: Path) -> None:
+    """A segment that passed only the cheap checks is kept as such, so a restarted gateway still
+    redoes it if its orchestrator fails a check later; files of the older format (which did not
+    say) count as cheap-checked."""
+    folder = tmp_path / "segments"
+    journal = SegmentJournal(folder)
+    job_id = bytes(range(32))
+    cheap = KeptSegment(job_id, b"signed result", 80, [["144p", "h264", 1]], [b"\x47" * 188],
+                        full_check=False)  # fmt: skip
+    journal.keep(3, cheap)
+    assert SegmentJournal(folder).kept(3) == cheap
+    old = msgpack.packb([1, job_id, b"signed result", 80, [["144p", "h264", 1]], [b"\x47" * 188]])
+    (folder / "00004.kept").write_bytes(old)
+    assert SegmentJournal(folder).kept(4) == cheap
+    (folder / "00005.kept").write_bytes(msgpack.packb([7, job_id]))  # a format this build lacks
+    assert SegmentJournal(folder).kept(5) is None

@@ -7,8 +7,10 @@ assignment so the verdict can still be recorded (node.gateway.market decides).
 
 Files, one per segment, each written to a temp file, fsynced and renamed:
 `<seq>.posted` (the 32-byte JobPosted id) and `<seq>.kept` (msgpack
-`[1, job_id, result_raw, latency_ms, [output metadata...], [output bytes...]]`, the outputs as
-they came off the wire)."""
+`[2, job_id, result_raw, latency_ms, [output metadata...], [output bytes...], full_check]`, the
+outputs as they came off the wire; `full_check` false when the segment passed only the cheap checks,
+so that after a restart it is still redone if its orchestrator later fails a check. Format 1 files,
+without it, are read as cheap-checked)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from node.gateway.market import SegmentOutcome, SegmentWork
 
 log = logging.getLogger("castnet.gateway")
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class KeptSegment:
     latency_ms: int
     metas: list[Any]
     blobs: list[bytes]
+    full_check: bool = True  # False: it passed only the cheap checks (verify "sample")
 
 
 class SegmentJournal:
@@ -72,21 +75,26 @@ class SegmentJournal:
             return None
         try:
             items = msgpack.unpackb(raw)
-            version, job_id, result, latency_ms, metas, blobs = items
-            if version != FORMAT or not (type(job_id) is bytes and type(result) is bytes):
+            if not isinstance(items, list) or not items or items[0] not in (1, FORMAT):
+                raise ValueError("unknown format")
+            full = items[6] if items[0] == FORMAT and len(items) == 7 else False
+            version, job_id, result, latency_ms, metas, blobs = items[:6]
+            if len(items) != (7 if version == FORMAT else 6) or type(full) is not bool:
+                raise ValueError("unknown format")
+            if not (type(job_id) is bytes and type(result) is bytes):
                 raise ValueError("unknown format")
             if not (isinstance(metas, list) and isinstance(blobs, list)):
                 raise ValueError("outputs are not lists")
             if len(metas) != len(blobs) or not all(type(b) is bytes for b in blobs):
                 raise ValueError("outputs do not match their metadata")
-            return KeptSegment(job_id, result, int(latency_ms), metas, blobs)
+            return KeptSegment(job_id, result, int(latency_ms), metas, blobs, full)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             log.warning("ignoring damaged kept segment %s: %s", self._path(seq, "kept"), exc)
             return None
 
     def keep(self, seq: int, kept: KeptSegment) -> None:
         data = msgpack.packb([FORMAT, kept.job_id, kept.result, kept.latency_ms, kept.metas,
-                              kept.blobs])  # fmt: skip
+                              kept.blobs, kept.full_check])  # fmt: skip
         self._write(seq, "kept", data)
 
     def forget(self, seq: int) -> None:
@@ -192,6 +200,7 @@ class JournalResume:
         elif job.status != VERIFIED:
             return False
         outcome.orchestrator, outcome.latency_s = orch, kept.latency_ms / 1000
+        outcome.full_check = kept.full_check  # still redone if its orchestrator fails a check
         outcome.fee_wei = Fraction(job.price_per_unit, job.pixels_per_unit) * _result_pixels(result)
         outcome.result = work.accept(outputs)
         log.info("segment %d: verified before the restart; its kept outputs are used",

@@ -330,6 +330,7 @@ class SegmentMarket(JournalResume):
         price = Fraction(0)
         sent_ev = Fraction(0)  # EV of the tickets this attempt credited to the mirror
         result_event: SignedEvent | None = None
+        tickets: list[SignedTicket] = []
         started = time.monotonic()
         pixels = work.pixels
         try:
@@ -351,6 +352,7 @@ class SegmentMarket(JournalResume):
             with trio.fail_after(timeout_s):
                 result_event, metas, blobs = await self._send(peer, work, posted.id, raws,
                                                               tickets)  # fmt: skip
+            self.payer.landed(tickets)  # it answered: their surplus counts from now on
             outputs = work.outputs(metas, blobs)
             held = False
             # the orchestrator is done with it: let the next segment go there while we verify
@@ -369,7 +371,7 @@ class SegmentMarket(JournalResume):
             latency = time.monotonic() - started
             if journal is not None:  # durable before the verdict, so a restart can reuse it
                 kept = KeptSegment(posted.id, result_event.raw, round(latency * 1000), metas,
-                                   blobs)  # fmt: skip
+                                   blobs, full)  # fmt: skip
                 await record(journal.keep, work.seq, kept)
             await self._verdict(posted.id, orch, True, "ok", latency, result_event)
             self.selector.succeeded(orch, latency)
@@ -433,6 +435,7 @@ class SegmentMarket(JournalResume):
                 await self._verdict(posted.id, orch, False, msg[:500],
                                     time.monotonic() - started, result_event)  # fmt: skip
         finally:
+            self.payer.landed(tickets)
             if held:  # no result came back: the orchestrator charged nothing
                 self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             if not freed:

@@ -1,6 +1,11 @@
 """How a gateway pays an orchestrator for a segment: ask it for ticket params (a quote), sign
 tickets enough to bring our mirror of its balance up to the segment's fee (plus a margin), and
-hold the estimate against that balance until the result says what was really charged."""
+hold the estimate against that balance until the result says what was really charged.
+
+Segments in flight together (the overlap) reach the orchestrator in any order, so a segment
+never counts on what another one's tickets add beyond that segment's own fee until the
+orchestrator has answered for them (`landed`): otherwise the later segment could arrive first,
+short of the credit it counted on, and be refused."""
 
 from __future__ import annotations
 
@@ -42,6 +47,9 @@ class Payer:
         self.node, self.address, self.sender, self.ledger = node, address, sender, ledger
         self.fee_margin = fee_margin
         self.mirror = Balances()  # what each orchestrator's balance for us should be
+        # tickets sent but not yet answered for: first ticket's hash -> (orchestrator, what
+        # they add to its balance beyond their own segment's hold)
+        self._unanswered: dict[bytes, tuple[str, Fraction]] = {}
 
     async def quote(self, peer: ID) -> TicketParams:
         """The orchestrator's ticket params for our next segment."""
@@ -64,7 +72,7 @@ class Payer:
         now = await trio.to_thread.run_sync(self.ledger.view)
         fee = segment_fee(pixels, params.price_per_pixel) * self.fee_margin
         key = params.recipient.hex()
-        count = tickets_needed(fee, self.mirror.balance(key), params.ev()) if fee else 0
+        count = tickets_needed(fee, self.confirmed_balance(key), params.ev()) if fee else 0
         if count > MAX_TICKETS:
             raise PaymentError(f"{count} tickets needed for one segment: the ticket EV is too low")
         tickets = []
@@ -74,8 +82,24 @@ class Payer:
         self.sender.end_session(session)
         # hold the estimate against the balance until the result says what was really charged,
         # so segments in flight together each bring their own tickets
-        self.mirror.debit(key, segment_fee(pixels, params.price_per_pixel))
+        hold = segment_fee(pixels, params.price_per_pixel)
+        self.mirror.debit(key, hold)
+        surplus = params.ev() * count - hold
+        if tickets and surplus > 0:
+            self._unanswered[tickets[0].ticket.hash()] = (key, surplus)
         return tickets
+
+    def confirmed_balance(self, key: str) -> Fraction:
+        """The mirrored balance without the surplus of tickets the orchestrator may not have
+        taken yet: what a new segment can count on whichever order they arrive in."""
+        ahead = sum((s for k, s in self._unanswered.values() if k == key), Fraction(0))
+        return self.mirror.balance(key) - ahead
+
+    def landed(self, tickets: list[SignedTicket]) -> None:
+        """The orchestrator answered for these tickets (a result, a refusal or a failure): from
+        now on their surplus counts for the next segments."""
+        if tickets:
+            self._unanswered.pop(tickets[0].ticket.hash(), None)
 
 
 def issued(t: SignedTicket, job_id: bytes) -> k.TicketIssued:
