@@ -22,7 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.cli.main import main
-from node.local.demo import DemoOptions, print_summary, run_demo
+from node.local.demo import DemoOptions, run_demo
+from node.local.summary import print_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) ")

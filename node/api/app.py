@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
@@ -51,13 +49,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from media.errors import MediaError
-from media.profiles import parse_profiles
+from node.api import bodies
 from node.api.errors import ApiError, ClientGone, scrub
 from node.api.guard import JSON_TYPE, Guard, media_type
 from node.api.sources import live_source, local_source
 from node.config import ApiConfig
-from node.gateway.ai_jobs import AiJobError, check_options, check_request, parse_blend
+from node.gateway.ai_jobs import AiJobError, check_request
 from node.gateway.jobs import (
     AI,
     DONE,
@@ -72,10 +69,8 @@ from node.gateway.jobs import (
     QueueFull,
     now_ms,
 )
-from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
 
 log = logging.getLogger("castnet.api")
-MAX_JSON_BYTES = 64 * 1024
 CHUNK = 1024 * 1024
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -251,29 +246,31 @@ async def _file_job(api: GatewayApi, request: Request, pipeline: str | None) -> 
     """A file job: a transcode, or an AI job when `pipeline` is given."""
     option = "profiles" if pipeline is None else "model"
     kind = media_type(request.headers.get("content-type", ""))
-    length = _content_length(request)
+    length = bodies.content_length(request)
     job_id = api.book.new_id()
     ai_options: dict[str, Any] = {}
     if kind == JSON_TYPE:
-        body = _json_object(await _read_json(api.config, request, length))
+        body = bodies.json_object(await bodies.read_json(api.config, request, length))
         unknown = sorted(set(body) - {"path", option})
-        strange = [key for key in unknown if pipeline is None or key not in AI_OPTION_FIELDS]
+        strange = [key for key in unknown if pipeline is None or key not in bodies.AI_OPTION_FIELDS]
         if strange:
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {strange[0]!r}")
-        profiles, model = _options(pipeline, body.get(option), api.default_profiles)
+        profiles, model = bodies.options(pipeline, body.get(option), api.default_profiles)
         if pipeline is not None:  # the fields beside path and model are the pipeline's options
-            ai_options = _ai_options(pipeline, {key: body[key] for key in unknown})
+            ai_options = bodies.ai_options(pipeline, {key: body[key] for key in unknown})
         source, uploaded = await local_source(api.config, body.get("path")), False
     else:  # a video type: the guard let nothing else through
         if length > api.config.max_upload_bytes:
-            raise _too_large(length, api.config.max_upload_bytes)
+            raise bodies.too_large(length, api.config.max_upload_bytes)
         if length == 0:
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "empty upload")
         value = request.query_params.get(option)
-        profiles, model = _options(pipeline, value, api.default_profiles)
+        profiles, model = bodies.options(pipeline, value, api.default_profiles)
         if pipeline is not None:
-            ai_options = _ai_options(pipeline, _query_options(request))
-        source, uploaded = await _receive_upload(api, request, job_id, length), True
+            ai_options = bodies.ai_options(pipeline, bodies.query_options(request))
+        folder = api.book.job_dir(job_id)
+        path = await bodies.receive_upload(api.config, request, folder, INPUT_NAME, length)
+        source, uploaded = path, True
     record = JobRecord(job_id, str(source), profiles, uploaded, created_ms=now_ms())
     if pipeline is not None:
         record = dataclasses.replace(record, kind=AI, pipeline=pipeline, model=model,
@@ -284,45 +281,6 @@ async def _file_job(api: GatewayApi, request: Request, pipeline: str | None) -> 
                         headers={"Location": url})  # fmt: skip
 
 
-AI_QUERY_OPTIONS = ("style", "blend", "background", "infer_size")  # an upload's, as parameters
-AI_OPTION_FIELDS = frozenset({*AI_QUERY_OPTIONS, "style_image"})  # refused below: a path
-
-
-def _query_options(request: Request) -> dict[str, Any]:
-    """An upload's pipeline options from its query parameters (a blend as NAME=WEIGHT,...)."""
-    options: dict[str, Any] = {}
-    for name in AI_QUERY_OPTIONS:
-        value = request.query_params.get(name)
-        if value is None:
-            continue
-        if name == "blend":
-            try:
-                options[name] = parse_blend(value)
-            except ValueError as exc:
-                raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options", scrub(str(exc))) from None
-        else:
-            options[name] = value
-    return options
-
-
-def _ai_options(pipeline: str, options: dict[str, Any]) -> dict[str, Any]:
-    """An AI file job's options, checked as the orchestrators will check them; a local path in
-    any option is refused (400): the API takes nothing from this machine's disk for a model."""
-    _refuse_paths(options)
-    try:
-        return check_options(pipeline, options)
-    except AiJobError as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options", scrub(str(exc))) from None
-
-
-def _refuse_paths(options: dict[str, Any]) -> None:
-    for name, value in options.items():
-        if isinstance(value, str) and _looks_like_path(value):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options",
-                           f"{name[:64]}: local paths are not accepted over the API; use a "
-                           "style name, a blend, '#rrggbb' or 'blur'")  # fmt: skip
-
-
 LIVE_FIELDS = frozenset({"url", "profiles", "pipeline", "model"})
 
 
@@ -330,13 +288,13 @@ async def _live(api: GatewayApi, request: Request) -> Response:
     if media_type(request.headers.get("content-type", "")) != JSON_TYPE:
         raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                        'send JSON {"url": ..., "profiles": ...}')  # fmt: skip
-    length = _content_length(request)
-    body = _json_object(await _read_json(api.config, request, length))
+    length = bodies.content_length(request)
+    body = bodies.json_object(await bodies.read_json(api.config, request, length))
     extra = {k: v for k, v in body.items() if k not in LIVE_FIELDS}
     if extra and "pipeline" not in body:
         raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", f"unknown field {sorted(extra)[0]!r}")
-    ai = _live_ai(body, extra) if "pipeline" in body else None
-    profiles = _profiles(body.get("profiles"), api.default_profiles)
+    ai = bodies.live_ai_request(body, extra) if "pipeline" in body else None
+    profiles = bodies.profiles(body.get("profiles"), api.default_profiles)
     source = await live_source(api.config, body.get("url"))
     job_id = api.book.new_id()
     record = JobRecord(job_id, source, profiles, created_ms=now_ms(), kind=LIVE)
@@ -348,23 +306,6 @@ async def _live(api: GatewayApi, request: Request) -> Response:
     return JSONResponse({"id": job_id, "status": "queued", "url": url,
                          "playlist": f"{url}/master.m3u8"}, 202,
                         headers={"Location": url})  # fmt: skip
-
-
-def _live_ai(body: dict[str, Any], options: dict[str, Any]) -> LiveAi:
-    """A live AI request's pipeline, model and options (the fields beside them), checked; a path
-    in any option is refused: the API takes nothing from this machine's disk for a model."""
-    pipeline, model = body["pipeline"], body.get("model", "")
-    if not isinstance(pipeline, str) or not isinstance(model, str):
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "pipeline and model are strings")
-    _refuse_paths(options)
-    try:
-        return live_ai(pipeline, model, options)
-    except LiveAiError as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_options", scrub(str(exc))) from None
-
-
-def _looks_like_path(text: str) -> bool:
-    return any(c in text for c in "/\\") or text.startswith(("~", ".")) or "." in text[-5:]
 
 
 def _stop(api: GatewayApi, record: JobRecord) -> Response:
@@ -430,126 +371,3 @@ async def _chunks(f: BinaryIO, size: int) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         f.close()
-
-
-# -- request bodies ----------------------------------------------------------------------------
-
-
-def _content_length(request: Request) -> int:
-    if "transfer-encoding" in request.headers:
-        raise ApiError(HTTPStatus.LENGTH_REQUIRED, "length_required",
-                       "chunked bodies are not accepted: send Content-Length")  # fmt: skip
-    text = request.headers.get("content-length")
-    if text is None or not (text.isascii() and text.isdigit()):  # the server checked its form
-        raise ApiError(HTTPStatus.LENGTH_REQUIRED, "length_required", "send Content-Length")
-    return int(text)
-
-
-def _too_large(length: int, limit: int) -> ApiError:
-    return ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                    f"upload of {length} bytes exceeds the limit of {limit}")  # fmt: skip
-
-
-async def _body(config: ApiConfig, request: Request) -> AsyncIterator[bytes]:
-    """The body's chunks, each awaited at most `body_timeout_s`."""
-    stream = request.stream().__aiter__()
-    while True:
-        try:
-            with trio.fail_after(config.body_timeout_s):
-                chunk = await stream.__anext__()
-        except StopAsyncIteration:
-            return
-        except trio.TooSlowError:
-            message = f"no request body data for {config.body_timeout_s:g} s"
-            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "timeout", message) from None
-        except ClientDisconnect:
-            raise ClientGone from None
-        if chunk:
-            yield chunk
-
-
-async def _read_json(config: ApiConfig, request: Request, length: int) -> bytes:
-    if length > MAX_JSON_BYTES:
-        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                       f"a JSON request holds at most {MAX_JSON_BYTES} bytes")  # fmt: skip
-    parts = []
-    async for chunk in _body(config, request):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-async def _receive_upload(api: GatewayApi, request: Request, job_id: str, length: int) -> Path:
-    """Stream the body into the job's folder (nothing of it kept if it does not arrive whole)."""
-    folder = api.book.job_dir(job_id)
-    path = folder / INPUT_NAME
-    limit = api.config.max_upload_bytes
-
-    def create() -> BinaryIO:
-        folder.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")
-
-    f = await trio.to_thread.run_sync(create)
-    try:
-        got, pending = 0, bytearray()
-        async for chunk in _body(api.config, request):
-            got += len(chunk)
-            if got > min(length, limit):  # the server stops at Content-Length; this is a guard
-                raise _too_large(got, limit)
-            pending += chunk
-            if len(pending) >= CHUNK:
-                await trio.to_thread.run_sync(f.write, bytes(pending))
-                pending.clear()
-        if got < length:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request",
-                           f"upload ended after {got} of {length} bytes")  # fmt: skip
-        await trio.to_thread.run_sync(f.write, bytes(pending))
-        await trio.to_thread.run_sync(f.close)
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(f.close)
-            await trio.to_thread.run_sync(functools.partial(shutil.rmtree, folder, True))
-        raise
-    return path
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json",
-                       f"body is not valid JSON: {exc.__class__.__name__} at byte "
-                       f"{getattr(exc, 'pos', getattr(exc, 'start', 0))}") from None  # fmt: skip
-    except (ValueError, RecursionError):  # e.g. an integer of thousands of digits, deep nesting
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json",
-                       "body holds a number or nesting too large to read") from None  # fmt: skip
-    if not isinstance(value, dict):
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json", "body must be a JSON object")
-    return value
-
-
-def _profiles(value: Any, default: str) -> str:
-    if value is None:
-        return default
-    if not isinstance(value, str) or len(value) > 512:
-        raise ApiError(
-            HTTPStatus.BAD_REQUEST, "bad_profiles", 'profiles is a string like "360p,240p"'
-        )
-    try:
-        parse_profiles(value)
-    except MediaError as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_profiles", scrub(str(exc))) from None
-    return value
-
-
-def _options(pipeline: str | None, value: Any, default_profiles: str) -> tuple[str, str]:
-    """(profiles, model): a transcode's ladder, or an AI job's model name ("" for each
-    orchestrator's default model of the pipeline)."""
-    if pipeline is None:
-        return _profiles(value, default_profiles), ""
-    if value is not None and not isinstance(value, str):
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_model", "model is a model's name")
-    try:
-        check_request(pipeline, value or "")
-    except AiJobError as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_model", scrub(str(exc))) from None
-    return "", value or ""

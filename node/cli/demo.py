@@ -22,8 +22,9 @@ from node.amounts import AmountError, parse_amount
 from node.cli.commands import command_help
 from node.config import VERIFY_POLICIES, ConfigError, parse_listen
 from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
-from node.local.demo import Attach, DemoOptions, print_summary, run_demo
+from node.local.demo import Attach, DemoOptions, run_demo
 from node.local.network import Network
+from node.local.summary import print_summary
 
 
 def register(sub: Any) -> None:
