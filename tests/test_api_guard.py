@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 from api_client import wait_job
+from polling import until, until_in_thread
 from test_node_api import TOKEN, service
 
 from node.local.demo import generate_clip
@@ -118,9 +119,11 @@ async def test_slow_uploads_do_not_delay_status_and_leave_no_traceback(
         for stream in uploads:  # the clients go away mid-upload
             await stream.aclose()
         jobs = tmp_path / "data" / "gateway" / "jobs"
-        with trio.fail_after(10):  # each interrupted upload's folder is removed
-            while any(p.is_dir() for p in jobs.iterdir()):
-                await trio.sleep(0.05)
+        # each interrupted upload's folder is removed (the server marks it with no event)
+        await until_in_thread(
+            lambda: not any(p.is_dir() for p in jobs.iterdir()),
+            f"the interrupted uploads' job folders under {jobs} are removed", timeout=10,
+        )  # fmt: skip
         assert await timed_status(api) < 1.0
         _status, listing = await _json(api, "/v1/jobs")
         assert listing == {"jobs": []}
@@ -169,9 +172,11 @@ async def test_connection_bound_and_timeouts(tmp_path: Path) -> None:
         finally:
             for stream in busy:
                 await stream.aclose()
-        with trio.fail_after(5):  # their slots come back
-            while (await raw(api, get(api, "/v1/status", AUTH)))[0] != 200:
-                await trio.sleep(0.01)
+
+        async def answers_ok() -> bool:
+            return (await raw(api, get(api, "/v1/status", AUTH)))[0] == 200
+
+        await until(answers_ok, "the closed uploads' connection slots come back", timeout=5)
 
 
 async def test_host_token_and_content_type_rules(

@@ -23,6 +23,7 @@ from chain.errors import (
 )
 from events.crypto import LocalKeySigner, keccak256
 from payments.ticket import MAX_WIN_PROB, Ticket, is_winning, rand_hash, sign_ticket
+from tests.conftest import reverted
 
 ROUND = 10
 SENDER, R1, R2 = (keccak256(b"chain-test/" + n) for n in (b"sender", b"r1", b"r2"))
@@ -35,9 +36,10 @@ def test_committed_artifacts_match_the_sources(name: str) -> None:
     assert json.loads(artifact_text(name)) == committed
 
 
-@pytest.fixture
-def world(evm: Chain) -> Iterator[tuple[Chain, Protocol]]:
-    chain = evm
+@pytest.fixture(scope="module")
+def deployed(module_evm: Chain) -> tuple[Chain, Protocol]:
+    """The contracts, deployed once per backend, with funded and registered recipients."""
+    chain = module_evm
     protocol = deploy_protocol(chain, chain.dev_key, ProtocolParams(ROUND, 2, 2, 2))
     for key in (SENDER, R1, R2):
         chain.transfer(chain.dev_key, LocalKeySigner(key).address, 10**20)
@@ -47,7 +49,14 @@ def world(evm: Chain) -> Iterator[tuple[Chain, Protocol]]:
         protocol.staking.register(key, 0, 0)
     chain.mine(ROUND - chain.block_number() % ROUND - 1)  # the next round starts with the test
     protocol.ensure_round(chain.dev_key)
-    yield chain, protocol
+    return chain, protocol
+
+
+@pytest.fixture
+def world(deployed: tuple[Chain, Protocol]) -> Iterator[tuple[Chain, Protocol]]:
+    """The freshly deployed world; what a test changes is undone after it."""
+    with reverted(deployed[0]):
+        yield deployed
 
 
 def addr(key: bytes) -> bytes:

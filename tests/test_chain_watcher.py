@@ -34,6 +34,7 @@ from events.state import Delegation, Funds, State
 from payments.ticket import MAX_WIN_PROB, Ticket, rand_hash, sign_ticket
 from storage.service import StoreService
 from storage.store import EventStore, Outcome
+from tests.conftest import reverted
 
 ROUND = 20
 TOKEN = 10**18
@@ -46,8 +47,9 @@ def addr(name: str) -> bytes:
     return LocalKeySigner(KEYS[name]).address
 
 
-@pytest.fixture
-def world() -> Iterator[tuple[Chain, Protocol]]:
+@pytest.fixture(scope="module")
+def deployed() -> tuple[Chain, Protocol]:
+    """The contracts on an embedded EVM, deployed once for the module, every key funded."""
     chain = Chain.embedded()
     params = ProtocolParams(round_length=ROUND, unbonding_period_rounds=2, max_active=2,
                             inflation_ppb=2_000_000, genesis_supply=10**6 * TOKEN)  # fmt: skip
@@ -56,7 +58,14 @@ def world() -> Iterator[tuple[Chain, Protocol]]:
         chain.transfer(chain.dev_key, addr(name), 10**20)
     for name in ("o1", "o2", "d"):
         protocol.staking.transfer_tokens(chain.dev_key, addr(name), 10_000 * TOKEN)
-    yield chain, protocol
+    return chain, protocol
+
+
+@pytest.fixture
+def world(deployed: tuple[Chain, Protocol]) -> Iterator[tuple[Chain, Protocol]]:
+    """The freshly deployed world; every block a test mines (on any branch) is undone after it."""
+    with reverted(deployed[0]):
+        yield deployed
 
 
 class Observer:

@@ -9,7 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,12 @@ PASSWORD = "first mistakes"
 def castnet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=timeout)  # fmt: skip
+
+
+def castnets(*commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Independent `castnet` commands run at once: their start-ups (imports) overlap."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: castnet(*args), commands))
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -63,9 +70,11 @@ def run_args(tmp_path: Path) -> list[str]:
 def test_a_bad_multiaddr_is_one_line(
     flag: str, value: str, said: str, tmp_path: Path, run_args: list[str]
 ) -> None:
-    line = one_line(castnet("node", "start", "--data-dir", str(tmp_path / "n"), flag, value))
+    node, run = castnets(["node", "start", "--data-dir", str(tmp_path / "n"), flag, value],
+                         [*run_args, flag, value])  # fmt: skip
+    line = one_line(node)
     assert line.startswith("castnet: ") and said in line and value in line
-    line = one_line(castnet(*run_args, flag, value))
+    line = one_line(run)
     assert line.startswith("castnet run: ") and said in line
     assert not (tmp_path / "gw" / "service.json").exists()  # nothing started
 
@@ -73,11 +82,10 @@ def test_a_bad_multiaddr_is_one_line(
 def test_a_p2p_port_held_by_another_program(tmp_path: Path, run_args: list[str]) -> None:
     with held_port() as port:
         listen = f"/ip4/127.0.0.1/tcp/{port}"
-        line = one_line(castnet("node", "start", "--data-dir", str(tmp_path / "n"), "--listen",
-                                listen))  # fmt: skip
-        assert f"cannot listen on {listen}: address already in use" in line
-        line = one_line(castnet(*run_args, "--listen", listen, "--no-api"))
-        assert f"cannot listen on {listen}: address already in use" in line
+        node, run = castnets(["node", "start", "--data-dir", str(tmp_path / "n"), "--listen",
+                              listen], [*run_args, "--listen", listen, "--no-api"])  # fmt: skip
+        assert f"cannot listen on {listen}: address already in use" in one_line(node)
+        assert f"cannot listen on {listen}: address already in use" in one_line(run)
 
 
 def test_an_api_port_in_use(run_args: list[str]) -> None:

@@ -28,6 +28,7 @@ from node.gateway.role import GatewayConfig
 from node.local.demo import generate_clip
 from node.local.network import default_plan, embedded_ledger, open_network
 from node.local.sender import PacedSender, clip_to_ts
+from tests.polling import until
 
 PROFILES = "144p"
 SECONDS = 8.0  # four 2 s segments
@@ -58,28 +59,21 @@ async def test_live_stream_fails_over_then_sticks_and_ends(tmp_path: Path) -> No
             victim, survivor = (o.address for o in net.orchestrators)
 
             def on_publish(report: LiveReport, _: object) -> None:
+                # called as each segment is listed: the playlist a player sees at that moment
+                # (a few hundred bytes, read in the loop so no later publish can slip in)
+                state = snapshot(out)
+                assert state is not None
+                seen.append(state)
                 if not camera.sent_all.is_set():
                     published_while_live.append(len(report.published))
 
             config = LiveConfig(window=2, attempt_timeout_s=20, read_timeout_s=10)
             session = LiveSession(net.gateway, camera.url, out, PROFILES, config, on_publish)
-            async with trio.open_nursery() as nursery:
-                done: list[LiveReport] = []
-
-                async def run() -> None:
-                    done.append(await session.run())
-
-                nursery.start_soon(run)
-                with trio.fail_after(35):  # bounded: an 8 s stream
-                    while not done:
-                        state = await trio.to_thread.run_sync(snapshot, out)
-                        if state is not None and (not seen or seen[-1] != state):
-                            seen.append(state)
-                        await trio.sleep(0.05)
+            with trio.fail_after(60):  # bounded: an 8 s stream
+                report = await session.run()
             final = await trio.to_thread.run_sync(snapshot, out)
             assert final is not None
             seen.append(final)
-            report = done[0]
             verdicts = list(net.gateway.verdicts)
     finally:
         camera.close()
@@ -88,9 +82,12 @@ async def test_live_stream_fails_over_then_sticks_and_ends(tmp_path: Path) -> No
     assert report.published == [0, 1, 2, 3] and report.skipped == []
     # the playlist grew while the camera was still sending, and its window slid
     assert published_while_live and published_while_live[0] >= 1
-    assert any(not ended for _, _, ended in seen)
-    assert any(seq > 0 for seq, _, _ in seen)
-    assert all(len(names) <= 2 for _, names, _ in seen)
+    assert [names for _, names, _ in seen[:4]] == [
+        ["seg_00000.ts"], ["seg_00000.ts", "seg_00001.ts"], ["seg_00001.ts", "seg_00002.ts"],
+        ["seg_00002.ts", "seg_00003.ts"],
+    ]  # fmt: skip
+    assert [seq for seq, _, _ in seen[:4]] == [0, 0, 1, 2]
+    assert not any(ended for _, _, ended in seen[:4])
     final_seq, final_names, final_ended = seen[-1]
     assert final_ended and final_seq == 2 and final_names == ["seg_00002.ts", "seg_00003.ts"]
     assert "#EXT-X-ENDLIST" in (out / "144p" / "index.m3u8").read_text()
@@ -194,13 +191,14 @@ async def test_live_api_start_watch_and_stop(tmp_path: Path) -> None:
             status, job = await call(api, "POST", "/v1/live", body=payload, headers=json_type)
             assert status == 202, job
             url = f"/v1/jobs/{job['id']}"
-            with trio.fail_after(30):  # two segments published while the camera still sends
-                while True:
-                    status, record = await call(api, "GET", url)
-                    if record["progress"]["segments_published"] >= 2:
-                        break
-                    assert record["status"] in ("queued", "running"), record
-                    await trio.sleep(0.05)
+
+            async def two_published() -> Any:
+                status, record = await call(api, "GET", url)
+                assert status == 200 and record["status"] in ("queued", "running"), record
+                return record if record["progress"]["segments_published"] >= 2 else None
+
+            # two segments published while the camera still sends (the API offers no push)
+            record = await until(two_published, "two live segments are published", 30, 0.05)
             assert record["kind"] == "live" and not camera.sent_all.is_set()
             status, master = await trio.to_thread.run_sync(request, api, "GET", record["playlist"])
             assert status == 200 and b"144p/index.m3u8" in master
@@ -217,9 +215,8 @@ async def test_live_api_start_watch_and_stop(tmp_path: Path) -> None:
                 request, api, "GET", f"{url}/144p/index.m3u8"
             )
             assert status == 200 and playlist.endswith(b"#EXT-X-ENDLIST\n")
-            with trio.fail_after(10):  # the stopped session let go of the stream
-                while not camera.cut.is_set():
-                    await trio.sleep(0.05)
+            # the stopped session let go of the stream
+            assert await trio.to_thread.run_sync(camera.cut.wait, 10)
             assert not camera.sent_all.is_set()
             status, answer = await call(api, "DELETE", url)
             assert status == 409 and answer["error"] == "not_stoppable"

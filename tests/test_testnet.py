@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from chain.client import Chain, Protocol
 from node.cli.main import main
 from node.gateway.jobs import OUT_NAME
 from node.local.testnet import alive
+from tests.polling import blocking_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,22 +124,25 @@ def test_testnet_up_transcode_rewards_down(
         assert main(["testnet", "down", *args]) == 0
     stopped = json.loads(capsys.readouterr().out)["stopped"]
     assert sorted(stopped) == sorted(pids)
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in pids)
+    _all_exited(pids)
     assert os.path.exists(root / "node0.log")
+
+
+def _all_exited(pids: list[int]) -> None:
+    """Wait (bounded) until none of `pids` runs: they are not this process's children."""
+    blocking_until(
+        lambda: not [pid for pid in pids if alive(pid)], f"processes {pids} exit", timeout=10
+    )
 
 
 def _bonded_after(staking: object, delegator: bytes, above: int, timeout: float) -> int:
     """The delegator's bond (with unclaimed rewards) once it exceeds `above`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        bonded = staking.delegator(delegator).bonded  # type: ignore[attr-defined]
-        if bonded > above:
-            return int(bonded)
-        time.sleep(0.25)
-    raise AssertionError(f"the delegator's bond stayed at {above} for {timeout:g} s")
+
+    def grown() -> int:
+        bonded = int(staking.delegator(delegator).bonded)  # type: ignore[attr-defined]
+        return bonded if bonded > above else 0
+
+    return blocking_until(grown, f"the delegator's bond grows past {above}", timeout, 0.25)
 
 
 def test_testnet_up_again_after_down_reuses_its_keys(
@@ -179,14 +182,8 @@ def test_testnet_up_again_after_down_reuses_its_keys(
         assert "does not open with" in err and "Traceback" not in err
         anvil = json.loads((root / "testnet.json").read_text())["anvil"]["pid"]
         started.append(anvil)
-        deadline = time.monotonic() + 10
-        while alive(anvil) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not alive(anvil)
+        _all_exited([anvil])
     finally:
         if (root / "testnet.json").exists():
             main(["testnet", "down", *args])
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in started)
+    _all_exited(started)
