@@ -7,7 +7,8 @@ decode, pre-processing, inference and post-processing really overlap.
 On a CPU the model's threads should have the cores first: any cycle decode or pre-processing takes
 while the model could use it is taken from the rate the model sets. `in_background` runs a stage
 (or the source) at a lower scheduling priority, so it works in the time the model leaves idle and
-still keeps up when it must (a lowered thread is slowed, not starved).
+still keeps up when it must (a lowered thread is slowed, not starved). Linux only; elsewhere
+every step runs at the caller's priority.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -77,13 +79,14 @@ _warned = threading.Event()
 
 
 def _lower_this_thread() -> None:
-    setpriority = getattr(os, "setpriority", None)
-    if setpriority is None:
+    # only Linux takes a thread id where setpriority takes a process id (elsewhere the same number
+    # could name another process)
+    if sys.platform != "linux":
         return
     try:
-        thread = threading.get_native_id()  # Linux: PRIO_PROCESS with a thread id is per thread
+        thread = threading.get_native_id()
         now = os.getpriority(os.PRIO_PROCESS, thread)
-        setpriority(os.PRIO_PROCESS, thread, min(19, now + BACKGROUND_NICE))
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, now + BACKGROUND_NICE))
     except OSError as exc:
         if not _warned.is_set():
             _warned.set()
