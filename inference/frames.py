@@ -164,7 +164,8 @@ class VideoWriter:
         """Encode one frame of any pixel format with the source frame's timestamp."""
         try:
             frame.pts = pts
-            frame = self._scaler.reformat(frame, self.width, self.height, "yuv420p")
+            # one swscale thread: the encoder and the model keep the cores
+            frame = self._scaler.reformat(frame, self.width, self.height, "yuv420p", threads=1)
             frame.pts = pts
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)

@@ -50,10 +50,14 @@ class ImageModel:
         return self.width * self.factor, self.height * self.factor
 
     def prepare(self, pictures: list[av.VideoFrame]) -> np.ndarray:
+        # swscale on one thread (its default is one per core): the model's threads keep the cores
         if self.planar:
-            frames = [self._scaler.reformat(p, format=PLANAR) for p in pictures]
+            frames = [self._scaler.reformat(p, format=PLANAR, threads=1) for p in pictures]
             return planar_tensor(frames, self.manifest)
-        images = [self._scaler.reformat(p, format=self.pixel_format).to_ndarray() for p in pictures]
+        images = [
+            self._scaler.reformat(p, format=self.pixel_format, threads=1).to_ndarray()
+            for p in pictures
+        ]
         return to_tensor(np.stack(images), self.manifest)
 
     def apply(self, tensor: np.ndarray) -> np.ndarray:

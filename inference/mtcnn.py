@@ -8,6 +8,7 @@ box regression and non-maximum suppression between stages.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -76,21 +77,31 @@ class FaceDetector:
         if layout not in ("NWHC", "NHWC"):
             raise ShapeMismatch(f"model {self.manifest.name!r}: MTCNN takes NWHC or NHWC input")
         self._transposers = [_Transposer(w, h) for h, w in self.sizes] if layout == "NWHC" else []
+        # P-Net (one step's thread) and R-/O-Net (the next step's) take turns in onnxruntime:
+        # each run gets every intra-op thread, as in a run on its own, instead of two thread
+        # pools splitting the cores between them mid-operator; the numpy work between the nets
+        # still overlaps the other step's inference
+        self._turns = threading.Lock()
 
     def prepare(self, pictures: list[av.VideoFrame]) -> FaceBatch:
         """Full RGB frames (for the crops) and the P-Net pyramid, each written once into its
         batch array: no per-frame arrays stacked afterwards."""
         count, height, width = len(pictures), self.height, self.width
         images = np.zeros((count, height + 2, width + 2, 3), np.uint8)
+        # swscale on one thread (its default is one per core): the same pixels, and the model's
+        # intra-op threads keep the cores instead of sharing them with short-lived slice threads
         for i, picture in enumerate(pictures):
-            images[i, 1:-1, 1:-1] = packed(self._full.reformat(picture, width, height, "rgb24"))
+            full = self._full.reformat(picture, width, height, "rgb24", threads=1)
+            images[i, 1:-1, 1:-1] = packed(full)
         pyramid = []
         for level, ((h, w), scaler) in enumerate(zip(self.sizes, self._scalers, strict=True)):
             transposer = self._transposers[level] if self._transposers else None
             # memory in the model's order; `laid` is (N, H, W, 3) over it (to_tensor's input)
             batch = np.empty((count, w, h, 3) if transposer else (count, h, w, 3), np.uint8)
             for i, picture in enumerate(pictures):
-                scaled = scaler.reformat(picture, w, h, "rgb24", interpolation=Interpolation.AREA)
+                scaled = scaler.reformat(
+                    picture, w, h, "rgb24", interpolation=Interpolation.AREA, threads=1
+                )
                 batch[i] = packed(transposer.apply(scaled) if transposer else scaled)
             laid = batch.transpose(0, 2, 1, 3) if transposer else batch
             pyramid.append(to_tensor(laid, self.manifest))
@@ -118,7 +129,8 @@ class FaceDetector:
         """P-Net over the pyramid: per frame, squared candidate boxes in source pixels."""
         found: list[list[np.ndarray]] = [[] for _ in range(count)]
         for scale, tensor in zip(self.scales, batch.pyramid, strict=True):
-            outputs = run_batch(self.pnet, tensor)
+            with self._turns:
+                outputs = run_batch(self.pnet, tensor)
             # outputs are width-major like the input: back to (N, H', W', C)
             reg = _by_channels(outputs, 4).transpose(0, 2, 1, 3)
             prob = _by_channels(outputs, 2).transpose(0, 2, 1, 3)
@@ -151,7 +163,9 @@ class FaceDetector:
         crops = _crops(images, owners, stacked, size)
         regs, probs = [], []
         for start in range(0, len(crops), CHUNK):
-            outputs = run_batch(net, to_tensor(crops[start : start + CHUNK], self.manifest))
+            tensor = to_tensor(crops[start : start + CHUNK], self.manifest)
+            with self._turns:
+                outputs = run_batch(net, tensor)
             regs.append(_by_channels(outputs, 4))
             probs.append(_by_channels(outputs, 2))
         reg, score = np.concatenate(regs), np.concatenate(probs)[:, 1]

@@ -28,7 +28,7 @@ from inference.manifest import VIDEO_KINDS as VIDEO_KINDS  # re-exported
 from inference.mtcnn import FaceDetector
 from inference.options import parse_options
 from inference.sessions import LoadedModel
-from inference.stages import StageTimes, run_stages
+from inference.stages import StageTimes, background_stage, in_background, run_stages
 from inference.textdet import TextDetector
 from media.progress import Progress, ProgressCallback
 from media.source import Source
@@ -172,7 +172,7 @@ def execute(
         stages, times = pipeline_stages(prepare, steps, batch)
         count, output, first = 0, None, None
         try:
-            for metas, results in run_stages(frames, stages, times=times):
+            for metas, results in run_stages(in_background(frames), stages, times=times):
                 writing = time.perf_counter()
                 sink.take(metas, results)
                 times.add("write", time.perf_counter() - writing)
@@ -210,8 +210,18 @@ Step = Callable[[Any], Any]
 def pipeline_stages(
     prepare: Callable[[list[av.VideoFrame]], Any], steps: list[tuple[str, Step]], batch: int
 ) -> tuple[list[Callable[[Iterator[Any]], Iterator[Any]]], StageTimes]:
-    """Thread stages after decoding: batch + prepare, then each model step; and their timer."""
-    stages = [_batched(prepare, batch), *(_mapped(step) for _, step in steps)]
+    """Thread stages after decoding: batch + prepare, then each model step; and their timer.
+
+    Preparing and the `post` steps (no model run in them) run in the background (see
+    `inference.stages`): the steps that run the model keep the cores first. The caller's source
+    of frames should be wrapped in `in_background` too."""
+    stages = [
+        background_stage(_batched(prepare, batch)),
+        *(
+            background_stage(_mapped(step)) if name == "post" else _mapped(step)
+            for name, step in steps
+        ),
+    ]
     return stages, StageTimes(["decode", "prepare", *(name for name, _ in steps)])
 
 

@@ -42,6 +42,11 @@ class ModelRunner:
         self.output_shapes = [list(o.shape) for o in session.get_outputs()]
         self.provider: str = session.get_providers()[0]
         self.io_binding = self.provider != CPU
+        # wall seconds inside onnxruntime and runs made, over the runner's life: a pipeline step's
+        # busy time minus these is its own pre- or post-processing (benches read the difference)
+        self.seconds = 0.0
+        self.runs = 0
+        self._count = threading.Lock()
 
     def fixed_dim(self, axis: int) -> int | None:
         """The input's size on `axis` when the model fixes it, None when it is dynamic."""
@@ -72,6 +77,7 @@ class ModelRunner:
         return self.run_feeds({self.input_name: feed})
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        started = time.perf_counter()
         try:
             if self.io_binding:
                 # Inputs are copied to the device once; outputs stay there until fetched together.
@@ -85,6 +91,10 @@ class ModelRunner:
             return list(self.session.run(self.output_names, feeds))
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             raise InferenceError(f"model {self.model!r}: inference failed: {exc}") from exc
+        finally:
+            with self._count:
+                self.seconds += time.perf_counter() - started
+                self.runs += 1
 
 
 @dataclass(slots=True)

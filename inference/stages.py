@@ -3,19 +3,31 @@
 A stage is a function from an iterator of items to an iterator of items, so a stage may batch
 (take several, yield one) or split. onnxruntime, PyAV and most numpy work release the GIL, so
 decode, pre-processing, inference and post-processing really overlap.
+
+On a CPU the model's threads should have the cores first: any cycle decode or pre-processing takes
+while the model could use it is taken from the rate the model sets. `in_background` runs a stage
+(or the source) at a lower scheduling priority, so it works in the time the model leaves idle and
+still keeps up when it must (a lowered thread is slowed, not starved). Linux only; elsewhere
+every step runs at the caller's priority.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+log = logging.getLogger("castnet.inference")
+
 Stage = Callable[[Iterator[Any]], Iterator[Any]]
 DEPTH = 4
+BACKGROUND_NICE = 10  # added to the niceness of a background step's thread (Linux: per thread)
 _POLL = 0.05  # seconds between checks of the stop flag while a queue is full or empty
 _END = object()
 
@@ -44,6 +56,41 @@ class StageTimes:
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.names, self.busy, strict=True))
+
+
+def in_background(items: Iterable[Any]) -> Iterator[Any]:
+    """`items`, produced at a lower priority: the thread that first asks for an item is lowered by
+    `BACKGROUND_NICE` (with the threads it starts from then on, such as a decoder's), then every
+    item of `items` is passed on. Where threads cannot be lowered, items pass on unchanged."""
+    _lower_this_thread()
+    yield from items
+
+
+def background_stage(stage: Stage) -> Stage:
+    """`stage` run at a lower priority (see `in_background`)."""
+
+    def lowered(items: Iterator[Any]) -> Iterator[Any]:
+        return in_background(stage(items))
+
+    return lowered
+
+
+_warned = threading.Event()
+
+
+def _lower_this_thread() -> None:
+    # only Linux takes a thread id where setpriority takes a process id (elsewhere the same number
+    # could name another process)
+    if sys.platform != "linux":
+        return
+    try:
+        thread = threading.get_native_id()
+        now = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, now + BACKGROUND_NICE))
+    except OSError as exc:
+        if not _warned.is_set():
+            _warned.set()
+            log.info("pipeline stages run at normal priority: %s", exc)
 
 
 class _Chain:

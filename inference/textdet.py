@@ -62,8 +62,8 @@ class TextDetector:
         h, w = self.size
         images = [
             self._scaler.reformat(
-                p, w, h, self._format, interpolation=Interpolation.BILINEAR
-            ).to_ndarray()
+                p, w, h, self._format, interpolation=Interpolation.BILINEAR, threads=1
+            ).to_ndarray()  # swscale on one thread: the model's threads keep the cores
             for p in pictures
         ]
         return to_tensor(np.stack(images), self.manifest)

