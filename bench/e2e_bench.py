@@ -15,18 +15,19 @@ minus 1, in percent), `verify`, `depth` and `placement`. The machine's load aver
 with the figures: compare within one run.
 
 Placement (`--placement split,shared`, default split) is a measurement model, not a deployment:
-the whole network runs in this one process, but a networked segment means a gateway machine and
+the network's nodes run in this one process, but a networked segment means a gateway machine and
 an orchestrator machine, and the local baseline is one machine. `split` models that with CPU
-affinity on the threads: the machine's cores are halved into set A and set B; the local
-transcode runs on A; on the network path the orchestrator's transcode (its thread, and the
-decoder, rendition and x264 threads it starts, which inherit the set) runs on A too, and
-everything else (the gateway's segmenting, probing and checks, both sides' libp2p and log work
-on the trio thread, the bench driver) on B. So the local baseline and the orchestrator get the
-same cores and the same encoder threads (x264 and FFmpeg size their thread pools from the
-affinity mask). What the model leaves shared: one Python interpreter (the GIL; PyAV releases it
-while coding) and the orchestrator's protocol work, which runs on B beside the gateway's.
-`shared` is every thread on every core (the gateway's checks compete with the orchestrator's
-x264). `--trace` prints a per-step timeline of one job (bench/e2e_trace.py).
+affinity: the machine's cores are halved into set A and set B. The compute machine is a child
+process pinned to A (its own interpreter, as a machine of its own has); the local path's
+segmenter and transcode and the orchestrator's transcode both run there (the same function,
+so the same cores and the same encoder threads: x264 and FFmpeg size their thread pools from
+the affinity mask). Everything else runs in this process on B: the gateway (segmenting,
+probing, checks, log), both sides' libp2p and protocol work, the bench driver. What the model
+leaves out: the orchestrator's protocol work runs on B beside the gateway's (on its own machine
+it would share A with its transcode), and the network is 127.0.0.1. `shared` is the old
+measurement: everything in this process, every thread on every core (the gateway's checks and
+Python work compete with the orchestrator's x264 for the cores and for the interpreter's lock).
+`--trace` prints a per-step timeline of one job (bench/e2e_trace.py).
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,22 +94,34 @@ def place_process(cores: frozenset[int]) -> None:
             os.sched_setaffinity(int(tid), cores)
 
 
-class Pinned:
-    """The orchestrator's transcode, run on `cores` (the calling thread's set is put back after),
-    noting the cores each call saw."""
+def _pin(cores: frozenset[int]) -> None:
+    os.sched_setaffinity(0, cores)
+
+
+def _transcode(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, frozenset[int]]:
+    return transcode(*args, **kwargs), frozenset(os.sched_getaffinity(0))
+
+
+class Compute:
+    """The transcode on a compute machine of its own: a child process (its own interpreter, so
+    no lock shared with the gateway's Python work) on `cores`, started once; the local path and
+    the orchestrator call the same one, so both pay the same hand-over (the segment in, the
+    renditions out, a few milliseconds). Notes the cores each call ran on."""
 
     def __init__(self, cores: frozenset[int]) -> None:
         self.cores = cores
         self.seen: set[frozenset[int]] = set()
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.pool = ProcessPoolExecutor(1, spawn, initializer=_pin, initargs=(cores,))
+        self.pool.submit(os.getpid).result()  # started before anything is timed
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        before = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, self.cores)
-        try:
-            self.seen.add(frozenset(os.sched_getaffinity(0)))
-            return transcode(*args, **kwargs)
-        finally:
-            os.sched_setaffinity(0, before)
+        result, cores = self.pool.submit(_transcode, args, kwargs).result()
+        self.seen.add(cores)
+        return result
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 @dataclass(slots=True)
@@ -123,19 +138,21 @@ class Runs:
 
 
 def local_run(
-    clip: Path, profiles: str, preset: str, place: Placement
+    clip: Path, profiles: str, preset: str, place: Placement, compute: Compute | None
 ) -> tuple[float, list[float]]:
-    """Segment and transcode in this process, one segment after another (what the network's
-    gateway does too: its wall time includes segmenting), on the placement's compute cores."""
+    """Segment and transcode on one machine, one segment after another (what the network's
+    gateway does too: its wall time includes segmenting): the placement's compute cores, the
+    transcode in `compute` (None: in this thread)."""
     ladder = parse_profiles(profiles)
+    compute = compute or transcode
     place_process(place.rest)
-    os.sched_setaffinity(0, place.compute)  # this thread, and the coding threads it starts
+    os.sched_setaffinity(0, place.compute)  # the segmenter too runs on the one machine
     try:
         started = time.perf_counter()
         latencies = []
         for seg in segment(clip):
             t0 = time.perf_counter()
-            transcode(seg.data, ladder, preset=preset)
+            compute(seg.data, ladder, preset=preset)
             latencies.append(time.perf_counter() - t0)
         return time.perf_counter() - started, latencies
     finally:
@@ -150,20 +167,22 @@ async def network_run(
     verify: str,
     depth: int | None = None,
     place: Placement | None = None,
+    compute: Compute | None = None,
     trace: Trace | None = None,
 ) -> tuple[float, list[float], int]:
     """One job on a fresh network; (wall, per-segment latencies, segments checked in full).
     `depth`: segments in flight per orchestrator slot (default: the gateway's PIPELINE_DEPTH);
-    `place`: the cores of the orchestrator's transcode and of everything else."""
+    `place`: the cores of everything but the orchestrator's transcode, which runs in `compute`
+    (default: this process's threads, as the orchestrator does)."""
     if depth is not None:
         market.PIPELINE_DEPTH = depth  # read when the gateway is built, below
     place = place or Placement.of("shared")
     place_process(place.rest)
-    pinned = Pinned(place.compute)
     cfg = GatewayConfig(profiles=profiles, preset=preset, verify=verify)
     plan = default_plan(1, cfg, capacity=1)
     ledger = await trio.to_thread.run_sync(embedded_ledger, plan)  # the protocol contracts
-    orch_role.transcode = pinned  # type: ignore[assignment] - the orchestrator's compute
+    if compute is not None:
+        orch_role.transcode = compute  # type: ignore[assignment] - the orchestrator's compute
     try:
         async with open_network(base, plan, ledger) as net:
             if trace is not None:
@@ -175,9 +194,8 @@ async def network_run(
                     trace.remove()
     finally:
         orch_role.transcode = transcode
-    if pinned.seen and pinned.seen != {place.compute}:
-        raise RuntimeError(f"the orchestrator's transcode ran on {pinned.seen}, not "
-                           f"{set(place.compute)}")  # fmt: skip
+    if compute is not None and compute.seen - {compute.cores}:
+        raise RuntimeError(f"the transcode ran on {compute.seen}, not {set(compute.cores)}")
     full = sum(s.full_check for s in report.segments)
     return report.wall_s, [s.latency_s for s in report.segments], full
 
@@ -186,6 +204,7 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
     clip = generate_clip(root / f"clip-{name}.mp4", size, args.seconds)
     count = len(list(segment(clip)))
     places = {p: Placement.of(p) for p in args.placement}
+    computes = {p: Compute(place.compute) if p == "split" else None for p, place in places.items()}
     paths: list[Any] = [
         *(("local", p) for p in args.placement),
         *((v, d, p) for p in args.placement for v in args.verify for d in args.depth),
@@ -196,13 +215,15 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
         order = paths[r % len(paths) :] + paths[: r % len(paths)]  # A/B: rotate who goes first
         for path in order:
             if path[0] == "local":
-                wall, lat = local_run(clip, profiles, args.preset, places[path[1]])
+                wall, lat = local_run(clip, profiles, args.preset, places[path[1]],
+                                      computes[path[1]])  # fmt: skip
             else:
                 policy, depth, placement = path
                 base = root / f"net-{name}-{policy}-{depth}-{placement}-{r}"
                 trace = Trace() if args.trace else None
                 wall, lat, full = trio.run(network_run, clip, profiles, args.preset, base, policy,
-                                           depth, places[placement], trace)  # fmt: skip
+                                           depth, places[placement], computes[placement],
+                                           trace)  # fmt: skip
                 runs[path].full_checks += full
                 runs[path].cheap_checks += len(lat) - full
                 if trace is not None:
@@ -210,6 +231,9 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
             runs[path].walls.append(wall)
             runs[path].latencies += lat
     place_process(ALL_CORES)
+    for compute in computes.values():
+        if compute is not None:
+            compute.close()
     load = os.getloadavg()
     out = []
     for path in paths:
