@@ -37,6 +37,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -341,14 +342,17 @@ def main() -> int:
         names = list(CONFIGS) if args.config == "both" else [args.config]
         configs = [(n, *CONFIGS[n]) for n in names]
     root = Path(tempfile.mkdtemp(prefix="castnet-e2e-bench-"))
-    for name, size, profiles in configs:
-        rows = bench(name, size, profiles, args, root)
-        for row in rows:
-            if args.json:
-                print(json.dumps(row), flush=True)
-        if not args.json:
-            print_table(rows)
-            print()
+    try:
+        for name, size, profiles in configs:
+            rows = bench(name, size, profiles, args, root)
+            for row in rows:
+                if args.json:
+                    print(json.dumps(row), flush=True)
+            if not args.json:
+                print_table(rows)
+                print()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
