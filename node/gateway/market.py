@@ -241,26 +241,24 @@ class SegmentMarket(JournalResume):
         With a `journal`, a segment verified before a restart is taken from it, and one posted
         before is not posted again."""
         try:
-            # a report is one job (or live session): its segments get places in its turn; the
-            # probe and the post come with the place, so segments still waiting for one take no
-            # CPU from those at work (the first segment's upload above all)
-            async with self.scheduler.place(id(report)):
-                cap = self.config.max_price_per_pixel
-                body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
-                                           pixels_per_unit=cap.denominator)  # fmt: skip
-                posted = None
+            cap = self.config.max_price_per_pixel
+            body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
+                                       pixels_per_unit=cap.denominator)  # fmt: skip
+            posted = None
+            if journal is not None:
+                posted = await self._resume(work, body, outcome, journal)
+                if outcome.result is not None:
+                    return outcome
+            if posted is None:
+                posted = await self.writer.emit(body)
                 if journal is not None:
-                    posted = await self._resume(work, body, outcome, journal)
-                    if outcome.result is not None:
-                        return outcome
-                if posted is None:
-                    posted = await self.writer.emit(body)
-                    if journal is not None:
-                        await record(journal.record_posted, work.seq, posted.id)
-                selector = self.selector_for(work.capability)
-                tried: set[bytes] = set(avoid)
-                busy_answers = 0
-                limit = timeout_s or self.config.job_timeout_s
+                    await record(journal.record_posted, work.seq, posted.id)
+            selector = self.selector_for(work.capability)
+            tried: set[bytes] = set(avoid)
+            busy_answers = 0
+            limit = timeout_s or self.config.job_timeout_s
+            # a report is one job (or live session): its segments get places in its turn
+            async with self.scheduler.place(id(report)):
                 deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
                 for _ in range(MAX_PICKS):
                     if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:

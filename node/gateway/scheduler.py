@@ -1,8 +1,8 @@
 """The gateway's segment scheduler: one bound on the segments in flight across every job that runs
 at once, with free places handed to the waiting jobs in turn (round robin), so a job of two
 segments started beside one of forty gets every other place instead of waiting behind all forty.
-Within a job, places go to its segments in the order they asked. A segment holds its place
-from its probe and post (node.gateway.market) to its verdict, retries included; which
+Within a job, places go to its segments in the order they asked. A segment (posted already)
+holds its place from its first pick of an orchestrator to its verdict, retries included; which
 orchestrator takes it, and whether that one has a free slot, is still selection's business
 (node.gateway.selection), and each orchestrator's capacity is still its own bound."""
 
