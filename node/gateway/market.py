@@ -51,6 +51,7 @@ from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import segment_fee
 from payments.errors import ParamsExpired, PaymentError
+from payments.params import TicketParams
 from payments.sender import Sender, SenderConfig
 from payments.ticket import SignedTicket
 
@@ -63,9 +64,12 @@ MAX_EXPIRED = 3  # ticket params that expire on the way, asked again before it c
 # orchestrator and the segment is posted anew (journal)
 PIPELINE_DEPTH = 2
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
-SEGMENTS_PER_SLOT = 2  # segments given an orchestrator per slot: one there, one checked here
+# segments given places per orchestrator slot: PIPELINE_DEPTH there (one computing, the others
+# staged behind it) and one more being checked here, so a check never holds the next upload back
+CHECKED_PER_SLOT = 1
 BUSY_ANSWER = "busy"
 BUSY_BACKOFF_MAX_S = 5.0  # an orchestrator busy with jobs we do not know of is asked again later
+QUOTE_AHEAD_MAX_AGE_S = 5.0  # a quote fetched ahead of a job's first segment is used this fresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +184,16 @@ class SegmentMarket(JournalResume):
         self.writer = EventWriter(node, signer)
         self.address = signer.address
         self.view = NodeView(node.store)
+        self.depth = PIPELINE_DEPTH
         self.selector = Selector(max_price=config.max_price_per_pixel, suspend_s=config.suspend_s,
-                                 depth=PIPELINE_DEPTH)  # fmt: skip
+                                 depth=self.depth)  # fmt: skip
         self._selectors = {self.selector.capability: self.selector}
         self.sender = Sender(signer, SenderConfig(config.max_ev, config.max_total_ev), ledger)
         self.payer = Payer(node, signer.address, self.sender, ledger, config.fee_margin)
         self.mirror = self.payer.mirror  # what each orchestrator's balance for us should be
         self.verdicts: list[k.JobVerdict] = []
         self._slot_freed = trio.Event()
+        self._ahead: dict[bytes, _QuoteAhead] = {}  # orchestrator -> a quote fetched ahead
         self.verify_policy = VerifyPolicy(config.verify, config.verify_fraction)
         self.ai_rechecker = AiRechecker(config.ai_recheck, recheck_config(config.ai_models_dir))
         # every job's segments take turns for orchestrators (node.gateway.scheduler)
@@ -199,17 +205,18 @@ class SegmentMarket(JournalResume):
         selector = self._selectors.get(capability)
         if selector is None:
             selector = Selector(capability, self.config.max_price_per_pixel, self.config.suspend_s,
-                                PIPELINE_DEPTH)  # fmt: skip
+                                self.depth)  # fmt: skip
             selector.local = self.selector.local
             self._selectors[capability] = selector
         return selector
 
     def segment_bound(self) -> int:
-        """Segments that may look for an orchestrator at once, across all jobs: twice the
-        capacity the known offers state, so each slot has a segment at work while another one
-        is checked here."""
+        """Segments that may look for an orchestrator at once, across all jobs: per slot the
+        known offers state, the pipeline's depth (one computing there, the rest staged behind it)
+        plus one being checked here."""
         offers = self.view.state.offers.values()
-        return SEGMENTS_PER_SLOT * max(1, sum(max(1, o.capacity) for o in offers))
+        per_slot = self.depth + CHECKED_PER_SLOT
+        return per_slot * max(1, sum(max(1, o.capacity) for o in offers))
 
     async def wait_for_offers(self, count: int, timeout: float = 30.0) -> int:
         """Wait until the log holds `count` offers; returns how many it holds."""
@@ -335,7 +342,7 @@ class SegmentMarket(JournalResume):
         pixels = work.pixels
         try:
             peer = await self._dial(cand)
-            params = await self.payer.quote(peer)
+            params = await self._quote(orch, peer)
             outcome.attempts += 1
             price = params.price_per_pixel
             tickets = await self.payer.tickets(params, pixels)
@@ -442,6 +449,39 @@ class SegmentMarket(JournalResume):
                 self._free(orch)
         return again
 
+    async def quote_ahead(self, capability: str) -> None:
+        """Fetch a quote from the orchestrator selection would pick now for `capability`, for a
+        job's first segment to use (called while the job is segmented and probed, so the first
+        upload does not wait for a quote). Never raises: the attempt quotes for itself if this
+        found nothing, and a quote is only used while it is fresh (QUOTE_AHEAD_MAX_AGE_S)."""
+        try:
+            state = await self.view.refresh()
+            options = self.selector_for(capability).candidates(state, time.monotonic(),
+                                                               frozenset())  # fmt: skip
+            if not options:
+                return
+            cand = options[0]
+            old = self._ahead.get(cand.address)
+            if old is not None and time.monotonic() - old.at < QUOTE_AHEAD_MAX_AGE_S:
+                return  # one is on its way, or fresh
+            ahead = self._ahead[cand.address] = _QuoteAhead(time.monotonic())
+            try:
+                ahead.params = await self.payer.quote(await self._dial(cand))
+            finally:
+                ahead.done.set()
+        except Exception as exc:  # busy, unreachable, refused: the first attempt quotes itself
+            log.info("quote ahead for %s: %s", capability, exc)
+
+    async def _quote(self, orch: bytes, peer: ID) -> TicketParams:
+        """A fresh quote fetched ahead (waited for if still on its way), else a new one."""
+        ahead = self._ahead.pop(orch, None)
+        if ahead is not None and time.monotonic() - ahead.at < QUOTE_AHEAD_MAX_AGE_S:
+            with trio.move_on_at(trio.current_time() + QUOTE_AHEAD_MAX_AGE_S):
+                await ahead.done.wait()
+            if ahead.params is not None:
+                return ahead.params
+        return await self.payer.quote(peer)
+
     async def _dial(self, cand: Candidate) -> ID:
         peer = ID.from_base58(cand.offer.peer_id)
         if peer not in self.node.running.host.get_connected_peers():
@@ -511,6 +551,13 @@ class SegmentMarket(JournalResume):
         body = k.JobVerdict(job_id, orch, accepted, reason, round(latency_s * 1000))
         self.verdicts.append(body)
         await self.writer.emit(body)
+
+
+@dataclass(slots=True)
+class _QuoteAhead:
+    at: float  # time.monotonic() when it was asked for
+    done: trio.Event = field(default_factory=trio.Event)
+    params: TicketParams | None = None  # None: the quote failed
 
 
 class _Rejected(Exception):

@@ -7,6 +7,7 @@ with inference jobs (ai_jobs) lives in market; this module is the transcoding.""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from node.protocol import (
 from p2p.errors import ProtocolError
 
 log = logging.getLogger("castnet.gateway")
+TRANSCODE_CAPABILITY = "transcode:h264"
 
 
 class GatewayError(Exception):
@@ -66,14 +68,22 @@ class Gateway(SegmentMarket):
         from the segments it had verified."""
         started = time.perf_counter()
         ladder = parse_profiles(profiles or self.config.profiles)
-        segments = await trio.to_thread.run_sync(lambda: list(segment(source)))
-        if not segments:
-            raise GatewayError(f"{source}: no segments")
-        report = JobReport(out, [SegmentOutcome(s.seq) for s in segments])
+        report = JobReport(out, [])
         output = VodOutput(out)
+        cut_failed: list[Exception] = []
         try:
-            works = [_Transcode(s, ladder, self.config.preset) for s in segments]
-            await self.run_works(works, report, output.add, on_progress, journal)
+            async with trio.open_nursery() as nursery:
+                # the first segment's quote is asked for while the input is segmented
+                nursery.start_soon(self.quote_ahead, TRANSCODE_CAPABILITY)
+                send, receive = trio.open_memory_channel[tuple[SegmentWork, SegmentOutcome]](1)
+                nursery.start_soon(_segment_into, source, ladder, self.config.preset, send,
+                                   cut_failed, nursery.cancel_scope)  # fmt: skip
+                await self._run_stream(receive, report, output.add, on_progress, journal)
+            if cut_failed:  # the input went bad partway: the segments in flight were cancelled
+                raise cut_failed[0]
+            if not report.segments:
+                raise GatewayError(f"{source}: no segments")
+            _raise_failed(report)
             await trio.to_thread.run_sync(output.commit)
         finally:
             output.discard()
@@ -90,28 +100,54 @@ class Gateway(SegmentMarket):
     ) -> None:
         """Run every segment's work at once (each waits for a free orchestrator) and `write`
         results in order, in a thread, as they complete; GatewayError if any segment failed.
-        A segment that passed only the cheap checks is written once the job's other segments
-        are in: if its orchestrator failed a check meanwhile, it is redone elsewhere first."""
-        total = len(works)
+        `report.segments` holds an outcome per work, in the same order."""
+        send, receive = trio.open_memory_channel[tuple[SegmentWork, SegmentOutcome]](len(works))
+        async with send:
+            for pair in zip(works, report.segments, strict=True):
+                send.send_nowait(pair)
+        await self._run_stream(receive, report, write, on_progress, journal, listed=True)
+        _raise_failed(report)
+
+    async def _run_stream(
+        self,
+        arrivals: trio.MemoryReceiveChannel[tuple[SegmentWork, SegmentOutcome]],
+        report: JobReport,
+        write: Callable[[int, Any], None],
+        on_progress: ProgressFn | None = None,
+        journal: SegmentJournal | None = None,
+        listed: bool = False,
+    ) -> None:
+        """Start each segment's work as it arrives (a segmenter still cutting the input sends
+        them one by one; `listed`: the report holds their outcomes already) and `write` results
+        in order, in a thread, as they complete (failed segments stay in the report). A segment
+        that passed only the cheap checks is written once the job's other segments are in: if
+        its orchestrator failed a check meanwhile, it is redone elsewhere first. `on_progress`
+        gets the segments known so far as the total (all of them by the last call)."""
+        works: list[SegmentWork] = []
         done: dict[int, SegmentOutcome] = {}
-        written = 0
-        results_send, results_receive = trio.open_memory_channel[SegmentOutcome](total)
+        written = count = 0
+        results_send, results_receive = trio.open_memory_channel[SegmentOutcome](math.inf)
+
+        async def feed(nursery: trio.Nursery) -> None:
+            async with results_send, arrivals:
+                async for work, outcome in arrivals:
+                    works.append(work)
+                    if not listed:
+                        report.segments.append(outcome)
+                    nursery.start_soon(self._run_one, work, outcome, report,
+                                       results_send.clone(), journal)  # fmt: skip
+
         async with trio.open_nursery() as nursery:
-            for work, outcome in zip(works, report.segments, strict=True):
-                nursery.start_soon(self._run_one, work, outcome, report, results_send, journal)
-            for count in range(1, total + 1):
-                outcome = await results_receive.receive()
+            nursery.start_soon(feed, nursery)
+            async for outcome in results_receive:
+                count += 1
                 if outcome.result is not None:
                     done[outcome.seq] = outcome
                 written = await _write_in_order(works, done, written, write, final=False)
                 if on_progress is not None:
-                    on_progress(count, total, outcome)
+                    on_progress(count, len(works), outcome)
         await self._redo_unverified(works, report, journal)
         await _write_in_order(works, done, written, write, final=True)
-        if report.failed:
-            failed = [f"{s.seq}: {'; '.join(s.errors)}" for s in report.segments if not s.result]
-            raise GatewayError(f"{report.failed} of {total} segments failed: "
-                               + " | ".join(failed))  # fmt: skip
 
     async def _redo_unverified(
         self, works: Sequence[SegmentWork], report: JobReport, journal: SegmentJournal | None
@@ -154,10 +190,11 @@ class Gateway(SegmentMarket):
         results: trio.MemorySendChannel[SegmentOutcome],
         journal: SegmentJournal | None,
     ) -> None:
-        try:
-            await self.run_work(work, outcome, report, journal=journal)
-        finally:
-            await results.send(outcome)
+        async with results:
+            try:
+                await self.run_work(work, outcome, report, journal=journal)
+            finally:
+                await results.send(outcome)
 
     async def run_segment(
         self,
@@ -173,6 +210,37 @@ class Gateway(SegmentMarket):
         orchestrator), `timeout_s` bounds each attempt (default: the config's job timeout)."""
         work = _Transcode(seg, ladder, self.config.preset)
         return await self.run_work(work, outcome, report, prefer, timeout_s)
+
+
+def _raise_failed(report: JobReport) -> None:
+    if report.failed:
+        failed = [f"{s.seq}: {'; '.join(s.errors)}" for s in report.segments if not s.result]
+        raise GatewayError(f"{report.failed} of {len(report.segments)} segments failed: "
+                           + " | ".join(failed))  # fmt: skip
+
+
+async def _segment_into(
+    source: str | Path,
+    ladder: tuple[Profile, ...],
+    preset: str,
+    send: trio.MemorySendChannel[tuple[SegmentWork, SegmentOutcome]],
+    failed: list[Exception],
+    job: trio.CancelScope,
+) -> None:
+    """Cut `source` in a thread and send each segment's work as soon as it is cut; an input
+    that does not cut (or stops cutting partway) lands in `failed` and cancels the `job`."""
+
+    def cut() -> None:
+        for seg in segment(source):
+            work = _Transcode(seg, ladder, preset)
+            trio.from_thread.run(send.send, (work, SegmentOutcome(seg.seq)))
+
+    async with send:
+        try:
+            await trio.to_thread.run_sync(cut)
+        except Exception as exc:  # raised by the caller, outside the job's nursery
+            failed.append(exc)
+            job.cancel()
 
 
 async def _write_in_order(
@@ -204,7 +272,7 @@ class _Transcode:
     preset: str
     info: SourceInfo | None = None
     pixels: int = 0
-    capability: str = "transcode:h264"
+    capability: str = TRANSCODE_CAPABILITY
     warm: str = ""
     protocol: str = JOB_PROTOCOL
     request_kind: int = JOB_REQUEST
