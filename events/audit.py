@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from events import kinds as k
 from events.envelope import SignedEvent, decode
 from events.errors import EventError
 from events.fold import fold
@@ -60,7 +61,8 @@ class AuditReport:
         return (*self.problems, *self.violations)
 
 
-EVIDENCE_RULES = frozenset({"equivocation"})  # problems that accuse an author, not the log
+# problems that accuse an author, not the log
+EVIDENCE_RULES = frozenset({"equivocation", "summary-mismatch"})
 
 
 def _accuses(finding: Problem | Violation, own: Collection[bytes]) -> bool:
@@ -135,6 +137,62 @@ class ChainChecker:
         return len(self._ids)
 
 
+class _VerdictTallies:
+    """A gateway's VerdictSummary events checked against the JobVerdicts of its job chain
+    towards that orchestrator, where the log holds that chain: over the periods summarized, the
+    counts and latency must be the same."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[tuple[bytes, int, k.JobVerdict]] = []  # (author, time_ms, body)
+        self.summaries: list[tuple[SignedEvent, k.VerdictSummary]] = []
+
+    def see(self, event: SignedEvent) -> SignedEvent:
+        if event.kind in (k.JobVerdict.KIND, k.VerdictSummary.KIND):
+            try:
+                body = k.read_body(event)
+            except EventError:
+                return event  # the fold records it as malformed
+            if isinstance(body, k.JobVerdict):
+                self.verdicts.append((event.author, event.time_ms, body))
+            elif isinstance(body, k.VerdictSummary):
+                self.summaries.append((event, body))
+        return event
+
+    def problems(self, state: State) -> list[Problem]:
+        pairs: dict[tuple[bytes, bytes], list[tuple[SignedEvent, k.VerdictSummary]]] = {}
+        for event, body in self.summaries:
+            pairs.setdefault((event.author, body.orchestrator), []).append((event, body))
+        held = {(c.principal, c.counterparty) for c in state.job_chains.values() if c.principal}
+        found = []
+        for (gateway, orch), summaries in pairs.items():
+            if (gateway, orch) not in held:
+                continue  # the pair's job chain is not in this log: nothing to check against
+            since = min(b.since_ms for _, b in summaries)
+            until = max(b.until_ms for _, b in summaries)
+            counted = [0, 0, 0]
+            for author, time_ms, v in self.verdicts:
+                chain = state.job_chains.get(author)
+                if chain is None or chain.principal != gateway or v.orchestrator != orch:
+                    continue
+                if since <= time_ms < until:
+                    counted[0 if v.accepted else 1] += 1
+                    counted[2] += v.latency_ms if v.accepted else 0
+            summed = [
+                sum(b.verified for _, b in summaries),
+                sum(b.failed for _, b in summaries),
+                sum(b.latency_ms_total for _, b in summaries),
+            ]
+            if counted != summed:
+                last = summaries[-1][0]
+                detail = (
+                    f"summaries of 0x{orch.hex()} say {summed[0]} verified, {summed[1]} failed,"
+                    f" {summed[2]} ms; its job chain holds {counted[0]}, {counted[1]},"
+                    f" {counted[2]} ms"
+                )
+                found.append(_problem(0, "summary-mismatch", detail, last))
+        return found
+
+
 def audit(
     raws: Iterable[tuple[int, bytes]],
     evidence: Iterable[tuple[bytes, bytes]] = (),
@@ -144,8 +202,10 @@ def audit(
     """Audit `(position, raw)` pairs in log order. `evidence` holds (raw, stored id) pairs that a
     store kept aside as conflicting with a stored event."""
     checker = ChainChecker(verify)
-    state = fold((e for p, raw in raws if (e := checker.check(p, raw)) is not None))
+    tallies = _VerdictTallies()
+    state = fold(tallies.see(e) for p, raw in raws if (e := checker.check(p, raw)) is not None)
     problems = list(checker.problems)
+    problems += tallies.problems(state)
     for raw, stored_id in evidence:
         try:
             event = decode(raw)

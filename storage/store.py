@@ -286,6 +286,30 @@ class EventStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def first_of_kind(self, kind: int) -> list[bytes]:
+        """Raw events of `kind` at seq 1 (the first event of their author's chain)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT raw FROM events WHERE seq = 1 AND kind = ? ORDER BY pos", (kind,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def read_authors(
+        self, after: int, authors: Sequence[bytes], limit: int
+    ) -> list[tuple[int, bytes, int, bytes, bytes]]:
+        """(position, author, seq, id, raw) of the given authors' events after position
+        `after`, in log order."""
+        if not authors:
+            return []
+        marks = ",".join("?" * len(authors))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT pos, author, seq, id, raw FROM events WHERE pos > ? AND author IN"
+                f" ({marks}) ORDER BY pos LIMIT ?",
+                (after, *authors, limit),
+            ).fetchall()
+        return [(int(p), bytes(a), int(s), bytes(i), bytes(r)) for p, a, s, i, r in rows]
+
     def first_missing_position(self, theirs: Mapping[bytes, tuple[int, bytes]]) -> int | None:
         """The first log position holding an event that a peer with heads `theirs`
         (author -> (seq, id)) lacks or contradicts; None when it has everything we have."""

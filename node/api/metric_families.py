@@ -55,6 +55,7 @@ class RoleTally:
     """What one role's own events say it did, folded incrementally (`seq` is the last read)."""
 
     seq: int = 0
+    seqs: dict[bytes, int] = field(default_factory=dict)  # per chain (main, job chains): last read
     posted: dict[str, int] = field(default_factory=dict)  # pipeline -> segments appeared
     accepted: dict[str, int] = field(default_factory=dict)  # pipeline -> verified results
     rejected: dict[str, int] = field(default_factory=dict)  # pipeline -> failed attempts
@@ -75,6 +76,7 @@ class RoleTally:
     def fold(self, raw: bytes) -> None:
         event = decode(raw)
         self.seq = event.seq
+        self.seqs[event.author] = event.seq
         body = k.read_body(event)
         if isinstance(body, k.JobPosted):
             self.jobs[event.id] = (body.pipeline, b"")

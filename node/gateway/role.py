@@ -107,6 +107,7 @@ class Gateway(SegmentMarket):
                 if on_progress is not None:
                     on_progress(count, total, outcome)
         await self._redo_unverified(works, report, journal)
+        await self.writer.flush_summaries()  # the job's verdicts, network-wide
         await _write_in_order(works, done, written, write, final=True)
         if report.failed:
             failed = [f"{s.seq}: {'; '.join(s.errors)}" for s in report.segments if not s.result]

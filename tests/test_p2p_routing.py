@@ -1,0 +1,261 @@
+"""What is flooded and what is not: job-level events travel in a job chain per pair of parties
+(opened by the wallet's binding) to the counterparty only, a node that is not a party stores none
+of them, audits fetch a party's job chains by author-limited sync, and reputation comes from the
+gateways' network-wide verdict summaries."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import trio
+
+from events import kinds as k
+from events.audit import audit
+from events.author import Author
+from events.crypto import LocalKeySigner
+from events.envelope import decode
+from events.fold import fold
+from events.state import Head, State
+from node.gateway.role import GatewayConfig
+from node.keystore import job_signer, open_job_chain
+from node.local.network import default_plan, open_network
+from p2p.admission import JOB_EVENT, Admission
+from p2p.config import P2PConfig
+from p2p.node import open_node
+from tests.conftest import key
+from tests.fake_ledger import FakeLedger
+from tests.media_fixtures import video_file
+
+NET = "castnet-test"
+H = bytes(32)
+
+
+def _rules(state: State) -> list[str]:
+    return [v.rule for v in state.violation_list()]
+
+
+def _pair(principal: LocalKeySigner, counterparty: bytes) -> tuple[Author, k.JobChainOpened]:
+    signer, binding = open_job_chain(principal, counterparty, NET)
+    return Author(signer), binding
+
+
+def test_job_chains_speak_for_their_principal() -> None:
+    gw, orch = LocalKeySigner(key(1)), LocalKeySigner(key(2))
+    gw_chain, gw_binding = _pair(gw, orch.address)
+    orch_chain, orch_binding = _pair(orch, gw.address)
+    assert gw_chain.address not in (gw.address, orch.address)
+    # derived, not stored: the same key again (a restart), another per counterparty and network
+    assert job_signer(gw, orch.address, NET).address == gw_chain.address
+    assert job_signer(gw, gw.address, NET).address != gw_chain.address
+    assert job_signer(gw, orch.address, "other").address != gw_chain.address
+
+    orch_main = Author(orch)
+    posted = None
+    events = [orch_main.sign(k.Offer(5, 1, (), 1, "o", ()), 1), gw_chain.sign(gw_binding, 2)]
+    posted = gw_chain.sign(k.JobPosted("transcode", H, 1, 1, (), 10, 1, ()), 3)
+    job = posted.id
+    events += [
+        posted,
+        gw_chain.sign(k.JobAssigned(job, orch.address, 5, 1), 4),
+        orch_chain.sign(orch_binding, 5),
+        orch_chain.sign(k.JobClaimed(job, 5, 1), 6),
+        orch_chain.sign(k.JobResult(job, (H,), 10, 1), 7),
+        gw_chain.sign(k.JobVerdict(job, orch.address, True, "ok", 70), 8),
+    ]
+    state = fold(events)
+    assert _rules(state) == []
+    assert state.jobs[job].poster == gw.address and state.jobs[job].assignee == orch.address
+    assert state.jobs[job].status == "verified"
+    assert state.principal(orch_chain.address) == orch.address
+    # the verdict counts for reputation by the gateway's summary, not by itself
+    assert orch.address not in state.reputation
+    summary = Author(gw).sign(k.VerdictSummary(orch.address, 1, 9, 1, 0, 70), 9)
+    after = fold([summary], state)
+    assert after.reputation[orch.address].verified == 1
+    overlap = Author(gw, after.heads[gw.address]).sign(
+        k.VerdictSummary(orch.address, 5, 12, 1, 0, 1), 12
+    )
+    assert _rules(fold([overlap], after)) == ["summary-overlaps"]
+
+
+def test_a_binding_signed_by_someone_else_leaves_its_chain_speaking_for_no_one() -> None:
+    gw, orch, thief = (LocalKeySigner(key(n)) for n in (3, 4, 5))
+    chain = Author(job_signer(thief, orch.address, NET))
+    forged = k.JobChainOpened(
+        gw.address,  # claims to speak for the gateway ...
+        orch.address,
+        NET,
+        thief.sign_hash(k.binding_digest(chain.address, orch.address, NET)),  # ... signed by thief
+    )
+    state = fold(
+        [
+            chain.sign(forged, 1),
+            chain.sign(k.JobPosted("transcode", H, 1, 1, (), 10, 1, ()), 2),
+        ]
+    )
+    assert _rules(state) == ["binding-bad-signature", "job-chain-unbound"]
+    assert not state.jobs  # the posting spoke for no one: nothing was posted
+    assert state.principal(chain.address) == chain.address
+
+
+def test_bindings_only_open_a_chain_and_a_job_chain_holds_job_events_only() -> None:
+    gw, orch = LocalKeySigner(key(6)), LocalKeySigner(key(7))
+    chain, binding = _pair(gw, orch.address)
+    main = Author(gw)
+    own_key = k.JobChainOpened(
+        gw.address, orch.address, NET, gw.sign_hash(k.binding_digest(gw.address, orch.address, NET))
+    )
+    state = fold(
+        [
+            main.sign(k.Offer(1, 1, (), 1, "g", ()), 1),
+            main.sign(own_key, 2),  # not at seq 1, and the wallet's own key
+            chain.sign(binding, 3),
+            chain.sign(k.Offer(1, 1, (), 1, "j", ()), 4),  # a network-wide event in a job chain
+        ]
+    )
+    assert _rules(state) == ["binding-not-first", "network-event-in-job-chain"]
+    assert chain.address not in state.offers
+
+
+def test_job_events_are_refused_on_the_topic_in_either_admission_mode() -> None:
+    gw, orch = LocalKeySigner(key(8)), LocalKeySigner(key(9))
+    chain, binding = _pair(gw, orch.address)
+    opened = chain.sign(binding, 1)
+    posted = chain.sign(k.JobPosted("transcode", H, 1, 1, (), 10, 1, (orch.address,)), 2)
+    offer = Author(orch).sign(k.Offer(1, 1, (), 1, "o", ()), 1)
+    for by_standing in (True, False):
+        admission = Admission(by_standing=by_standing)
+        admission.own(offer)  # standing, so only the kind decides
+        admitted, held = admission.filter([opened, posted, offer], "peer", 0.0)
+        assert admitted == [offer] and held == 2
+        assert admission.held[JOB_EVENT] == 2
+
+
+def _store_events(node: object) -> list:
+    return [decode(raw) for _, raw in node.store.read(after=0)]  # type: ignore[attr-defined]
+
+
+async def test_job_chains_reach_the_counterparty_only_and_audit_from_a_party(
+    tmp_path: Path,
+) -> None:
+    clip = video_file("routing.mp4", size="256x144", duration=4.0, gop=60)
+    config = GatewayConfig(
+        profiles="144p", preset="ultrafast", job_timeout_s=120.0,
+        max_price_per_pixel=Fraction(10**4), max_ev=Fraction(4 * 10**12),
+    )  # fmt: skip
+    plan = default_plan(1, config, ticket_ev=Fraction(10**12))
+    with trio.fail_after(240):
+        async with open_network(tmp_path / "nodes", plan, FakeLedger()) as net:
+            assert await net.gateway.wait_for_offers(1, 90.0) == 1
+            gateway, (orch,) = net.gateway, net.orchestrators
+            third = net.member("delegator").node  # on the network, not a party to the job
+            report = await gateway.transcode_file(clip, tmp_path / "out")
+            assert report.segments and all(o.result is not None for o in report.segments)
+            gw_node, orch_node = gateway.node, orch.node
+            chains = sorted(gw_node.jobs.bindings)
+            assert len(chains) == 2  # the gateway's towards the orchestrator, and back
+            assert {gw_node.jobs.principal_of(a) for a in chains} == {
+                gateway.address,
+                orch.address,
+            }
+
+            # both parties hold the whole pair chain (the last verdict arrives by push)
+            def same_heads() -> bool:
+                return all(gw_node.ingest.heads.get(a) == orch_node.ingest.heads.get(a)
+                           for a in chains)  # fmt: skip
+
+            await orch_node.wait_until(same_heads)
+            assert all(gw_node.ingest.heads[a] > 1 for a in chains)
+
+            # the gateway's summary reaches the third node, which folds it into reputation
+            summaries = [e for e in _store_events(gw_node) if e.kind == k.VerdictSummary.KIND]
+            assert summaries, "the job's end publishes its verdict summary"
+            verified = sum(
+                b.verified for e in summaries if isinstance(b := k.read_body(e), k.VerdictSummary)
+            )
+            assert verified == len(report.segments)
+            await third.wait_until(
+                lambda: third.ingest.heads.get(gateway.address, 0) >= summaries[-1].seq
+            )
+            seen = fold(_store_events(third))
+            assert seen.reputation[orch.address].verified == verified
+            assert _rules(seen) == []
+            # ... and stored none of the job's events
+            stored = _store_events(third)
+            assert not [e for e in stored if e.kind in k.JOB_KINDS]
+            assert not set(chains) & {e.author for e in stored}
+            assert not set(chains) & set(third.ingest.heads)
+
+            # an auditor fetches the gateway's log from it: network-wide, then its job chains
+            async with open_node(tmp_path / "auditor", P2PConfig(network=plan_network(net)))\
+                    as auditor:  # fmt: skip
+                peer = gw_node.running.host.get_id()
+                await auditor.connect(gw_node.addrs[0] + "/p2p/" + gw_node.peer_id)
+                await auditor.sync.sync_from(peer)
+                assert not set(chains) & set(auditor.ingest.heads)  # not sent by default
+                got = await auditor.fetch_job_chains(peer, [gateway.address])
+                assert got > 0
+                assert all(auditor.ingest.heads.get(a) == gw_node.ingest.heads[a] for a in chains)
+                rows = list(auditor.store.read(after=0))
+            report_ok = audit(rows)
+            assert report_ok.clean, [p.describe() for p in report_ok.problems] + [
+                v.rule for v in report_ok.violations
+            ]
+            assert report_ok.state.reputation[orch.address].verified == verified
+
+            events = [decode(raw) for _, raw in rows]
+            # a summary that says other than the gateway's verdicts is evidence against it
+            main = [e for e in events if e.author == gateway.address]
+            liar = Author(net.member("gateway").signer, Head(main[-1].seq, main[-1].id))
+            last_until = max(
+                b.until_ms for e in summaries if isinstance(b := k.read_body(e), k.VerdictSummary)
+            )
+            lie = liar.sign(
+                k.VerdictSummary(orch.address, last_until, last_until + 10**6, 0, 5, 0),
+                last_until,
+            )
+            lied = audit([*rows, (rows[-1][0] + 1, lie.raw)])
+            assert [f.rule for f in lied.evidence()] == ["summary-mismatch"]
+            assert not lied.integrity()  # the log itself is intact
+            own_lie = lied.integrity(own={gateway.address})  # the gateway auditing its own log
+            assert [f.rule for f in own_lie] == ["summary-mismatch"]
+
+            # a job chain rewritten after the fact fails the audit
+            gw_chain = next(a for a in chains if gw_node.jobs.principal_of(a) == gateway.address)
+            verdict = next(
+                e for e in events if e.author == gw_chain and e.kind == k.JobVerdict.KIND
+            )
+            body = k.read_body(verdict)
+            assert isinstance(body, k.JobVerdict)
+            rewriter = Author(
+                job_signer(net.member("gateway").signer, orch.address, plan_network(net)),
+                None,
+            )
+            rewriter.head = _head_before(events, verdict)
+            forged = rewriter.sign(
+                k.JobVerdict(body.job_id, body.orchestrator, False, "rewritten", 0),
+                verdict.time_ms,
+            )
+            tampered = [(p, forged.raw if raw == verdict.raw else raw) for p, raw in rows]
+            findings = audit(tampered).integrity()
+            assert findings, "a rewritten job chain must not audit clean"
+            rules = {f.rule for f in findings}
+            later = [e for e in events if e.author == gw_chain and e.seq > verdict.seq]
+            assert ("chain-broken" in rules) if later else ("bad-signature" not in rules)
+            dropped = [(p, raw) for p, raw in rows if raw != verdict.raw]
+            if later:
+                assert "chain-gap" in {f.rule for f in audit(dropped).integrity()}
+
+
+def plan_network(net: object) -> str:
+    return net.gateway.node.config.network  # type: ignore[attr-defined]
+
+
+def _head_before(events: list, target: object) -> object:
+    before = [
+        e
+        for e in events
+        if e.author == target.author and e.seq == target.seq - 1  # type: ignore[attr-defined]
+    ]
+    return Head(before[0].seq, before[0].id) if before else None
