@@ -15,8 +15,9 @@ newcomers, and gives the standing it records; `castnet audit --rpc` checks it ag
 
 Job-level events (a pair's job chain: job postings, claims, assignments, results, verdicts,
 tickets and the chain's binding) are never admitted from the topic or a default sync, whoever
-relays them and in either mode: they travel to the counterparty only (`p2p.jobchains`); the
-peer that relays them is penalized as for junk.
+relays them and in either mode (a default sync still carries the job events of a log written
+before job chains, signed by the wallet in its one chain): they travel to the counterparty only
+(`p2p.jobchains`); the peer that relays them is penalized as for junk.
 
 Admitted events also pass a token bucket per author; everything from one peer without standing
 passes a bucket per peer. What is held back is counted by reason, costs the relaying peer
@@ -205,7 +206,7 @@ class Admission:
         }
 
     def filter(
-        self, events: Iterable[SignedEvent], peer: str, now: float
+        self, events: Iterable[SignedEvent], peer: str, now: float, *, topic: bool = True
     ) -> tuple[list[SignedEvent], int]:
         """The admitted events of a batch, in order, and how many were held back.
 
@@ -217,9 +218,7 @@ class Admission:
         batch = []
         refused = 0
         for event in events:
-            if event.kind in k.JOB_KINDS or (
-                self.jobs is not None and event.author in self.jobs.bindings
-            ):
+            if self._job_event(event, topic):
                 refused += 1
                 self._hold(JOB_EVENT)
             else:
@@ -258,6 +257,17 @@ class Admission:
                 held += 1
         self.report(now)
         return admitted, held
+
+    def _job_event(self, event: SignedEvent, topic: bool) -> bool:
+        """Whether `event` belongs to a job chain, which is never flooded. On the topic every
+        job-level kind is; by default sync (`topic` False) only a binding and the events of a
+        known job chain, so a log written before job chains (one chain per node, its job
+        events signed by the wallet) still syncs whole."""
+        if event.kind == k.JobChainOpened.KIND:
+            return True
+        if self.jobs is not None and event.author in self.jobs.bindings:
+            return True
+        return topic and event.kind in k.JOB_KINDS
 
     @staticmethod
     def _observed_parties(event: SignedEvent) -> tuple[bytes, ...]:

@@ -277,7 +277,9 @@ class Sync:
                             for event in events:  # the chains' bindings come first in each
                                 self.jobs.learn(event)
                         elif self.admission is not None:  # counted, not penalized: we asked
-                            events, _ = self.admission.filter(events, via, trio.current_time())
+                            events, _ = self.admission.filter(
+                                events, via, trio.current_time(), topic=False
+                            )
                         results = await self.ingest.submit(events, via)
                         received += len(events)
                         broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)

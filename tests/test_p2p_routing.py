@@ -22,6 +22,7 @@ from node.keystore import job_signer, open_job_chain
 from node.local.network import default_plan, open_network
 from p2p.admission import JOB_EVENT, Admission
 from p2p.config import P2PConfig
+from p2p.jobchains import JobChains
 from p2p.node import open_node
 from tests.conftest import key
 from tests.fake_ledger import FakeLedger
@@ -130,6 +131,14 @@ def test_job_events_are_refused_on_the_topic_in_either_admission_mode() -> None:
         admitted, held = admission.filter([opened, posted, offer], "peer", 0.0)
         assert admitted == [offer] and held == 2
         assert admission.held[JOB_EVENT] == 2
+    # by default sync, a log written before job chains (job events in the wallet's one chain)
+    # still comes whole; a job chain's binding does not, nor its events once it is known
+    legacy = Author(gw).sign(k.JobPosted("transcode", H, 1, 1, (), 10, 1, ()), 1)
+    jobs = JobChains(NET)
+    jobs.learn(opened)
+    synced = Admission(by_standing=False, jobs=jobs)
+    admitted, held = synced.filter([legacy, opened, posted], "peer", 0.0, topic=False)
+    assert admitted == [legacy] and held == 2
 
 
 def _store_events(node: object) -> list:
