@@ -5,6 +5,9 @@ gateways' network-wide verdict summaries."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,14 +24,14 @@ from node.gateway.role import GatewayConfig
 from node.keystore import job_signer, open_job_chain
 from node.local.network import default_plan, open_network
 from p2p.admission import JOB_EVENT, Admission
-from p2p.config import P2PConfig
 from p2p.jobchains import JobChains
-from p2p.node import open_node
+from storage.store import EventStore
 from tests.conftest import key
 from tests.fake_ledger import FakeLedger
 from tests.media_fixtures import video_file
 
 NET = "castnet-test"
+ROOT = Path(__file__).resolve().parents[1]
 H = bytes(32)
 
 
@@ -196,17 +199,22 @@ async def test_job_chains_reach_the_counterparty_only_and_audit_from_a_party(
             assert not set(chains) & {e.author for e in stored}
             assert not set(chains) & set(third.ingest.heads)
 
-            # an auditor fetches the gateway's log from it: network-wide, then its job chains
-            async with open_node(tmp_path / "auditor", P2PConfig(network=plan_network(net)))\
-                    as auditor:  # fmt: skip
-                peer = gw_node.running.host.get_id()
-                await auditor.connect(gw_node.addrs[0] + "/p2p/" + gw_node.peer_id)
-                await auditor.sync.sync_from(peer)
-                assert not set(chains) & set(auditor.ingest.heads)  # not sent by default
-                got = await auditor.fetch_job_chains(peer, [gateway.address])
-                assert got > 0
-                assert all(auditor.ingest.heads.get(a) == gw_node.ingest.heads[a] for a in chains)
-                rows = list(auditor.store.read(after=0))
+            # an auditor fetches the gateway's log from it (`castnet audit --fetch`, another
+            # process): network-wide events by default sync, then its job chains by asking
+            auditor = tmp_path / "auditor"
+            fetched = await trio.to_thread.run_sync(
+                _cli, "audit", str(auditor), "--json", "--fetch",
+                f"{gw_node.addrs[0]}/p2p/{gw_node.peer_id}",
+                "--party", "0x" + gateway.address.hex(), "--network", plan_network(net),
+            )  # fmt: skip
+            assert fetched.returncode == 0, fetched.stderr[-3000:]
+            assert " job chain events (2 job chains) from " in fetched.stderr
+            cli_report = json.loads(fetched.stdout)
+            assert cli_report["exit_code"] == 0 and cli_report["integrity"]["ok"]
+            with EventStore.open_dir(auditor) as store:
+                rows = list(store.read())
+                heads = store.heads()
+            assert all(heads[a].seq == gw_node.ingest.heads[a] for a in chains)
             report_ok = audit(rows)
             assert report_ok.clean, [p.describe() for p in report_ok.problems] + [
                 v.rule for v in report_ok.violations
@@ -255,6 +263,11 @@ async def test_job_chains_reach_the_counterparty_only_and_audit_from_a_party(
             dropped = [(p, raw) for p, raw in rows if raw != verdict.raw]
             if later:
                 assert "chain-gap" in {f.rule for f in audit(dropped).integrity()}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=180)  # fmt: skip
 
 
 def plan_network(net: object) -> str:
