@@ -92,7 +92,7 @@ def own_events(node: P2PNode, author: bytes) -> list[Any]:
     bodies = []
     for _, raw in node.store.read(after=0):
         event = decode(raw)
-        if event.author == author:
+        if (node.jobs.principal_of(event.author) or event.author) == author:  # job chains too
             bodies.append(k.read_body(event))
     return bodies
 
