@@ -281,3 +281,21 @@ def _head_before(events: list, target: object) -> object:
         if e.author == target.author and e.seq == target.seq - 1  # type: ignore[attr-defined]
     ]
     return Head(before[0].seq, before[0].id) if before else None
+
+
+def test_reading_many_authors_keeps_log_order(tmp_path: Path) -> None:
+    """An author-limited sync may name more authors than SQLite binds in one statement."""
+    authors = [Author(LocalKeySigner(key(1000 + i))) for i in range(520)]
+    events = [a.sign(k.Offer(1, 1, (), 1, "o", ()), 1) for a in authors]
+    events += [a.sign(k.OfferWithdrawn("gone"), 2) for a in authors[:10]]
+    with EventStore.open_dir(tmp_path) as store:
+        store.append(events)
+        wanted = [a.address for a in authors[::2]] + [a.address for a in authors[1:11:2]]
+        few = store.read_authors(0, wanted[:3], 1000)  # one statement
+        many = store.read_authors(0, wanted, 1000)  # a filtered scan
+        first = store.read_authors(0, wanted, 100)
+        rest = store.read_authors(first[-1][0], wanted, 1000)
+    assert [r[4] for r in few] == [e.raw for e in events if e.author in set(wanted[:3])]
+    expected = [e.raw for e in events if e.author in set(wanted)]
+    assert [r[4] for r in many] == expected and len(first) == 100
+    assert [r[4] for r in first + rest] == expected
