@@ -24,7 +24,10 @@ from node.gateway.role import GatewayConfig
 from node.keystore import job_signer, open_job_chain
 from node.local.network import default_plan, open_network
 from p2p.admission import JOB_EVENT, Admission
+from p2p.config import P2PConfig
+from p2p.gossip import encode_batch
 from p2p.jobchains import JobChains
+from p2p.localnet import connect, open_local_nodes
 from storage.store import EventStore
 from tests.conftest import key
 from tests.fake_ledger import FakeLedger
@@ -299,3 +302,27 @@ def test_reading_many_authors_keeps_log_order(tmp_path: Path) -> None:
     expected = [e.raw for e in events if e.author in set(wanted)]
     assert [r[4] for r in many] == expected and len(first) == 100
     assert [r[4] for r in first + rest] == expected
+
+
+async def test_a_job_event_on_the_topic_is_held_back_and_costs_its_relayer(tmp_path: Path) -> None:
+    """Open admission (a private network) still keeps job chains off the topic."""
+    gw, orch = LocalKeySigner(key(20)), LocalKeySigner(key(21))
+    chain, binding = _pair(gw, orch.address)
+    opened = chain.sign(binding, 1)
+    offer = Author(orch).sign(k.Offer(5, 1, (), 1, "o", ()), 1)
+    config = P2PConfig(network=NET, admission=False, sync_interval_s=60.0)
+    async with open_local_nodes(tmp_path, 2, config) as (a, b):
+        await connect([a, b], [(0, 1)])
+        assert a.admission is not None and not a.admission.by_standing
+        with trio.fail_after(20):
+            # B relays a job chain's binding and an offer in one gossip message, as a node
+            # running older code would: A stores and forwards the offer only
+            await b.running.pubsub.publish(b.gossip.topic, encode_batch([opened.raw, offer.raw]))
+            await a.wait_until(lambda: a.ingest.heads.get(orch.address, 0) >= 1)
+        assert chain.address not in a.ingest.heads and a.admission.held[JOB_EVENT] == 1
+        assert a.guard.scores.points(b.peer_id, trio.current_time()) > 0
+        # and a default sync from B does not bring it either
+        await b.ingest.submit([opened], "import")
+        b.jobs.learn(opened)
+        await a.sync.sync_from(b.running.host.get_id())
+        assert chain.address not in a.ingest.heads
