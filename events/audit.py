@@ -3,6 +3,7 @@ state. Pure: it is fed raw events in log order and returns findings; the caller 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -159,37 +160,37 @@ class _VerdictTallies:
         return event
 
     def problems(self, state: State) -> list[Problem]:
-        pairs: dict[tuple[bytes, bytes], list[tuple[SignedEvent, k.VerdictSummary]]] = {}
-        for event, body in self.summaries:
-            pairs.setdefault((event.author, body.orchestrator), []).append((event, body))
+        """One problem per summary whose period's verdicts (by signing time, in the job chain
+        towards its orchestrator) do not add up to it. Verdicts outside every period (signed
+        after the last summary, or before a crash lost their tally) are not checked."""
         held = {(c.principal, c.counterparty) for c in state.job_chains.values() if c.principal}
+        by_pair: dict[tuple[bytes, bytes], list[tuple[int, k.JobVerdict]]] = {}
+        for author, time_ms, v in self.verdicts:
+            chain = state.job_chains.get(author)
+            if chain is not None and chain.principal and v.orchestrator == chain.counterparty:
+                by_pair.setdefault((chain.principal, v.orchestrator), []).append((time_ms, v))
+        for verdicts in by_pair.values():
+            verdicts.sort(key=lambda tv: tv[0])
         found = []
-        for (gateway, orch), summaries in pairs.items():
-            if (gateway, orch) not in held:
+        for event, s in self.summaries:
+            pair = (event.author, s.orchestrator)
+            if pair not in held:
                 continue  # the pair's job chain is not in this log: nothing to check against
-            since = min(b.since_ms for _, b in summaries)
-            until = max(b.until_ms for _, b in summaries)
-            counted = [0, 0, 0]
-            for author, time_ms, v in self.verdicts:
-                chain = state.job_chains.get(author)
-                if chain is None or chain.principal != gateway or v.orchestrator != orch:
-                    continue
-                if since <= time_ms < until:
-                    counted[0 if v.accepted else 1] += 1
-                    counted[2] += v.latency_ms if v.accepted else 0
-            summed = [
-                sum(b.verified for _, b in summaries),
-                sum(b.failed for _, b in summaries),
-                sum(b.latency_ms_total for _, b in summaries),
-            ]
-            if counted != summed:
-                last = summaries[-1][0]
+            verdicts = by_pair.get(pair, [])
+            times = [t for t, _ in verdicts]
+            inside = verdicts[bisect_left(times, s.since_ms) : bisect_left(times, s.until_ms)]
+            counted = (
+                sum(v.accepted for _, v in inside),
+                sum(not v.accepted for _, v in inside),
+                sum(v.latency_ms for _, v in inside if v.accepted),
+            )
+            if counted != (s.verified, s.failed, s.latency_ms_total):
                 detail = (
-                    f"summaries of 0x{orch.hex()} say {summed[0]} verified, {summed[1]} failed,"
-                    f" {summed[2]} ms; its job chain holds {counted[0]}, {counted[1]},"
-                    f" {counted[2]} ms"
+                    f"0x{s.orchestrator.hex()} over [{s.since_ms}, {s.until_ms}): it says"
+                    f" {s.verified} verified, {s.failed} failed, {s.latency_ms_total} ms; the job"
+                    f" chain holds {counted[0]}, {counted[1]}, {counted[2]} ms"
                 )
-                found.append(_problem(0, "summary-mismatch", detail, last))
+                found.append(_problem(0, "summary-mismatch", detail, event))
         return found
 
 

@@ -85,6 +85,19 @@ def test_job_chains_speak_for_their_principal() -> None:
     )
     assert _rules(fold([overlap], after)) == ["summary-overlaps"]
 
+    # an audit holds each summary to the verdicts its period covers (by their signing time);
+    # a verdict no period covers (signed after the last summary, or its tally lost in a crash)
+    # is not held against the gateway
+    def audited(*extra: object) -> list[str]:
+        rows = [(i, e.raw) for i, e in enumerate([*events, *extra], start=1)]  # type: ignore[attr-defined]
+        report = audit(rows)
+        return [p.rule for p in report.problems] + [v.rule for v in report.violations]
+
+    assert audited(summary) == []  # the verdict at 8 lies in [1, 9)
+    missed = Author(gw).sign(k.VerdictSummary(orch.address, 9, 20, 1, 0, 70), 20)
+    assert audited(missed) == ["summary-mismatch"]  # nothing was verified in [9, 20)
+    assert audited() == []  # no summary yet: nothing to check
+
 
 def test_a_binding_signed_by_someone_else_leaves_its_chain_speaking_for_no_one() -> None:
     gw, orch, thief = (LocalKeySigner(key(n)) for n in (3, 4, 5))
