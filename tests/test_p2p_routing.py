@@ -339,3 +339,27 @@ async def test_a_job_event_on_the_topic_is_held_back_and_costs_its_relayer(tmp_p
         b.jobs.learn(opened)
         await a.sync.sync_from(b.running.host.get_id())
         assert chain.address not in a.ingest.heads
+
+
+def test_a_segment_retried_elsewhere_appears_once_and_counts_a_swap() -> None:
+    from node.api.metric_families import RoleTally
+
+    gw, liar, honest = (LocalKeySigner(key(n)) for n in (30, 31, 32))
+    to_liar, to_honest = (Author(job_signer(gw, o.address, NET)) for o in (liar, honest))
+    segment = bytes([7]) * 32
+    posting = k.JobPosted("transcode", segment, 1, 1, (), 10, 1, ())
+    first = to_liar.sign(posting, 1)
+    again = to_honest.sign(posting, 3)
+    tally = RoleTally()
+    for event in (
+        first,
+        to_liar.sign(k.JobAssigned(first.id, liar.address, 5, 1), 2),
+        to_liar.sign(k.JobVerdict(first.id, liar.address, False, "bad", 0), 2),
+        again,
+        to_honest.sign(k.JobAssigned(again.id, honest.address, 5, 1), 4),
+        to_honest.sign(k.JobVerdict(again.id, honest.address, True, "ok", 9), 5),
+    ):
+        tally.fold(event.raw)
+    assert tally.posted == {"transcode": 1} and tally.swaps == 1
+    assert tally.accepted == {"transcode": 1} and tally.rejected == {"transcode": 1}
+    assert not tally.segments and not tally.inputs  # nothing left open
