@@ -3,9 +3,11 @@ state. Pure: it is fed raw events in log order and returns findings; the caller 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from events import kinds as k
 from events.envelope import SignedEvent, decode
 from events.errors import EventError
 from events.fold import fold
@@ -60,7 +62,8 @@ class AuditReport:
         return (*self.problems, *self.violations)
 
 
-EVIDENCE_RULES = frozenset({"equivocation"})  # problems that accuse an author, not the log
+# problems that accuse an author, not the log
+EVIDENCE_RULES = frozenset({"equivocation", "summary-mismatch"})
 
 
 def _accuses(finding: Problem | Violation, own: Collection[bytes]) -> bool:
@@ -135,6 +138,62 @@ class ChainChecker:
         return len(self._ids)
 
 
+class _VerdictTallies:
+    """A gateway's VerdictSummary events checked against the JobVerdicts of its job chain
+    towards that orchestrator, where the log holds that chain: over the periods summarized, the
+    counts and latency must be the same."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[tuple[bytes, int, k.JobVerdict]] = []  # (author, time_ms, body)
+        self.summaries: list[tuple[SignedEvent, k.VerdictSummary]] = []
+
+    def see(self, event: SignedEvent) -> SignedEvent:
+        if event.kind in (k.JobVerdict.KIND, k.VerdictSummary.KIND):
+            try:
+                body = k.read_body(event)
+            except EventError:
+                return event  # the fold records it as malformed
+            if isinstance(body, k.JobVerdict):
+                self.verdicts.append((event.author, event.time_ms, body))
+            elif isinstance(body, k.VerdictSummary):
+                self.summaries.append((event, body))
+        return event
+
+    def problems(self, state: State) -> list[Problem]:
+        """One problem per summary whose period's verdicts (by signing time, in the job chain
+        towards its orchestrator) do not add up to it. Verdicts outside every period (signed
+        after the last summary, or before a crash lost their tally) are not checked."""
+        held = {(c.principal, c.counterparty) for c in state.job_chains.values() if c.principal}
+        by_pair: dict[tuple[bytes, bytes], list[tuple[int, k.JobVerdict]]] = {}
+        for author, time_ms, v in self.verdicts:
+            chain = state.job_chains.get(author)
+            if chain is not None and chain.principal and v.orchestrator == chain.counterparty:
+                by_pair.setdefault((chain.principal, v.orchestrator), []).append((time_ms, v))
+        for verdicts in by_pair.values():
+            verdicts.sort(key=lambda tv: tv[0])
+        found = []
+        for event, s in self.summaries:
+            pair = (event.author, s.orchestrator)
+            if pair not in held:
+                continue  # the pair's job chain is not in this log: nothing to check against
+            verdicts = by_pair.get(pair, [])
+            times = [t for t, _ in verdicts]
+            inside = verdicts[bisect_left(times, s.since_ms) : bisect_left(times, s.until_ms)]
+            counted = (
+                sum(v.accepted for _, v in inside),
+                sum(not v.accepted for _, v in inside),
+                sum(v.latency_ms for _, v in inside if v.accepted),
+            )
+            if counted != (s.verified, s.failed, s.latency_ms_total):
+                detail = (
+                    f"0x{s.orchestrator.hex()} over [{s.since_ms}, {s.until_ms}): it says"
+                    f" {s.verified} verified, {s.failed} failed, {s.latency_ms_total} ms; the job"
+                    f" chain holds {counted[0]}, {counted[1]}, {counted[2]} ms"
+                )
+                found.append(_problem(0, "summary-mismatch", detail, event))
+        return found
+
+
 def audit(
     raws: Iterable[tuple[int, bytes]],
     evidence: Iterable[tuple[bytes, bytes]] = (),
@@ -144,8 +203,10 @@ def audit(
     """Audit `(position, raw)` pairs in log order. `evidence` holds (raw, stored id) pairs that a
     store kept aside as conflicting with a stored event."""
     checker = ChainChecker(verify)
-    state = fold((e for p, raw in raws if (e := checker.check(p, raw)) is not None))
+    tallies = _VerdictTallies()
+    state = fold(tallies.see(e) for p, raw in raws if (e := checker.check(p, raw)) is not None)
     problems = list(checker.problems)
+    problems += tallies.problems(state)
     for raw, stored_id in evidence:
         try:
             event = decode(raw)

@@ -20,6 +20,7 @@ from typing import Any
 from immutables import Map
 
 from events import kinds as k
+from events.crypto import SignatureError, recover_address
 from events.envelope import SignedEvent, decode_verified
 from events.errors import EventError
 from events.state import (
@@ -40,6 +41,7 @@ from events.state import (
     Funds,
     Head,
     Job,
+    JobChain,
     MinterRound,
     OfferState,
     Reputation,
@@ -67,6 +69,8 @@ _MAPS = (
     "reward_factors",
     "latest_factor",
     "delegation_base",
+    "job_chains",
+    "summaries",
 )
 PREC = 10**27  # the bonding contract's factor scale
 
@@ -118,8 +122,69 @@ def _apply(b: Any, e: SignedEvent) -> None:
     except EventError as exc:
         _violate(b, e, "malformed-body", str(exc))
         return
-    if body is not None:
-        _HANDLERS[type(body)](b, e, body)
+    if body is None:
+        return
+    if e.kind in k.JOB_KINDS and e.kind != k.JobChainOpened.KIND:
+        who = _principal(b, e)
+        if who is not None:
+            _JOB_HANDLERS[type(body)](b, e, body, who)
+        return
+    if e.author in b.job_chains and e.kind != k.JobChainOpened.KIND:
+        return _violate(b, e, "network-event-in-job-chain")
+    _HANDLERS[type(body)](b, e, body)
+
+
+def _principal(b: Any, e: SignedEvent) -> bytes | None:
+    """Whom a job-level event speaks for: its job chain's principal. An author without a binding
+    wrote a single-chain log (before job chains): it speaks for itself. A chain whose binding
+    was refused speaks for no one."""
+    chain = b.job_chains.get(e.author)
+    if chain is None:
+        return e.author
+    if not chain.principal:
+        _violate(b, e, "job-chain-unbound", "its JobChainOpened was refused")
+        return None
+    return chain.principal
+
+
+def _job_chain_opened(b: Any, e: SignedEvent, o: k.JobChainOpened) -> None:
+    """A job chain's binding: only at seq 1, signed by the principal it names, never the
+    principal's own key. A refused binding leaves the chain speaking for no one."""
+    if e.seq != 1:
+        return _violate(b, e, "binding-not-first", f"seq {e.seq}")
+    problem = ""
+    if o.principal == e.author:
+        problem = "a job chain's key is not its principal's key"
+    else:
+        try:
+            signer = recover_address(
+                k.binding_digest(e.author, o.counterparty, o.network), o.principal_sig
+            )
+        except SignatureError as exc:
+            signer, problem = b"", str(exc)
+        if not problem and signer != o.principal:
+            problem = f"signed by 0x{signer.hex()}, not by the principal 0x{o.principal.hex()}"
+    if problem:
+        b.job_chains[e.author] = JobChain(b"", o.counterparty)
+        return _violate(b, e, "binding-bad-signature", problem)
+    b.job_chains[e.author] = JobChain(o.principal, o.counterparty)
+
+
+def _verdict_summary(b: Any, e: SignedEvent, v: k.VerdictSummary) -> None:
+    """A gateway's verdicts on one orchestrator over a period, folded into reputation; periods
+    of one gateway on one orchestrator may not overlap (nothing is counted twice)."""
+    key = (e.author, v.orchestrator)
+    last = b.summaries.get(key)
+    if last is not None and v.since_ms < last:
+        return _violate(b, e, "summary-overlaps", f"since {v.since_ms} < {last}")
+    b.summaries[key] = v.until_ms
+    rep = b.reputation.get(v.orchestrator, _NO_REPUTATION)
+    b.reputation[v.orchestrator] = Reputation(
+        rep.verified + v.verified,
+        rep.failed + v.failed,
+        rep.latency_ms_total + v.latency_ms_total,
+        rep.equivocations,
+    )
 
 
 def _offer(b: Any, e: SignedEvent, o: k.Offer) -> None:
@@ -141,9 +206,9 @@ def _offer_withdrawn(b: Any, e: SignedEvent, body: k.OfferWithdrawn) -> None:
     del b.offers[e.author]
 
 
-def _job_posted(b: Any, e: SignedEvent, p: k.JobPosted) -> None:
+def _job_posted(b: Any, e: SignedEvent, p: k.JobPosted, who: bytes) -> None:
     b.jobs[e.id] = Job(
-        poster=e.author,
+        poster=who,
         pipeline=p.pipeline,
         posted_ms=e.time_ms,
         status=POSTED,
@@ -158,26 +223,26 @@ def _price_above(price: int, ppu: int, limit: int, limit_ppu: int) -> bool:
     return price * limit_ppu > limit * ppu
 
 
-def _job_claimed(b: Any, e: SignedEvent, c: k.JobClaimed) -> None:
+def _job_claimed(b: Any, e: SignedEvent, c: k.JobClaimed, who: bytes) -> None:
     job = b.jobs.get(c.job_id)
     if job is None:
         return _violate(b, e, "claim-unknown-job", c.job_id.hex())
-    if job.status == CLAIMED and job.assignee == e.author:
+    if job.status == CLAIMED and job.assignee == who:
         return _violate(b, e, "duplicate-claim")
-    if job.status != ASSIGNED or job.assignee != e.author:
+    if job.status != ASSIGNED or job.assignee != who:
         return _violate(b, e, "claim-not-assigned", job.status)
     if _price_above(c.price_per_unit, c.pixels_per_unit, job.price_per_unit, job.pixels_per_unit):
         return _violate(b, e, "claim-above-assigned-price")
     b.jobs[c.job_id] = _replace_job(
-        job, status=CLAIMED, claims=(*job.claims, e.author), path=(*job.path, CLAIMED)
+        job, status=CLAIMED, claims=(*job.claims, who), path=(*job.path, CLAIMED)
     )
 
 
-def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
+def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned, who: bytes) -> None:
     job = b.jobs.get(a.job_id)
     if job is None:
         return _violate(b, e, "assign-unknown-job", a.job_id.hex())
-    if e.author != job.poster:
+    if who != job.poster:
         return _violate(b, e, "assign-by-non-poster")
     if job.status in (VERIFIED, RESULTED):
         return _violate(b, e, "assign-settled-job", job.status)
@@ -194,11 +259,11 @@ def _job_assigned(b: Any, e: SignedEvent, a: k.JobAssigned) -> None:
     )
 
 
-def _job_result(b: Any, e: SignedEvent, r: k.JobResult) -> None:
+def _job_result(b: Any, e: SignedEvent, r: k.JobResult, who: bytes) -> None:
     job = b.jobs.get(r.job_id)
     if job is None:
         return _violate(b, e, "result-unknown-job", r.job_id.hex())
-    if job.assignee != e.author or job.status not in (ASSIGNED, CLAIMED):
+    if job.assignee != who or job.status not in (ASSIGNED, CLAIMED):
         return _violate(b, e, "result-not-assigned", job.status)
     if job.status != CLAIMED:
         return _violate(b, e, "result-without-claim")
@@ -207,11 +272,11 @@ def _job_result(b: Any, e: SignedEvent, r: k.JobResult) -> None:
     )
 
 
-def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
+def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict, who: bytes) -> None:
     job = b.jobs.get(v.job_id)
     if job is None:
         return _violate(b, e, "verdict-unknown-job", v.job_id.hex())
-    if e.author != job.poster:
+    if who != job.poster:
         return _violate(b, e, "verdict-by-non-poster")
     if v.orchestrator != job.assignee:
         return _violate(b, e, "verdict-wrong-orchestrator")
@@ -228,42 +293,41 @@ def _job_verdict(b: Any, e: SignedEvent, v: k.JobVerdict) -> None:
     else:
         status = REJECTED if job.status == RESULTED else FAILED
         rep = Reputation(rep.verified, rep.failed + 1, rep.latency_ms_total, rep.equivocations)
-    b.reputation[v.orchestrator] = rep
+    if who == e.author:  # a single-chain log; a job chain's verdicts count by its VerdictSummary
+        b.reputation[v.orchestrator] = rep
     b.jobs[v.job_id] = _replace_job(job, status=status, path=(*job.path, status))
 
 
-def _ticket_issued(b: Any, e: SignedEvent, t: k.TicketIssued) -> None:
+def _ticket_issued(b: Any, e: SignedEvent, t: k.TicketIssued, who: bytes) -> None:
     if t.ticket_hash in b.tickets:
         return _violate(b, e, "ticket-replayed", t.ticket_hash.hex())
-    nonce_key = (e.author, t.recipient_rand_hash, t.sender_nonce)
+    nonce_key = (who, t.recipient_rand_hash, t.sender_nonce)
     if nonce_key in b.ticket_nonces:
         return _violate(b, e, "ticket-nonce-reused", str(t.sender_nonce))
     b.ticket_nonces[nonce_key] = t.ticket_hash
-    b.tickets[t.ticket_hash] = TicketRecord(e.author, t.recipient, t.face_value, t.win_prob, ISSUED)
+    b.tickets[t.ticket_hash] = TicketRecord(who, t.recipient, t.face_value, t.win_prob, ISSUED)
 
 
-def _ticket_received(b: Any, e: SignedEvent, t: k.TicketReceived) -> None:
+def _ticket_received(b: Any, e: SignedEvent, t: k.TicketReceived, who: bytes) -> None:
     status = WON if t.winning else RECEIVED
     known = b.tickets.get(t.ticket_hash)
     if known is None:
-        b.tickets[t.ticket_hash] = TicketRecord(
-            t.sender, e.author, t.face_value, t.win_prob, status
-        )
+        b.tickets[t.ticket_hash] = TicketRecord(t.sender, who, t.face_value, t.win_prob, status)
         return
-    if known.recipient != e.author:
+    if known.recipient != who:
         return _violate(b, e, "ticket-wrong-recipient")
     if (known.sender, known.face_value, known.win_prob) != (t.sender, t.face_value, t.win_prob):
         return _violate(b, e, "ticket-mismatch")
     if known.status != ISSUED:
         return _violate(b, e, "ticket-received-twice", known.status)
-    b.tickets[t.ticket_hash] = TicketRecord(t.sender, e.author, t.face_value, t.win_prob, status)
+    b.tickets[t.ticket_hash] = TicketRecord(t.sender, who, t.face_value, t.win_prob, status)
 
 
-def _ticket_redeemed(b: Any, e: SignedEvent, t: k.TicketRedeemed) -> None:
+def _ticket_redeemed(b: Any, e: SignedEvent, t: k.TicketRedeemed, who: bytes) -> None:
     known = b.tickets.get(t.ticket_hash)
     if known is None:
         return _violate(b, e, "redeem-unknown-ticket", t.ticket_hash.hex())
-    if known.recipient != e.author:
+    if known.recipient != who:
         return _violate(b, e, "redeem-not-recipient")
     if known.claimed:
         return _violate(b, e, "ticket-redeemed-twice")
@@ -480,8 +544,10 @@ def _equivocation(b: Any, e: SignedEvent, q: k.Equivocation) -> None:
         return
     ids = sorted((first.id, second.id))
     b.evidence[key] = Evidence(first.author, first.seq, ids[0], ids[1], e.author)
-    rep = b.reputation.get(first.author, _NO_REPUTATION)
-    b.reputation[first.author] = Reputation(
+    chain = b.job_chains.get(first.author)  # a job key's equivocation is its principal's
+    culprit = chain.principal if chain is not None and chain.principal else first.author
+    rep = b.reputation.get(culprit, _NO_REPUTATION)
+    b.reputation[culprit] = Reputation(
         rep.verified, rep.failed, rep.latency_ms_total, rep.equivocations + 1
     )
 
@@ -504,6 +570,13 @@ _NO_REPUTATION = Reputation()
 _HANDLERS: dict[type, Callable[[Any, SignedEvent, Any], None]] = {
     k.Offer: _offer,
     k.OfferWithdrawn: _offer_withdrawn,
+    k.ChainObserved: _chain_observed,
+    k.Equivocation: _equivocation,
+    k.JobChainOpened: _job_chain_opened,
+    k.VerdictSummary: _verdict_summary,
+}
+# job-level kinds: called with the principal the event speaks for
+_JOB_HANDLERS: dict[type, Callable[[Any, SignedEvent, Any, bytes], None]] = {
     k.JobPosted: _job_posted,
     k.JobClaimed: _job_claimed,
     k.JobAssigned: _job_assigned,
@@ -512,8 +585,6 @@ _HANDLERS: dict[type, Callable[[Any, SignedEvent, Any], None]] = {
     k.TicketIssued: _ticket_issued,
     k.TicketReceived: _ticket_received,
     k.TicketRedeemed: _ticket_redeemed,
-    k.ChainObserved: _chain_observed,
-    k.Equivocation: _equivocation,
 }
 _CHAIN_HANDLERS: dict[str, Callable[[Any, SignedEvent, k.ChainObserved], None]] = {
     "bond": _bond,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from events import fields as f
+from events.crypto import keccak256
 from events.envelope import SignedEvent
 from events.errors import BodyError
 
@@ -372,6 +373,56 @@ class Equivocation(Body):
     second: bytes
 
 
+@_body(
+    13,
+    1,
+    "JobChainOpened",
+    f.addr("principal"),
+    f.addr("counterparty"),
+    f.text("network"),
+    f.sig65("principal_sig"),
+)
+@dataclass(frozen=True, slots=True)
+class JobChainOpened(Body):
+    """The first event (seq 1) of a job chain: the chain's author (a job key) speaks for
+    `principal` in the jobs and tickets it has with `counterparty` on `network`.
+    `principal_sig` is the principal's signature over `binding_digest(author, counterparty,
+    network)`, so the chain proves by itself whom it speaks for."""
+
+    principal: bytes
+    counterparty: bytes
+    network: str
+    principal_sig: bytes
+
+
+@_body(
+    14,
+    1,
+    "VerdictSummary",
+    f.addr("orchestrator"),
+    f.u64("since_ms"),
+    f.u64("until_ms"),
+    f.u64("verified"),
+    f.u64("failed"),
+    f.u64("latency_ms_total"),
+)
+@dataclass(frozen=True, slots=True)
+class VerdictSummary(Body):
+    """A gateway's verdicts on one orchestrator over [since_ms, until_ms): what the whole network
+    folds into reputation, while the verdicts themselves stay in the pair's job chains."""
+
+    orchestrator: bytes
+    since_ms: int
+    until_ms: int
+    verified: int
+    failed: int
+    latency_ms_total: int
+
+    def check(self) -> None:
+        if self.until_ms < self.since_ms:
+            raise BodyError("VerdictSummary: until_ms is before since_ms")
+
+
 BODY_TYPES: tuple[type[Body], ...] = (
     Offer,
     OfferWithdrawn,
@@ -385,9 +436,35 @@ BODY_TYPES: tuple[type[Body], ...] = (
     TicketRedeemed,
     ChainObserved,
     Equivocation,
+    JobChainOpened,
+    VerdictSummary,
 )
 KINDS: dict[int, type[Body]] = {cls.KIND: cls for cls in BODY_TYPES}
 KIND_BY_NAME: dict[str, type[Body]] = {cls.NAME: cls for cls in BODY_TYPES}
+
+
+# Job-level kinds: written in a job chain (one per pair of parties) and sent to the counterparty
+# only; every other kind is network-wide (gossiped to every node).
+JOB_KINDS: frozenset[int] = frozenset(
+    cls.KIND
+    for cls in (
+        JobChainOpened,
+        JobPosted,
+        JobClaimed,
+        JobAssigned,
+        JobResult,
+        JobVerdict,
+        TicketIssued,
+        TicketReceived,
+        TicketRedeemed,
+    )
+)
+BINDING_TAG = b"castnet/job-chain/v1\x00"
+
+
+def binding_digest(job_author: bytes, counterparty: bytes, network: str) -> bytes:
+    """What a principal signs to bind a job key to itself for one counterparty and network."""
+    return keccak256(BINDING_TAG + job_author + counterparty + network.encode())
 
 
 def _offer_v1(items: Any) -> Any:

@@ -109,6 +109,16 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class JobChain:
+    """A job chain's binding: its author speaks for `principal` towards `counterparty`;
+    `principal` is empty when the binding was refused (the chain's job events are then
+    violations)."""
+
+    principal: bytes
+    counterparty: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Violation:
     """An event that broke a rule of the fold; it is skipped, and replay goes on."""
 
@@ -147,6 +157,15 @@ class State:
     # delegator -> (round, factor) of its last bond change: its baseline is its orchestrator's
     # factor at the end of that round
     delegation_base: Map[bytes, tuple[int, int]] = field(default_factory=Map)
+    # job key -> its binding (from the JobChainOpened at seq 1 of its chain)
+    job_chains: Map[bytes, JobChain] = field(default_factory=Map)
+    # (gateway, orchestrator) -> until_ms of the last VerdictSummary folded into reputation
+    summaries: Map[tuple[bytes, bytes], int] = field(default_factory=Map)
+
+    def principal(self, author: bytes) -> bytes:
+        """Whom `author` speaks for: the principal of its job chain, else itself."""
+        chain = self.job_chains.get(author)
+        return chain.principal if chain is not None and chain.principal else author
 
     def violation_list(self) -> list[Violation]:
         return [self.violations[i] for i in range(len(self.violations))]

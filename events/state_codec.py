@@ -12,7 +12,7 @@ from immutables import Map
 from events import state as s
 from events.errors import DecodeError
 
-STATE_FORMAT = 2  # bump whenever State or the fold rules change: older snapshots are then refolded
+STATE_FORMAT = 3  # bump whenever State or the fold rules change: older snapshots are then refolded
 _BIG = 1
 _VALUE_TYPES: dict[str, type | None] = {
     "by_kind": None,
@@ -33,6 +33,8 @@ _VALUE_TYPES: dict[str, type | None] = {
     "reward_factors": None,
     "latest_factor": None,
     "delegation_base": None,
+    "job_chains": s.JobChain,
+    "summaries": None,
 }
 
 

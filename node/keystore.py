@@ -14,7 +14,8 @@ from typing import Any
 
 from eth_account import Account
 
-from events.crypto import parse_address
+from events.crypto import SECP256K1_N, LocalKeySigner, Signer, keccak256, parse_address
+from events.kinds import JobChainOpened, binding_digest
 
 PASSWORD_ENV = "CASTNET_PASSWORD"
 KDFS = ("scrypt", "pbkdf2")
@@ -138,3 +139,30 @@ def resolve_password(
     if not password:
         raise KeystoreError("empty password")
     return password
+
+
+JOB_KEY_TAG = b"castnet/job-key/v1\x00"
+
+
+def job_signer(principal: Signer, counterparty: bytes, network: str) -> LocalKeySigner:
+    """The key of the job chain `principal` keeps with `counterparty` on `network`.
+
+    It is derived, not stored: the hash of the principal's (deterministic, RFC 6979) signature
+    over the pair, so only the principal can make it, the same key comes back after a restart,
+    and the keystore stays the one secret to keep."""
+    digest = keccak256(JOB_KEY_TAG + principal.address + counterparty + network.encode())
+    for attempt in range(256):  # a hash outside the curve order is astronomically rare
+        key = keccak256(principal.sign_hash(digest) + bytes((attempt,)))
+        if 0 < int.from_bytes(key, "big") < SECP256K1_N:
+            return LocalKeySigner(key)
+    raise KeystoreError("cannot derive a job key")  # pragma: no cover
+
+
+def open_job_chain(
+    principal: Signer, counterparty: bytes, network: str
+) -> tuple[LocalKeySigner, JobChainOpened]:
+    """A pair's job key and the binding (its chain's first event) that proves it speaks for
+    `principal` towards `counterparty`."""
+    signer = job_signer(principal, counterparty, network)
+    sig = principal.sign_hash(binding_digest(signer.address, counterparty, network))
+    return signer, JobChainOpened(principal.address, counterparty, network, sig)

@@ -1,57 +1,162 @@
-"""A node's own events: signed in order and published one at a time, so its chain never has a gap
-in its own store (an event stored past a gap would be held and never gossiped)."""
+"""A node's own events: signed in order and published one at a time, so its chains never have a
+gap in its own store (an event stored past a gap would be held and never sent).
+
+Network-wide events (offers, chain observations, verdict summaries) are signed by the wallet key
+and gossiped. Job-level events are signed in the job chain the wallet keeps with the job's
+counterparty (a key derived per pair, `node.keystore.job_signer`, whose chain opens with the
+wallet's binding) and go to that counterparty only. A gateway's verdicts are also summed per
+orchestrator and published network-wide as a `VerdictSummary` per period."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import trio
 
+from events import kinds as k
 from events.author import Author
 from events.crypto import Signer
-from events.envelope import SignedEvent
+from events.envelope import SignedEvent, decode
 from events.kinds import Body
+from node.keystore import open_job_chain
 from p2p.node import P2PNode
 from storage.store import Outcome
 
+SUMMARY_EVERY_S = 30.0  # a gateway's verdicts are summarized at most this often (and at job end)
+
+
+@dataclass(slots=True)
+class _Tally:
+    since_ms: int
+    verified: int = 0
+    failed: int = 0
+    latency_ms_total: int = 0
+
 
 class EventWriter:
-    """Signs bodies as `signer`, continuing the chain the node's store already holds."""
+    """Signs bodies as `signer` (network-wide) or as its job key towards the counterparty
+    (job-level), continuing the chains the node's store already holds."""
 
-    def __init__(self, node: P2PNode, signer: Signer) -> None:
+    def __init__(
+        self, node: P2PNode, signer: Signer, summary_every_s: float = SUMMARY_EVERY_S
+    ) -> None:
         self.node = node
+        self.signer = signer
         head = node.store.heads().get(signer.address)
         self.author = Author(signer, head)
+        self.summary_every_s = summary_every_s
+        self._chains: dict[bytes, Author] = {}  # counterparty -> our job chain's author
+        self._tallies: dict[bytes, _Tally] = {}  # orchestrator -> verdicts not yet summarized
+        self._last_summary = time.monotonic()
+        self._floor_ms = 0  # events are stamped at or after the end of the last summary period
         self._lock = trio.Lock()
+        node.jobs.own.add(signer.address)
 
     @property
     def address(self) -> bytes:
         return self.author.address
 
-    async def emit(self, body: Body) -> SignedEvent:
-        """Sign, store durably and gossip one event."""
-        async with self._lock:
-            event = self.author.sign(body, int(time.time() * 1000))
-            result = await self.node.publish(event)
-            if result.outcome is not Outcome.APPENDED:
-                raise RuntimeError(f"own event not appended: {result.outcome.value}")
-            return event
+    async def emit(self, body: Body, to: bytes | None = None) -> SignedEvent:
+        """Sign, store durably and send one event (`to`: a job-level event's counterparty, when
+        its body does not name it)."""
+        (event,) = await self.emit_many([body], to)
+        return event
 
-    async def emit_many(self, bodies: list[Body]) -> list[SignedEvent]:
-        """Sign, store and gossip several events in order with one durable append (one commit
-        and fsync for all of them, where `emit` pays one per event)."""
+    async def emit_many(self, bodies: list[Body], to: bytes | None = None) -> list[SignedEvent]:
+        """Sign, store and send several events in order with one durable append (one commit
+        and fsync for all of them)."""
         if not bodies:
             return []
         async with self._lock:
-            now = int(time.time() * 1000)
-            events = [self.author.sign(body, now) for body in bodies]
-            node = self.node
-            if node.admission is not None:
-                for event in events:
-                    node.admission.own(event)
-            results = await node.ingest.submit(events, "self")
-            for event, result in zip(events, results, strict=True):
+            now = max(int(time.time() * 1000), self._floor_ms)
+            events: list[SignedEvent] = []
+            signed: list[SignedEvent] = []
+            for body in bodies:
+                author = await self._author_for(body, to, now, events)
+                signed.append(author.sign(body, now))
+                events.append(signed[-1])
+            results = await self.node.publish_many(events)
+            for result in results:
                 if result.outcome is not Outcome.APPENDED:
                     raise RuntimeError(f"own event not appended: {result.outcome.value}")
-                await node.gossip.publish(event.raw)
+            for body in bodies:
+                if isinstance(body, k.JobVerdict):
+                    self._count(body, now)
+        if self._tallies and time.monotonic() - self._last_summary >= self.summary_every_s:
+            await self.flush_summaries()
+        return signed
+
+    def counterparty_of(self, event: SignedEvent) -> bytes | None:
+        """The counterparty of the job chain that holds `event` (None: network-wide)."""
+        return self.node.jobs.counterparty_of(event.author)
+
+    # -- job chains ------------------------------------------------------------------------
+
+    async def _author_for(
+        self, body: Body, to: bytes | None, now: int, events: list[SignedEvent]
+    ) -> Author:
+        """The chain `body` goes in; a job chain new to the store gets its binding first
+        (appended to `events`)."""
+        if body.KIND not in k.JOB_KINDS:
+            return self.author
+        counterparty = to or await self._counterparty(body)
+        chain = self._chains.get(counterparty)
+        if chain is None:
+            network = self.node.config.network
+            signer, binding = open_job_chain(self.signer, counterparty, network)
+            heads = await trio.to_thread.run_sync(self.node.store.heads)
+            chain = self._chains[counterparty] = Author(signer, heads.get(signer.address))
+            if chain.head is None:
+                events.append(chain.sign(binding, now))
+        return chain
+
+    async def _counterparty(self, body: Body) -> bytes:
+        for name in ("orchestrator", "recipient", "sender"):
+            value = getattr(body, name, None)
+            if type(value) is bytes:
+                return value
+        targets = getattr(body, "targets", ())
+        if len(targets) == 1:
+            return bytes(targets[0])
+        job_id = getattr(body, "job_id", None)
+        if type(job_id) is bytes:  # a claim or result: towards the job's poster
+            raw = await trio.to_thread.run_sync(self.node.store.get, job_id)
+            if raw is not None:
+                poster = decode(raw).author
+                return self.node.jobs.principal_of(poster) or poster
+        raise ValueError(f"{body.NAME}: a job-level event needs its counterparty (to=)")
+
+    # -- verdict summaries -----------------------------------------------------------------
+
+    def _count(self, verdict: k.JobVerdict, now_ms: int) -> None:
+        orch = verdict.orchestrator
+        tally = self._tallies.get(orch)
+        if tally is None:
+            tally = self._tallies[orch] = _Tally(now_ms)
+        if verdict.accepted:
+            tally.verified += 1
+            tally.latency_ms_total += verdict.latency_ms
+        else:
+            tally.failed += 1
+
+    async def flush_summaries(self) -> list[SignedEvent]:
+        """Publish a VerdictSummary per orchestrator with verdicts not yet summarized (at the
+        end of a job, at shutdown, and every `summary_every_s` while verdicts come)."""
+        async with self._lock:
+            if not self._tallies:
+                return []
+            now = max(int(time.time() * 1000), self._floor_ms)
+            bodies = []
+            for orch, t in self._tallies.items():
+                until = max(now + 1, t.since_ms + 1)
+                self._floor_ms = max(self._floor_ms, until)
+                bodies.append(k.VerdictSummary(orch, t.since_ms, until, t.verified, t.failed,
+                                               t.latency_ms_total))  # fmt: skip
+            self._tallies.clear()
+            self._last_summary = time.monotonic()
+            events = [self.author.sign(body, now) for body in bodies]
+            for result in await self.node.publish_many(events):
+                if result.outcome is not Outcome.APPENDED:
+                    raise RuntimeError(f"own event not appended: {result.outcome.value}")
             return events

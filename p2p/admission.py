@@ -13,6 +13,12 @@ A chain observation that names its own author as a party (a delegator logging it
 gateway its deposit) is admitted without standing, within a small per-peer budget for
 newcomers, and gives the standing it records; `castnet audit --rpc` checks it against the chain.
 
+Job-level events (a pair's job chain: job postings, claims, assignments, results, verdicts,
+tickets and the chain's binding) are never admitted from the topic or a default sync, whoever
+relays them and in either mode (a default sync still carries the job events of a log written
+before job chains, signed by the wallet in its one chain): they travel to the counterparty only
+(`p2p.jobchains`); the peer that relays them is penalized as for junk.
+
 Admitted events also pass a token bucket per author; everything from one peer without standing
 passes a bucket per peer. What is held back is counted by reason, costs the relaying peer
 penalty points (past the threshold it is disconnected and refused), and is logged once per period.
@@ -28,11 +34,13 @@ from dataclasses import dataclass
 from events import kinds as k
 from events.envelope import SignedEvent, decode
 from events.errors import EventError
+from p2p.jobchains import JobChains
 from storage.store import EventStore
 
 log = logging.getLogger("castnet.p2p.admission")
 
 NO_STANDING = "no-standing"
+JOB_EVENT = "job-event-flooded"  # a job chain's event on the topic: it goes to its counterparty
 AUTHOR_RATE = "author-rate"
 PEER_RATE = "peer-rate"
 _BONDING = frozenset({"bond", "rebond", "bonded", "rebonded"})
@@ -94,8 +102,16 @@ class Admission:
     """The rule above, for one node. `check` decides one event (and learns the standing it
     gives); `held` counts what was refused, by reason."""
 
-    def __init__(self, config: AdmissionConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: AdmissionConfig | None = None,
+        *,
+        by_standing: bool = True,
+        jobs: JobChains | None = None,
+    ) -> None:
         self.config = config or AdmissionConfig()
+        self.by_standing = by_standing  # False: an open network, only job events are refused
+        self.jobs = jobs
         self.standing: set[bytes] = set()
         self.local: set[bytes] = set()
         self.local_jobs: set[bytes] = set()
@@ -190,7 +206,7 @@ class Admission:
         }
 
     def filter(
-        self, events: Iterable[SignedEvent], peer: str, now: float
+        self, events: Iterable[SignedEvent], peer: str, now: float, *, topic: bool = True
     ) -> tuple[list[SignedEvent], int]:
         """The admitted events of a batch, in order, and how many were held back.
 
@@ -199,7 +215,19 @@ class Admission:
         precedes the observation of its bond in a log is then admitted in its place, so a
         batch fetched by sync keeps its log order (a gateway's assignment stays after the
         Offer it names) instead of admitting the Offer later, out of order."""
-        batch = list(events)
+        batch = []
+        refused = 0
+        for event in events:
+            if self._job_event(event, topic):
+                refused += 1
+                self._hold(JOB_EVENT)
+            else:
+                batch.append(event)
+        if not self.by_standing:
+            self.admitted += len(batch)
+            if refused:
+                self.report(now)
+            return batch, refused
         decided: dict[int, str | None] = {}
         observed: list[tuple[SignedEvent, tuple[bytes, ...]]] = []
         for i, event in enumerate(batch):
@@ -220,7 +248,7 @@ class Admission:
                 else:
                     waiting.append((event, parties))
             observed = waiting
-        admitted, held = [], 0
+        admitted, held = [], refused
         for i, event in enumerate(batch):
             reason = decided[i] if i in decided else self.check(event, peer, now)
             if reason is None:
@@ -229,6 +257,17 @@ class Admission:
                 held += 1
         self.report(now)
         return admitted, held
+
+    def _job_event(self, event: SignedEvent, topic: bool) -> bool:
+        """Whether `event` belongs to a job chain, which is never flooded. On the topic every
+        job-level kind is; by default sync (`topic` False) only a binding and the events of a
+        known job chain, so a log written before job chains (one chain per node, its job
+        events signed by the wallet) still syncs whole."""
+        if event.kind == k.JobChainOpened.KIND:
+            return True
+        if self.jobs is not None and event.author in self.jobs.bindings:
+            return True
+        return topic and event.kind in k.JOB_KINDS
 
     @staticmethod
     def _observed_parties(event: SignedEvent) -> tuple[bytes, ...]:

@@ -3,6 +3,7 @@ sync, bootstrap redialing and peer bookkeeping, started in order and closed in r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,28 +13,36 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.id import ID
 
 from events.envelope import SignedEvent
 from p2p.addrs import dial_problem
 from p2p.admission import Admission
 from p2p.config import P2PConfig
-from p2p.errors import P2PError
+from p2p.errors import P2PError, StreamClosed, StreamTimeout
+from p2p.framing import MessageStream
 from p2p.gossip import Gossip, events_topic, install_drop_counter
 from p2p.guard import PeerGuard
 from p2p.holding import Holding
 from p2p.host import RunningHost, running_host
 from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.ingest import Ingest
+from p2p.jobchains import JobChains
 from p2p.peers import CONNECTED, PeerEvents, parse_peer_addr
 from p2p.scoring import PeerScores
-from p2p.sync import SYNC_PROTOCOL, Sync
+from p2p.sync import SYNC_PROTOCOL, Sync, verify_batch
 from storage.service import StoreService
 from storage.store import AppendResult, EventStore, Outcome
 
 log = logging.getLogger("castnet.p2p.node")
 INFO_FILE = "p2p-info.json"
 BOOTSTRAP_TRIES = 3  # rounds of dials before a node that requires a bootstrap peer gives up
+# a job chain's new events, pushed to the counterparty: `[1, [raw, ...]]`, no answer
+JOBS_PROTOCOL = TProtocol("/castnet/jobs/1")
+JOBS_PUSH = 1
+PUSH_QUEUE = 4096  # events waiting to be pushed; past it the counterparty fetches them instead
 
 
 class P2PNode:
@@ -55,7 +64,13 @@ class P2PNode:
         self.guard: PeerGuard
         self.gossip: Gossip
         self.sync: Sync
-        self.admission = Admission() if config.admission else None
+        # job chains: who holds which, and where their new events go (never to the topic)
+        self.jobs = JobChains(config.network)
+        # admission by standing, or (an open network) only the refusal of job events on the topic
+        self.admission = Admission(by_standing=config.admission, jobs=self.jobs)
+        self.pushed = 0  # job chain events pushed to counterparties
+        self.push_dropped = 0  # not pushed (no known peer, a full queue, a failed stream)
+        self._push_send, self._push_receive = trio.open_memory_channel[tuple[ID, bytes]](PUSH_QUEUE)
         for addr in config.bootstrap:
             parse_peer_addr(addr)  # refuse a bad --bootstrap before anything starts
 
@@ -65,7 +80,8 @@ class P2PNode:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(service.run)
-                if self.admission is not None:
+                await trio.to_thread.run_sync(self.jobs.load, self.store)
+                if self.admission is not None and self.admission.by_standing:
                     await trio.to_thread.run_sync(self.admission.load, self.store)
                 holding = Holding(self.config.held_max_events, self.config.held_ttl_s)
                 self.ingest = Ingest(service, holding)
@@ -80,6 +96,7 @@ class P2PNode:
                         await inner.start(self.sync.run)
                         await inner.start(self.gossip.run)
                         inner.start_soon(self._watch_peers, peer_receive)
+                        inner.start_soon(self._push_jobs)
                         if self.config.require_bootstrap and self.config.bootstrap:
                             await self._reach_bootstrap()
                         inner.start_soon(self._bootstrap)
@@ -104,23 +121,144 @@ class P2PNode:
         self.guard = PeerGuard(running, scores)
         self.sync = Sync(
             running, config, self.store, self.ingest, self.guard, self.admission,
-            last_gossip=lambda: self.gossip.last_delivery,
+            last_gossip=lambda: self.gossip.last_delivery, jobs=self.jobs,
         )  # fmt: skip
         self.gossip = Gossip(
             running, config, self.ingest, self.guard, self.sync.request, self.admission
         )
         running.host.set_stream_handler(SYNC_PROTOCOL, self.sync.handle)
+        running.host.set_stream_handler(JOBS_PROTOCOL, self._handle_jobs)
 
     # -- use -------------------------------------------------------------------------------
 
     async def publish(self, event: SignedEvent) -> AppendResult:
-        """Store our own (or an imported) event durably, then gossip it."""
-        if self.admission is not None:
-            self.admission.own(event)
-        (result,) = await self.ingest.submit([event], "self")
-        if result.outcome is Outcome.APPENDED:
-            await self.gossip.publish(event.raw)
+        """Store our own (or an imported) event durably, then gossip it (a network-wide event)
+        or push it to its counterparty (a job chain's)."""
+        (result,) = await self.publish_many([event])
         return result
+
+    async def publish_many(self, events: list[SignedEvent]) -> list[AppendResult]:
+        """`publish` for several events, with one durable append."""
+        for event in events:
+            self.jobs.learn(event)
+            if self.admission is not None:
+                self.admission.own(event)
+        results = await self.ingest.submit(events, "self")
+        for event, result in zip(events, results, strict=True):
+            if result.outcome is not Outcome.APPENDED:
+                continue
+            if self.jobs.is_job_event(event):
+                self._push(event)
+            else:
+                await self.gossip.publish(event.raw)
+        return results
+
+    # -- job chains ------------------------------------------------------------------------
+
+    def note_job_peer(self, principal: bytes, peer: ID) -> None:
+        """The peer that speaks for `principal` (a counterparty): our job chain's new events
+        towards it are pushed there."""
+        self.jobs.note_peer(principal, peer)
+
+    async def receive_job_events(
+        self, events: list[SignedEvent], peer: ID
+    ) -> list[AppendResult | None]:
+        """Store verified job chain events a counterparty sent us (with its job request, its
+        result, or a push), fetching from `peer` any of the chains' earlier events we lack.
+        Only chains towards (or of) our own principals are taken; one result per event, None
+        for an event refused."""
+        jobs = self.jobs
+        for event in events:
+            jobs.learn(event)
+        unknown = sorted({e.author for e in events if e.author not in jobs.bindings})
+        if unknown:  # chains new to us: their bindings (and earlier events) come from the peer
+            await self.fetch_job_chains(peer, unknown)
+        taken = [e for e in events if jobs.accepts(e)]
+        if len(taken) < len(events):
+            self.guard.penalize(peer, 0.2, "job events not meant for this node")
+        for event in taken:
+            principal = jobs.principal_of(event.author)
+            if principal is not None and principal not in jobs.own:
+                jobs.note_peer(principal, peer)
+        results = await self.ingest.submit(taken, peer.to_base58())
+        gapped = sorted({e.author for e, r in zip(taken, results, strict=True)
+                         if r.outcome is Outcome.GAP})  # fmt: skip
+        if gapped:
+            await self.fetch_job_chains(peer, gapped)
+        by_id = {e.id: r for e, r in zip(taken, results, strict=True)}
+        return [by_id.get(e.id) for e in events]
+
+    async def fetch_job_chains(self, peer: ID, addresses: list[bytes]) -> int:
+        """Fetch from `peer` the events of `addresses` and of every job chain it holds that
+        speaks for or towards one of them (a counterparty filling a gap; an auditor fetching a
+        party's log); the number received. Bounded by the sync session's time limit."""
+        try:
+            with trio.fail_after(self.config.frame_timeout_s * 10):
+                return await self.sync.sync_from(peer, addresses)
+        except (P2PError, trio.TooSlowError, Exception) as exc:  # the peer went away, mostly
+            log.info("fetching job chains from %s failed: %r", peer.to_base58(), exc)
+            return 0
+
+    def _push(self, event: SignedEvent) -> None:
+        counterparty = self.jobs.counterparty_of(event.author)
+        peer = self.jobs.peers.get(counterparty) if counterparty is not None else None
+        if peer is None:
+            self.push_dropped += 1  # the counterparty fetches it when it next needs it
+            return
+        try:
+            self._push_send.send_nowait((peer, event.raw))
+        except trio.WouldBlock:
+            self.push_dropped += 1
+
+    async def _push_jobs(self) -> None:
+        """Send queued job chain events, one stream per peer for all that are waiting."""
+        limit = self.config.sync_batch_events
+        async for peer, raw in self._push_receive:
+            waiting: dict[ID, list[bytes]] = {peer: [raw]}
+            while sum(len(r) for r in waiting.values()) < limit:
+                try:
+                    more_peer, more = self._push_receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                waiting.setdefault(more_peer, []).append(more)
+            for to, raws in waiting.items():
+                await self._push_to(to, raws)
+
+    async def _push_to(self, peer: ID, raws: list[bytes]) -> None:
+        try:
+            with trio.fail_after(self.config.frame_timeout_s):
+                stream = await self.running.host.new_stream(peer, [JOBS_PROTOCOL])
+                try:
+                    ms = MessageStream(
+                        stream, self.config.max_frame_bytes, self.config.frame_timeout_s
+                    )
+                    await ms.send([JOBS_PUSH, raws])
+                finally:
+                    await stream.close()
+            self.pushed += len(raws)
+        except Exception as exc:  # gone, or it does not take pushes: it fetches them instead
+            self.push_dropped += len(raws)
+            log.info("pushing %d job events to %s failed: %r", len(raws), peer.to_base58(), exc)
+
+    async def _handle_jobs(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        if self.guard.is_banned(peer):
+            await stream.reset()
+            return
+        ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
+        try:
+            _, raws = await ms.expect(JOBS_PUSH, 2)
+            events = await trio.to_thread.run_sync(
+                verify_batch, raws, self.config.sync_batch_events
+            )
+            await self.receive_job_events(events, peer)
+        except (StreamClosed, StreamTimeout) as exc:
+            log.info("job events from %s ended early: %s", peer.to_base58(), exc)
+        except P2PError as exc:  # malformed, or a bad signature: junk from that peer
+            self.guard.reject(peer, "job events", str(exc))
+        finally:
+            with contextlib.suppress(Exception):  # closing a stream the peer reset is fine
+                await stream.close()
 
     async def connect(self, addr: str) -> str:
         """Dial a peer multiaddr; returns its peer id."""

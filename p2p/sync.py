@@ -5,6 +5,12 @@ permanent loss.
 
 Messages: HELLO `[1, version, network, [[author, seq, id], ...]]`, EVENTS `[2, [raw, ...]]`,
 DONE `[3, count]`, ERROR `[4, code, text]`.
+
+Job chains (a pair's job-level events) are not part of that exchange: neither side announces
+them and a default session never sends them. A HELLO with a fifth element, a list of addresses,
+asks for those authors only and for every job chain held here that speaks for or towards one of
+them (`[1, version, network, heads, [address, ...]]`): how a counterparty fills a gap in a job
+chain and how an auditor fetches a party's job chains.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from p2p.framing import MessageStream, pack_message
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost
 from p2p.ingest import Ingest
+from p2p.jobchains import JobChains
 from storage.store import EventStore, Outcome
 
 SYNC_PROTOCOL = TProtocol("/castnet/sync/1")
@@ -41,6 +48,8 @@ _NOT_SUPPORTED = "not supported"  # in py-libp2p's negotiation error
 HELLO, EVENTS, DONE, ERROR = 1, 2, 3, 4
 WRONG_NETWORK = "wrong-network"
 HEADS_RECORD_S = 30.0  # a peer's announced heads are stored at most this often
+MAX_WANT = 256  # addresses in one author-limited request
+_EXCLUDED = (2**62, b"")  # a head that no stored event is past: that author is not sent
 log = logging.getLogger("castnet.p2p.sync")
 
 Heads = dict[bytes, tuple[int, bytes]]  # author -> (seq, id) as a peer announced them
@@ -62,6 +71,14 @@ def parse_heads(items: Any, limit: int) -> Heads:
             raise ProtocolError("a head's id has 32 bytes")
         heads[author] = (seq, eid)
     return heads
+
+
+def parse_want(items: Any) -> list[bytes]:
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_WANT:
+        raise ProtocolError(f"an author-limited request names 1..{MAX_WANT} addresses")
+    if any(type(a) is not bytes or len(a) != ADDRESS_LEN for a in items):
+        raise ProtocolError("an author-limited request names 20-byte addresses")
+    return list(items)
 
 
 def verify_batch(raws: Any, max_events: int) -> list[SignedEvent]:
@@ -103,8 +120,10 @@ class Sync:
         guard: PeerGuard,
         admission: Admission | None = None,
         last_gossip: Callable[[], float] = lambda: -math.inf,
+        jobs: JobChains | None = None,
     ) -> None:
         self.running = running
+        self.jobs = jobs or JobChains(config.network)
         self.last_gossip = last_gossip
         self.admission = admission
         self.config = config
@@ -131,7 +150,10 @@ class Sync:
             return
         ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
         try:
-            _, version, network, raw_heads = await ms.expect(HELLO, 4)
+            hello = await ms.receive()
+            if hello[0] != HELLO or len(hello) not in (4, 5):
+                raise ProtocolError(f"expected a HELLO of 4 or 5 fields, got {hello[0]}")
+            _, version, network, raw_heads = hello[:4]
             if network != self.config.network:
                 await ms.send([ERROR, WRONG_NETWORK, f"this node runs {self.config.network!r}"])
                 self._wrong_network(peer, network)
@@ -139,8 +161,18 @@ class Sync:
             if version != VERSION:
                 raise ProtocolError(f"unsupported sync version {version!r}")
             heads = parse_heads(raw_heads, self.config.sync_max_heads)
-            sent = await self._serve(ms, heads)
-            if any(seq > self.ingest.heads.get(a, 0) for a, (seq, _) in heads.items()):
+            if len(hello) == 5:
+                want = self._wanted(parse_want(hello[4]))
+                sent = await self._serve_authors(ms, heads, want)
+                await ms.send([DONE, sent])
+                return
+            private = self.jobs.private()
+            sent = await self._serve(ms, {**heads, **dict.fromkeys(private, _EXCLUDED)})
+            if any(
+                seq > self.ingest.heads.get(a, 0)
+                for a, (seq, _) in heads.items()
+                if a not in private
+            ):
                 self.request(peer)  # the asker is ahead of us somewhere: pull back
             await self._record_heads(peer, raw_heads, heads)
             await ms.send([DONE, sent])
@@ -171,6 +203,34 @@ class Sync:
         self.served += sent
         return sent
 
+    def _wanted(self, want: list[bytes]) -> list[bytes]:
+        """The authors an author-limited request covers: the addresses themselves and every job
+        chain held here that speaks for or towards one of them."""
+        asked = set(want)
+        return sorted(asked | set(self.jobs.involving(asked)))
+
+    async def _serve_authors(self, ms: MessageStream, theirs: Heads, authors: list[bytes]) -> int:
+        """Send, in our log order, the events of `authors` past the peer's heads."""
+        store, after, sent = self.store, 0, 0
+        budget = self.config.sync_session_events
+        while budget > 0 and authors:
+            scan = min(budget, self.config.sync_batch_events)
+            rows = await trio.to_thread.run_sync(store.read_authors, after, authors, scan)
+            if not rows:
+                break
+            after = rows[-1][0]
+            missing = []
+            for _, author, seq, eid, raw in rows:
+                their_seq, their_id = theirs.get(author, (0, b""))
+                if seq > their_seq or (seq == their_seq and eid != their_id):
+                    missing.append(raw)
+            for batch in _batches(missing[:budget], self.config.sync_batch_bytes):
+                await ms.send([EVENTS, batch])
+                sent += len(batch)
+                budget -= len(batch)
+        self.served += sent
+        return sent
+
     async def _record_heads(self, peer: ID, raw_heads: list[Any], heads: Heads) -> None:
         """Store what this peer has, for `castnet audit` ("complete up to the heads seen from N
         peers"): when its heads changed, at most once per HEADS_RECORD_S per peer."""
@@ -188,8 +248,10 @@ class Sync:
 
     # -- asking ----------------------------------------------------------------------------
 
-    async def sync_from(self, peer: ID) -> int:
-        """Fetch and store every event `peer` has after our heads; the number received."""
+    async def sync_from(self, peer: ID, want: list[bytes] | None = None) -> int:
+        """Fetch and store every event `peer` has after our heads; the number received. With
+        `want`, only those authors' events and the job chains the peer holds that speak for or
+        towards them (admission does not apply: we asked for them)."""
         self.sessions += 1
         stream = await self.running.host.new_stream(peer, [SYNC_PROTOCOL])
         ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
@@ -197,15 +259,27 @@ class Sync:
         received = broken = stored = 0
         try:
             heads = await trio.to_thread.run_sync(self.store.heads)
-            items = [[a, h.seq, h.id] for a, h in list(heads.items())[: self.config.sync_max_heads]]
-            await ms.send([HELLO, VERSION, self.config.network, items])
+            if want is None:
+                private = self.jobs.private()
+                mine = [(a, h) for a, h in heads.items() if a not in private]
+            else:
+                covered = set(self._wanted(want))
+                mine = [(a, h) for a, h in heads.items() if a in covered]
+            items = [[a, h.seq, h.id] for a, h in mine[: self.config.sync_max_heads]]
+            hello = [HELLO, VERSION, self.config.network, items]
+            await ms.send(hello if want is None else [*hello, list(want)])
             batches_send, batches = trio.open_memory_channel[list[SignedEvent]](2)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read_batches, ms, batches_send, peer)
                     async for events in batches:
-                        if self.admission is not None:  # counted, not penalized: we asked
-                            events, _ = self.admission.filter(events, via, trio.current_time())
+                        if want is not None:
+                            for event in events:  # the chains' bindings come first in each
+                                self.jobs.learn(event)
+                        elif self.admission is not None:  # counted, not penalized: we asked
+                            events, _ = self.admission.filter(
+                                events, via, trio.current_time(), topic=False
+                            )
                         results = await self.ingest.submit(events, via)
                         received += len(events)
                         broken += sum(r.outcome is Outcome.BROKEN_CHAIN for r in results)
@@ -224,7 +298,7 @@ class Sync:
         if received:
             # "new" counts the events gossip had not brought: what sync repaired
             log.info("synced %d events from %s (%d new)", received, via, stored)
-        if stored:
+        if stored and want is None:
             # tell the others: their next session with us shows them our newer heads (only
             # when we stored something: a session of duplicates must not start a cascade)
             for other in self.running.host.get_connected_peers():

@@ -23,6 +23,7 @@ from storage.errors import StorageError, StoreCorrupt
 DB_NAME = "events.sqlite"
 KEEP_SNAPSHOTS = 2
 KEEP_PEERS = 64  # peers whose announced heads are remembered
+_MAX_IN = 500  # authors named in one query (SQLite bounds a statement's parameters)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -285,6 +286,45 @@ class EventStore:
                 (author, after_seq, limit),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def first_of_kind(self, kind: int) -> list[bytes]:
+        """Raw events of `kind` at seq 1 (the first event of their author's chain)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT raw FROM events WHERE seq = 1 AND kind = ? ORDER BY pos", (kind,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def read_authors(
+        self, after: int, authors: Sequence[bytes], limit: int
+    ) -> list[tuple[int, bytes, int, bytes, bytes]]:
+        """(position, author, seq, id, raw) of the given authors' events after position
+        `after`, in log order."""
+        if not authors:
+            return []
+        if len(authors) > _MAX_IN:  # past SQLite's bound parameters: filter a scan instead
+            wanted, out, last = set(authors), [], after
+            while len(out) < limit:
+                with self._lock:
+                    rows = self._db.execute(
+                        "SELECT pos, author, seq, id, raw FROM events WHERE pos > ?"
+                        " ORDER BY pos LIMIT ?",
+                        (last, 4096),
+                    ).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                out += [r for r in rows if bytes(r[1]) in wanted]
+            rows = out[:limit]
+        else:
+            marks = ",".join("?" * len(authors))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT pos, author, seq, id, raw FROM events WHERE pos > ? AND author IN"
+                    f" ({marks}) ORDER BY pos LIMIT ?",
+                    (after, *authors, limit),
+                ).fetchall()
+        return [(int(p), bytes(a), int(s), bytes(i), bytes(r)) for p, a, s, i, r in rows]
 
     def first_missing_position(self, theirs: Mapping[bytes, tuple[int, bytes]]) -> int | None:
         """The first log position holding an event that a peer with heads `theirs`

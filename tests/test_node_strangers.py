@@ -51,7 +51,8 @@ def own_events(net: Network, member: object, kind: type) -> list:
     found = []
     for _, raw in node.store.read(after=0):
         event = decode(raw)
-        if event.author == address and isinstance(k.read_body(event), kind):
+        speaks_for = node.jobs.principal_of(event.author) or event.author  # its job chain's
+        if speaks_for == address and isinstance(k.read_body(event), kind):
             found.append(event)
     return found
 

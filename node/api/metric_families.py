@@ -55,6 +55,7 @@ class RoleTally:
     """What one role's own events say it did, folded incrementally (`seq` is the last read)."""
 
     seq: int = 0
+    seqs: dict[bytes, int] = field(default_factory=dict)  # per chain (main, job chains): last read
     posted: dict[str, int] = field(default_factory=dict)  # pipeline -> segments appeared
     accepted: dict[str, int] = field(default_factory=dict)  # pipeline -> verified results
     rejected: dict[str, int] = field(default_factory=dict)  # pipeline -> failed attempts
@@ -71,26 +72,45 @@ class RoleTally:
     redeemed: int = 0
     redeemed_wei: int = 0
     jobs: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)  # open: pipeline, assignee
+    inputs: dict[bytes, bytes] = field(default_factory=dict)  # open job -> its segment's hash
+    # open segment (input hash) -> (its last assignee, its postings)
+    segments: dict[bytes, tuple[bytes, list[bytes]]] = field(default_factory=dict)
 
     def fold(self, raw: bytes) -> None:
         event = decode(raw)
         self.seq = event.seq
+        self.seqs[event.author] = event.seq
         body = k.read_body(event)
         if isinstance(body, k.JobPosted):
-            self.jobs[event.id] = (body.pipeline, b"")
-            _inc(self.posted, body.pipeline)
+            # a segment retried on another orchestrator is posted again, in that pair's job
+            # chain: one segment appeared, and its reassignment is a swap
+            before = self.segments.get(body.input_hash)
+            self.jobs[event.id] = (body.pipeline, before[0] if before else b"")
+            self.inputs[event.id] = body.input_hash
+            if before is None:
+                self.segments[body.input_hash] = (b"", [event.id])
+                _inc(self.posted, body.pipeline)
+            else:
+                before[1].append(event.id)
         elif isinstance(body, k.JobAssigned):
             pipeline, before = self.jobs.get(body.job_id, ("", b""))
             if before and before != body.orchestrator:
                 self.swaps += 1
             if pipeline:
                 self.jobs[body.job_id] = (pipeline, body.orchestrator)
+                segment = self.segments.get(self.inputs.get(body.job_id, b""))
+                if segment is not None:
+                    self.segments[self.inputs[body.job_id]] = (body.orchestrator, segment[1])
         elif isinstance(body, k.JobVerdict):
             pipeline = self.jobs.get(body.job_id, (TRANSCODE, b""))[0]
             if body.accepted:
                 _inc(self.accepted, pipeline)
                 self.latency.setdefault(pipeline, Buckets()).observe(body.latency_ms / 1000)
                 self.jobs.pop(body.job_id, None)  # a verified segment is not retried
+                segment = self.segments.pop(self.inputs.get(body.job_id, b""), None)
+                for job in segment[1] if segment else (body.job_id,):  # its earlier postings
+                    self.inputs.pop(job, None)
+                    self.jobs.pop(job, None)
             else:
                 _inc(self.rejected, pipeline)
         elif isinstance(body, k.JobResult):

@@ -81,6 +81,10 @@ class NodeMetrics:
         for role, member in list(self.service.members.items()):
             tally = self.tallies.setdefault(role, RoleTally())
             await trio.to_thread.run_sync(_catch_up, member.node, member.signer.address, tally)
+            own_chains = [a for a, b in list(member.node.jobs.bindings.items())
+                          if b.principal == member.signer.address]  # fmt: skip
+            for chain in own_chains:  # its job-level events: one job chain per counterparty
+                await trio.to_thread.run_sync(_catch_up, member.node, chain, tally)
         self.chain = ChainReading()
         ledger = getattr(self.service, "ledger", None)
         if ledger is None:
@@ -157,7 +161,7 @@ class _LabelledCollector(Collector):
 
 def _catch_up(node: P2PNode, author: bytes, tally: RoleTally) -> None:
     while True:
-        raws = node.store.read_author(author, after_seq=tally.seq, limit=READ_BATCH)
+        raws = node.store.read_author(author, after_seq=tally.seqs.get(author, 0), limit=READ_BATCH)
         for raw in raws:
             tally.fold(raw)
         if len(raws) < READ_BATCH:

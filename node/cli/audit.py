@@ -57,6 +57,13 @@ def register(sub: Any) -> None:
     p.add_argument("--rpc", metavar="URL", help="also check ChainObserved events on this chain")
     p.add_argument("--contracts", type=Path, metavar="FILE",
                    help="the deployment file (with --rpc)")  # fmt: skip
+    p.add_argument("--fetch", metavar="MULTIADDR",
+                   help="first fetch into DATA_DIR, from this peer (/p2p/<id> included), its"
+                   " network-wide events and the job chains of each --party: job chains are not"
+                   " flooded, the parties hold them")  # fmt: skip
+    p.add_argument("--party", action="append", default=[], metavar="ADDRESS",
+                   help="with --fetch: whose job chains to fetch (repeatable)")  # fmt: skip
+    p.add_argument("--network", default=None, help="with --fetch: the network id")
     p.set_defaults(run=cmd_audit)
 
 
@@ -69,8 +76,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     try:
         own = {parse_address(a) for a in args.own}
         signer = parse_address(args.signer) if args.signer else None
+        parties = [parse_address(a) for a in args.party]
     except ValueError as exc:
         return _fail(str(exc))
+    if args.fetch:
+        if not parties:
+            return _fail("audit --fetch needs --party ADDRESS (whose job chains to fetch)")
+        failed = _fetch(args, parties)
+        if failed:
+            return failed
     if not args.own and args.source.is_dir() and (args.source / KEYSTORE_NAME).exists():
         from node.keystore import KeystoreError, keystore_address  # eth-account: only here
 
@@ -118,6 +132,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
             verdict = "confirmed" if chain.clean else "NOT confirmed"
             print(f"chain: {chain.confirmed} of {chain.checked} events {verdict} on {args.rpc}")
     return code
+
+
+def _fetch(args: argparse.Namespace, parties: list[bytes]) -> int:
+    """Fill DATA_DIR from the peer; 0, or the usage exit code after saying why not."""
+    import trio  # the network stack: only when asked to fetch
+
+    from node.audit.fetch import fetch_party_log
+    from p2p.config import DEFAULT_NETWORK, P2PConfig
+    from p2p.errors import P2PError
+    from p2p.host import quiet_libp2p
+
+    quiet_libp2p()
+    config = P2PConfig(network=args.network or DEFAULT_NETWORK)
+    try:
+        got = trio.run(fetch_party_log, args.source, args.fetch, parties, config)
+    except (P2PError, trio.TooSlowError, StorageError, ValueError) as exc:
+        return _fail(f"audit: fetching from {args.fetch} failed: {exc}")
+    print(f"castnet: fetched {got.network_events} network-wide and {got.job_events} job chain"
+          f" events ({got.job_chains} job chains) from {got.peer}", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _finding(f: Problem | Violation) -> dict[str, Any]:

@@ -192,7 +192,7 @@ class JournalResume:
         except (EventError, ProtocolError) as exc:
             log.warning("segment %d: kept outputs unusable: %s", work.seq, exc)
             return False
-        orch = result.author
+        orch = self.node.jobs.principal_of(result.author) or result.author  # its job chain's
         if job.assignee != orch:
             return False
         if job.status in (ASSIGNED, RESULTED):

@@ -148,6 +148,7 @@ class LiveSession:
             if self._key:
                 install_selector(self.gateway, self._key, None)
         self.report.wall_s = time.perf_counter() - started
+        await self.gateway.writer.flush_summaries()  # the session's verdicts, network-wide
         if not self.report.published and self.report.ended not in ("stopped", "end of stream"):
             raise LiveError(f"{self.url}: nothing published: {self.report.ended}")
         return self.report

@@ -249,10 +249,6 @@ class SegmentMarket(JournalResume):
                 posted = await self._resume(work, body, outcome, journal)
                 if outcome.result is not None:
                     return outcome
-            if posted is None:
-                posted = await self.writer.emit(body)
-                if journal is not None:
-                    await record(journal.record_posted, work.seq, posted.id)
             selector = self.selector_for(work.capability)
             tried: set[bytes] = set(avoid)
             busy_answers = 0
@@ -269,6 +265,11 @@ class SegmentMarket(JournalResume):
                         outcome.errors.append(f"no orchestrator available for {work.capability}")
                         break
                     tried.add(candidate.address)
+                    if posted is None or self.writer.counterparty_of(posted) != candidate.address:
+                        # a job is posted in the job chain towards the orchestrator it goes to
+                        posted = await self.writer.emit(body, to=candidate.address)
+                        if journal is not None:
+                            await record(journal.record_posted, work.seq, posted.id)
                     again = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
                                                 journal)  # fmt: skip
                     if again:
@@ -342,6 +343,7 @@ class SegmentMarket(JournalResume):
         pixels = work.pixels
         try:
             peer = await self._dial(cand)
+            self.node.note_job_peer(orch, peer)
             params = await self._quote(orch, peer)
             outcome.attempts += 1
             price = params.price_per_pixel
@@ -369,7 +371,10 @@ class SegmentMarket(JournalResume):
             self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
             full = not isinstance(work, SampledWork) or self.verify_policy.full_check(orch)
             check = work.check if full else work.check_cheap
-            problems = await trio.to_thread.run_sync(check, result_event, orch, posted.id,
+            # the result is signed in the orchestrator's job chain: checked as what it speaks for
+            speaks_for = self.node.jobs.principal_of(result_event.author) or result_event.author
+            signed = dataclasses.replace(result_event, author=speaks_for)
+            problems = await trio.to_thread.run_sync(check, signed, orch, posted.id,
                                                      outputs)  # fmt: skip
             if problems:
                 self.verify_policy.failed(orch)  # whatever it sends next is checked in full
@@ -524,6 +529,7 @@ class SegmentMarket(JournalResume):
             body = k.read_body(event) if event is not None else None
             if event is None or not isinstance(body, k.JobResult):
                 raise ProtocolError("the result is not a signed JobResult")
+            await self.node.receive_job_events([event], peer)  # its job chain, before the checks
             if len(reply[2]) != len(body.output_hashes):
                 raise ProtocolError("output count differs from the signed result")
             limit = self.node.config.max_blob_bytes
@@ -543,10 +549,12 @@ class SegmentMarket(JournalResume):
     ) -> None:
         """Log the verdict, after the orchestrator's result when there is one (causal order)."""
         if result is not None:
-            await self.node.ingest.submit([result], "job")
+            peer = self.node.jobs.peers.get(orch)
+            if peer is not None:  # the orchestrator's job chain: earlier events fetched from it
+                await self.node.receive_job_events([result], peer)
             with trio.move_on_after(10):
                 await self.node.wait_until(
-                    lambda: self.node.ingest.heads.get(orch, 0) >= result.seq
+                    lambda: self.node.ingest.heads.get(result.author, 0) >= result.seq
                 )
         body = k.JobVerdict(job_id, orch, accepted, reason, round(latency_s * 1000))
         self.verdicts.append(body)

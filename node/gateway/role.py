@@ -147,6 +147,7 @@ class Gateway(SegmentMarket):
                 if on_progress is not None:
                     on_progress(count, len(works), outcome)
         await self._redo_unverified(works, report, journal)
+        await self.writer.flush_summaries()  # the job's verdicts, network-wide
         await _write_in_order(works, done, written, write, final=True)
 
     async def _redo_unverified(

@@ -83,12 +83,20 @@ class Network:
         return [m for m in self.members if m.alive]
 
     async def converge(self, timeout: float = 15.0) -> bool:
-        """Wait until every live node holds the same events (gossip and sync caught up)."""
+        """Wait until every live node holds the same network-wide events (gossip and sync caught
+        up) and both parties of each job chain hold all of it (it goes to no one else)."""
         with trio.move_on_after(timeout):
             while True:
                 live = self.live()
-                heads = [dict(m.node.ingest.heads) for m in live]
-                if all(h == heads[0] for h in heads):
+                chains: dict[bytes, list[int]] = {}
+                for m in live:
+                    for author in m.node.jobs.bindings:
+                        chains.setdefault(author, []).append(m.node.ingest.heads.get(author, 0))
+                heads = [{a: s for a, s in m.node.ingest.heads.items() if a not in chains}
+                         for m in live]  # fmt: skip
+                if all(h == heads[0] for h in heads) and all(
+                    len(seqs) == 2 and seqs[0] == seqs[1] for seqs in chains.values()
+                ):
                     return True
                 await live[0].node.ingest.wait_changed() if _behind(live[0], heads) else (
                     await trio.sleep(0.05)  # another node is behind: its appends wake no one here

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 from libp2p.network.stream.net_stream import INetStream
+from libp2p.peer.id import ID
 
 from events import kinds as k
 from events.crypto import Signer, keccak256
@@ -267,7 +268,8 @@ class Orchestrator:
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             self.active += 1
             try:
-                reply, blobs = await run(spec_wire, raws, tickets_wire, segment)
+                reply, blobs = await run(spec_wire, raws, tickets_wire, segment,
+                                         stream.muxed_conn.peer_id)  # fmt: skip
             finally:
                 self.active -= 1
             await ms.send(reply)
@@ -286,10 +288,10 @@ class Orchestrator:
             await close_stream(stream)
 
     async def _run_job(
-        self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes
+        self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = JobSpec.from_wire(spec_wire)
-        sender = await self._ingest_gateway_events(raws, spec.job_id)
+        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         try:
             ladder = parse_profiles(spec.profiles)
             info = await trio.to_thread.run_sync(probe, segment)
@@ -315,10 +317,10 @@ class Orchestrator:
         return [JOB_DONE, raw, [rendition_meta(r) for r in result.renditions]], blobs
 
     async def _run_ai(
-        self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes
+        self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = AiSpec.from_wire(spec_wire)
-        sender = await self._ingest_gateway_events(raws, spec.job_id)
+        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
         try:
@@ -365,7 +367,8 @@ class Orchestrator:
         job = state.jobs.get(job_id)
         if job is None or job.assignee != self.address or job.status != "assigned":
             raise Refused(REASSIGNED, "the job was reassigned before it was claimed")
-        await self.writer.emit(k.JobClaimed(job_id, job.price_per_unit, job.pixels_per_unit))
+        claim = k.JobClaimed(job_id, job.price_per_unit, job.pixels_per_unit)
+        await self.writer.emit(claim, to=job.poster)
 
     async def _settle(
         self, sender: bytes, job_id: bytes, blobs: list[bytes], pixels: int, compute_ms: int
@@ -382,7 +385,7 @@ class Orchestrator:
         if self.config.fault == "inflate-pixels":  # bill for twice the pixels it made
             pixels *= 2
         named = keccak256(job_id) if self.config.fault == "wrong-job" else job_id
-        event = await self.writer.emit(k.JobResult(named, hashes, pixels, compute_ms))
+        event = await self.writer.emit(k.JobResult(named, hashes, pixels, compute_ms), to=sender)
         return event.raw
 
     # -- compute: an attached worker when one is free, else (or when it fails) in-process ------
@@ -414,9 +417,10 @@ class Orchestrator:
         self.stats.local_segments += 1
         return result
 
-    async def _ingest_gateway_events(self, raws: Any, job_id: bytes) -> bytes:
-        """Store the gateway's JobPosted/JobAssigned/TicketIssued before acting on them, so this
-        log never holds a result or receipt ahead of its cause. Returns the gateway's address."""
+    async def _ingest_gateway_events(self, raws: Any, job_id: bytes, peer: ID) -> bytes:
+        """Store the gateway's JobPosted/JobAssigned/TicketIssued (its job chain towards us)
+        before acting on them, so this log never holds a result or receipt ahead of its cause.
+        Returns the gateway's address (the principal its job chain speaks for)."""
         if not isinstance(raws, list) or not raws or len(raws) > MAX_EVENTS_PER_JOB:
             raise Refused(BAD_REQUEST, "a job carries 1..512 of the gateway's events")
         try:
@@ -426,12 +430,13 @@ class Orchestrator:
         authors = {e.author for e in events}
         if len(events) != len(raws) or len(authors) != 1:
             raise Refused(BAD_REQUEST, "job events must be signed events of one gateway")
-        (sender,) = authors
-        await self.node.ingest.submit(events, "job")
+        (chain,) = authors
+        await self.node.receive_job_events(events, peer)
+        sender = self.node.jobs.principal_of(chain) or chain
         need = max(e.seq for e in events)
         with trio.move_on_after(CAUSAL_WAIT_S):
-            await self.node.wait_until(lambda: self.node.ingest.heads.get(sender, 0) >= need)
-        if self.node.ingest.heads.get(sender, 0) < need:
+            await self.node.wait_until(lambda: self.node.ingest.heads.get(chain, 0) >= need)
+        if self.node.ingest.heads.get(chain, 0) < need:
             raise Refused(BAD_REQUEST, "the gateway's earlier events never arrived")
         state = await self.view.refresh()
         job = state.jobs.get(job_id)
