@@ -3,13 +3,18 @@
 only: node i dials up to 3 earlier nodes. A publisher node in this process (a castnet node too,
 bootstrapped to 3 of them) injects the events; the N processes do all the receiving.
 
-- propagation: one event at a time, publish -> stored on all N (p50/p95); "stored" is read from
-  each node's SQLite log (read-only, polled every 2 ms, so figures carry up to ~2 ms of polling)
+- propagation (`p50_ms`, `p95_ms`): a paced phase, `--samples` events published at `--rate` per
+  second (well under the limit, so it measures the network, not a queue): per event, the
+  publisher's `publish` call (which stores it durably first) -> stored on all N. "Stored" is read
+  from each node's SQLite log (read-only, the ids of new rows, polled every 2 ms, so figures carry
+  up to ~2 ms of polling)
 - throughput: `--events` events from `--authors` authors, published as fast as back-pressure
   allows (the publisher stores them 64 per commit); events/s until all N have all; `lost` =
   events that reached a node by sync instead of gossip (the nodes log "synced N events from P
   (M new)"); `drops` = py-libp2p outbound drops (the nodes log
-  them; the publisher counts its own)
+  them; the publisher counts its own). Latency under this load (`load_p50_ms`, `load_p95_ms`):
+  per event, from the start of its group's store-and-publish to stored on all N; it is mostly
+  time spent queued behind earlier events, not propagation
 - CPU time per event per node, from /proc/<pid>/stat over the throughput phase
 - this machine's limit, measured in the same run: cores / (N x (verify + durable append) of one
   event), the append in batches of one gossip message (64 events) with synchronous=FULL; and
@@ -22,7 +27,8 @@ bootstrapped to 3 of them) injects the events; the N processes do all the receiv
 
 No WAN delay is modelled: every figure is loopback.
 
-Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--backlog 100000] [--json]
+Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--samples 150] [--rate 5]
+                                 [--backlog 100000] [--json]
 """
 
 from __future__ import annotations
@@ -76,6 +82,9 @@ class Proc:
     addr: str = ""
     db: sqlite3.Connection | None = None
 
+    def db_path(self) -> Path:
+        return self.data_dir / DB_NAME
+
     def stored(self) -> int:
         if self.db is None:
             path = self.data_dir / DB_NAME
@@ -106,6 +115,9 @@ class Local:
     """A node inside this process, read the way `Proc` reads a process."""
 
     node: P2PNode
+
+    def db_path(self) -> Path:
+        return self.node.data_dir / DB_NAME
 
     def stored(self) -> int:
         return self.node.event_count()
@@ -188,6 +200,60 @@ async def processes(
                 proc.db.close()
 
 
+class Arrivals:
+    """When each event (by id) was stored on every one of the nodes: each node's log is read
+    (read-only) for rows past the last position seen, every `_POLL_S`, while `run` runs."""
+
+    def __init__(self, procs: list[Any]) -> None:
+        self.procs = procs
+        self.on_all: dict[bytes, float] = {}  # event id -> perf_counter when the last node had it
+        self._count: dict[bytes, int] = {}
+        self._dbs: list[sqlite3.Connection | None] = [None] * len(procs)
+        self._pos = [0] * len(procs)
+
+    def _poll_one(self, i: int, now: float) -> None:
+        db = self._dbs[i]
+        if db is None:
+            path = self.procs[i].db_path()
+            if not path.exists():
+                return
+            db = self._dbs[i] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT pos, id FROM events WHERE pos > ? ORDER BY pos", (self._pos[i],)
+            ).fetchall()
+        except sqlite3.OperationalError:  # schema not there yet
+            return
+        n = len(self.procs)
+        for _, event_id in rows:
+            seen = self._count.get(event_id, 0) + 1
+            self._count[event_id] = seen
+            if seen == n:
+                self.on_all[event_id] = now
+        if rows:
+            self._pos[i] = rows[-1][0]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                now = time.perf_counter()
+                for i in range(len(self.procs)):
+                    self._poll_one(i, now)
+                await trio.sleep(_POLL_S)
+        finally:
+            for db in self._dbs:
+                if db is not None:
+                    db.close()
+
+    async def wait(self, ids: list[bytes], timeout: float) -> list[float]:
+        """perf_counter times at which each of `ids` was on all nodes."""
+        with trio.fail_after(timeout):
+            while not all(i in self.on_all for i in ids):
+                await trio.sleep(_POLL_S)
+        return [self.on_all[i] for i in ids]
+
+
 async def wait_all(procs: list[Any], target: int, timeout: float) -> None:
     with trio.fail_after(timeout):
         pending = list(procs)
@@ -211,21 +277,27 @@ async def meshed(publisher: P2PNode, want: int) -> None:
             await trio.sleep(0.05)
 
 
-async def propagation(publisher: P2PNode, procs: list[Any], samples: int) -> list[float]:
+async def propagation(
+    publisher: P2PNode, arrivals: Arrivals, samples: int, rate: float
+) -> list[float]:
+    """Seconds from `publish` to stored on all nodes, for `samples` events published `rate` per
+    second (4 authors), each on its own schedule whether or not the last one has arrived."""
     writers = authors(4, "lat")
-    out = []
-    for i in range(samples):
-        target = publisher.event_count() + 1
-        event = writers[i % len(writers)].sign(offer(i), i + 1)
-        start = time.perf_counter()
+    events = [
+        writers[i % len(writers)].sign(offer(i), i // len(writers) + 1) for i in range(samples)
+    ]
+    started: list[float] = []
+    begin = trio.current_time()
+    for i, event in enumerate(events):
+        await trio.sleep_until(begin + i / rate)
+        started.append(time.perf_counter())
         await publisher.publish(event)
-        await wait_all(procs, target, 30)
-        out.append(time.perf_counter() - start)
-    return out
+    stored = await arrivals.wait([e.id for e in events], 60)
+    return [done - start for start, done in zip(started, stored, strict=True)]
 
 
 async def throughput(
-    publisher: P2PNode, procs: list[Any], events: list[SignedEvent]
+    publisher: P2PNode, procs: list[Any], arrivals: Arrivals, events: list[SignedEvent]
 ) -> dict[str, float]:
     sizes = [p.log_size() for p in procs]
     synced_before = sum(p.log_sum(_SYNCED, 0) for p in procs if isinstance(p, Local))
@@ -236,13 +308,17 @@ async def throughput(
     start = time.perf_counter()
     # the publisher stores what it injects in group commits of one gossip message (as an import
     # would), so its own fsyncs do not cap the rate the N nodes are measured at
+    sent: list[float] = []
     for i in range(0, len(events), MAX_BATCH_EVENTS):
         chunk = events[i : i + MAX_BATCH_EVENTS]
+        sent += [time.perf_counter()] * len(chunk)
         await publisher.ingest.submit(chunk, "self")
         for event in chunk:
             await publisher.gossip.publish(event.raw)
     await wait_all(procs, target, 600)
     elapsed = time.perf_counter() - start
+    stored = await arrivals.wait([e.id for e in events], 60)
+    under_load = [done - s for s, done in zip(sent, stored, strict=True)]
     used = [p.cpu_s() - c for p, c in zip(procs, cpu, strict=True)]
     if isinstance(procs[0], Local):  # one process: its CPU time is shared by all the nodes
         used = [used[0] / len(procs)] * len(procs)
@@ -255,6 +331,8 @@ async def throughput(
         + sum(p.log_sum(_DROPPED, s) for p, s in zip(procs, sizes, strict=True)),
         "cpu_us_per_event_per_node": statistics.mean(used) / len(events) * 1e6,
         "events_per_message": len(events) / max(1, publisher.gossip.messages - messages),
+        "load_p50_ms": statistics.median(under_load) * 1000,
+        "load_p95_ms": pct(under_load, 95) * 1000,
     }
 
 
@@ -299,15 +377,21 @@ async def measure(
     count: int,
     n_authors: int,
     samples: int,
+    rate: float,
 ) -> dict[str, float]:
-    """Propagation and throughput through `procs` from a publisher node in this process."""
+    """Propagation (paced) and throughput (sustained) through `procs` from a publisher node in
+    this process."""
     config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot)
     async with open_node(base / f"publisher-{name}", config) as publisher:
         await meshed(publisher, min(3, len(procs)))
-        latencies = await propagation(publisher, procs, samples)
-        writers = authors(n_authors, f"tput-{name}")
-        batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
-        flow = await throughput(publisher, procs, batch)
+        async with trio.open_nursery() as nursery:
+            arrivals = Arrivals(procs)
+            await nursery.start(arrivals.run)
+            latencies = await propagation(publisher, arrivals, samples, rate)
+            writers = authors(n_authors, f"tput-{name}")
+            batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
+            flow = await throughput(publisher, procs, arrivals, batch)
+            nursery.cancel_scope.cancel()
     flow["p50_ms"] = statistics.median(latencies) * 1000
     flow["p95_ms"] = pct(latencies, 95) * 1000
     return flow
@@ -331,7 +415,13 @@ async def catch_up(base: Path, backlog: int) -> float:
 
 
 async def run(
-    n: int, count: int, n_authors: int, samples: int, backlog: int, keep: Path | None
+    n: int,
+    count: int,
+    n_authors: int,
+    samples: int,
+    rate: float,
+    backlog: int,
+    keep: Path | None,
 ) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         if keep is None:
@@ -343,10 +433,10 @@ async def run(
         cores = os.cpu_count() or 1
         async with processes(base / "procs", n) as procs:
             boot = tuple(p.addr for p in random.sample(procs, min(3, n)))
-            flow = await measure(base, "procs", procs, boot, count, n_authors, samples)
+            flow = await measure(base, "procs", procs, boot, count, n_authors, samples, rate)
         async with in_process(base, n) as locals_:
             boot = tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
-            one = await measure(base, "local", locals_, boot, count, n_authors, samples)
+            one = await measure(base, "local", locals_, boot, count, n_authors, samples, rate)
         synced_s = await catch_up(base, backlog) if backlog else None
         limit = cores / (n * cost)
         per_message = flow["events_per_message"]
@@ -354,6 +444,10 @@ async def run(
             "nodes": n,
             "p50_ms": round(flow["p50_ms"], 1),
             "p95_ms": round(flow["p95_ms"], 1),
+            "paced_events": samples,
+            "paced_rate_per_s": rate,
+            "load_p50_ms": round(flow["load_p50_ms"], 1),
+            "load_p95_ms": round(flow["load_p95_ms"], 1),
             "events_per_s": round(flow["events_per_s"], 1),
             "limit_events_per_s": round(limit, 1),
             "fraction_of_limit": round(flow["events_per_s"] / limit, 3),
@@ -370,6 +464,8 @@ async def run(
             "libp2p_signing_us_per_event": round(verify_us / max(per_message, 1.0), 1),
             "one_process_p50_ms": round(one["p50_ms"], 1),
             "one_process_p95_ms": round(one["p95_ms"], 1),
+            "one_process_load_p50_ms": round(one["load_p50_ms"], 1),
+            "one_process_load_p95_ms": round(one["load_p95_ms"], 1),
             "one_process_events_per_s": round(one["events_per_s"], 1),
             "one_process_lost": int(one["lost"]),
             "one_process_drops": int(one["drops"]),
@@ -389,18 +485,26 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--events", type=int, default=3000, help="throughput phase")
     parser.add_argument("--authors", type=int, default=20)
-    parser.add_argument("--samples", type=int, default=50, help="propagation samples")
+    parser.add_argument("--samples", type=int, default=150, help="paced propagation phase: events")
+    parser.add_argument("--rate", type=float, default=5.0, help="paced phase: events per second")
     parser.add_argument("--backlog", type=int, default=100_000, help="catch-up phase (0: skip it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", type=Path, help="run in a folder here and keep it (node logs)")
     args = parser.parse_args()
-    if args.nodes < 1 or args.events < 1 or args.samples < 1 or args.backlog < 0:
-        parser.error("--nodes, --events and --samples must be positive, --backlog >= 0")
+    if args.nodes < 1 or args.events < 1 or args.samples < 1 or args.backlog < 0 or args.rate <= 0:
+        parser.error("--nodes, --events, --samples and --rate must be positive, --backlog >= 0")
     logging.basicConfig(level=logging.ERROR)
     quiet_libp2p(logging.CRITICAL)
     load = os.getloadavg()[0]
     figures = trio.run(
-        run, args.nodes, args.events, args.authors, args.samples, args.backlog, args.keep
+        run,
+        args.nodes,
+        args.events,
+        args.authors,
+        args.samples,
+        args.rate,
+        args.backlog,
+        args.keep,
     )
     figures["load_average_before"] = round(load, 1)
     if args.json:
