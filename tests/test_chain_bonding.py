@@ -16,7 +16,6 @@ from chain.errors import AlreadyRewarded, InsufficientStake, NotRegistered, Reve
 from chain.staking import PPM
 from events.crypto import LocalKeySigner, keccak256
 from payments.ticket import MAX_WIN_PROB, Ticket, rand_hash, sign_ticket
-from tests.conftest import reverted
 
 ROUND = 20
 TOKEN = 10**18
@@ -32,10 +31,9 @@ def addr(name: str) -> bytes:
     return LocalKeySigner(KEYS[name]).address
 
 
-@pytest.fixture(scope="module")
-def deployed(module_evm: Chain) -> tuple[Chain, Protocol]:
-    """The contracts, deployed once per backend, with every key funded."""
-    chain = module_evm
+@pytest.fixture
+def world(evm: Chain) -> Iterator[tuple[Chain, Protocol]]:
+    chain = evm
     params = ProtocolParams(round_length=ROUND, unbonding_period_rounds=2, max_active=2,
                             inflation_ppb=INFLATION, inflation_change_ppb=CHANGE,
                             target_bonding_rate_ppb=TARGET, genesis_supply=SUPPLY)  # fmt: skip
@@ -44,14 +42,7 @@ def deployed(module_evm: Chain) -> tuple[Chain, Protocol]:
         chain.transfer(chain.dev_key, addr(name), 10**20)
         protocol.staking.transfer_tokens(chain.dev_key, addr(name), 10_000 * TOKEN)
     protocol.ensure_round(chain.dev_key)
-    return chain, protocol
-
-
-@pytest.fixture
-def world(deployed: tuple[Chain, Protocol]) -> Iterator[tuple[Chain, Protocol]]:
-    """The freshly deployed world; what a test changes is undone after it."""
-    with reverted(deployed[0]):
-        yield deployed
+    yield chain, protocol
 
 
 def next_round(chain: Chain, protocol: Protocol) -> int:
