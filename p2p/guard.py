@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import trio
 from libp2p.peer.id import ID
@@ -24,6 +25,13 @@ class PeerGuard:
 
     def is_banned(self, peer: ID) -> bool:
         return self.scores.is_banned(peer.to_base58(), trio.current_time())
+
+    async def refused(self, stream: Any) -> bool:
+        """Reset a stream a banned peer opened to us; True when it was refused."""
+        if not self.is_banned(stream.muxed_conn.peer_id):
+            return False
+        await stream.reset()
+        return True
 
     def reject(self, peer: ID, what: str, reason: str, points: float = 1.0) -> None:
         """Record one invalid message from `peer`; ban the peer when it crosses the threshold."""

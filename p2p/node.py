@@ -241,10 +241,9 @@ class P2PNode:
             log.info("pushing %d job events to %s failed: %r", len(raws), peer.to_base58(), exc)
 
     async def _handle_jobs(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        if self.guard.is_banned(peer):
-            await stream.reset()
+        if await self.guard.refused(stream):
             return
+        peer = stream.muxed_conn.peer_id
         ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
         try:
             _, raws = await ms.expect(JOBS_PUSH, 2)

@@ -144,10 +144,9 @@ class Sync:
     # -- answering -------------------------------------------------------------------------
 
     async def handle(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        if self.guard.is_banned(peer):
-            await stream.reset()
+        if await self.guard.refused(stream):
             return
+        peer = stream.muxed_conn.peer_id
         ms = MessageStream(stream, self.config.max_frame_bytes, self.config.frame_timeout_s)
         try:
             hello = await ms.receive()
