@@ -149,7 +149,9 @@ async def test_a_cheat_found_by_a_sampled_check_has_its_unchecked_segments_redon
     and its 3rd segment is redone by the honest one before the job's output is written."""
     clip = video_file("policy-long.mp4", size="256x144", duration=20.0, gop=60)
     draw: Callable[[bytes, int], bool] = lambda orch, index: index != FIRST_FULL  # noqa: E731
-    async with network(tmp_path, ("starve-after-2", ""), _config(), cheat_capacity=3) as net:
+    # capacity 1: the cheat computes one segment at a time, so its results reach the gateway (and
+    # the policy's count) in the order it computed them
+    async with network(tmp_path, ("starve-after-2", ""), _config()) as net:
         cheat, honest = net.orchestrators
         net.gateway.verify_policy = VerifyPolicy("sample", Fraction(1, 8), draw=draw)
         report = await net.gateway.transcode_file(clip, tmp_path / "out")

@@ -127,6 +127,7 @@ class Orchestrator:
         self.stats = OrchestratorStats()
         self.active = 0  # jobs taken: computing, or staged behind one (tickets taken, claimed)
         self._computing = trio.CapacityLimiter(max(1, config.capacity))
+        self._fault_computes = 0  # computes started, for the "starve-after-2" fault
         self._held: dict[bytes, Fraction] = {}  # job id -> fee estimate held until it settles
         self.capabilities = capabilities()
         self.ai = AiCompute(config.inference, required=config.inference.models_dir is not None,
@@ -301,9 +302,12 @@ class Orchestrator:
         await self._charge_ahead(tickets_wire, sender, spec.job_id, pixels)
         try:
             await self._claim(spec.job_id)
-            if self.config.fault == "starve-after-2" and self.stats.local_segments >= 2:
-                ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
             async with self._computing:  # a staged job waits here, its intake done
+                if self.config.fault == "starve-after-2":
+                    # counted as computes start, so staged jobs do not all see the same count
+                    self._fault_computes += 1
+                    if self._fault_computes > 2:
+                        ladder = tuple(dataclasses.replace(p, bitrate=MIN_BITRATE) for p in ladder)
                 started = time.perf_counter()
                 result = await self._compute(segment, ladder, spec)
             compute_ms = round((time.perf_counter() - started) * 1000)
