@@ -19,13 +19,12 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from events.crypto import keccak256
 from events.envelope import MAX_EVENT_BYTES, SignedEvent, decode
 from events.errors import DecodeError, InvalidEvent
 from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.guard import PeerGuard
-from p2p.host import RunningHost
+from p2p.host import RunningHost, message_id
 from p2p.ingest import Ingest
 from storage.store import Outcome
 
@@ -119,7 +118,7 @@ class Gossip:
         if forwarder == self.running.host.get_id():
             return True  # our own events are published only once durable
         data = msg.data
-        digest = keccak256(data)
+        digest = message_id(msg)
         pubsub = self.running.pubsub
         turn = getattr(pubsub, "turn", None)  # p2p.host: one peer's messages in arrival order
         if turn is not None:
@@ -204,23 +203,32 @@ class Gossip:
         but that is still not (a release cut short) is submitted again from here."""
         heads = self.ingest.heads
         ingest = self.ingest
+        # every append wakes every waiting message: checks per author, not per event
+        seqs: dict[bytes, set[int]] = {}
+        for e in gapped:
+            seqs.setdefault(e.author, set()).add(e.seq)
+        last = {author: max(s) for author, s in seqs.items()}
 
         def total() -> int:
             return ingest.appended
 
-        def ready() -> list[SignedEvent]:
-            return [e for e in gapped if heads.get(e.author, 0) == e.seq - 1]
+        def done() -> bool:
+            return all(heads.get(author, 0) >= seq for author, seq in last.items())
+
+        def ready() -> bool:
+            """A gapped event's predecessor is stored, the event itself not yet."""
+            return any(heads.get(author, 0) + 1 in s for author, s in seqs.items())
 
         limit = max(self.config.gap_wait_s, self.config.validation_timeout_s * 0.8)
         with trio.move_on_after(limit):
             while True:
-                if all(heads.get(e.author, 0) >= e.seq for e in gapped):
+                if done():
                     return True
                 progress = total()
                 with trio.move_on_after(self.config.gap_wait_s):
                     while total() == progress and not ready():
                         await self.ingest.wait_changed()
-                if all(heads.get(e.author, 0) >= e.seq for e in gapped):
+                if done():
                     return True
                 if ready():
                     with trio.move_on_after(_RELEASE_GRACE_S):  # the usual release, under way

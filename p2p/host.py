@@ -71,9 +71,32 @@ class RunningHost:
         return out
 
 
-def message_id(msg: rpc_pb2.Message) -> bytes:
-    """Content address: the same event gossiped by two peers is one message, seen once."""
-    return keccak256(msg.data)
+_IDS_REMEMBERED = 512  # message objects in flight at once, with room to spare
+
+
+class _MessageIds:
+    """Content address: the same event gossiped by two peers is one message, seen once.
+
+    py-libp2p asks for the id of each received copy several times (the seen check, the
+    validation cache, the validator, the mark as seen, the message cache), and hashing a batch
+    of 64 events costs ~50 us each time: the id is kept per message object (by identity,
+    holding the object, so an id is never reused for another message)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[int, tuple[rpc_pb2.Message, bytes]] = {}
+
+    def __call__(self, msg: rpc_pb2.Message) -> bytes:
+        known = self._ids.get(id(msg))
+        if known is not None and known[0] is msg:
+            return known[1]
+        mid = keccak256(msg.data)
+        if len(self._ids) >= _IDS_REMEMBERED:
+            del self._ids[next(iter(self._ids))]  # the oldest
+        self._ids[id(msg)] = (msg, mid)
+        return mid
+
+
+message_id = _MessageIds()
 
 
 class _MessageCache(MessageCache):
