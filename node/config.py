@@ -34,6 +34,9 @@ retention_days = 7                    # finished jobs (record, input, output) ar
                                       # this many days, checked at start and hourly; 0 = never
 keep_inputs = false                   # true keeps uploaded inputs until then; by default an
                                       # upload is deleted once its job has finished
+summary_interval_s = 30.0             # seconds: verdicts are summarized network-wide (for
+                                      #   reputation) at most this often, and at the end of
+                                      #   each job, live stream, and run of the node
 [api]
 listen = "127.0.0.1:8935"             # HOST:PORT the HTTP API binds
 # token / token_file: the bearer token every request must carry; without either the node
@@ -89,6 +92,7 @@ from node.gateway.jobs import MAX_JOBS, Retention
 from node.gateway.role import GatewayConfig
 from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.orchestrator.role import OrchestratorConfig
+from node.writer import SUMMARY_EVERY_S
 from p2p.config import DEFAULT_NETWORK, P2PConfig
 
 # the sections' types and the value parsers stay importable from here, where callers found them
@@ -113,7 +117,7 @@ _SECTIONS: dict[str, set[str]] = {
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
                 "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs",
-                "max_jobs", "verify", "verify_fraction"},
+                "max_jobs", "verify", "verify_fraction", "summary_interval_s"},
     "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
             "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
             "body_timeout_s", "max_client_connections", "enabled"},
@@ -342,6 +346,8 @@ def _gateway(t: Mapping[str, Any], base: Path) -> GatewayConfig:
                        if "ai_models_dir" in t else None),
         verify=_verify_policy(t.get("verify", "sample")),
         verify_fraction=_verify_fraction(t.get("verify_fraction", "1/8")),
+        summary_interval_s=number(t.get("summary_interval_s", SUMMARY_EVERY_S),
+                                  "gateway.summary_interval_s", 1.0),
     )  # fmt: skip
 
 

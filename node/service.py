@@ -127,6 +127,28 @@ class NodeService:
         started = False
         try:
             async with trio.open_nursery() as nursery:
+                # once started, the roles are shielded from the cancellation that stops the
+                # service until the gateway's last verdict summary is out (bounded)
+                roles = trio.CancelScope()
+                await nursery.start(self._run_roles, roles)
+                task_status.started(self)
+                started = True
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    if self.gateway is not None:
+                        await self.gateway.writer.publish_last_summaries()
+                    roles.cancel()
+        finally:
+            if self._ticket_store is not None:
+                self._ticket_store.close()
+            if started:  # a failed start says why instead
+                log.info("stopped")
+
+    async def _run_roles(self, roles: trio.CancelScope, *, task_status: Any) -> None:
+        cfg = self.config
+        with roles:
+            async with trio.open_nursery() as nursery:
                 earlier: list[str] = []
                 for index, role in enumerate(cfg.roles):
                     p2p = dataclasses.replace(
@@ -151,14 +173,8 @@ class NodeService:
                     self.metrics_address = await nursery.start(serve_app, app,
                                                                *cfg.metrics.listen)  # fmt: skip
                 await trio.to_thread.run_sync(self._write_service_file)
-                task_status.started(self)
-                started = True
-                await trio.sleep_forever()
-        finally:
-            if self._ticket_store is not None:
-                self._ticket_store.close()
-            if started:  # a failed start says why instead
-                log.info("stopped")
+                roles.shield = True
+                task_status.started()
 
     # -- roles -----------------------------------------------------------------------------
 
