@@ -179,7 +179,8 @@ class EventWriter:
             try:
                 events = await self.flush_summaries()
             except Exception as exc:  # the node's store or host is already gone
-                log.warning("%d verdict(s) not summarized at shutdown: %s", pending, exc)
+                log.warning("%d verdict(s) not summarized at shutdown: %s", pending,
+                            str(exc) or type(exc).__name__)  # fmt: skip
                 return []
         if scope.cancelled_caught:
             log.warning("%d verdict(s) not summarized at shutdown: publishing took over %g s",

@@ -4,6 +4,7 @@ for reputation."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 from events import kinds as k
+from events.crypto import LocalKeySigner
 from events.envelope import SignedEvent, decode
 from events.fold import fold
 from media.profiles import parse_profiles
@@ -23,11 +25,13 @@ from node.gateway.market import JobReport, SegmentOutcome
 from node.gateway.role import GatewayConfig
 from node.keystore import PASSWORD_ENV
 from node.local.network import default_plan, open_network
-from node.writer import SUMMARY_EVERY_S
+from node.service import NodeService
+from node.writer import SUMMARY_EVERY_S, EventWriter
 from p2p.config import P2PConfig
 from p2p.localnet import LOOPBACK, connect, full_mesh
 from p2p.node import P2PNode, open_node
 from storage.store import EventStore
+from tests.conftest import key
 from tests.fake_ledger import FakeLedger
 from tests.media_fixtures import video_file
 
@@ -117,3 +121,55 @@ async def test_a_gateway_stopped_before_its_summary_was_due_publishes_it(tmp_pat
 
 def _store_events(node: P2PNode) -> list[SignedEvent]:
     return [decode(raw) for _, raw in node.store.read(after=0)]
+
+
+async def test_castnet_run_stopped_cleanly_logs_its_last_summary(tmp_path: Path) -> None:
+    """The same at the stop of a node process's service (what `castnet run` runs)."""
+    clip = video_file("summary.mp4", size="256x144", duration=2.0, gop=60)
+    raw = {
+        "roles": ["gateway", "orchestrator"],
+        "data_dir": "data",
+        "p2p": {"network": "summary-test"},
+        "ledger": {"kind": "embedded"},
+        "gateway": {"profiles": "144p", "preset": "ultrafast", "summary_interval_s": 3600},
+        "orchestrator": {"ticket_ev": "1e9"},
+        "api": {"enabled": False},
+    }
+    config = build_config(raw, tmp_path)
+    with trio.fail_after(180):
+        async with trio.open_nursery() as nursery:
+            svc: NodeService = await nursery.start(
+                NodeService(config, {"gateway": key(21), "orchestrator": key(22)}).run
+            )
+            gateway = svc.gateway
+            assert gateway is not None and svc.orchestrator is not None
+            assert await gateway.wait_for_offers(1, 60.0) == 1
+            first = next(iter(await trio.to_thread.run_sync(lambda: list(segment(clip)))))
+            outcome = SegmentOutcome(first.seq)
+            report = JobReport(tmp_path / "out", [outcome])
+            await gateway.run_segment(first, parse_profiles("144p"), outcome, report)
+            assert outcome.result is not None, outcome.errors
+            assert not _summaries(_store_events(gateway.node), gateway.address)
+            gw_address, orch_address = gateway.address, svc.orchestrator.address
+            nursery.cancel_scope.cancel()
+    with EventStore.open_dir(tmp_path / "data" / "gateway") as store:
+        (summary,) = _summaries(_events(store), gw_address)
+    assert (summary.orchestrator, summary.verified, summary.failed) == (orch_address, 1, 0)
+
+
+async def test_a_last_summary_that_cannot_be_published_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p2p = P2PConfig(listen=(LOOPBACK,))
+    with trio.fail_after(30):
+        async with open_node(tmp_path / "gw", p2p) as node:
+            writer = EventWriter(node, LocalKeySigner(key(31)), summary_every_s=3600.0)
+            orch = LocalKeySigner(key(32)).address
+            await writer.emit(k.JobVerdict(bytes(32), orch, True, "ok", 70), to=orch)
+        # the node has stopped: the summary cannot be stored, and the writer says so once
+        with caplog.at_level(logging.WARNING, logger="castnet.writer"):
+            assert await writer.publish_last_summaries(timeout_s=2.0) == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "castnet.writer"]
+    assert len(warnings) == 1, warnings
+    reason = warnings[0].removeprefix("1 verdict(s) not summarized at shutdown: ")
+    assert reason and reason != warnings[0], warnings
