@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from media.cadence import keeps_frame
 from media.quality import Plane
 from media.transcoder import Rendition
 
@@ -153,3 +154,9 @@ def frame_key(pts: int | None, time_base: Fraction | None) -> int:
     if pts is None or time_base is None:
         return -1
     return round(pts * time_base * TICKS)
+
+
+def expected_keys(src: SourceScan, fps_cap: Fraction | None) -> list[int]:
+    """The source's frames (their timestamps) that a rendition capped at `fps_cap` keeps."""
+    step = src.frame_duration
+    return [k for k in src.keys if keeps_frame(Fraction(k, TICKS), step, fps_cap)]

@@ -23,7 +23,6 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from media.cadence import keeps_frame
 from media.errors import InvalidInput
 from media.quality import Plane, psnr, ssim
 from media.rendition_checks import (
@@ -35,6 +34,7 @@ from media.rendition_checks import (
     SourceScan,
     Verdict,
     claim_check,
+    expected_keys,
     frame_key,
     size_check,
     timing_check,
@@ -231,8 +231,7 @@ def judge(
         Check("decodes", not scan.errors and bool(scan.keys), "; ".join(scan.errors) or decoded)
     )
     checks.append(size_check(scan, size, src))
-    step = src.frame_duration
-    expected = [k for k in src.keys if keeps_frame(Fraction(k, TICKS), step, fps_cap)]
+    expected = expected_keys(src, fps_cap)
     counted = f"decoded {len(scan.keys)}, the source gives {len(expected)}"
     checks.append(Check("frames", len(scan.keys) == len(expected), counted))
     checks.append(timing_check(scan.keys, expected, src.frame_duration))

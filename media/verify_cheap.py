@@ -11,7 +11,6 @@ from fractions import Fraction
 
 import av
 
-from media.cadence import keeps_frame
 from media.errors import InvalidInput, MediaError
 from media.rendition_checks import (
     TICKS,
@@ -21,6 +20,7 @@ from media.rendition_checks import (
     SourceScan,
     Verdict,
     claim_check,
+    expected_keys,
     frame_key,
     size_check,
     timing_check,
@@ -82,7 +82,7 @@ def cheap_verdicts(renditions: Sequence[tuple[bytes, Claim, str]], source: Sourc
         if got.error:
             scan.errors.append(got.error)
         size = (claim.width, claim.height)
-        expected = [k for k in src.keys if keeps_frame(Fraction(k, TICKS), step, claim.frame_rate)]
+        expected = expected_keys(src, claim.frame_rate)
         checks = [
             claim_check(claim, scan),
             Check("demuxes", not scan.errors and bool(scan.keys),
