@@ -2,7 +2,8 @@
 `DATA_DIR/ROLE/`, its own wallet key from a keystore), joined to each other and to the bootstrap
 peers, plus the roles' services: the orchestrator (offers, quotes, jobs, tickets redeemed from a
 durable queue), the gateway (HTTP API and job runner) and the delegator (its bond, observed into
-its log). Run it with `await nursery.start(service.run)`; cancel it to stop. A restart resumes
+its log). Run it with `await nursery.start(service.run)`; cancel it to stop (the gateway first
+publishes its verdicts not yet summarized, within node.writer.LAST_SUMMARY_S). A restart resumes
 from what the data dir holds: each role's hash chain, its winning tickets, the gateway's jobs."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from media.profiles import parse_profiles
 from media.segmenter import segment
 from node.config import ConfigError, build_config
 from node.gateway.market import JobReport, SegmentOutcome
-from node.gateway.role import GatewayConfig
+from node.gateway.role import Gateway, GatewayConfig
 from node.keystore import PASSWORD_ENV
 from node.local.network import default_plan, open_network
 from node.service import NodeService
@@ -92,11 +92,7 @@ async def test_a_gateway_stopped_before_its_summary_was_due_publishes_it(tmp_pat
         async with open_network(base, plan, FakeLedger()) as net:
             assert await net.gateway.wait_for_offers(1, 90.0) == 1
             gateway, (orch,) = net.gateway, net.orchestrators
-            first = next(iter(await trio.to_thread.run_sync(lambda: list(segment(clip)))))
-            outcome = SegmentOutcome(first.seq)
-            report = JobReport(tmp_path / "out", [outcome])
-            await gateway.run_segment(first, parse_profiles("144p"), outcome, report)
-            assert outcome.result is not None, outcome.errors
+            await _one_segment(gateway, clip, tmp_path / "out")
             # the verdict is in the log, its summary not yet (a segment alone is no job's end)
             assert gateway.verdicts and gateway.verdicts[-1].accepted
             assert not _summaries(_store_events(gateway.node), gateway.address)
@@ -117,6 +113,15 @@ async def test_a_gateway_stopped_before_its_summary_was_due_publishes_it(tmp_pat
             await peer.wait_until(lambda: bool(_summaries(_store_events(peer), gw_address)))
             seen = fold(_store_events(peer))
             assert seen.reputation[orch_address].verified == 1
+
+
+async def _one_segment(gateway: Gateway, clip: Path, out: Path) -> None:
+    """The first segment of `clip`, transcoded on the network and verified: a verdict logged
+    outside any job's end (a file job summarizes its verdicts when it ends)."""
+    first = next(iter(await trio.to_thread.run_sync(lambda: list(segment(clip)))))
+    outcome = SegmentOutcome(first.seq)
+    await gateway.run_segment(first, parse_profiles("144p"), outcome, JobReport(out, [outcome]))
+    assert outcome.result is not None, outcome.errors
 
 
 def _store_events(node: P2PNode) -> list[SignedEvent]:
@@ -144,11 +149,7 @@ async def test_castnet_run_stopped_cleanly_logs_its_last_summary(tmp_path: Path)
             gateway = svc.gateway
             assert gateway is not None and svc.orchestrator is not None
             assert await gateway.wait_for_offers(1, 60.0) == 1
-            first = next(iter(await trio.to_thread.run_sync(lambda: list(segment(clip)))))
-            outcome = SegmentOutcome(first.seq)
-            report = JobReport(tmp_path / "out", [outcome])
-            await gateway.run_segment(first, parse_profiles("144p"), outcome, report)
-            assert outcome.result is not None, outcome.errors
+            await _one_segment(gateway, clip, tmp_path / "out")
             assert not _summaries(_store_events(gateway.node), gateway.address)
             gw_address, orch_address = gateway.address, svc.orchestrator.address
             nursery.cancel_scope.cancel()
