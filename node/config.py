@@ -1,5 +1,7 @@
 """A node's configuration: one frozen `NodeConfig` built from a TOML file and command-line
 overrides (both as nested dicts in the file's shape, merged, then validated once), passed down.
+This module holds the sections and their parsing; the `[api]`/`[metrics]` sections are in
+node.config_api, the value parsers (numbers, wei, paths, peer ids, ...) in node.config_values.
 
 ```toml
 roles = ["gateway", "orchestrator"]   # any of gateway, orchestrator, delegator
@@ -32,6 +34,9 @@ retention_days = 7                    # finished jobs (record, input, output) ar
                                       # this many days, checked at start and hourly; 0 = never
 keep_inputs = false                   # true keeps uploaded inputs until then; by default an
                                       # upload is deleted once its job has finished
+summary_interval_s = 30.0             # seconds: verdicts are summarized network-wide (for
+                                      #   reputation) at most this often, and at the end of
+                                      #   each job, live stream, and run of the node
 [api]
 listen = "127.0.0.1:8935"             # HOST:PORT the HTTP API binds
 # token / token_file: the bearer token every request must carry; without either the node
@@ -58,7 +63,6 @@ gateway = "gw.json"                   # default: DATA_DIR/ROLE/keystore.json
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,26 +70,41 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from libp2p.peer.id import ID
-
-from events.crypto import parse_address
 from media.encoders import X264_PRESETS
 from media.errors import MediaError
 from media.profiles import parse_profiles
+from node.config_api import ApiConfig, MetricsConfig, api_config, metrics_config
+from node.config_values import (
+    ConfigError,
+    address,
+    boolean,
+    fraction,
+    integer,
+    number,
+    parse_listen,
+    path_value,
+    peer_ids,
+    share,
+    strings,
+    wei,
+)
 from node.gateway.jobs import MAX_JOBS, Retention
-from node.gateway.live import LIVE_SCHEMES
 from node.gateway.role import GatewayConfig
 from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.orchestrator.role import OrchestratorConfig
+from node.writer import SUMMARY_EVERY_S
 from p2p.config import DEFAULT_NETWORK, P2PConfig
+
+# the sections' types and the value parsers stay importable from here, where callers found them
+__all__ = ["ADMIT_MODES", "ADMIT_STANDING", "KEYSTORE_NAME", "LEDGER_KINDS", "ROLES",
+           "VERIFY_POLICIES", "ApiConfig", "ConfigError", "DelegatorConfig", "LedgerConfig",
+           "MetricsConfig", "NodeConfig", "build_config", "load_config", "merge", "parse_listen",
+           "read_toml"]  # fmt: skip
 
 ROLES = ("gateway", "orchestrator", "delegator")
 LEDGER_KINDS = ("embedded", "rpc")
 ADMIT_STANDING, ADMIT_OPEN = "standing", "open"
 ADMIT_MODES = (ADMIT_STANDING, ADMIT_OPEN)
-DEFAULT_API = "127.0.0.1:8935"
-GiB = 1024**3
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 KEYSTORE_NAME = "keystore.json"
 
 _SECTIONS: dict[str, set[str]] = {
@@ -98,7 +117,7 @@ _SECTIONS: dict[str, set[str]] = {
                      "worker_timeout_s"},
     "gateway": {"profiles", "preset", "max_price_per_pixel", "job_timeout_s", "suspend_s",
                 "min_offers", "ai_recheck", "ai_models_dir", "retention_days", "keep_inputs",
-                "max_jobs", "verify", "verify_fraction"},
+                "max_jobs", "verify", "verify_fraction", "summary_interval_s"},
     "api": {"listen", "token", "token_file", "require_token", "hosts", "max_upload_bytes",
             "path_roots", "live_schemes", "live_hosts", "live_allow_networks", "header_timeout_s",
             "body_timeout_s", "max_client_connections", "enabled"},
@@ -108,10 +127,6 @@ _SECTIONS: dict[str, set[str]] = {
 }  # fmt: skip
 
 
-class ConfigError(Exception):
-    """A configuration that cannot work; the message names the key and what is wrong."""
-
-
 @dataclass(frozen=True, slots=True)
 class LedgerConfig:
     kind: str = ""  # "embedded" or "rpc"; empty: not configured (`castnet run` refuses)
@@ -119,36 +134,6 @@ class LedgerConfig:
     deposit: int = 10**18
     reserve: int = 10**18
     contracts: Path | None = None  # rpc: the deployment file `castnet chain deploy` wrote
-
-
-@dataclass(frozen=True, slots=True)
-class ApiConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8935
-    token: str = ""  # empty: the service creates one in the data dir, unless not require_token
-    require_token: bool = True  # False only on a loopback address
-    hosts: tuple[str, ...] = ()  # Host header names accepted besides the bound address
-    max_upload_bytes: int = 2 * GiB
-    path_roots: tuple[Path, ...] = ()  # JSON `path` inputs only under these (none by default)
-    live_schemes: tuple[str, ...] = LIVE_SCHEMES
-    live_hosts: tuple[str, ...] = ()  # empty: any host that is not a private address
-    live_allow_networks: tuple[IPNetwork, ...] = ()  # private ranges live URLs may reach
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    max_client_connections: int = 32
-
-    @property
-    def loopback(self) -> bool:
-        return is_loopback(self.host)
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """Where the metrics-only listener serves `GET /metrics` (None: no such listener; the
-    gateway API serves /metrics anyway)."""
-
-    listen: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,15 +166,6 @@ class NodeConfig:
 
     def keystore(self, role: str) -> Path:
         return self.keys.get(role) or self.role_dir(role) / KEYSTORE_NAME
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -228,7 +204,7 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
     roles = _roles(raw.get("roles"))
     if "data_dir" not in raw:
         raise ConfigError("data_dir is required (in the config file or --data-dir)")
-    data_dir = _path(raw["data_dir"], base, "data_dir")
+    data_dir = path_value(raw["data_dir"], base, "data_dir")
     p2p, ledger = _table(raw, "p2p"), _table(raw, "ledger")
     orch, gw = _table(raw, "orchestrator"), _table(raw, "gateway")
     api, dele, keys = _table(raw, "api"), _table(raw, "delegator"), _table(raw, "keys")
@@ -239,18 +215,18 @@ def build_config(raw: Mapping[str, Any], base: Path) -> NodeConfig:
         ledger=_ledger(ledger, base),
         orchestrator=_orchestrator(orch),
         gateway=_gateway(gw, base),
-        api=_api(api, base),
+        api=api_config(api, base),
         delegator=_delegator(dele, "delegator" in roles),
-        metrics=_metrics(_table(raw, "metrics")),
-        keys={role: _path(value, base, f"keys.{role}") for role, value in keys.items()},
-        redeem_interval_s=_number(
+        metrics=metrics_config(_table(raw, "metrics")),
+        keys={role: path_value(value, base, f"keys.{role}") for role, value in keys.items()},
+        redeem_interval_s=number(
             orch.get("redeem_interval_s", 5.0), "orchestrator.redeem_interval_s", 0.05
         ),
-        min_offers=int(_number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
-        max_jobs=_int(gw.get("max_jobs", MAX_JOBS), "gateway.max_jobs", 1),
+        min_offers=int(number(gw.get("min_offers", 1), "gateway.min_offers", 0)),
+        max_jobs=integer(gw.get("max_jobs", MAX_JOBS), "gateway.max_jobs", 1),
         retention=Retention(
-            _number(gw.get("retention_days", Retention().days), "gateway.retention_days", 0.0),
-            _bool(gw.get("keep_inputs", Retention().keep_inputs), "gateway.keep_inputs"),
+            number(gw.get("retention_days", Retention().days), "gateway.retention_days", 0.0),
+            boolean(gw.get("keep_inputs", Retention().keep_inputs), "gateway.keep_inputs"),
         ),
     )  # fmt: skip
     return config
@@ -287,68 +263,15 @@ def _roles(value: Any) -> tuple[str, ...]:
     return tuple(sorted(roles, key=ROLES.index))
 
 
-def _path(value: Any, base: Path, name: str) -> Path:
-    if not isinstance(value, str | Path) or not str(value):
-        raise ConfigError(f"{name} must be a path")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def _number(value: Any, name: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ConfigError(f"{name} must be a number >= {minimum}, got {value!r}")
-    return value
-
-
-def _int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _fraction(value: Any, name: str) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(f'{name} must be an integer or a string like "1000" or "1/3"')
-    try:
-        result = Fraction(str(value).strip())
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"{name}: {value!r} is not a number") from None
-    if result < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return result
-
-
-def _wei(value: Any, name: str) -> int:
-    amount = _fraction(value, name)
-    if amount.denominator != 1:
-        raise ConfigError(f"{name} must be a whole number of wei, got {value!r}")
-    return int(amount)
-
-
-def _strings(value: Any, name: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name} must be a list of strings")
-    return tuple(value)
-
-
-def _address(value: Any, name: str) -> bytes:
-    try:
-        return parse_address(value) if isinstance(value, str) else parse_address("")
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-
-
 def _p2p(t: Mapping[str, Any]) -> P2PConfig:
     try:
         return P2PConfig(
             network=t.get("network", DEFAULT_NETWORK),
-            listen=_strings(t.get("listen", ["/ip4/127.0.0.1/tcp/0"]), "p2p.listen"),
-            bootstrap=_strings(t.get("bootstrap", []), "p2p.bootstrap"),
+            listen=strings(t.get("listen", ["/ip4/127.0.0.1/tcp/0"]), "p2p.listen"),
+            bootstrap=strings(t.get("bootstrap", []), "p2p.bootstrap"),
             mdns=bool(t.get("mdns", False)),
             sync_interval_s=2.0,
-            require_bootstrap=_bool(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
+            require_bootstrap=boolean(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
             admission=_admit(t.get("admit", ADMIT_STANDING), "p2p.admit"),
         )
     except ValueError as exc:
@@ -366,12 +289,12 @@ def _ledger(t: Mapping[str, Any], base: Path) -> LedgerConfig:
         raise ConfigError('ledger.kind = "rpc" needs ledger.rpc_url = "http(s)://..."')
     if kind == "rpc" and "contracts" not in t:
         raise ConfigError('ledger.kind = "rpc" needs ledger.contracts = "FILE" (from deploying)')
-    contracts = _path(t["contracts"], base, "ledger.contracts") if "contracts" in t else None
+    contracts = path_value(t["contracts"], base, "ledger.contracts") if "contracts" in t else None
     return LedgerConfig(
         kind=kind,
         rpc_url=rpc_url,
-        deposit=_wei(t.get("deposit", 10**18), "ledger.deposit"),
-        reserve=_wei(t.get("reserve", 10**18), "ledger.reserve"),
+        deposit=wei(t.get("deposit", 10**18), "ledger.deposit"),
+        reserve=wei(t.get("reserve", 10**18), "ledger.reserve"),
         contracts=contracts,
     )  # fmt: skip
 
@@ -381,16 +304,16 @@ def _orchestrator(t: Mapping[str, Any]) -> OrchestratorConfig:
     if encoder not in ("software", "hardware", "auto"):
         raise ConfigError(f"orchestrator.encoder {encoder!r}: software, hardware or auto")
     return OrchestratorConfig(
-        price_per_pixel=_fraction(t.get("price_per_pixel", 1000), "orchestrator.price_per_pixel"),
-        capacity=_int(t.get("capacity", 2), "orchestrator.capacity", 1),
-        ticket_ev=Fraction(_wei(t.get("ticket_ev", 2 * 10**10), "orchestrator.ticket_ev")),
+        price_per_pixel=fraction(t.get("price_per_pixel", 1000), "orchestrator.price_per_pixel"),
+        capacity=integer(t.get("capacity", 2), "orchestrator.capacity", 1),
+        ticket_ev=Fraction(wei(t.get("ticket_ev", 2 * 10**10), "orchestrator.ticket_ev")),
         encoder=encoder,
-        offer_interval_s=_number(t.get("offer_interval_s", 30.0), "orchestrator.offer_interval_s",
+        offer_interval_s=number(t.get("offer_interval_s", 30.0), "orchestrator.offer_interval_s",
                                  0.1),
-        validity_blocks=_int(t.get("validity_blocks", 5), "orchestrator.validity_blocks", 2),
-        workers=_peer_ids(t.get("workers", []), "orchestrator.workers"),
-        allow_any_worker=_bool(t.get("allow_any_worker", False), "orchestrator.allow_any_worker"),
-        worker_timeout_s=_number(t.get("worker_timeout_s", 120.0),
+        validity_blocks=integer(t.get("validity_blocks", 5), "orchestrator.validity_blocks", 2),
+        workers=peer_ids(t.get("workers", []), "orchestrator.workers"),
+        allow_any_worker=boolean(t.get("allow_any_worker", False), "orchestrator.allow_any_worker"),
+        worker_timeout_s=number(t.get("worker_timeout_s", 120.0),
                                  "orchestrator.worker_timeout_s", 1.0),
     )  # fmt: skip
 
@@ -400,26 +323,6 @@ def _admit(value: Any, name: str) -> bool:
     if value not in ADMIT_MODES:
         raise ConfigError(f"{name} {value!r}: use {' or '.join(map(repr, ADMIT_MODES))}")
     return bool(value == ADMIT_STANDING)
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _peer_ids(value: Any, name: str) -> tuple[str, ...]:
-    """libp2p peer ids (base58, as `castnet worker --print-peer-id` shows them)."""
-    ids = _strings(value, name)
-    for text in ids:
-        try:
-            raw = ID.from_base58(text).to_bytes()
-        except Exception:  # base58 decoding raises a variety of errors
-            raw = b""
-        # a multihash: identity (0x00) or sha2-256 (0x12) code, then the digest's length
-        if len(raw) < 3 or raw[0] not in (0x00, 0x12) or raw[1] != len(raw) - 2:
-            raise ConfigError(f"{name}: {text!r} is not a libp2p peer id")
-    return ids
 
 
 def _gateway(t: Mapping[str, Any], base: Path) -> GatewayConfig:
@@ -434,15 +337,17 @@ def _gateway(t: Mapping[str, Any], base: Path) -> GatewayConfig:
     return GatewayConfig(
         profiles=profiles,
         preset=preset,
-        max_price_per_pixel=_fraction(t.get("max_price_per_pixel", 10**6),
+        max_price_per_pixel=fraction(t.get("max_price_per_pixel", 10**6),
                                       "gateway.max_price_per_pixel"),
-        job_timeout_s=_number(t.get("job_timeout_s", 120.0), "gateway.job_timeout_s", 1.0),
-        suspend_s=_number(t.get("suspend_s", 300.0), "gateway.suspend_s", 0.0),
-        ai_recheck=_share(t.get("ai_recheck", 0.25), "gateway.ai_recheck"),
-        ai_models_dir=(_path(t["ai_models_dir"], base, "gateway.ai_models_dir")
+        job_timeout_s=number(t.get("job_timeout_s", 120.0), "gateway.job_timeout_s", 1.0),
+        suspend_s=number(t.get("suspend_s", 300.0), "gateway.suspend_s", 0.0),
+        ai_recheck=share(t.get("ai_recheck", 0.25), "gateway.ai_recheck"),
+        ai_models_dir=(path_value(t["ai_models_dir"], base, "gateway.ai_models_dir")
                        if "ai_models_dir" in t else None),
         verify=_verify_policy(t.get("verify", "sample")),
         verify_fraction=_verify_fraction(t.get("verify_fraction", "1/8")),
+        summary_interval_s=number(t.get("summary_interval_s", SUMMARY_EVERY_S),
+                                  "gateway.summary_interval_s", 1.0),
     )  # fmt: skip
 
 
@@ -455,95 +360,10 @@ def _verify_policy(value: Any) -> str:
 def _verify_fraction(value: Any) -> Fraction:
     if isinstance(value, float):
         value = str(value)
-    share = _fraction(value, "gateway.verify_fraction")
+    share = fraction(value, "gateway.verify_fraction")
     if share > 1:
         raise ConfigError(f"gateway.verify_fraction is a share of segments, 0..1, got {value!r}")
     return share
-
-
-def _share(value: Any, name: str) -> float:
-    share = _number(value, name, 0.0)
-    if share > 1:
-        raise ConfigError(f"{name} is a share of segments, 0..1, got {value!r}")
-    return float(share)
-
-
-def parse_listen(text: Any, name: str = "api.listen") -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:PORT`) with port 0..65535."""
-    if not isinstance(text, str) or ":" not in text:
-        raise ConfigError(f"{name} must be HOST:PORT, got {text!r}")
-    host, _, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{name} must be HOST:PORT with a port 0..65535, got {text!r}")
-    return host, int(port)
-
-
-def _api(t: Mapping[str, Any], base: Path) -> ApiConfig:
-    host, port = parse_listen(t.get("listen", DEFAULT_API))
-    token = t.get("token", "")
-    if not isinstance(token, str):
-        raise ConfigError("api.token must be a string")
-    if t.get("token_file"):
-        path = _path(t["token_file"], base, "api.token_file")
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"api.token_file: cannot read {path}: {exc}") from None
-    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()
-                  or " " in token):  # fmt: skip
-        raise ConfigError("api token must be at least 16 characters (printable ASCII, no spaces)")
-    require = _bool(t.get("require_token", True), "api.require_token")
-    if not require and token:
-        raise ConfigError("api.require_token = false contradicts a configured api token")
-    if not require and not is_loopback(host):
-        raise ConfigError(
-            f"api.listen {host}:{port} is not a loopback address: api.require_token = false "
-            "is allowed on loopback only"
-        )
-    roots = tuple(
-        _path(p, base, "api.path_roots")
-        for p in _strings(t.get("path_roots", []), "api.path_roots")
-    )
-    schemes = tuple(s.lower() for s in _strings(t.get("live_schemes", list(LIVE_SCHEMES)),
-                                                "api.live_schemes"))  # fmt: skip
-    unknown = [s for s in schemes if s not in LIVE_SCHEMES]
-    if unknown:
-        raise ConfigError(
-            f"api.live_schemes: {unknown[0]!r} is not one of {', '.join(LIVE_SCHEMES)}"
-        )
-    networks = []
-    for text in _strings(t.get("live_allow_networks", []), "api.live_allow_networks"):
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"api.live_allow_networks: {text!r} is not an address or network like "
-                '"127.0.0.1/32"'
-            ) from None
-    return ApiConfig(
-        enabled=_bool(t.get("enabled", True), "api.enabled"),
-        host=host,
-        port=port,
-        token=token,
-        require_token=require,
-        hosts=tuple(h.lower() for h in _strings(t.get("hosts", []), "api.hosts")),
-        max_upload_bytes=_int(t.get("max_upload_bytes", 2 * GiB), "api.max_upload_bytes", 1),
-        path_roots=roots,
-        live_schemes=schemes,
-        live_hosts=tuple(h.lower() for h in _strings(t.get("live_hosts", []), "api.live_hosts")),
-        live_allow_networks=tuple(networks),
-        header_timeout_s=_number(t.get("header_timeout_s", 10.0), "api.header_timeout_s", 0.1),
-        body_timeout_s=_number(t.get("body_timeout_s", 30.0), "api.body_timeout_s", 0.1),
-        max_client_connections=_int(t.get("max_client_connections", 32),
-                                    "api.max_client_connections", 1),
-    )  # fmt: skip
-
-
-def _metrics(t: Mapping[str, Any]) -> MetricsConfig:
-    if t.get("listen") in (None, ""):
-        return MetricsConfig()
-    return MetricsConfig(parse_listen(t["listen"], "metrics.listen"))
 
 
 def _delegator(t: Mapping[str, Any], active: bool) -> DelegatorConfig:
@@ -552,6 +372,6 @@ def _delegator(t: Mapping[str, Any], active: bool) -> DelegatorConfig:
             raise ConfigError("delegator.amount is set but delegator.orchestrator is not")
         return DelegatorConfig()
     return DelegatorConfig(
-        _address(t["orchestrator"], "delegator.orchestrator"),
-        _wei(t.get("amount", 0), "delegator.amount"),
+        address(t["orchestrator"], "delegator.orchestrator"),
+        wei(t.get("amount", 0), "delegator.amount"),
     )

@@ -2,7 +2,8 @@
 `DATA_DIR/ROLE/`, its own wallet key from a keystore), joined to each other and to the bootstrap
 peers, plus the roles' services: the orchestrator (offers, quotes, jobs, tickets redeemed from a
 durable queue), the gateway (HTTP API and job runner) and the delegator (its bond, observed into
-its log). Run it with `await nursery.start(service.run)`; cancel it to stop. A restart resumes
+its log). Run it with `await nursery.start(service.run)`; cancel it to stop (the gateway first
+publishes its verdicts not yet summarized, within node.writer.LAST_SUMMARY_S). A restart resumes
 from what the data dir holds: each role's hash chain, its winning tickets, the gateway's jobs."""
 
 from __future__ import annotations
@@ -127,6 +128,28 @@ class NodeService:
         started = False
         try:
             async with trio.open_nursery() as nursery:
+                # once started, the roles are shielded from the cancellation that stops the
+                # service until the gateway's last verdict summary is out (bounded)
+                roles = trio.CancelScope()
+                await nursery.start(self._run_roles, roles)
+                task_status.started(self)
+                started = True
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    if self.gateway is not None:
+                        await self.gateway.writer.publish_last_summaries()
+                    roles.cancel()
+        finally:
+            if self._ticket_store is not None:
+                self._ticket_store.close()
+            if started:  # a failed start says why instead
+                log.info("stopped")
+
+    async def _run_roles(self, roles: trio.CancelScope, *, task_status: Any) -> None:
+        cfg = self.config
+        with roles:
+            async with trio.open_nursery() as nursery:
                 earlier: list[str] = []
                 for index, role in enumerate(cfg.roles):
                     p2p = dataclasses.replace(
@@ -151,14 +174,8 @@ class NodeService:
                     self.metrics_address = await nursery.start(serve_app, app,
                                                                *cfg.metrics.listen)  # fmt: skip
                 await trio.to_thread.run_sync(self._write_service_file)
-                task_status.started(self)
-                started = True
-                await trio.sleep_forever()
-        finally:
-            if self._ticket_store is not None:
-                self._ticket_store.close()
-            if started:  # a failed start says why instead
-                log.info("stopped")
+                roles.shield = True
+                task_status.started()
 
     # -- roles -----------------------------------------------------------------------------
 

@@ -5,10 +5,12 @@ Network-wide events (offers, chain observations, verdict summaries) are signed b
 and gossiped. Job-level events are signed in the job chain the wallet keeps with the job's
 counterparty (a key derived per pair, `node.keystore.job_signer`, whose chain opens with the
 wallet's binding) and go to that counterparty only. A gateway's verdicts are also summed per
-orchestrator and published network-wide as a `VerdictSummary` per period."""
+orchestrator and published network-wide as a `VerdictSummary` per period (`[gateway]
+summary_interval_s`), at the end of a job or live stream, and when the node stops."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -23,7 +25,9 @@ from node.keystore import open_job_chain
 from p2p.node import P2PNode
 from storage.store import Outcome
 
+log = logging.getLogger("castnet.writer")
 SUMMARY_EVERY_S = 30.0  # a gateway's verdicts are summarized at most this often (and at job end)
+LAST_SUMMARY_S = 10.0  # how long a stopping node waits for its last summaries to be published
 
 
 @dataclass(slots=True)
@@ -160,3 +164,25 @@ class EventWriter:
                 if result.outcome is not Outcome.APPENDED:
                     raise RuntimeError(f"own event not appended: {result.outcome.value}")
             return events
+
+    async def publish_last_summaries(self, timeout_s: float = LAST_SUMMARY_S) -> list[SignedEvent]:
+        """When the node stops: publish the verdicts not yet summarized, shielded from the
+        cancellation that stops it and bounded by `timeout_s`, so that a clean shutdown loses
+        none of them for reputation. One that cannot be published is logged once; the node
+        stops anyway."""
+        pending = sum(t.verified + t.failed for t in self._tallies.values())
+        if not pending:
+            return []
+        events: list[SignedEvent] = []
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + timeout_s
+            try:
+                events = await self.flush_summaries()
+            except Exception as exc:  # the node's store or host is already gone
+                log.warning("%d verdict(s) not summarized at shutdown: %s", pending,
+                            str(exc) or type(exc).__name__)  # fmt: skip
+                return []
+        if scope.cancelled_caught:
+            log.warning("%d verdict(s) not summarized at shutdown: publishing took over %g s",
+                        pending, timeout_s)  # fmt: skip
+        return events

@@ -77,9 +77,13 @@ NODE_ALLOWED = {
 }
 
 
+# modules that a part was split into, by the part they belong to
+SPLIT = {"config_api": "config", "config_values": "config"}
+
+
 def _node_part(path: Path) -> str:
     rel = path.relative_to(ROOT / "node").with_suffix("")
-    name = rel.parts[0]
+    name = SPLIT.get(rel.parts[0], rel.parts[0])
     return "core" if name in CORE else name
 
 
@@ -112,5 +116,6 @@ def _node_imports() -> list[tuple[Path, str]]:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            found += [(path, n.split(".")[1]) for n in names if n.startswith("node.")]
+            parts = [n.split(".")[1] for n in names if n.startswith("node.")]
+            found += [(path, SPLIT.get(part, part)) for part in parts]
     return found

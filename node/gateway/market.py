@@ -45,7 +45,7 @@ from node.protocol import (
     ticket_to_wire,
 )
 from node.view import NodeView
-from node.writer import EventWriter
+from node.writer import SUMMARY_EVERY_S, EventWriter
 from p2p.errors import P2PError, ProtocolError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
@@ -92,6 +92,7 @@ class GatewayConfig:
     # this share of the rest get the full one: node.gateway.verify_policy)
     verify: str = "sample"
     verify_fraction: Fraction = Fraction(1, 8)
+    summary_interval_s: float = SUMMARY_EVERY_S  # verdicts summarized network-wide this often
 
 
 @dataclass(slots=True)
@@ -181,7 +182,7 @@ class SegmentMarket(JournalResume):
         self.node = node
         self.ledger = ledger
         self.config = config
-        self.writer = EventWriter(node, signer)
+        self.writer = EventWriter(node, signer, config.summary_interval_s)
         self.address = signer.address
         self.view = NodeView(node.store)
         self.depth = PIPELINE_DEPTH

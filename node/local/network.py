@@ -162,6 +162,8 @@ async def open_network(
         try:
             yield net
         finally:
+            if gw_member.alive:  # its verdicts not yet summarized, before the nodes stop
+                await gateway.writer.publish_last_summaries()
             nursery.cancel_scope.cancel()
 
 
