@@ -234,12 +234,14 @@ class SegmentMarket(JournalResume):
         timeout_s: float | None = None,
         journal: SegmentJournal | None = None,
         avoid: frozenset[bytes] = frozenset(),
+        placed: trio.Event | None = None,
     ) -> SegmentOutcome:
         """Post, pay, send, check and retry one segment's work (never raises: errors land in
         `outcome`); `prefer` is tried first when it has a free slot, `timeout_s` bounds each
         attempt (default: the config's job timeout), orchestrators in `avoid` are not tried.
         With a `journal`, a segment verified before a restart is taken from it, and one posted
-        before is not posted again."""
+        before is not posted again. `placed` is set once the segment holds a place in the
+        scheduler, or needs none any more (done, or failed before)."""
         try:
             cap = self.config.max_price_per_pixel
             body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
@@ -255,6 +257,8 @@ class SegmentMarket(JournalResume):
             limit = timeout_s or self.config.job_timeout_s
             # a report is one job (or live session): its segments get places in its turn
             async with self.scheduler.place(id(report)):
+                if placed is not None:
+                    placed.set()
                 deadline = trio.current_time() + limit * MAX_ATTEMPTS * 2
                 for _ in range(MAX_PICKS):
                     if outcome.attempts >= MAX_ATTEMPTS or outcome.result is not None:
@@ -280,6 +284,9 @@ class SegmentMarket(JournalResume):
         except Exception as exc:  # a segment's failure is reported, never crashes the job
             log.exception("segment %d failed", work.seq)
             outcome.errors.append(repr(exc))
+        finally:
+            if placed is not None:
+                placed.set()
         return outcome
 
     async def _pick(
