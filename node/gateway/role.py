@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -43,6 +44,11 @@ from p2p.errors import ProtocolError
 
 log = logging.getLogger("castnet.gateway")
 TRANSCODE_CAPABILITY = "transcode:h264"
+# segments of a job cut and probed beyond those holding a scheduler place (one more is cut and
+# waits in the segmenter): the next segment is ready when a place frees, and the segmenter (a
+# thread on the gateway's cores) does not cut and probe the whole input at once while the first
+# segments' quote, tickets and upload wait for those cores
+CUT_AHEAD = 1
 
 
 class GatewayError(Exception):
@@ -75,7 +81,7 @@ class Gateway(SegmentMarket):
             async with trio.open_nursery() as nursery:
                 # the first segment's quote is asked for while the input is segmented
                 nursery.start_soon(self.quote_ahead, TRANSCODE_CAPABILITY)
-                send, receive = trio.open_memory_channel[tuple[SegmentWork, SegmentOutcome]](1)
+                send, receive = trio.open_memory_channel[tuple[SegmentWork, SegmentOutcome]](0)
                 nursery.start_soon(_segment_into, source, ladder, self.config.preset, send,
                                    cut_failed, nursery.cancel_scope)  # fmt: skip
                 await self._run_stream(receive, report, output.add, on_progress, journal)
@@ -127,6 +133,7 @@ class Gateway(SegmentMarket):
         done: dict[int, SegmentOutcome] = {}
         written = count = 0
         results_send, results_receive = trio.open_memory_channel[SegmentOutcome](math.inf)
+        unplaced: deque[trio.Event] = deque()  # started segments' "placed" events, in order
 
         async def feed(nursery: trio.Nursery) -> None:
             async with results_send, arrivals:
@@ -134,8 +141,14 @@ class Gateway(SegmentMarket):
                     works.append(work)
                     if not listed:
                         report.segments.append(outcome)
+                    placed = trio.Event()
+                    unplaced.append(placed)
                     nursery.start_soon(self._run_one, work, outcome, report,
-                                       results_send.clone(), journal)  # fmt: skip
+                                       results_send.clone(), journal, placed)  # fmt: skip
+                    # take the next segment from the segmenter only while fewer than CUT_AHEAD
+                    # started ones wait for a place (backpressure on the cutting thread)
+                    while unplaced and (unplaced[0].is_set() or len(unplaced) >= CUT_AHEAD):
+                        await unplaced.popleft().wait()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed, nursery)
@@ -190,10 +203,11 @@ class Gateway(SegmentMarket):
         report: JobReport,
         results: trio.MemorySendChannel[SegmentOutcome],
         journal: SegmentJournal | None,
+        placed: trio.Event | None = None,
     ) -> None:
         async with results:
             try:
-                await self.run_work(work, outcome, report, journal=journal)
+                await self.run_work(work, outcome, report, journal=journal, placed=placed)
             finally:
                 await results.send(outcome)
 
