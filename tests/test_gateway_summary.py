@@ -21,8 +21,8 @@ from events.fold import fold
 from media.profiles import parse_profiles
 from media.segmenter import segment
 from node.config import ConfigError, build_config
-from node.gateway.market import JobReport, SegmentOutcome
 from node.gateway.role import Gateway, GatewayConfig
+from node.gateway.work import JobReport, SegmentOutcome
 from node.keystore import PASSWORD_ENV
 from node.local.network import default_plan, open_network
 from node.service import NodeService

@@ -35,8 +35,9 @@ from media.verify import scan_source
 from node.gateway.ai_checks import check_output, parse_detections
 from node.gateway.ai_recheck import AiRechecker, RecheckTarget
 from node.gateway.journal import SegmentJournal
-from node.gateway.market import JobReport, SegmentOutcome, result_problems
+from node.gateway.market import result_problems
 from node.gateway.role import Gateway, GatewayError, ProgressFn
+from node.gateway.work import JobReport, SegmentOutcome
 from node.protocol import (
     AI_DONE,
     AI_PROTOCOL,
@@ -144,7 +145,7 @@ async def run_ai_file(
 
 @dataclass(slots=True)
 class AiSegment:
-    """One segment's inference as market work (node.gateway.market.SegmentWork)."""
+    """One segment's inference as market work (node.gateway.work.SegmentWork)."""
 
     seg: Segment
     pipeline: str

@@ -36,7 +36,7 @@ from p2p.errors import ProtocolError
 from p2p.node import P2PNode
 
 if TYPE_CHECKING:
-    from node.gateway.market import SegmentOutcome, SegmentWork
+    from node.gateway.work import SegmentOutcome, SegmentWork
 
 log = logging.getLogger("castnet.gateway")
 FORMAT = 2

@@ -28,10 +28,11 @@ from media.source import SourceInfo, probe
 from media.transcoder import Rendition, TranscodeResult
 from node.gateway.checks import check_result
 from node.gateway.journal import SegmentJournal
-from node.gateway.market import GatewayConfig as GatewayConfig
-from node.gateway.market import JobReport as JobReport
-from node.gateway.market import SegmentMarket, SegmentWork
-from node.gateway.market import SegmentOutcome as SegmentOutcome
+from node.gateway.market import SegmentMarket
+from node.gateway.work import GatewayConfig as GatewayConfig
+from node.gateway.work import JobReport as JobReport
+from node.gateway.work import SegmentOutcome as SegmentOutcome
+from node.gateway.work import SegmentWork
 from node.protocol import (
     JOB_DONE,
     JOB_PROTOCOL,
