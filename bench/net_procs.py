@@ -1,0 +1,224 @@
+"""The nodes bench/net_bench.py measures, and how it reads them: N `castnet node start`
+processes (`processes`, read through their SQLite logs, /proc and their log files), the same
+network inside this process (`in_process`), and when each event was stored on all of them
+(`Arrivals`, `wait_all`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from p2p.config import P2PConfig  # noqa: E402
+from p2p.localnet import open_local_nodes  # noqa: E402
+from p2p.node import P2PNode  # noqa: E402
+from storage.store import DB_NAME  # noqa: E402
+
+POLL_S = 0.002  # other processes' stores offer no event to wait on
+SYNCED_LINE = re.compile(rb"synced \d+ events from \S+ \((\d+) new\)")
+DROPPED_LINE = re.compile(rb"gossip dropped (\d+) outbound messages")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Proc:
+    process: trio.Process
+    data_dir: Path
+    log: Path
+    addr: str = ""
+    db: sqlite3.Connection | None = None
+
+    def db_path(self) -> Path:
+        return self.data_dir / DB_NAME
+
+    def stored(self) -> int:
+        if self.db is None:
+            path = self.data_dir / DB_NAME
+            if not path.exists():
+                return 0
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            # append-only with positions from 1 (no deletes): MAX(pos) is the count, and reads
+            # one index page instead of counting every row 10 times per poll
+            row = self.db.execute("SELECT COALESCE(MAX(pos), 0) FROM events").fetchone()
+        except sqlite3.OperationalError:  # schema not there yet
+            return 0
+        return int(row[0])
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+    def log_sum(self, pattern: re.Pattern[bytes], since: int) -> int:
+        return sum(int(m) for m in pattern.findall(self.log.read_bytes()[since:]))
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+
+@dataclasses.dataclass
+class Local:
+    """A node inside this process, read the way `Proc` reads a process."""
+
+    node: P2PNode
+
+    def db_path(self) -> Path:
+        return self.node.data_dir / DB_NAME
+
+    def stored(self) -> int:
+        return self.node.event_count()
+
+    def cpu_s(self) -> float:
+        return time.process_time()  # the whole process: every node and the publisher
+
+    def log_sum(self, pattern: re.Pattern[bytes], since: int) -> int:
+        return self.node.sync.stored if pattern is SYNCED_LINE else 0
+
+    def log_size(self) -> int:
+        return 0
+
+
+@contextlib.asynccontextmanager
+async def in_process(base: Path, n: int) -> AsyncIterator[list[Local]]:
+    """The same network inside this process: node i dials up to 3 earlier nodes."""
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",))
+    async with open_local_nodes(base / "local", n, config) as nodes:
+        for i, node in enumerate(nodes):
+            for other in random.sample(nodes[:i], min(3, i)):
+                await node.connect(other.addrs[0])
+        yield [Local(node) for node in nodes]
+
+
+@contextlib.asynccontextmanager
+async def processes(
+    base: Path, n: int, bootstrap: tuple[str, ...] = ()
+) -> AsyncIterator[list[Proc]]:
+    procs: list[Proc] = []
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        for i in range(n):
+            data_dir = base / f"node{i}"
+            data_dir.mkdir()
+            argv = [
+                sys.executable,
+                "-m",
+                "node.cli.node",
+                "node",
+                "start",
+                "--data-dir",
+                str(data_dir),
+                # the bench's authors are throwaway keys: measure gossip, not admission
+                "--admit",
+                "open",
+            ]
+            earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
+            if earlier or bootstrap:
+                argv += ["--bootstrap", *(earlier or bootstrap)]
+            log = base / f"node{i}.log"
+            with log.open("wb") as err:
+                process = await trio.lowlevel.open_process(
+                    argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err
+                )
+            proc = Proc(process, data_dir, log)
+            procs.append(proc)
+            assert process.stdout is not None
+            buffer = b""
+            with trio.fail_after(60):
+                while b"listening " not in buffer or not buffer.endswith(b"\n"):
+                    chunk = await process.stdout.receive_some(4096)
+                    if not chunk:
+                        raise RuntimeError(f"node {i} exited: {log.read_text()[-2000:]}")
+                    buffer += chunk
+            proc.addr = buffer.split(b"listening ")[1].split(b"\n")[0].decode()
+        yield procs
+    finally:
+        for proc in procs:  # only the processes this bench started, by handle
+            if proc.process.returncode is None:
+                proc.process.terminate()
+        with trio.move_on_after(20):
+            for proc in procs:
+                await proc.process.wait()
+        for proc in procs:
+            if proc.process.returncode is None:
+                proc.process.kill()
+                await proc.process.wait()
+            if proc.db is not None:
+                proc.db.close()
+
+
+class Arrivals:
+    """When each event (by id) was stored on every one of the nodes: each node's log is read
+    (read-only) for rows past the last position seen, every `POLL_S`, while `run` runs."""
+
+    def __init__(self, procs: list[Any]) -> None:
+        self.procs = procs
+        self.on_all: dict[bytes, float] = {}  # event id -> perf_counter when the last node had it
+        self._count: dict[bytes, int] = {}
+        self._dbs: list[sqlite3.Connection | None] = [None] * len(procs)
+        self._pos = [0] * len(procs)
+        self.interval = POLL_S
+
+    def _poll_one(self, i: int, now: float) -> None:
+        db = self._dbs[i]
+        if db is None:
+            path = self.procs[i].db_path()
+            if not path.exists():
+                return
+            db = self._dbs[i] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT pos, id FROM events WHERE pos > ? ORDER BY pos", (self._pos[i],)
+            ).fetchall()
+        except sqlite3.OperationalError:  # schema not there yet
+            return
+        n = len(self.procs)
+        for _, event_id in rows:
+            seen = self._count.get(event_id, 0) + 1
+            self._count[event_id] = seen
+            if seen == n:
+                self.on_all[event_id] = now
+        if rows:
+            self._pos[i] = rows[-1][0]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                now = time.perf_counter()
+                for i in range(len(self.procs)):
+                    self._poll_one(i, now)
+                await trio.sleep(self.interval)
+        finally:
+            for db in self._dbs:
+                if db is not None:
+                    db.close()
+
+    async def wait(self, ids: list[bytes], timeout: float) -> list[float]:
+        """perf_counter times at which each of `ids` was on all nodes."""
+        with trio.fail_after(timeout):
+            while not all(i in self.on_all for i in ids):
+                await trio.sleep(self.interval)
+        return [self.on_all[i] for i in ids]
+
+
+async def wait_all(procs: list[Any], target: int, timeout: float, interval: float = POLL_S) -> None:
+    with trio.fail_after(timeout):
+        pending = list(procs)
+        while pending:
+            pending = [p for p in pending if p.stored() < target]
+            if pending:
+                await trio.sleep(interval)
