@@ -303,7 +303,8 @@ class EventStore:
         if not authors:
             return []
         if len(authors) > _MAX_IN:  # past SQLite's bound parameters: filter a scan instead
-            wanted, out, last = set(authors), [], after
+            wanted, last = set(authors), after
+            out: list[tuple[int, bytes, int, bytes, bytes]] = []
             while len(out) < limit:
                 with self._lock:
                     rows = self._db.execute(
