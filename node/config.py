@@ -88,7 +88,8 @@ from node.config_values import (
     strings,
     wei,
 )
-from node.gateway.jobs import MAX_JOBS, Retention
+from node.gateway.job_book import Retention
+from node.gateway.jobs import MAX_JOBS
 from node.gateway.role import GatewayConfig
 from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.orchestrator.role import OrchestratorConfig

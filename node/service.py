@@ -33,7 +33,8 @@ from node.api.ops import build_ops_app, metrics_route, node_routes, serve_app
 from node.api.server import ApiServeError, GatewayApi, serve_api
 from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
-from node.gateway.jobs import JobBook, JobRunner
+from node.gateway.job_book import JobBook
+from node.gateway.jobs import JobRunner
 from node.gateway.role import Gateway
 from node.ledger import ChainLog, Ledger
 from node.orchestrator.rewards import RewardCaller

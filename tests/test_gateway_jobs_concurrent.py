@@ -20,7 +20,8 @@ from api_client import request_json, upload, wait_job
 from node.api.app import GatewayApi
 from node.api.server import serve_api
 from node.config import ApiConfig, ConfigError, build_config
-from node.gateway.jobs import DONE, RUNNING, JobBook, JobRecord, JobRunner
+from node.gateway.job_book import DONE, RUNNING, JobBook, JobRecord
+from node.gateway.jobs import JobRunner
 from node.gateway.role import GatewayConfig
 from node.gateway.scheduler import SegmentScheduler
 from node.local.demo import generate_clip

@@ -7,15 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.gateway.jobs import (
-    DAY_MS,
-    DONE,
-    FAILED,
-    RUNNING,
-    JobBook,
-    JobRecord,
-    Retention,
-)
+from node.gateway.job_book import DAY_MS, DONE, FAILED, RUNNING, JobBook, JobRecord, Retention
 
 NOW = 1_800_000_000_000  # ms; the policy is applied at a given time, not the clock's
 

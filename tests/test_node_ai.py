@@ -33,7 +33,8 @@ from node.api.server import serve_api
 from node.cli import ai as ai_command
 from node.config import ApiConfig
 from node.gateway.ai_checks import BadDetections, check_output, check_video, parse_detections
-from node.gateway.jobs import JobBook, JobRunner
+from node.gateway.job_book import JobBook
+from node.gateway.jobs import JobRunner
 from node.gateway.role import GatewayConfig
 from node.local.network import Network, default_plan, embedded_ledger, open_network
 from node.orchestrator.ai_compute import AiCompute

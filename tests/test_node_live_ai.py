@@ -27,7 +27,7 @@ from node.api.app import GatewayApi
 from node.api.server import serve_api
 from node.config import ApiConfig
 from node.gateway.ai_checks import MIN_CHANGE
-from node.gateway.jobs import JobBook, JobRecord
+from node.gateway.job_book import JobBook, JobRecord
 from node.gateway.live import LiveConfig, LiveReport, LiveSession
 from node.gateway.live_ai import Demand, KeepUpSelector, LiveAiError, live_ai
 from node.gateway.role import GatewayConfig

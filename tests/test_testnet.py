@@ -17,7 +17,7 @@ import pytest
 from chain.anvil import find_binary
 from chain.client import Chain, Protocol
 from node.cli.main import main
-from node.gateway.jobs import OUT_NAME
+from node.gateway.job_book import OUT_NAME
 from node.local.testnet import alive
 from tests.polling import blocking_until
 

@@ -55,7 +55,7 @@ from node.api.guard import JSON_TYPE, Guard, media_type
 from node.api.sources import live_source, local_source
 from node.config import ApiConfig
 from node.gateway.ai_jobs import AiJobError, check_request
-from node.gateway.jobs import (
+from node.gateway.job_book import (
     AI,
     DONE,
     INPUT_NAME,
@@ -65,10 +65,9 @@ from node.gateway.jobs import (
     RUNNING,
     JobBook,
     JobRecord,
-    NotStoppable,
-    QueueFull,
     now_ms,
 )
+from node.gateway.jobs import NotStoppable, QueueFull
 
 log = logging.getLogger("castnet.api")
 CHUNK = 1024 * 1024
