@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -29,6 +28,7 @@ from media.source import probe
 from media.transcoder import TranscodeResult, transcode
 from node.ledger import Ledger
 from node.orchestrator.ai_compute import AiCompute
+from node.orchestrator.earnings import Earnings
 from node.orchestrator.settings import (
     OrchestratorConfig,
     OrchestratorStats,
@@ -44,12 +44,10 @@ from node.protocol import (
     BAD_REQUEST,
     BALANCE,
     BUSY,
-    EXPIRED,
     FAILED,
     JOB_DONE,
     JOB_PROTOCOL,
     JOB_REQUEST,
-    PAYMENT,
     QUOTE,
     QUOTE_PROTOCOL,
     QUOTE_REQUEST,
@@ -69,13 +67,8 @@ from p2p.errors import ProtocolError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee
-from payments.errors import ParamsExpired, PaymentError
-from payments.fakes import MemoryTicketStore
-from payments.interfaces import ChainView, RedemptionRecord, RedemptionState, TicketStore
-from payments.params import ParamsPolicy
-from payments.queue import QueueConfig, RedemptionQueue
-from payments.recipient import Receipt, Recipient
-from payments.ticket import SignedTicket
+from payments.errors import PaymentError
+from payments.interfaces import RedemptionRecord, RedemptionState, TicketStore
 
 log = logging.getLogger("castnet.orchestrator")
 MAX_TICKETS_PER_JOB = 256
@@ -106,23 +99,7 @@ class Orchestrator:
         self.writer = EventWriter(node, signer)
         self.address = signer.address
         self.view = NodeView(node.store)
-        policy = ParamsPolicy(
-            ev=config.ticket_ev,
-            redeem_gas=config.redeem_gas,
-            tx_cost_multiplier=config.tx_cost_multiplier,
-            ev_multiplier=config.ev_multiplier,
-            validity_blocks=config.validity_blocks,
-        )
-        self.queue = RedemptionQueue(
-            self.address,
-            ticket_store or MemoryTicketStore(),
-            ledger,
-            ledger,
-            QueueConfig(config.redeem_gas),
-        )
-        self.recipient = Recipient(
-            self.address, secret or os.urandom(32), policy, ledger, self.queue
-        )
+        self.earnings = Earnings(self.address, ledger, config, secret, ticket_store)
         self.balances = Balances()
         self.stats = OrchestratorStats()
         self.active = 0  # jobs taken: computing, or staged behind one (tickets taken, claimed)
@@ -135,7 +112,6 @@ class Orchestrator:
         self.offered: tuple[str, ...] = ()  # the capabilities of the last offer
         self.dead = False
         self._on_die = on_die
-        self._payments = trio.Lock()  # Recipient and the queue are not thread-safe
         self.workers = WorkerPool(
             node, config.workers, config.allow_any_worker, config.worker_timeout_s
         )
@@ -177,9 +153,7 @@ class Orchestrator:
         shutdown waits for one, not for every ticket due), and log each redemption."""
         redeemed = 0
         for _ in range(MAX_REDEMPTIONS_PER_PASS):
-            async with self._payments:
-                now = await trio.to_thread.run_sync(self.ledger.view)
-                changed = await trio.to_thread.run_sync(self.queue.process, now, 1)
+            changed = await self.earnings.redeem_one()
             if not changed:
                 break
             with trio.CancelScope(shield=True):  # the queue moved on: the log must say so too
@@ -207,7 +181,7 @@ class Orchestrator:
         return sum(r.state is RedemptionState.REDEEMED for r in changed)
 
     def pending_redemptions(self) -> int:
-        return len(self.queue._store.pending())
+        return self.earnings.pending()
 
     # -- quote -----------------------------------------------------------------------------
 
@@ -223,18 +197,7 @@ class Orchestrator:
             if self.active >= self.config.capacity * STAGED:
                 self.stats.busy += 1
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
-            now = await trio.to_thread.run_sync(self.ledger.view)
-            async with self._payments:
-                try:
-                    params = await trio.to_thread.run_sync(
-                        self.recipient.ticket_params,
-                        sender,
-                        self.config.price_per_pixel,
-                        os.urandom(32),
-                        now,
-                    )
-                except PaymentError as exc:
-                    raise Refused(PAYMENT, str(exc)) from None
+            params = await self.earnings.params(sender)
             await ms.send([QUOTE, params_to_wire(params), self.config.capacity, self.active])
         except Refused as exc:
             log.info("quote refused: %s", exc)
@@ -457,11 +420,7 @@ class Orchestrator:
         if not isinstance(tickets_wire, list) or len(tickets_wire) > MAX_TICKETS_PER_JOB:
             raise Refused(BAD_REQUEST, f"a job carries at most {MAX_TICKETS_PER_JOB} tickets")
         tickets = [ticket_from_wire(t) for t in tickets_wire]
-        now = await trio.to_thread.run_sync(self.ledger.view)
-        async with self._payments:
-            receipts, refusal = await trio.to_thread.run_sync(
-                self._receive_all, tickets, sender, now
-            )
+        receipts, refusal = await self.earnings.receive(tickets, sender)
         taken = []
         for signed, receipt in zip(tickets, receipts, strict=False):
             self.stats.tickets += 1
@@ -475,27 +434,6 @@ class Orchestrator:
         await self.writer.emit_many(taken)
         if refusal is not None:
             raise refusal
-
-    def _receive_all(
-        self, tickets: list[SignedTicket], sender: bytes, now: ChainView
-    ) -> tuple[list[Receipt], Refused | None]:
-        """(in a worker thread) The receipts of the tickets up to the first one refused, and
-        that refusal."""
-        receipts: list[Receipt] = []
-        for signed in tickets:
-            if signed.ticket.sender != sender:
-                return receipts, Refused(PAYMENT, "ticket sender is not the job's gateway")
-            price, floor = signed.price_per_pixel, self.config.price_per_pixel
-            if price < floor:
-                why = f"ticket priced at {price} wei/pixel, below {floor}"
-                return receipts, Refused(PAYMENT, why)
-            try:
-                receipts.append(self.recipient.receive(signed, now))
-            except ParamsExpired as exc:  # all of a job's tickets share their params
-                return receipts, Refused(EXPIRED, f"ticket refused: {exc}")
-            except PaymentError as exc:
-                return receipts, Refused(PAYMENT, f"ticket refused: {exc}")
-        return receipts, None
 
     def _die(self) -> None:
         """Fault injection: vanish mid-job like a killed process (the host stops answering)."""
