@@ -25,9 +25,12 @@ from payments.ticket import SignedTicket, Ticket
 QUOTE_PROTOCOL = "/castnet/quote/1"
 JOB_PROTOCOL = "/castnet/job/1"
 AI_PROTOCOL = "/castnet/ai/1"
+# a job's result fetched again by the gateway that sent it (node.orchestrator.results)
+RESULT_PROTOCOL = "/castnet/result/1"
 VERSION = 1
 
 QUOTE_REQUEST, QUOTE, JOB_REQUEST, JOB_DONE, AI_REQUEST, AI_DONE, REFUSED = 1, 2, 3, 4, 5, 6, 9
+RESULT_REQUEST = 7  # [RESULT_REQUEST, VERSION, job_id]: answered as the job was (DONE + blobs)
 
 # Why an orchestrator refuses; the gateway treats BUSY as "try elsewhere" without blame.
 BUSY = "busy"
@@ -39,7 +42,8 @@ BALANCE = "insufficient-balance"
 BAD_REQUEST = "bad-request"
 FAILED = "failed"
 REASSIGNED = "reassigned"
-REFUSAL_CODES = frozenset({BUSY, PAYMENT, BALANCE, BAD_REQUEST, FAILED, REASSIGNED})
+UNKNOWN = "unknown-job"  # no result kept for that job (for that peer)
+REFUSAL_CODES = frozenset({BUSY, PAYMENT, BALANCE, BAD_REQUEST, FAILED, REASSIGNED, UNKNOWN})
 
 
 class Refused(Exception):

@@ -3,7 +3,9 @@ resumes the job instead of starting over: the id of every segment's JobPosted (a
 posted once), and the outputs of every verified segment with the orchestrator's signed result
 (a verified segment is neither sent, transcoded nor paid for again). The gateway's log stays the
 truth: a kept segment counts only when the log holds its accepted verdict, or holds its
-assignment so the verdict can still be recorded (node.gateway.market decides).
+assignment so the verdict can still be recorded (node.gateway.market decides). A segment whose
+attempt was open at the restart is not posted again while its orchestrator still has its result
+(it took the tickets): the result is fetched on `/castnet/result/1` and checked.
 
 Files, one per segment, each written to a temp file, fsynced and renamed:
 `<seq>.posted` (the 32-byte JobPosted id) and `<seq>.kept` (msgpack
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,18 +28,25 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 import trio
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.peer.id import ID
 
 from events import kinds as k
 from events import state as job_status
 from events.envelope import SignedEvent, decode, decode_verified
 from events.errors import EventError
-from events.state import ASSIGNED, POSTED, REJECTED, RESULTED, VERIFIED
+from events.state import ASSIGNED, CLAIMED, POSTED, REJECTED, RESULTED, VERIFIED, OfferState
+from node.gateway.answers import read_result
+from node.gateway.payment import close
+from node.protocol import RESULT_PROTOCOL, RESULT_REQUEST, VERSION, Refused
 from node.view import NodeView
-from p2p.errors import ProtocolError
+from p2p.errors import P2PError, ProtocolError
+from p2p.framing import MessageStream
 from p2p.node import P2PNode
 
 if TYPE_CHECKING:
-    from node.gateway.work import SegmentOutcome, SegmentWork
+    from node.gateway.selection import Selector
+    from node.gateway.work import GatewayConfig, SegmentOutcome, SegmentWork
 
 log = logging.getLogger("castnet.gateway")
 FORMAT = 2
@@ -138,8 +148,14 @@ class JournalResume:
     node: P2PNode
     view: NodeView
     address: bytes
+    config: GatewayConfig
+    selector: Selector
 
     _verdict: Callable[..., Awaitable[None]]  # (job_id, orch, accepted, reason, latency, result)
+    # (work, orch, job_id, result, outputs) -> (full check?, problems)
+    _problems: Callable[..., Awaitable[tuple[bool, list[str]]]]
+    _dial_offer: Callable[[OfferState], Awaitable[ID]]
+    _stream: Callable[[object, float], MessageStream]
 
     async def _resume(
         self,
@@ -148,9 +164,10 @@ class JournalResume:
         outcome: SegmentOutcome,
         journal: SegmentJournal,
     ) -> SignedEvent | None:
-        """What a run before a restart left of this segment: its verified outputs (then
-        `outcome` gets them), or its JobPosted when no attempt was open (returned, to assign
-        again); None when it must be posted anew."""
+        """What a run before a restart left of this segment: its verified outputs, or the
+        result of an attempt open at the restart, fetched from its orchestrator (then `outcome`
+        gets them), or its JobPosted when no attempt was open (returned, to assign again); None
+        when it must be posted anew."""
         kept = await trio.to_thread.run_sync(journal.kept, work.seq)
         posted_id = kept.job_id if kept is not None else None
         posted_id = posted_id or await trio.to_thread.run_sync(journal.posted, work.seq)
@@ -174,11 +191,65 @@ class JournalResume:
                         "gone: it runs again", work.seq)  # fmt: skip
             return None
         # an attempt was open when the gateway stopped (assigned, claimed: computing or staged
-        # there, or resulted): it stays with its orchestrator, which may have finished it while
-        # the gateway was down (its result not yet synced here); this segment is posted anew
-        log.info("segment %d: its job %s was %s at the restart; posting it again", work.seq,
-                 posted_id.hex()[:16], job.status)  # fmt: skip
+        # there, or resulted): the orchestrator took its tickets and charges its fee, so its
+        # result is fetched from it; posted anew only when it has none for us
+        if job.status in (ASSIGNED, CLAIMED, RESULTED):
+            await self._fetch_open(work, posted_id, job, outcome, journal)
         return None
+
+    async def _fetch_open(
+        self,
+        work: SegmentWork,
+        job_id: bytes,
+        job: Any,
+        outcome: SegmentOutcome,
+        journal: SegmentJournal,
+    ) -> None:
+        """The result of a job open at the restart, fetched from its orchestrator (node.
+        orchestrator.results), checked like any result and used (`outcome` gets it); nothing
+        when it has none for us (it never got the job, or has restarted itself) or the result
+        fails its checks (then the job gets a rejecting verdict): the segment is posted anew."""
+        orch, who = job.assignee, "0x" + job.assignee.hex()[:8]
+        offer = (await self.view.refresh()).offers.get(orch)
+        started = time.monotonic()
+        try:
+            if offer is None:
+                raise P2PError("no offer of it is known")
+            with trio.fail_after(self.config.job_timeout_s):
+                peer = await self._dial_offer(offer)
+                self.node.note_job_peer(orch, peer)
+                stream = await self.node.running.host.new_stream(peer, [RESULT_PROTOCOL])
+                try:
+                    ms = self._stream(stream, self.config.job_timeout_s)
+                    await ms.send([RESULT_REQUEST, VERSION, job_id])
+                    result, metas, blobs = await read_result(self.node, ms, work.done_kind, peer)
+                finally:
+                    await close(stream)
+            outputs = work.outputs(metas, blobs)
+        except (Refused, P2PError, ProtocolError, EventError, BaseLibp2pError, OSError,
+                trio.TooSlowError) as exc:  # fmt: skip
+            log.info("segment %d: its job %s was %s at the restart and %s has no result of it "
+                     "for us (%s); posting it again", work.seq, job_id.hex()[:16], job.status,
+                     who, str(exc) or type(exc).__name__)  # fmt: skip
+            return
+        latency = time.monotonic() - started
+        full, problems = await self._problems(work, orch, job_id, result, outputs)
+        if problems:
+            reason = f"{who}: {'; '.join(problems)}"
+            outcome.errors.append(reason)
+            log.warning("segment %d: the result fetched after the restart failed: %s", work.seq,
+                        reason)  # fmt: skip
+            self.selector.failed(orch, time.monotonic())
+            await self._verdict(job_id, orch, False, reason[:500], latency, result)
+            return
+        await record(journal.keep, work.seq, KeptSegment(job_id, result.raw, round(latency * 1000),
+                                                         metas, blobs, full))  # fmt: skip
+        await self._verdict(job_id, orch, True, "ok", latency, result)
+        outcome.orchestrator, outcome.latency_s, outcome.full_check = orch, latency, full
+        outcome.fee_wei = Fraction(job.price_per_unit, job.pixels_per_unit) * _result_pixels(result)
+        outcome.result = work.accept(outputs)
+        log.info("segment %d: its job %s was %s at the restart; its result fetched from %s",
+                 work.seq, job_id.hex()[:16], job.status, who)  # fmt: skip
 
     async def _reuse(
         self, work: SegmentWork, kept: KeptSegment, job: Any, outcome: SegmentOutcome

@@ -22,12 +22,14 @@ from libp2p.peer.id import ID
 
 from events import kinds as k
 from events.crypto import Signer
-from events.envelope import SignedEvent, decode_verified
+from events.envelope import SignedEvent
 from events.errors import EventError
+from events.state import OfferState
 from node.gateway.ai_recheck import AiRechecker, recheck_config
+from node.gateway.answers import read_result
 from node.gateway.checks import result_problems as result_problems
 from node.gateway.journal import JournalResume, KeptSegment, SegmentJournal, record
-from node.gateway.payment import Payer, close, issued, raise_refused
+from node.gateway.payment import Payer, close, issued
 from node.gateway.scheduler import SegmentScheduler
 from node.gateway.selection import Candidate, Selector
 from node.gateway.verify_policy import VerifyPolicy
@@ -46,7 +48,7 @@ from node.protocol import (
 )
 from node.view import NodeView
 from node.writer import EventWriter
-from p2p.errors import P2PError, ProtocolError
+from p2p.errors import P2PError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import segment_fee
@@ -60,8 +62,7 @@ MAX_ATTEMPTS = 3
 MAX_EXPIRED = 3  # ticket params that expire on the way, asked again before it counts
 # segments in flight per offered slot: 2 lets the next one's quote, tickets, upload and intake
 # overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED).
-# A gateway restarted mid-job may find such a job claimed: like one assigned, it stays with its
-# orchestrator and the segment is posted anew (journal)
+# A gateway restarted mid-job fetches the result of such a job from its orchestrator (journal)
 PIPELINE_DEPTH = 2
 MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
 # segments given places per orchestrator slot: PIPELINE_DEPTH there (one computing, the others
@@ -279,15 +280,8 @@ class SegmentMarket(JournalResume):
             freed = True
             self.mirror.credit(orch.hex(), segment_fee(pixels, price))
             self.mirror.debit(orch.hex(), segment_fee(_pixels(result_event), price))
-            full = not isinstance(work, SampledWork) or self.verify_policy.full_check(orch)
-            check = work.check if full else work.check_cheap
-            # the result is signed in the orchestrator's job chain: checked as what it speaks for
-            speaks_for = self.node.jobs.principal_of(result_event.author) or result_event.author
-            signed = dataclasses.replace(result_event, author=speaks_for)
-            problems = await trio.to_thread.run_sync(check, signed, orch, posted.id,
-                                                     outputs)  # fmt: skip
+            full, problems = await self._problems(work, orch, posted.id, result_event, outputs)
             if problems:
-                self.verify_policy.failed(orch)  # whatever it sends next is checked in full
                 raise _Rejected("; ".join(problems))
             outcome.full_check = full
             latency = time.monotonic() - started
@@ -406,10 +400,13 @@ class SegmentMarket(JournalResume):
         return await self.payer.quote(peer)
 
     async def _dial(self, cand: Candidate) -> ID:
-        peer = ID.from_base58(cand.offer.peer_id)
+        return await self._dial_offer(cand.offer)
+
+    async def _dial_offer(self, offer: OfferState) -> ID:
+        peer = ID.from_base58(offer.peer_id)
         if peer not in self.node.running.host.get_connected_peers():
             errors = []
-            for addr in cand.offer.addrs:
+            for addr in offer.addrs:
                 try:
                     await self.node.connect(addr)
                     break
@@ -439,22 +436,24 @@ class SegmentMarket(JournalResume):
             await ms.send([work.request_kind, VERSION, work.spec_wire(job_id), raws,
                            [ticket_to_wire(t) for t in tickets]])  # fmt: skip
             await ms.send_blob(work.data)
-            reply = await ms.receive()
-            raise_refused(reply)
-            if reply[0] != work.done_kind or len(reply) != 3 or not isinstance(reply[2], list):
-                raise ProtocolError("expected a job result")
-            event = decode_verified(reply[1]) if type(reply[1]) is bytes else None
-            body = k.read_body(event) if event is not None else None
-            if event is None or not isinstance(body, k.JobResult):
-                raise ProtocolError("the result is not a signed JobResult")
-            await self.node.receive_job_events([event], peer)  # its job chain, before the checks
-            if len(reply[2]) != len(body.output_hashes):
-                raise ProtocolError("output count differs from the signed result")
-            limit = self.node.config.max_blob_bytes
-            blobs = [await ms.receive_blob(limit, expected=h) for h in body.output_hashes]
-            return event, reply[2], blobs
+            return await read_result(self.node, ms, work.done_kind, peer)
         finally:
             await close(stream)
+
+    async def _problems(
+        self, work: SegmentWork, orch: bytes, job_id: bytes, result: SignedEvent, outputs: Any
+    ) -> tuple[bool, list[str]]:
+        """Check a result as the policy says (in full, or the cheap checks): (full, problems);
+        a failed check has whatever `orch` sends next checked in full."""
+        full = not isinstance(work, SampledWork) or self.verify_policy.full_check(orch)
+        check = work.check if full else work.check_cheap
+        # the result is signed in the orchestrator's job chain: checked as what it speaks for
+        speaks_for = self.node.jobs.principal_of(result.author) or result.author
+        signed = dataclasses.replace(result, author=speaks_for)
+        problems = await trio.to_thread.run_sync(check, signed, orch, job_id, outputs)
+        if problems:
+            self.verify_policy.failed(orch)
+        return full, problems
 
     async def _verdict(
         self,

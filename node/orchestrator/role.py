@@ -7,10 +7,11 @@ ai_compute), one job staged behind each computing one (its intake done meanwhile
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -29,6 +30,7 @@ from media.transcoder import TranscodeResult, transcode
 from node.ledger import Ledger
 from node.orchestrator.ai_compute import AiCompute
 from node.orchestrator.earnings import Earnings
+from node.orchestrator.results import KeptResults
 from node.orchestrator.settings import (
     OrchestratorConfig,
     OrchestratorStats,
@@ -52,6 +54,7 @@ from node.protocol import (
     QUOTE_PROTOCOL,
     QUOTE_REQUEST,
     REASSIGNED,
+    RESULT_PROTOCOL,
     VERSION,
     AiSpec,
     JobSpec,
@@ -106,6 +109,7 @@ class Orchestrator:
         self._computing = trio.CapacityLimiter(max(1, config.capacity))
         self._fault_computes = 0  # computes started, for the "starve-after-2" fault
         self._held: dict[bytes, Fraction] = {}  # job id -> fee estimate held until it settles
+        self.results = KeptResults()  # for a gateway that restarted before it got them
         self.capabilities = capabilities()
         self.ai = AiCompute(config.inference, required=config.inference.models_dir is not None,
                             fault=config.fault)  # fmt: skip
@@ -122,6 +126,7 @@ class Orchestrator:
         host = self.node.running.host
         host.set_stream_handler(QUOTE_PROTOCOL, self._handle_quote)
         host.set_stream_handler(JOB_PROTOCOL, self._handle_job)
+        host.set_stream_handler(RESULT_PROTOCOL, self._handle_result)
         if self.config.ai:
             await trio.to_thread.run_sync(self.ai.start)
             await trio.to_thread.run_sync(self.ai.warm_up, self.config.ai_warm)
@@ -215,6 +220,10 @@ class Orchestrator:
     async def _handle_ai(self, stream: INetStream) -> None:
         await self._serve(stream, AI_REQUEST, self._run_ai)
 
+    async def _handle_result(self, stream: INetStream) -> None:
+        cfg = self.node.config
+        await self.results.serve(stream, cfg.max_frame_bytes, cfg.frame_timeout_s)
+
     async def _serve(self, stream: INetStream, kind: int, run: Callable[..., Any]) -> None:
         """A segment request of `kind`: spec, the gateway's events, tickets and the segment up;
         `run` answers the reply and the output blobs that follow it."""
@@ -255,6 +264,12 @@ class Orchestrator:
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = JobSpec.from_wire(spec_wire)
+        with self._keeping(spec.job_id, peer) as keep:
+            return keep(*await self._transcode_job(spec, raws, tickets_wire, segment, peer))
+
+    async def _transcode_job(
+        self, spec: JobSpec, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
+    ) -> tuple[list[Any], list[bytes]]:
         sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         try:
             ladder = parse_profiles(spec.profiles)
@@ -287,6 +302,12 @@ class Orchestrator:
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = AiSpec.from_wire(spec_wire)
+        with self._keeping(spec.job_id, peer) as keep:
+            return keep(*await self._infer_job(spec, raws, tickets_wire, segment, peer))
+
+    async def _infer_job(
+        self, spec: AiSpec, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
+    ) -> tuple[list[Any], list[bytes]]:
         sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
@@ -303,6 +324,23 @@ class Orchestrator:
         if self.offered != self.capabilities + await trio.to_thread.run_sync(self.ai.capabilities):
             await self.publish_offer()  # a model turned warm: say so now, not at the next interval
         return [AI_DONE, raw, [output.meta()]], [output.data]
+
+    @contextlib.contextmanager
+    def _keeping(
+        self, job_id: bytes, peer: ID
+    ) -> Iterator[Callable[[list[Any], list[bytes]], tuple[list[Any], list[bytes]]]]:
+        """A job from its intake to its reply: `keep(reply, blobs)` keeps the result for a
+        fetch by the same peer (node.orchestrator.results); a job that fails keeps nothing."""
+
+        def keep(reply: list[Any], blobs: list[bytes]) -> tuple[list[Any], list[bytes]]:
+            self.results.finished(job_id, token, reply, blobs)
+            return reply, blobs
+
+        token = self.results.started(job_id, peer)
+        try:
+            yield keep
+        finally:
+            self.results.failed(job_id, token)  # a no-op once finished
 
     async def _charge_ahead(
         self, tickets_wire: Any, sender: bytes, job_id: bytes, pixels: int
