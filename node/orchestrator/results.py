@@ -21,9 +21,8 @@ from typing import Any
 import trio
 from libp2p.network.stream.net_stream import INetStream
 
-from node.orchestrator.streams import close_stream, peer_name, refuse
+from node.orchestrator.streams import answering, peer_name
 from node.protocol import BAD_REQUEST, RESULT_REQUEST, UNKNOWN, VERSION, Refused
-from p2p.errors import ProtocolError
 from p2p.framing import MessageStream
 
 log = logging.getLogger("castnet.orchestrator")
@@ -122,7 +121,7 @@ class KeptResults:
         """A `/castnet/result/1` request: the job's reply and outputs as first sent, after the
         job finishes if it is running, or a refusal."""
         ms = MessageStream(stream, max_frame_bytes, timeout_s)
-        try:
+        async with answering(stream, ms, "result request"):
             _, version, job_id = await ms.expect(RESULT_REQUEST, 3)
             if version != VERSION or type(job_id) is not bytes or len(job_id) != 32:
                 raise Refused(BAD_REQUEST, "expected [RESULT_REQUEST, version, 32-byte job id]")
@@ -131,12 +130,3 @@ class KeptResults:
             for blob in blobs:
                 await ms.send_blob(blob)
             log.info("result of job %s sent again to %s", job_id.hex()[:16], peer_name(stream))
-        except Refused as exc:
-            log.info("result request from %s refused: %s", peer_name(stream), exc)
-            await refuse(ms, exc)
-        except ProtocolError as exc:
-            log.info("result stream from %s broke: %s", peer_name(stream), exc)
-        except Exception:  # a bug must not take the node down; the asker sees a reset
-            log.exception("result request from %s failed unexpectedly", peer_name(stream))
-        finally:
-            await close_stream(stream)

@@ -37,7 +37,7 @@ from node.orchestrator.settings import (
     capabilities,
     swap_renditions,
 )
-from node.orchestrator.streams import close_stream, peer_name, refuse
+from node.orchestrator.streams import answering
 from node.orchestrator.workers import WORKER_PROTOCOL, WorkerFailed, WorkerPool
 from node.protocol import (
     AI_DONE,
@@ -66,7 +66,6 @@ from node.protocol import (
 )
 from node.view import NodeView
 from node.writer import EventWriter
-from p2p.errors import ProtocolError
 from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import Balances, segment_fee
@@ -193,7 +192,7 @@ class Orchestrator:
     async def _handle_quote(self, stream: INetStream) -> None:
         cfg = self.node.config
         ms = MessageStream(stream, cfg.max_frame_bytes, cfg.frame_timeout_s)
-        try:
+        async with answering(stream, ms, "quote request"):
             _, version, sender = await ms.expect(QUOTE_REQUEST, 3)
             if version != VERSION or type(sender) is not bytes or len(sender) != 20:
                 raise Refused(BAD_REQUEST, "quote request: bad version or sender address")
@@ -204,13 +203,6 @@ class Orchestrator:
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             params = await self.earnings.params(sender)
             await ms.send([QUOTE, params_to_wire(params), self.config.capacity, self.active])
-        except Refused as exc:
-            log.info("quote refused: %s", exc)
-            await refuse(ms, exc)
-        except ProtocolError as exc:
-            log.info("bad quote request from %s: %s", peer_name(stream), exc)
-        finally:
-            await close_stream(stream)
 
     # -- job -------------------------------------------------------------------------------
 
@@ -229,7 +221,7 @@ class Orchestrator:
         `run` answers the reply and the output blobs that follow it."""
         cfg = self.node.config
         ms = MessageStream(stream, cfg.max_frame_bytes, cfg.frame_timeout_s)
-        try:
+        async with answering(stream, ms, "job", self._count_refusal):
             _, version, spec_wire, raws, tickets_wire = await ms.expect(kind, 5)
             segment = await ms.receive_blob(cfg.max_blob_bytes)
             if version != VERSION:
@@ -249,16 +241,9 @@ class Orchestrator:
             for blob in blobs:
                 await ms.send_blob(blob)
             self.stats.jobs += 1
-        except Refused as exc:
-            self.stats.refused += 1
-            log.info("job refused: %s", exc)
-            await refuse(ms, exc)
-        except ProtocolError as exc:
-            log.info("job stream from %s broke: %s", peer_name(stream), exc)
-        except Exception:  # a bug must not take the node down; the gateway sees a reset
-            log.exception("job from %s failed unexpectedly", peer_name(stream))
-        finally:
-            await close_stream(stream)
+
+    def _count_refusal(self) -> None:
+        self.stats.refused += 1
 
     async def _run_job(
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
