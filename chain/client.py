@@ -270,11 +270,13 @@ class Protocol:
                     raise
 
     def view(self) -> ChainView:
-        current = self.current_round()
-        block_hash = bytes(self.rounds.functions.blockHashForRound(current).call())
-        return ChainView(block=self.chain.block_number(), round=current,
-                         round_block_hash=block_hash, gas_price=int(self.chain.w3.eth.gas_price),
-                         pool_size=int(self.broker.functions.poolSize().call()))  # fmt: skip
+        """The chain as ticket params see it; the contract state in one call (the broker's
+        `roundView`), not three."""
+        current, block_hash, pool_size = self.broker.functions.roundView().call()
+        return ChainView(block=self.chain.block_number(), round=int(current),
+                         round_block_hash=bytes(block_hash),
+                         gas_price=int(self.chain.w3.eth.gas_price),
+                         pool_size=int(pool_size))  # fmt: skip
 
     # -- ticket broker ---------------------------------------------------------------------
 
@@ -298,15 +300,17 @@ class Protocol:
         return self._tx(key, self.broker.functions.withdraw())
 
     def sender_info(self, sender: bytes, claimant: bytes) -> SenderInfo:
-        f = self.broker.functions
+        """One call (the broker's `senderInfo`, all at the current round), not six: on the
+        embedded EVM ~90 ms -> ~20 ms for a sender seen the first time."""
         s, c = Web3.to_checksum_address(sender), Web3.to_checksum_address(claimant)
-        current = self.current_round()
+        info = self.broker.functions.senderInfo(s, c).call()
+        deposit, reserve, withdraw_round, claimed, claimed_by = info
         return SenderInfo(
-            deposit=int(f.deposit(s).call()),
-            reserve=int(f.reserve(s).call()),
-            withdraw_round=int(f.withdrawRound(s).call()),
-            reserve_claimed_in_round=int(f.claimedInRound(s, current).call()),
-            claimed_by_recipient=int(f.claimedBy(s, current, c).call()),
+            deposit=int(deposit),
+            reserve=int(reserve),
+            withdraw_round=int(withdraw_round),
+            reserve_claimed_in_round=int(claimed),
+            claimed_by_recipient=int(claimed_by),
         )
 
     def is_used(self, ticket_hash: bytes) -> bool:

@@ -182,6 +182,29 @@ def claimableReserve(sender: address, recipient: address) -> uint256:
     return self._reserve_share(sender, recipient, staticcall Rounds(self.rounds).currentRound())
 
 
+@view
+@external
+def roundView() -> (uint256, bytes32, uint256):
+    """
+    @notice What ticket params are made at, in one call: the current round, its block hash, and
+            the pool size that divides a sender's reserve
+    """
+    current: uint256 = staticcall Rounds(self.rounds).currentRound()
+    return (current, staticcall Rounds(self.rounds).blockHashForRound(current), self.poolSize)
+
+
+@view
+@external
+def senderInfo(sender: address, claimant: address) -> (uint256, uint256, uint256, uint256, uint256):
+    """
+    @notice What a recipient checks of a sender, in one call: deposit, reserve, withdraw round,
+            reserve claimed in the current round, and of that, by `claimant`
+    """
+    current: uint256 = staticcall Rounds(self.rounds).currentRound()
+    return (self.deposit[sender], self.reserve[sender], self.withdrawRound[sender],
+            self.claimedInRound[sender][current], self.claimedBy[sender][current][claimant])
+
+
 @external
 def redeemWinningTicket(t: Ticket, sig: Bytes[65], recipientRand: uint256):
     ticket_hash: bytes32 = self._ticket_hash(t)

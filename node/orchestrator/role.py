@@ -131,6 +131,7 @@ class Orchestrator:
             await trio.to_thread.run_sync(self.ai.warm_up, self.config.ai_warm)
             host.set_stream_handler(AI_PROTOCOL, self._handle_ai)
         host.set_stream_handler(WORKER_PROTOCOL, self.workers.handle_register)
+        await self._warm_chain_view()
         await self.publish_offer()
         task_status.started(self)
         while True:
@@ -203,6 +204,14 @@ class Orchestrator:
                 raise Refused(BUSY, f"all {self.config.capacity} slots are in use")
             params = await self.earnings.params(sender)
             await ms.send([QUOTE, params_to_wire(params), self.config.capacity, self.active])
+
+    async def _warm_chain_view(self) -> None:
+        """Read the chain once before advertising: a chain client's first view is slow (~90 ms
+        on the embedded EVM, cold), and would otherwise be paid by the first gateway's quote."""
+        try:
+            await trio.to_thread.run_sync(self.ledger.view)
+        except Exception as exc:  # the chain is not reachable yet: the first quote will say so
+            log.warning("cannot read the chain at start: %r", exc)
 
     # -- job -------------------------------------------------------------------------------
 
