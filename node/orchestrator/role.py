@@ -258,13 +258,13 @@ class Orchestrator:
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = JobSpec.from_wire(spec_wire)
+        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         with self._keeping(spec.job_id, peer) as keep:
-            return keep(*await self._transcode_job(spec, raws, tickets_wire, segment, peer))
+            return keep(*await self._transcode_job(spec, sender, tickets_wire, segment))
 
     async def _transcode_job(
-        self, spec: JobSpec, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
+        self, spec: JobSpec, sender: bytes, tickets_wire: Any, segment: bytes
     ) -> tuple[list[Any], list[bytes]]:
-        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         try:
             ladder = parse_profiles(spec.profiles)
             info = await trio.to_thread.run_sync(probe, segment)
@@ -296,13 +296,13 @@ class Orchestrator:
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = AiSpec.from_wire(spec_wire)
+        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         with self._keeping(spec.job_id, peer) as keep:
-            return keep(*await self._infer_job(spec, raws, tickets_wire, segment, peer))
+            return keep(*await self._infer_job(spec, sender, tickets_wire, segment))
 
     async def _infer_job(
-        self, spec: AiSpec, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
+        self, spec: AiSpec, sender: bytes, tickets_wire: Any, segment: bytes
     ) -> tuple[list[Any], list[bytes]]:
-        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
         plan = await trio.to_thread.run_sync(self.ai.plan, spec, segment)
         await self._charge_ahead(tickets_wire, sender, spec.job_id, plan.pixels)
         try:
@@ -323,8 +323,10 @@ class Orchestrator:
     def _keeping(
         self, job_id: bytes, peer: ID
     ) -> Iterator[Callable[[list[Any], list[bytes]], tuple[list[Any], list[bytes]]]]:
-        """A job from its intake to its reply: `keep(reply, blobs)` keeps the result for a
-        fetch by the same peer (node.orchestrator.results); a job that fails keeps nothing."""
+        """A job from its tickets to its reply (its events already checked: it is assigned to
+        us, posted by the sender, and not yet claimed, so a peer replaying its events later
+        cannot take its place): `keep(reply, blobs)` keeps the result for a fetch by the same
+        peer (node.orchestrator.results); a job that fails keeps nothing."""
 
         def keep(reply: list[Any], blobs: list[bytes]) -> tuple[list[Any], list[bytes]]:
             self.results.finished(job_id, token, reply, blobs)
