@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from libp2p.peer.id import ID
 
 from events import kinds as k
 from events.crypto import keccak256
+from node.api.metric_families import orchestrator_families
 from node.gateway.answers import read_result
 from node.gateway.role import GatewayConfig
 from node.local.demo import generate_clip
@@ -158,3 +160,9 @@ async def test_the_result_protocol_between_real_nodes(tmp_path: Path) -> None:
             ms = await _ask(gateway, orch_peer, [RESULT_REQUEST, VERSION, job_id])
             again, _, _ = await read_result(gateway, ms, JOB_DONE, orch_peer)
             assert again.raw == result.raw
+            # what an operator sees of it
+            metrics = {m.name: m.samples[0].value for m in
+                       orchestrator_families(SimpleNamespace(orchestrator=net.orchestrators[0]))
+                       if m.name.startswith("castnet_orchestrator_")}  # fmt: skip
+            assert metrics["castnet_orchestrator_results_fetched"] == 2
+            assert metrics["castnet_orchestrator_kept_results_bytes"] >= sum(map(len, blobs)) > 0

@@ -301,7 +301,13 @@ def orchestrator_families(svc: Any) -> Iterator[Metric]:
         active.add_metric([], orch.active)
         pending = gauge("castnet_pending_redemptions", "Winning tickets waiting for redemption")
         pending.add_metric([], orch.pending_redemptions())
-        yield from (segments, where, worker_failures, active, pending)
+        kept = gauge("castnet_orchestrator_kept_results_bytes",
+                     "Output bytes of results kept for a restarted gateway to fetch")  # fmt: skip
+        kept.add_metric([], orch.results.bytes)
+        fetched = counter("castnet_orchestrator_results_fetched",
+                          "Results sent again to a gateway that asked after a restart")  # fmt: skip
+        fetched.add_metric([], orch.results.fetched)
+        yield from (segments, where, worker_failures, active, pending, kept, fetched)
     rewards = getattr(svc, "rewards", None)
     if rewards is not None:
         errors = counter("castnet_reward_call_errors", "Failed reward calls")
