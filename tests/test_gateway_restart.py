@@ -124,8 +124,9 @@ async def _killed_mid_job(
         segments = {b.input_hash for _, b in before if isinstance(b, k.JobPosted)}
         hash_of = dict(_hashes(gw_dir, gw_key))
         verified = {hash_of[j] for j in accepted_jobs(before)}
-        open_at_kill = {hash_of[j] for j, s in state.jobs.items()
-                        if j in hash_of and s.status in (ASSIGNED, CLAIMED, RESULTED)}  # fmt: skip
+        open_jobs = {j for j, s in state.jobs.items()
+                     if j in hash_of and s.status in (ASSIGNED, CLAIMED, RESULTED)}  # fmt: skip
+        open_at_kill = {hash_of[j] for j in open_jobs}
         # a segment is posted (in the job chain towards its orchestrator) once one is picked
         assert 1 <= len(segments) <= SEGMENTS
         assert 1 <= len(verified) < SEGMENTS, "the kill must land inside the job"
@@ -163,8 +164,6 @@ async def _killed_mid_job(
     assert set(per_segment.values()) == {1}, (per_segment, open_at_kill)
     assert open_at_kill, "the kill must leave an attempt open"
     # the very job open at the kill was accepted: its result fetched, not computed again
-    open_jobs = {j for j, s in state.jobs.items()
-                 if s.status in (ASSIGNED, CLAIMED, RESULTED) and j in hash_of}  # fmt: skip
     assert open_jobs <= set(accepted_jobs(after)), open_jobs
     # after the restart, nothing is assigned or paid for a segment verified before the kill
     resumed = [b for seq, b in after if seq > last_seq]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from libp2p.peer.id import ID
 
 from events import kinds as k
@@ -61,15 +62,18 @@ async def test_a_fetch_waits_for_a_job_still_computing() -> None:
     async def fetch() -> None:
         got.append(await kept.fetch(JOB, "peer", 10))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetch)
-        await trio.sleep(0.05)
-        assert not got
-        kept.finished(JOB, token, _reply(b"late"), [b"x"])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            await trio.testing.wait_all_tasks_blocked()  # the fetch waits on the running job
+            assert not got
+            kept.finished(JOB, token, _reply(b"late"), [b"x"])
     assert got == [(_reply(b"late"), [b"x"])]
 
 
-async def test_a_failed_job_or_one_that_outlasts_the_wait_has_no_result() -> None:
+async def test_a_failed_job_or_one_that_outlasts_the_wait_has_no_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     kept = KeptResults()
     token = kept.started(JOB, "peer")
     with pytest.raises(Refused, match="still computing"):
@@ -80,11 +84,12 @@ async def test_a_failed_job_or_one_that_outlasts_the_wait_has_no_result() -> Non
         with pytest.raises(Refused) as refused:
             await kept.fetch(JOB, "peer", 10)
         codes.append(refused.value.code)
+        assert "still computing" not in refused.value.reason  # ended by the failure, not the wait
 
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()
             kept.failed(JOB, token)  # the waiting fetch ends at once, with nothing
     assert codes == [UNKNOWN]
 

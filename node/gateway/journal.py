@@ -194,7 +194,8 @@ class JournalResume:
         # there, or resulted): the orchestrator took its tickets and charges its fee, so its
         # result is fetched from it; posted anew only when it has none for us
         if job.status in (ASSIGNED, CLAIMED, RESULTED):
-            await self._fetch_open(work, posted_id, job, outcome, journal)
+            offer = state.offers.get(job.assignee)
+            await self._fetch_open(work, posted_id, job, offer, outcome, journal)
         return None
 
     async def _fetch_open(
@@ -202,6 +203,7 @@ class JournalResume:
         work: SegmentWork,
         job_id: bytes,
         job: Any,
+        offer: OfferState | None,
         outcome: SegmentOutcome,
         journal: SegmentJournal,
     ) -> None:
@@ -210,7 +212,6 @@ class JournalResume:
         when it has none for us (it never got the job, or has restarted itself) or the result
         fails its checks (then the job gets a rejecting verdict): the segment is posted anew."""
         orch, who = job.assignee, "0x" + job.assignee.hex()[:8]
-        offer = (await self.view.refresh()).offers.get(orch)
         started = time.monotonic()
         try:
             if offer is None:

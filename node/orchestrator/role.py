@@ -7,11 +7,10 @@ ai_compute), one job staged behind each computing one (its intake done meanwhile
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Any
 
@@ -258,9 +257,7 @@ class Orchestrator:
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = JobSpec.from_wire(spec_wire)
-        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
-        with self._keeping(spec.job_id, peer) as keep:
-            return keep(*await self._transcode_job(spec, sender, tickets_wire, segment))
+        return await self._run(spec, raws, tickets_wire, segment, peer, self._transcode_job)
 
     async def _transcode_job(
         self, spec: JobSpec, sender: bytes, tickets_wire: Any, segment: bytes
@@ -296,9 +293,7 @@ class Orchestrator:
         self, spec_wire: Any, raws: Any, tickets_wire: Any, segment: bytes, peer: ID
     ) -> tuple[list[Any], list[bytes]]:
         spec = AiSpec.from_wire(spec_wire)
-        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
-        with self._keeping(spec.job_id, peer) as keep:
-            return keep(*await self._infer_job(spec, sender, tickets_wire, segment))
+        return await self._run(spec, raws, tickets_wire, segment, peer, self._infer_job)
 
     async def _infer_job(
         self, spec: AiSpec, sender: bytes, tickets_wire: Any, segment: bytes
@@ -319,24 +314,27 @@ class Orchestrator:
             await self.publish_offer()  # a model turned warm: say so now, not at the next interval
         return [AI_DONE, raw, [output.meta()]], [output.data]
 
-    @contextlib.contextmanager
-    def _keeping(
-        self, job_id: bytes, peer: ID
-    ) -> Iterator[Callable[[list[Any], list[bytes]], tuple[list[Any], list[bytes]]]]:
-        """A job from its tickets to its reply (its events already checked: it is assigned to
-        us, posted by the sender, and not yet claimed, so a peer replaying its events later
-        cannot take its place): `keep(reply, blobs)` keeps the result for a fetch by the same
-        peer (node.orchestrator.results); a job that fails keeps nothing."""
-
-        def keep(reply: list[Any], blobs: list[bytes]) -> tuple[list[Any], list[bytes]]:
-            self.results.finished(job_id, token, reply, blobs)
-            return reply, blobs
-
-        token = self.results.started(job_id, peer)
+    async def _run(
+        self,
+        spec: JobSpec | AiSpec,
+        raws: Any,
+        tickets_wire: Any,
+        segment: bytes,
+        peer: ID,
+        compute: Callable[..., Awaitable[tuple[list[Any], list[bytes]]]],
+    ) -> tuple[list[Any], list[bytes]]:
+        """The gateway's events checked (the job is assigned to us and not yet claimed, so a
+        peer replaying them later cannot take its place), then `compute(spec, sender, tickets,
+        segment)`; its reply and outputs are kept for a fetch by the same peer
+        (node.orchestrator.results), a job that fails keeps nothing."""
+        sender = await self._ingest_gateway_events(raws, spec.job_id, peer)
+        token = self.results.started(spec.job_id, peer)
         try:
-            yield keep
+            reply, blobs = await compute(spec, sender, tickets_wire, segment)
+            self.results.finished(spec.job_id, token, reply, blobs)
+            return reply, blobs
         finally:
-            self.results.failed(job_id, token)  # a no-op once finished
+            self.results.failed(spec.job_id, token)  # a no-op once finished
 
     async def _charge_ahead(
         self, tickets_wire: Any, sender: bytes, job_id: bytes, pixels: int
