@@ -60,6 +60,11 @@ from payments.ticket import SignedTicket
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
 MAX_EXPIRED = 3  # ticket params that expire on the way, asked again before it counts
+# a connection that broke before the quote (a stale libp2p connection still listed, a reset):
+# the same orchestrator is dialled again this many times, after REDIAL_BACKOFF_S, x2 each time,
+# before the failure marks it down (a lone orchestrator would otherwise be lost for the job)
+MAX_REDIALS = 2
+REDIAL_BACKOFF_S = 0.2
 # segments in flight per offered slot: 2 lets the next one's quote, tickets, upload and intake
 # overlap the one computing (orchestrators stage one job per slot: node.orchestrator.role.STAGED).
 # A gateway restarted mid-job fetches the result of such a job from its orchestrator (journal)
@@ -244,7 +249,7 @@ class SegmentMarket(JournalResume):
         timeout_s = timeout_s or self.config.job_timeout_s
         orch = cand.address
         who = "0x" + orch.hex()[:8]
-        assigned = busy = held = freed = False
+        assigned = busy = held = freed = quoted = False
         again = ""
         price = Fraction(0)
         sent_ev = Fraction(0)  # EV of the tickets this attempt credited to the mirror
@@ -256,6 +261,7 @@ class SegmentMarket(JournalResume):
             peer = await self._dial(cand)
             self.node.note_job_peer(orch, peer)
             params = await self._quote(orch, peer)
+            quoted = True
             outcome.attempts += 1
             price = params.price_per_pixel
             tickets = await self.payer.tickets(params, pixels)
@@ -345,6 +351,13 @@ class SegmentMarket(JournalResume):
                 reason = f"no result within {timeout_s:g} s"
             msg = f"{who}: {reason}"
             outcome.errors.append(msg)
+            lost = not quoted and isinstance(exc, (P2PError, BaseLibp2pError, OSError))
+            if lost and outcome.redials < MAX_REDIALS:
+                outcome.redials += 1
+                log.info("segment %d: connection to %s lost before the quote (%s); dialling again",
+                         work.seq, who, reason)  # fmt: skip
+                await trio.sleep(REDIAL_BACKOFF_S * 2 ** (outcome.redials - 1))
+                return "again"
             log.warning("segment %d attempt %d failed: %s", work.seq, outcome.attempts, msg)
             self.selector.failed(orch, time.monotonic())
             if assigned:

@@ -43,6 +43,7 @@ class SegmentOutcome:
     orchestrator: bytes = b""
     attempts: int = 0
     expired: int = 0  # tries whose ticket params expired on the way (not counted as attempts)
+    redials: int = 0  # tries that lost the connection before the quote (not counted either)
     latency_s: float = 0.0
     fee_wei: Fraction = Fraction(0)
     errors: list[str] = field(default_factory=list)
