@@ -78,6 +78,11 @@ from storage.store import EventStore  # noqa: E402
 _LOAD_POLL_S = 0.02
 
 
+def progress(message: str) -> None:
+    """One line on stderr per phase (stdout carries the figures)."""
+    print(f"[net_bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def authors(n: int, tag: str) -> list[Author]:
     return [Author(LocalKeySigner(keccak256(f"net/{tag}/{i}".encode()))) for i in range(n)]
 
@@ -213,11 +218,14 @@ async def measure(
         async with trio.open_nursery() as nursery:
             arrivals = Arrivals(procs)
             await nursery.start(arrivals.run)
+            progress(f"{name}: propagation, {samples} events at {rate:g}/s")
             latencies = await propagation(publisher, arrivals, samples, rate)
             writers = authors(n_authors, f"tput-{name}")
             batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
+            progress(f"{name}: throughput, {count} events")
             flow = await throughput(publisher, procs, arrivals, batch, poll_s)
             nursery.cancel_scope.cancel()
+        progress(f"{name}: done, closing the publisher")
     flow["p50_ms"] = statistics.median(latencies) * 1000
     flow["p95_ms"] = pct(latencies, 95) * 1000
     return flow
@@ -258,16 +266,20 @@ async def run(
         cost = node_cost(base)
         sign_us, verify_us = signature_cost()
         cores = os.cpu_count() or 1
+        progress(f"starting {n} node processes")
         async with processes(base / "procs", n) as procs:
             boot = tuple(p.addr for p in random.sample(procs, min(3, n)))
             flow = await measure(
                 base, "procs", procs, boot, count, n_authors, samples, rate, poll_s
             )
+        progress(f"starting {n} nodes in this process")
         async with in_process(base, n) as locals_:
             boot = tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
             one = await measure(
                 base, "local", locals_, boot, count, n_authors, samples, rate, poll_s
             )
+        if backlog:
+            progress(f"catch-up of a {backlog}-event backlog")
         synced_s = await catch_up(base, backlog) if backlog else None
         limit = cores / (n * cost)
         per_message = flow["events_per_message"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import trio
 
 from node.cli.commands import command_help
+from node.cli.stopping import stop_on_signal
 from node.config import ADMIT_MODES, ADMIT_STANDING
 from node.errors import user_error
 from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, P2PConfig
@@ -93,17 +93,14 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 async def serve(data_dir: Path, config: P2PConfig) -> None:
     """Run the node; the first SIGINT or SIGTERM stops it cleanly (store closed, hosts shut)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with stop_on_signal() as stopper:
         async with trio.open_nursery() as nursery:
             node = P2PNode(data_dir, config)
             await nursery.start(node.run)
             print(f"peer id {node.peer_id}", flush=True)
             for addr in node.addrs:
                 print(f"listening {addr}", flush=True)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            await stopper.wait(nursery.cancel_scope)
     log.info("stopped; %d events stored", node.event_count())
 
 

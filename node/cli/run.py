@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import trio
 
 from events.crypto import to_checksum
 from node.cli.commands import command_help
+from node.cli.stopping import stop_on_signal
 from node.config import (
     ADMIT_MODES,
     LEDGER_KINDS,
@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
     """Run until the first SIGINT or SIGTERM, then stop every role cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with stop_on_signal() as stopper:
         async with trio.open_nursery() as nursery:
             service: NodeService = await nursery.start(NodeService(config, keys).run)
             status = service.status()
@@ -182,10 +182,7 @@ async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
             if service.resumed_jobs:
                 print(f"resumed {service.resumed_jobs} unfinished job(s)", flush=True)
             print("ready", flush=True)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            await stopper.wait(nursery.cancel_scope)
     print("stopped", flush=True)
 
 

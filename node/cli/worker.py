@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import trio
 
 from node.cli.commands import command_help
+from node.cli.stopping import stop_on_signal
 from node.config import ConfigError, parse_listen
 from node.orchestrator.role import capabilities
 from node.orchestrator.worker import Worker, WorkerConfig
@@ -88,7 +88,7 @@ def software_capabilities() -> tuple[str, ...]:
 async def serve(worker: Worker, metrics: tuple[str, int] | None = None) -> None:
     """Run until the first SIGINT or SIGTERM (or a final refusal), then stop cleanly; with
     `metrics` (host, port), serve GET /metrics there meanwhile."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with stop_on_signal() as stopper:
         async with trio.open_nursery() as nursery:
 
             async def work(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -106,8 +106,5 @@ async def serve(worker: Worker, metrics: tuple[str, int] | None = None) -> None:
                 app = build_ops_app([metrics_route(WorkerMetrics(worker).render)])
                 host, port = await nursery.start(serve_app, app, *metrics)
                 print(f"  metrics http://{host}:{port}/metrics", flush=True)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            await stopper.wait(nursery.cancel_scope)
     print(f"stopped ({worker.stats.segments} segment(s) served)", flush=True)
