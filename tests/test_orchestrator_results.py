@@ -119,6 +119,9 @@ def test_results_go_oldest_first_beyond_the_byte_and_age_bounds() -> None:
     late = b"\x07" * 32
     kept.finished(late, kept.started(late, "p"), _reply(b"r"), [b"y"])
     assert list(kept._done) == [late] and kept.bytes == 1
+    now[0] = 122.0  # no job finishes or is fetched: the periodic sweep frees it
+    kept.expire()
+    assert not kept._done and kept.bytes == 0
 
 
 async def _ask(node: P2PNode, orch: ID, request: list[Any]) -> MessageStream:

@@ -73,7 +73,7 @@ class KeptResults:
             self._forget(job_id)
             self._done[job_id] = _Kept(peer, reply, blobs, self._clock(), size)
             self.bytes += size
-            self._expire()
+            self.expire()
         token.set()
 
     def failed(self, job_id: bytes, token: trio.Event) -> None:
@@ -95,7 +95,7 @@ class KeptResults:
         if running is not None and running[0] == peer:
             with trio.move_on_after(wait_s):
                 await running[1].wait()
-        self._expire()
+        self.expire()
         kept = self._done.get(job_id)
         if kept is None or kept.peer != peer:
             still = job_id in self._running
@@ -104,7 +104,8 @@ class KeptResults:
         self.fetched += 1
         return kept.reply, kept.blobs
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """Drop the results past KEEP_S (or beyond KEEP_BYTES, oldest first)."""
         oldest = self._clock() - self.keep_s
         while self._done:
             job_id, kept = next(iter(self._done.items()))

@@ -135,6 +135,7 @@ class Orchestrator:
         task_status.started(self)
         while True:
             await trio.sleep(self.config.offer_interval_s)
+            self.results.expire()  # also when no job finishes or is fetched for a while
             if self.dead:  # a node that died (fault injection) has no store left to offer from
                 await trio.sleep_forever()
             await self.publish_offer()
