@@ -26,7 +26,7 @@ from p2p.framing import MessageStream
 from p2p.gossip import Gossip, events_topic, install_drop_counter
 from p2p.guard import PeerGuard
 from p2p.holding import Holding
-from p2p.host import RunningHost, running_host
+from p2p.host import RunningHost, abort_connections, running_host
 from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.ingest import Ingest
 from p2p.jobchains import JobChains
@@ -38,6 +38,8 @@ from storage.store import AppendResult, EventStore, Outcome
 
 log = logging.getLogger("castnet.p2p.node")
 INFO_FILE = "p2p-info.json"
+# a stopping node whose close still waits this long aborts its connections (_bound_the_close)
+CLOSE_GRACE_S = 5.0
 BOOTSTRAP_TRIES = 3  # rounds of dials before a node that requires a bootstrap peer gives up
 # a job chain's new events, pushed to the counterparty: `[1, [raw, ...]]`, no answer
 JOBS_PROTOCOL = TProtocol("/castnet/jobs/1")
@@ -58,6 +60,7 @@ class P2PNode:
         self.peer_id = peer_id_of(self.key_pair).to_base58()
         self.store = store if store is not None else EventStore.open_dir(self.data_dir)
         self._own_store = store is None
+        self._closed = False
         self.addrs: list[str] = []
         self.running: RunningHost
         self.ingest: Ingest
@@ -100,6 +103,7 @@ class P2PNode:
                         if self.config.require_bootstrap and self.config.bootstrap:
                             await self._reach_bootstrap()
                         inner.start_soon(self._bootstrap)
+                        inner.start_soon(self._bound_the_close)
                         self._write_info()
                         if self.admission is not None:
                             inner.start_soon(self._report_admission)
@@ -109,9 +113,31 @@ class P2PNode:
                         task_status.started(self)
                         await trio.sleep_forever()
         finally:
+            self._closed = True
             service.close()
             if self._own_store:
                 self.store.close()
+
+    async def _bound_the_close(self) -> None:
+        """Once the node stops: if its close still waits after CLOSE_GRACE_S (py-libp2p writes a
+        failed stream's reset to a peer, shielded from cancellation; a peer that no longer reads
+        holds it for good), its connections are aborted."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            trio.lowlevel.spawn_system_task(self._abort_if_still_closing)
+
+    async def _abort_if_still_closing(self) -> None:
+        await trio.sleep(CLOSE_GRACE_S)
+        if self._closed:
+            return
+        try:
+            aborted = abort_connections(self.running.host)
+        except Exception:  # a library's internals moved: the close goes on as it can
+            log.exception("could not abort the connections of a stuck close")
+            return
+        log.warning("the node's close still waited on a peer after %g s: %d connection(s) "
+                    "aborted", CLOSE_GRACE_S, aborted)  # fmt: skip
 
     def _before_listen(self, running: RunningHost) -> None:
         """Wire the protocol handlers before the host accepts its first connection."""
