@@ -5,19 +5,14 @@ verdict. Real encodes, real libp2p hosts on 127.0.0.1, the embedded EVM."""
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import trio
 
-from chain.client import ProtocolParams
-from node.chain_ledger import ChainLedger
-from node.gateway.role import GatewayConfig
-from node.local.network import default_plan, key_for, open_network
 from node.protocol import EXPIRED
+from tests.lone_network import lone_orchestrator
 from tests.media_fixtures import video_file
 
-EV = Fraction(10**12)
 PAST_VALIDITY = 60  # blocks mined after the first tickets: beyond the params' validity (40)
 
 
@@ -27,14 +22,7 @@ async def test_params_expired_at_the_orchestrator_are_asked_again_not_failed(
     # one segment: with two in flight, the second one's tickets were counted against the first's
     # credit, which the expiry withdrew (a balance refusal; see the gateway's mirror)
     clip = video_file("expiry1.mp4", size="256x144", duration=2.0, gop=60)
-    gateway_cfg = GatewayConfig(profiles="144p", preset="ultrafast", job_timeout_s=120.0,
-                                max_price_per_pixel=Fraction(10**4), max_ev=4 * EV)  # fmt: skip
-    plan = default_plan(1, gateway_cfg, ("",), ticket_ev=EV, capacity=1)
-    names = ["gateway", "delegator", "orchestrator0"]
-    ledger = ChainLedger.embedded([key_for(plan.seed, n) for n in names],
-                                  ProtocolParams(round_length=500, pool_size=2))  # fmt: skip
-    async with open_network(tmp_path / "nodes", plan, ledger) as net:
-        assert await net.gateway.wait_for_offers(1, 90.0) == 1
+    async with lone_orchestrator(tmp_path) as (net, ledger):
         (orch,) = net.orchestrators
         payer = net.gateway.payer
         original = payer.tickets

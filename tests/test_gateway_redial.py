@@ -7,32 +7,20 @@ at the quote's stream open."""
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 from libp2p.network.exceptions import SwarmException
 
-from chain.client import ProtocolParams
-from node.chain_ledger import ChainLedger
 from node.gateway.market import MAX_REDIALS
-from node.gateway.role import GatewayConfig, GatewayError
-from node.local.network import default_plan, key_for, open_network
+from node.gateway.role import GatewayError
+from tests.lone_network import lone_orchestrator
 from tests.media_fixtures import video_file
-
-EV = Fraction(10**12)
 
 
 async def test_a_connection_lost_before_the_quote_is_dialled_again(tmp_path: Path) -> None:
     clip = video_file("redial1.mp4", size="256x144", duration=2.0, gop=60)
-    gateway_cfg = GatewayConfig(profiles="144p", preset="ultrafast", job_timeout_s=120.0,
-                                max_price_per_pixel=Fraction(10**4), max_ev=4 * EV)  # fmt: skip
-    plan = default_plan(1, gateway_cfg, ("",), ticket_ev=EV, capacity=1)
-    names = ["gateway", "delegator", "orchestrator0"]
-    ledger = ChainLedger.embedded([key_for(plan.seed, n) for n in names],
-                                  ProtocolParams(round_length=500, pool_size=2))  # fmt: skip
-    async with open_network(tmp_path / "nodes", plan, ledger) as net:
-        assert await net.gateway.wait_for_offers(1, 90.0) == 1
+    async with lone_orchestrator(tmp_path) as (net, _):
         (orch,) = net.orchestrators
         payer = net.gateway.payer
         original = payer.quote
