@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -86,3 +87,34 @@ def test_a_second_signal_stops_at_once(second: signal.Signals) -> None:
     assert status == 128 + second, output
     assert f"second {second.name}: exiting now" in output
     assert took < 1.4  # before the limit would have ended it
+
+
+def test_sigusr1_logs_what_a_running_node_waits_for(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "node.cli.node", "node", "start", "--data-dir",
+            str(tmp_path / "n"), "--listen", "/ip4/127.0.0.1/tcp/0"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        for _ in range(50):  # its peer id, then its listen addresses
+            if proc.stdout.readline().startswith("listening "):
+                break
+        lines: list[str] = []
+        proc.send_signal(signal.SIGUSR1)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 20
+        while not any("p2p.node.P2PNode.run" in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # the dump did not disturb the node
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(lines)
+    assert "SIGUSR1: " in text and " trio tasks" in text
+    # each task with where it waits: the node sleeps until stopped, the sync loop waits
+    assert "p2p/node.py" in text and "task p2p.sync.Sync.run" in text

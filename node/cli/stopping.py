@@ -3,7 +3,10 @@ part stop cleanly; the stop is bounded. A second signal, or STOP_LIMIT_S without
 finishing (a peer that never answers a stream's close, a library task that ignores the
 cancellation), ends the process at once. That is safe for what a node keeps: the event log and
 the ticket store are SQLite files in WAL mode with synchronous=FULL, so every committed append
-is on disk and an unfinished one is rolled back when the file is next opened."""
+is on disk and an unfinished one is rolled back when the file is next opened.
+
+SIGUSR1 logs the process's trio task tree (each task's name and where it waits), to see what a
+node that seems stuck is waiting for: `kill -USR1 PID`."""
 
 from __future__ import annotations
 
@@ -28,6 +31,46 @@ def _exit_now(status: int, why: str) -> None:
         with contextlib.suppress(Exception):
             handler.flush()
     os._exit(status)
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """Where a task's coroutine chain waits, outermost first: "file:line function"."""
+    where = []
+    for _ in range(64):  # bounded: chains are a few dozen deep
+        if coro is None:
+            break
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            frame = getattr(coro, "gi_frame", None)
+        if frame is not None:
+            name = frame.f_code.co_filename.rsplit("site-packages/", 1)[-1]
+            where.append(f"{name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = (getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+                or getattr(coro, "gi_yieldfrom", None))  # fmt: skip
+    return where
+
+
+def task_tree(root: trio.lowlevel.Task) -> list[str]:
+    """Lines naming every task under `root`, indented by depth, each with where it waits (the
+    innermost frames of trio itself left out)."""
+    lines: list[str] = []
+    todo = [(root, 0)]
+    while todo and len(lines) < 100_000:
+        task, depth = todo.pop()
+        lines.append("  " * depth + f"task {task.name}")
+        frames = [f for f in _awaiting(task.coro) if not f.startswith("trio/_core/")]
+        lines += ["  " * depth + "    " + f for f in frames[-12:]]
+        children = [c for n in task.child_nurseries for c in n.child_tasks]
+        todo += [(c, depth + 1) for c in reversed(children)]
+    return lines
+
+
+async def _dump_tasks_on_sigusr1() -> None:
+    with trio.open_signal_receiver(signal.SIGUSR1) as dumps:
+        async for _ in dumps:
+            lines = task_tree(trio.lowlevel.current_root_task())
+            count = sum(1 for line in lines if line.lstrip().startswith("task "))
+            log.warning("SIGUSR1: %d trio tasks\n%s", count, "\n".join(lines))
 
 
 class Stopper:
@@ -72,7 +115,9 @@ class Stopper:
 
 @contextlib.contextmanager
 def stop_on_signal(limit_s: float = STOP_LIMIT_S) -> Iterator[Stopper]:
-    """SIGINT and SIGTERM go to the `Stopper` while the block runs (its clean stop included)."""
+    """SIGINT and SIGTERM go to the `Stopper` while the block runs (its clean stop included);
+    SIGUSR1 logs the task tree until the process ends."""
+    trio.lowlevel.spawn_system_task(_dump_tasks_on_sigusr1)
     with trio.open_signal_receiver(*SIGNALS) as signals:
         stopper = Stopper(signals, limit_s)
         try:
