@@ -96,6 +96,7 @@ class P2PNode:
                     peer_send, peer_receive = trio.open_memory_channel[tuple[str, ID]](1024)
                     running.host.get_network().register_notifee(PeerEvents(peer_send))
                     async with trio.open_nursery() as inner:
+                        inner.start_soon(self._bound_the_close)
                         await inner.start(self.sync.run)
                         await inner.start(self.gossip.run)
                         inner.start_soon(self._watch_peers, peer_receive)
@@ -103,7 +104,6 @@ class P2PNode:
                         if self.config.require_bootstrap and self.config.bootstrap:
                             await self._reach_bootstrap()
                         inner.start_soon(self._bootstrap)
-                        inner.start_soon(self._bound_the_close)
                         self._write_info()
                         if self.admission is not None:
                             inner.start_soon(self._report_admission)
