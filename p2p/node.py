@@ -288,8 +288,17 @@ class P2PNode:
     async def connect(self, addr: str) -> str:
         """Dial a peer multiaddr; returns its peer id."""
         info = parse_peer_addr(addr)
+        host = self.running.host
         with trio.fail_after(self.config.dial_timeout_s):
-            await self.running.host.connect(info)
+            if host.get_network().get_connections(info.peer_id) and not self.has_open_connection(
+                info.peer_id
+            ):
+                # only closed ones are listed: host.connect would return at once, dial_peer
+                # leaves them out and makes a new connection
+                host.get_peerstore().add_addrs(info.peer_id, info.addrs, 120)
+                await host.get_network().dial_peer(info.peer_id)
+            else:
+                await host.connect(info)
         return info.peer_id.to_base58()
 
     def event_count(self) -> int:
@@ -304,6 +313,13 @@ class P2PNode:
 
     def connected_peers(self) -> list[str]:
         return [p.to_base58() for p in self.running.host.get_connected_peers()]
+
+    def has_open_connection(self, peer: ID) -> bool:
+        """Whether a connection to `peer` is open. py-libp2p lists a peer as connected while its
+        only connection is closed but not yet removed, and then refuses new streams to it ("No
+        valid connections available") instead of dialling: such a peer must be dialled again."""
+        conns = self.running.host.get_network().get_connections(peer)
+        return any(not conn.is_closed for conn in conns)
 
     # -- background ------------------------------------------------------------------------
 

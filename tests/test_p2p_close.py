@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+from libp2p.peer.id import ID
 
 from p2p.host import _socket_of, abort_connections
 from p2p.localnet import open_local_nodes
@@ -34,6 +35,22 @@ async def test_aborting_closes_every_connection_at_once_and_the_peers_notice(
         await a.connect(b.addrs[0])
         await until(lambda: b.peer_id in {str(p) for p in host.get_connected_peers()},
                     "a dials b again", 10)  # fmt: skip
+
+
+async def test_a_closed_connection_still_listed_is_not_an_open_one(tmp_path: Path) -> None:
+    # what the gateway checks before it reuses a connection to an orchestrator
+    async with open_local_nodes(tmp_path, 2) as (a, b):
+        await a.connect(b.addrs[0])
+        peer = ID.from_base58(b.peer_id)
+        assert a.has_open_connection(peer)
+        (conn,) = a.running.host.get_network().get_connections(peer)
+        stream = _socket_of(conn)
+        assert stream is not None
+        stream.socket.close()  # the state py-libp2p is in before it removes the connection
+        await until(lambda: conn.is_closed, "the connection sees its socket gone", 10)
+        assert not a.has_open_connection(peer)
+        await a.connect(b.addrs[0])  # a dial now makes a new one
+        assert a.has_open_connection(peer)
 
 
 async def test_a_write_blocked_on_an_aborted_socket_wakes_with_an_error(tmp_path: Path) -> None:

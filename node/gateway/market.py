@@ -417,7 +417,7 @@ class SegmentMarket(JournalResume):
 
     async def _dial_offer(self, offer: OfferState) -> ID:
         peer = ID.from_base58(offer.peer_id)
-        if peer not in self.node.running.host.get_connected_peers():
+        if not self.node.has_open_connection(peer):
             errors = []
             for addr in offer.addrs:
                 try:
