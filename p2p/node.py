@@ -21,12 +21,13 @@ from events.envelope import SignedEvent
 from p2p.addrs import dial_problem
 from p2p.admission import Admission
 from p2p.config import P2PConfig
+from p2p.connections import abort_connections
 from p2p.errors import P2PError, StreamClosed, StreamTimeout
 from p2p.framing import MessageStream
 from p2p.gossip import Gossip, events_topic, install_drop_counter
 from p2p.guard import PeerGuard
 from p2p.holding import Holding
-from p2p.host import RunningHost, abort_connections, running_host
+from p2p.host import RunningHost, running_host
 from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.ingest import Ingest
 from p2p.jobchains import JobChains

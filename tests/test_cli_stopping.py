@@ -100,13 +100,18 @@ def test_sigusr1_logs_what_a_running_node_waits_for(tmp_path: Path) -> None:
             if proc.stdout.readline().startswith("listening "):
                 break
         lines: list[str] = []
-        proc.send_signal(signal.SIGUSR1)
-        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True)
+        dumped = threading.Event()
+
+        def read() -> None:
+            for line in proc.stderr or []:
+                lines.append(line)
+                if "p2p.node.P2PNode.run" in line:
+                    dumped.set()
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        deadline = time.monotonic() + 20
-        while not any("p2p.node.P2PNode.run" in line for line in lines):
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        assert dumped.wait(timeout=20), "".join(lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # the dump did not disturb the node
         reader.join(timeout=10)

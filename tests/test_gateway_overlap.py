@@ -19,8 +19,9 @@ import trio
 import node.gateway.role as gateway_role
 import node.orchestrator.role as orch_role
 from media.segmenter import Segment
-from node.gateway.market import PIPELINE_DEPTH, SegmentMarket
+from node.gateway.market import PIPELINE_DEPTH
 from node.gateway.payment import Payer
+from node.gateway.quotes import QuotesAhead
 from node.gateway.role import CUT_AHEAD, GatewayConfig, JobReport
 from node.gateway.scheduler import SegmentScheduler
 from node.local.demo import generate_clip
@@ -177,7 +178,7 @@ async def test_the_quote_fetched_ahead_is_answered_first(
     """The job's first quote (fetched while the input is cut) is held at the orchestrator until
     two segments' attempts wait for a quote: the second asks for its own only once the first is
     answered, so the orchestrator answers the first segment's quote first."""
-    handle, quote, ask = Orchestrator._handle_quote, SegmentMarket._quote, Payer.quote
+    handle, quote, ask = Orchestrator._handle_quote, QuotesAhead.quote, Payer.quote
     answered = trio.Event()
     asked_with_first_answered: list[bool] = []  # per quote the gateway sends, in order
     waiting, two_wait = [0], trio.Event()
@@ -190,7 +191,7 @@ async def test_the_quote_fetched_ahead_is_answered_first(
         await handle(self, stream)
         answered.set()
 
-    async def counted_quote(self: SegmentMarket, orch: bytes, peer: Any) -> Any:
+    async def counted_quote(self: QuotesAhead, orch: bytes, peer: Any) -> Any:
         waiting[0] += 1
         if waiting[0] == 2:
             two_wait.set()
@@ -201,7 +202,7 @@ async def test_the_quote_fetched_ahead_is_answered_first(
         return await ask(self, peer)
 
     monkeypatch.setattr(Orchestrator, "_handle_quote", held_quote)
-    monkeypatch.setattr(SegmentMarket, "_quote", counted_quote)
+    monkeypatch.setattr(QuotesAhead, "quote", counted_quote)
     monkeypatch.setattr(Payer, "quote", recorded_ask)
     async with one_slot(tmp_path) as (net, clip):
         with trio.fail_after(60):

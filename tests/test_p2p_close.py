@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 from libp2p.peer.id import ID
 
-from p2p.host import _socket_of, abort_connections
+from p2p.connections import _socket_of, abort_connections
 from p2p.localnet import open_local_nodes
 from tests.polling import until
 

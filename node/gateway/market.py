@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -30,6 +29,7 @@ from node.gateway.answers import read_result
 from node.gateway.checks import result_problems as result_problems
 from node.gateway.journal import JournalResume, KeptSegment, SegmentJournal, record
 from node.gateway.payment import Payer, close, issued
+from node.gateway.quotes import QuotesAhead
 from node.gateway.scheduler import SegmentScheduler
 from node.gateway.selection import Candidate, Selector
 from node.gateway.verify_policy import VerifyPolicy
@@ -53,7 +53,6 @@ from p2p.framing import MessageStream
 from p2p.node import P2PNode
 from payments.balance import segment_fee
 from payments.errors import ParamsExpired, PaymentError
-from payments.params import TicketParams
 from payments.sender import Sender, SenderConfig
 from payments.ticket import SignedTicket
 
@@ -78,7 +77,6 @@ MAX_PICKS = 30  # busy answers do not count as attempts, but are bounded too
 CHECKED_PER_SLOT = 2
 BUSY_ANSWER = "busy"
 BUSY_BACKOFF_MAX_S = 5.0  # an orchestrator busy with jobs we do not know of is asked again later
-QUOTE_AHEAD_MAX_AGE_S = 5.0  # a quote fetched ahead of a job's first segment is used this fresh
 
 
 class SegmentMarket(JournalResume):
@@ -102,7 +100,7 @@ class SegmentMarket(JournalResume):
         self.mirror = self.payer.mirror  # what each orchestrator's balance for us should be
         self.verdicts: list[k.JobVerdict] = []
         self._slot_freed = trio.Event()
-        self._ahead: dict[bytes, _QuoteAhead] = {}  # orchestrator -> a quote fetched ahead
+        self.quotes = QuotesAhead(self.payer)  # for each job's first segment
         self.verify_policy = VerifyPolicy(config.verify, config.verify_fraction)
         self.ai_rechecker = AiRechecker(config.ai_recheck, recheck_config(config.ai_models_dir))
         # every job's segments take turns for orchestrators (node.gateway.scheduler)
@@ -260,7 +258,7 @@ class SegmentMarket(JournalResume):
         try:
             peer = await self._dial(cand)
             self.node.note_job_peer(orch, peer)
-            params = await self._quote(orch, peer)
+            params = await self.quotes.quote(orch, peer)
             quoted = True
             outcome.attempts += 1
             price = params.price_per_pixel
@@ -373,44 +371,17 @@ class SegmentMarket(JournalResume):
 
     async def quote_ahead(self, capability: str) -> None:
         """Fetch a quote from the orchestrator selection would pick now for `capability`, for a
-        job's first segment to use (called while the job is segmented and probed, so the first
-        upload does not wait for a quote). Never raises: the attempt quotes for itself if this
-        found nothing, and a quote is only used while it is fresh (QUOTE_AHEAD_MAX_AGE_S)."""
+        job's first segment to use (node.gateway.quotes). Never raises: the attempt quotes for
+        itself if this found nothing."""
         try:
             state = await self.view.refresh()
             options = self.selector_for(capability).candidates(state, time.monotonic(),
                                                                frozenset())  # fmt: skip
-            if not options:
-                return
-            cand = options[0]
-            old = self._ahead.get(cand.address)
-            if old is not None and time.monotonic() - old.at < QUOTE_AHEAD_MAX_AGE_S:
-                return  # one is on its way, or fresh
-            ahead = self._ahead[cand.address] = _QuoteAhead(time.monotonic())
-            try:
-                ahead.params = await self.payer.quote(await self._dial(cand))
-            finally:
-                ahead.done.set()
+            if options:
+                cand = options[0]
+                await self.quotes.fetch(cand.address, lambda: self._dial(cand))
         except Exception as exc:  # busy, unreachable, refused: the first attempt quotes itself
             log.info("quote ahead for %s: %s", capability, exc)
-
-    async def _quote(self, orch: bytes, peer: ID) -> TicketParams:
-        """A fresh quote fetched ahead (waited for if still on its way), else a new one. The
-        quote fetched ahead is used once; another segment for the same orchestrator asks for its
-        own after that one has landed, so the orchestrator answers the first segment's first."""
-        ahead = self._ahead.get(orch)
-        if ahead is not None and time.monotonic() - ahead.at >= QUOTE_AHEAD_MAX_AGE_S:
-            del self._ahead[orch]  # stale: ask anew
-        elif ahead is not None:
-            mine = not ahead.taken
-            ahead.taken = True
-            with trio.move_on_at(trio.current_time() + QUOTE_AHEAD_MAX_AGE_S):
-                await ahead.done.wait()
-            if self._ahead.get(orch) is ahead:
-                del self._ahead[orch]
-            if mine and ahead.params is not None:
-                return ahead.params
-        return await self.payer.quote(peer)
 
     async def _dial(self, cand: Candidate) -> ID:
         return await self._dial_offer(cand.offer)
@@ -489,14 +460,6 @@ class SegmentMarket(JournalResume):
         body = k.JobVerdict(job_id, orch, accepted, reason, round(latency_s * 1000))
         self.verdicts.append(body)
         await self.writer.emit(body)
-
-
-@dataclass(slots=True)
-class _QuoteAhead:
-    at: float  # time.monotonic() when it was asked for
-    done: trio.Event = field(default_factory=trio.Event)
-    params: TicketParams | None = None  # None: the quote failed
-    taken: bool = False  # a segment's attempt waits for it (it is used once)
 
 
 class _Rejected(Exception):
