@@ -1,5 +1,6 @@
-"""Gossip of signed events on the network's topic: a validator that decodes, bounds, verifies and
-stores each event before gossipsub may forward it, and publishing with back-pressure.
+"""Gossip of signed events on the network's topic: a validator that decodes, bounds, verifies,
+admits and chain-checks each event before gossipsub may forward it (the durable append goes on
+meanwhile), and publishing with back-pressure.
 
 A gossip message carries a batch of events (a msgpack array of raw events). py-libp2p spends
 about a millisecond of CPU per message on every node it reaches, whatever its size, so under
@@ -26,6 +27,7 @@ from p2p.config import P2PConfig
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost, message_id
 from p2p.ingest import Ingest
+from storage.service import Pending
 from storage.store import Outcome
 
 log = logging.getLogger("castnet.p2p.gossip")
@@ -40,6 +42,9 @@ MAX_BATCH_EVENTS = 64
 FLUSH_WINDOW_S = 0.005
 BUSY_S = 0.05
 MAX_BATCH_BYTES = 256 * 1024
+# Forwarding before the durable append is done stops while this many events wait for their
+# commit (about one full transaction): then validations wait for it, and so do peers' streams.
+MAX_QUEUED_EVENTS = 2048
 
 
 def encode_batch(raws: list[bytes]) -> bytes:
@@ -101,6 +106,8 @@ class Gossip:
         self._outbox_bytes = 0
         self._wake = trio.Event()
         self._room = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.forward_backlog = MAX_QUEUED_EVENTS  # 0: every forward waits for its commit
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         pubsub = self.running.pubsub
@@ -108,13 +115,18 @@ class Gossip:
         subscription = await pubsub.subscribe(self.topic)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flush_outbox)
+            self._nursery = nursery
             task_status.started()
             # Events are stored by the validator; the subscription (32 deep) is only drained.
-            async for _ in subscription:
-                self.received += 1
+            try:
+                async for _ in subscription:
+                    self.received += 1
+            finally:
+                self._nursery = None
 
     async def validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        """True lets gossipsub deliver and forward `msg`; only stored (or known) events pass."""
+        """True lets gossipsub deliver and forward `msg`: only events the store takes (queued in
+        order, durable soon after) or knows already pass."""
         if forwarder == self.running.host.get_id():
             return True  # our own events are published only once durable
         data = msg.data
@@ -128,14 +140,22 @@ class Gossip:
             if isinstance(checked, bool):
                 return checked
             events, held = checked
-            pending = self.ingest.enqueue(events)
+            backlog = self.ingest.queued
+            pending, foreseen = self.ingest.enqueue(events)
         finally:
             pass_turn = getattr(pubsub, "pass_turn", None)
             if pass_turn is not None:
                 pass_turn(forwarder, digest)
-        results = await self.ingest.complete(events, forwarder.to_base58(), pending)
+        via = forwarder.to_base58()
+        if (foreseen or held) and self._nursery is not None and backlog < self.forward_backlog:
+            # Verified, admitted, and linking to the chain as queued: forward now while the
+            # append becomes durable (a node that dies before it fetches them again by sync).
+            # Never forward what we did not admit; the admitted part is stored all the same.
+            self._nursery.start_soon(self._complete, events, via, pending)
+            return not held
+        results = await self.ingest.complete(events, via, pending)
         if held:
-            return False  # never forward what we did not admit; the admitted part is stored
+            return False
         gapped = []
         for event, result in zip(events, results, strict=True):
             outcome = result.outcome
@@ -170,6 +190,16 @@ class Gossip:
             return False
         # appended, already known, or an equivocation (evidence worth spreading)
         return True
+
+    async def _complete(self, events: list[SignedEvent], via: str, pending: Pending) -> None:
+        """The end of an append whose message was forwarded already."""
+        try:
+            results = await self.ingest.complete(events, via, pending)
+        except Exception as exc:  # the commit failed: logged once per failed message
+            log.error("could not store %d events from %s: %s", len(events), via, exc)
+            return
+        if any(result.outcome is Outcome.APPENDED for result in results):
+            self.last_delivery = trio.current_time()
 
     def _check(
         self, forwarder: ID, digest: bytes, data: bytes

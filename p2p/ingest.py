@@ -1,6 +1,11 @@
 """The one way events enter the store from the network (and from the node itself): group-committed
 appends, held events released when their chain catches up, evidence logged, and a change signal
-that tests and the node wait on instead of polling."""
+that tests and the node wait on instead of polling.
+
+Every append is queued here, in the order the store commits them, so the ingest knows each
+author's chain tip including what is queued: when a message's events are queued it can tell,
+before the commit, whether the store will take them all (or knows them already). Gossip uses
+that to forward a message while its append is still being made durable."""
 
 from __future__ import annotations
 
@@ -24,7 +29,12 @@ class Ingest:
     def __init__(self, service: StoreService, holding: Holding) -> None:
         self.service = service
         self.holding = holding
-        self.heads: dict[bytes, int] = {a: h.seq for a, h in service.store.heads().items()}
+        stored = service.store.heads()
+        self.heads: dict[bytes, int] = {a: h.seq for a, h in stored.items()}
+        # each author's chain tip, counting the appends queued and not yet committed
+        self._tips: dict[bytes, tuple[int, bytes]] = {a: (h.seq, h.id) for a, h in stored.items()}
+        self._unsure: set[bytes] = set()  # authors whose queued append failed: tip unknown
+        self.queued = 0  # events queued and not yet through `complete`
         self.counts: Counter[str] = Counter()
         self.appended = 0  # events stored through this ingest, from any source
         self._changed = trio.Event()
@@ -38,18 +48,42 @@ class Ingest:
         """Append verified events (from peer `via`, or 'self'); one result per event."""
         if not events:
             return []
-        return await self.complete(events, via, self.service.enqueue(events))
+        pending, _ = self.enqueue(events)
+        return await self.complete(events, via, pending)
 
-    def enqueue(self, events: Sequence[SignedEvent]) -> Pending:
+    def enqueue(self, events: Sequence[SignedEvent]) -> tuple[Pending, bool]:
         """Queue the append of `events` now (appends commit in queue order); finish with
-        `complete`."""
-        return self.service.enqueue(events)
+        `complete`. Also says whether the store will append every event or finds it known
+        (a duplicate, or an equivocation kept as evidence): False when one would be held for
+        its predecessor, breaks its author's chain, or has an author whose tip is unsure."""
+        foreseen = True
+        tips = self._tips
+        for event in events:
+            if event.author in self._unsure:
+                foreseen = False
+                continue
+            seq, tip = tips.get(event.author, (0, b""))
+            if event.seq <= seq:
+                continue  # stored or queued: a duplicate or an equivocation
+            if event.seq == seq + 1 and event.prev == tip:
+                tips[event.author] = (event.seq, event.id)  # as the store's plan will do
+            else:
+                foreseen = False
+        self.queued += len(events)
+        return self.service.enqueue(events), foreseen
 
     async def complete(
         self, events: Sequence[SignedEvent], via: str, pending: Pending
     ) -> list[AppendResult]:
         """Wait for a queued append and act on its results, as `submit` does."""
-        results = await self.service.wait(pending)
+        try:
+            results = await self.service.wait(pending)
+        except BaseException:
+            if pending.done.is_set():  # the commit failed: what it would have appended is not
+                self._unsure.update(event.author for event in events)
+            raise
+        finally:
+            self.queued -= len(events)
         release: set[bytes] = set()
         rivals: list[SignedEvent] = []  # held events at a place now filled by another event
         appended = 0
