@@ -45,6 +45,7 @@ MAX_BATCH_BYTES = 256 * 1024
 # Forwarding before the durable append is done stops while this many events wait for their
 # commit (about one full transaction): then validations wait for it, and so do peers' streams.
 MAX_QUEUED_EVENTS = 2048
+_FAILURE_LOG_S = 10.0
 
 
 def encode_batch(raws: list[bytes]) -> bytes:
@@ -108,6 +109,8 @@ class Gossip:
         self._room = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.forward_backlog = MAX_QUEUED_EVENTS  # 0: every forward waits for its commit
+        self.store_failures = 0  # forwarded messages whose append then failed
+        self._failure_logged = -math.inf
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         pubsub = self.running.pubsub
@@ -195,8 +198,13 @@ class Gossip:
         """The end of an append whose message was forwarded already."""
         try:
             results = await self.ingest.complete(events, via, pending)
-        except Exception as exc:  # the commit failed: logged once per failed message
-            log.error("could not store %d events from %s: %s", len(events), via, exc)
+        except Exception as exc:  # the commit failed (the disk): logged at most every 10 s
+            self.store_failures += 1
+            now = trio.current_time()
+            if now - self._failure_logged >= _FAILURE_LOG_S:
+                self._failure_logged = now
+                log.error("could not store %d events from %s (%d failed appends so far): %s",
+                          len(events), via, self.store_failures, exc)  # fmt: skip
             return
         if any(result.outcome is Outcome.APPENDED for result in results):
             self.last_delivery = trio.current_time()

@@ -132,3 +132,36 @@ async def test_a_node_forwards_while_its_append_is_being_made_durable(tmp_path: 
             store.append = real_append  # type: ignore[method-assign]
         assert a.ingest.queued == 0
         assert b.sync.stored == 0  # nothing came by sync
+
+
+async def test_a_forwarded_message_whose_commit_fails_is_logged_and_the_node_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    authors = [Author(LocalKeySigner(key(60 + i))) for i in range(3)]
+    firsts = [_chain(author, 1)[0] for author in authors]
+    async with open_local_nodes(tmp_path, 2, QUIET) as (a, b):
+        await connect([a, b], [(0, 1)])
+        store = a.ingest.service.store
+        real_append = store.append
+
+        def broken_disk(batch):
+            raise OSError("disk I/O error")
+
+        store.append = broken_disk  # type: ignore[method-assign]
+        try:
+            async with attacker_of(a) as sender:
+                for event in firsts[:2]:  # two messages, each forwarded, each commit failing
+                    await sender.pubsub.publish(a.gossip.topic, encode_batch([event.raw]))
+                    with trio.fail_after(20):
+                        await b.wait_until(lambda e=event: b.ingest.heads.get(e.author, 0) == 1)
+                store.append = real_append  # type: ignore[method-assign]
+                await sender.pubsub.publish(a.gossip.topic, encode_batch([firsts[2].raw]))
+                with trio.fail_after(20):
+                    await a.wait_until(lambda: a.ingest.heads.get(firsts[2].author, 0) == 1)
+        finally:
+            store.append = real_append  # type: ignore[method-assign]
+        # the failed commits ran before this one (appends commit in queue order)
+        assert a.gossip.store_failures == 2
+        assert a.event_count() == 1 and a.ingest.queued == 0
+    failures = [r for r in caplog.records if "could not store" in r.getMessage()]
+    assert len(failures) == 1 and "disk I/O error" in failures[0].getMessage()
