@@ -109,6 +109,7 @@ async def test_metrics_after_a_job(tmp_path: Path) -> None:
                 value(after, "castnet_log_events", role=role) >= (status["roles"][role]["events"])
             )
             assert value(after, "castnet_log_append_seconds_count", role=role) > 0
+            assert value(after, "castnet_log_store_failures_total", role=role) == 0
         assert value(after, "castnet_jobs", kind="transcode", status="done") == 1
         assert value(after, "castnet_sessions") == 0
         assert value(after, "castnet_chain_block") > 0

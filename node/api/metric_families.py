@@ -235,6 +235,8 @@ def p2p_families(nodes: dict[str, P2PNode]) -> Iterator[Metric]:
          gauge, lambda n: len(n.ingest.holding)),
         ("castnet_gossip_held_evicted", "Held events given up (sync brings them back)", counter,
          lambda n: n.ingest.holding.evicted),
+        ("castnet_log_store_failures", "Gossip messages forwarded whose durable append failed",
+         counter, lambda n: n.gossip.store_failures),
         ("castnet_log_events", "Events in the log", gauge, lambda n: n.event_count()),
         ("castnet_log_authors", "Authors in the log", gauge, lambda n: len(n.ingest.heads)),
         ("castnet_log_evidence", "Equivocations found (two events at one author and seq)",
