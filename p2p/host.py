@@ -266,8 +266,11 @@ class _Pubsub(Pubsub):
                     continue
                 for msg in rpc.publish:
                     if self._is_subscribed_to_msg(msg) and self.manager.is_running:
+                        msg_id = self._msg_id_constructor(msg)
+                        if self.seen_messages.has(msg_id) or msg_id in self._in_validation:
+                            continue  # a copy (most are): dropped before a task is started for it
                         await self._wait_for_room(peer)
-                        slot = (peer, self._msg_id_constructor(msg))
+                        slot = (peer, msg_id)
                         if slot in self._slots:
                             continue  # the same message again while its copy is in validation
                         self._slots.add(slot)
