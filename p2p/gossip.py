@@ -152,7 +152,7 @@ class Gossip:
         via = forwarder.to_base58()
         if (foreseen or held) and self._nursery is not None and backlog < self.forward_backlog:
             # Verified, admitted, and linking to the chain as queued: forward now while the
-            # append becomes durable (a node that dies before it fetches them again by sync).
+            # append becomes durable (a node that dies before its commit gets them back by sync).
             # Never forward what we did not admit; the admitted part is stored all the same.
             self._nursery.start_soon(self._complete, events, via, pending)
             return not held
