@@ -84,7 +84,10 @@ async def run(nodes_n: int, samples: int, disks_ms: list[float]) -> list[dict[st
                             lambda s=seq: last.ingest.heads.get(author.address, 0) >= s
                         )
                     times[way].append((time.perf_counter() - start) * 1000)
-                    await trio.sleep(0.02)  # let the last commits end: samples do not overlap
+                    with trio.fail_after(30):  # every relay's commit ends: samples do not overlap
+                        for node in nodes:
+                            while node.ingest.heads.get(author.address, 0) < seq:
+                                await node.ingest.wait_changed()
                 for way, values in times.items():
                     rows.append({
                         "way": way, "disk_ms": disk_ms, "hops": nodes_n - 1, "samples": samples,
