@@ -6,8 +6,8 @@ bootstrapped to 3 of them) injects the events; the N processes do all the receiv
 - propagation (`p50_ms`, `p95_ms`): a paced phase, `--samples` events published at `--rate` per
   second (well under the limit, so it measures the network, not a queue): per event, the
   publisher's `publish` call (which stores it durably first) -> stored on all N. "Stored" is read
-  from each node's SQLite log (read-only, the ids of new rows, polled every 2 ms, so figures carry
-  up to ~2 ms of polling)
+  from each node's SQLite log (read-only, the ids of new rows, polled every 2 ms while the node
+  lacks an event on its way, so figures carry up to ~2 ms of polling)
 - throughput: `--events` events from `--authors` authors, published as fast as back-pressure
   allows (the publisher stores them 64 per commit); events/s until all N have all; `lost` =
   events that reached a node by sync instead of gossip (the nodes log "synced N events from P
@@ -128,6 +128,7 @@ async def propagation(
     begin = trio.current_time()
     for i, event in enumerate(events):
         await trio.sleep_until(begin + i / rate)
+        arrivals.expect([event.id])
         started.append(time.perf_counter())
         await publisher.publish(event)
     stored = await arrivals.wait([e.id for e in events], 60)
@@ -149,6 +150,7 @@ async def throughput(
     drops = DROPS.dropped
     messages = publisher.gossip.messages
     target = publisher.event_count() + len(events)
+    arrivals.expect([e.id for e in events])
     start = time.perf_counter()
     # the publisher stores what it injects in group commits of one gossip message (as an import
     # would), so its own fsyncs do not cap the rate the N nodes are measured at

@@ -161,16 +161,38 @@ async def processes(
 
 
 class Arrivals:
-    """When each event (by id) was stored on every one of the nodes: each node's log is read
-    (read-only) for rows past the last position seen, every `POLL_S`, while `run` runs."""
+    """When each expected event (by id) was stored on every one of the nodes. Each node's log is
+    read (read-only) for rows past the last position seen, every `interval`, while `run` runs,
+    but only while that node still lacks an expected event: the reads are queries made in the
+    bench's process, on the cores the nodes need, and a node that has everything it is waited
+    for is not read (between paced events, no node is)."""
 
     def __init__(self, procs: list[Any]) -> None:
         self.procs = procs
         self.on_all: dict[bytes, float] = {}  # event id -> perf_counter when the last node had it
-        self._count: dict[bytes, int] = {}
+        self._lacking: dict[bytes, set[int]] = {}  # expected id -> the nodes that lack it
+        self._early: dict[bytes, set[int]] = {}  # stored before it was expected -> those nodes
+        self._needs = [0] * len(procs)  # per node: expected ids it lacks
+        self._expected = trio.Event()
         self._dbs: list[sqlite3.Connection | None] = [None] * len(procs)
         self._pos = [0] * len(procs)
         self.interval = POLL_S
+        self.polls = 0  # node logs read
+
+    def expect(self, ids: list[bytes]) -> None:
+        """Watch for `ids` (call it before they are published)."""
+        everyone = set(range(len(self.procs)))
+        for event_id in ids:
+            if event_id in self.on_all or event_id in self._lacking:
+                continue
+            lacking = everyone - self._early.pop(event_id, set())
+            if not lacking:
+                self.on_all[event_id] = time.perf_counter()
+                continue
+            self._lacking[event_id] = lacking
+            for i in lacking:
+                self._needs[i] += 1
+        self._expected.set()
 
     def _poll_one(self, i: int, now: float) -> None:
         db = self._dbs[i]
@@ -179,18 +201,25 @@ class Arrivals:
             if not path.exists():
                 return
             db = self._dbs[i] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.polls += 1
         try:
             rows = db.execute(
                 "SELECT pos, id FROM events WHERE pos > ? ORDER BY pos", (self._pos[i],)
             ).fetchall()
         except sqlite3.OperationalError:  # schema not there yet
             return
-        n = len(self.procs)
         for _, event_id in rows:
-            seen = self._count.get(event_id, 0) + 1
-            self._count[event_id] = seen
-            if seen == n:
-                self.on_all[event_id] = now
+            lacking = self._lacking.get(event_id)
+            if lacking is None:
+                if event_id not in self.on_all:
+                    self._early.setdefault(event_id, set()).add(i)
+                continue
+            if i in lacking:
+                lacking.discard(i)
+                self._needs[i] -= 1
+                if not lacking:
+                    del self._lacking[event_id]
+                    self.on_all[event_id] = now
         if rows:
             self._pos[i] = rows[-1][0]
 
@@ -198,9 +227,13 @@ class Arrivals:
         task_status.started()
         try:
             while True:
+                if not self._lacking:
+                    self._expected = trio.Event()
+                    await self._expected.wait()
                 now = time.perf_counter()
                 for i in range(len(self.procs)):
-                    self._poll_one(i, now)
+                    if self._needs[i]:
+                        self._poll_one(i, now)
                 await trio.sleep(self.interval)
         finally:
             for db in self._dbs:
@@ -209,6 +242,7 @@ class Arrivals:
 
     async def wait(self, ids: list[bytes], timeout: float) -> list[float]:
         """perf_counter times at which each of `ids` was on all nodes."""
+        self.expect(ids)
         with trio.fail_after(timeout):
             while not all(i in self.on_all for i in ids):
                 await trio.sleep(self.interval)
