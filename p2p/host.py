@@ -44,6 +44,7 @@ from events.crypto import keccak256
 from p2p.addrs import check_listen_addr, port_in_use
 from p2p.config import P2PConfig
 from p2p.errors import P2PError
+from p2p.muxer import batch_window_updates
 
 log = logging.getLogger("castnet.p2p.host")
 MAX_RPC_BYTES = 1024 * 1024  # one gossip RPC frame; an event is at most 64 KiB
@@ -222,6 +223,7 @@ def _cached_envelope(host: IHost) -> tuple[bytes, bool]:
 
 _ENVELOPES: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.WeakKeyDictionary()
 _gossipsub_module.env_to_send_in_RPC = _cached_envelope  # type: ignore[attr-defined]
+batch_window_updates()
 
 
 class _Pubsub(Pubsub):
