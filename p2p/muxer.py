@@ -6,23 +6,28 @@ gossip stream that is one more Noise-encrypted frame and syscall per message rec
 sender must then read, decrypt and parse too. Measured on ten node processes, those updates were
 about a quarter of a node's CPU per gossip message. go-yamux (and js-libp2p's yamux) send an
 update only once the credit the sender lacks reaches half the receive window, and that is all
-the protocol needs: the sender never waits while the reader keeps reading, and the window still
-auto-tunes (the update that is sent doubles the target window when reads come quickly)."""
+the protocol needs: the sender never waits while the reader keeps reading.
+
+The window itself is what py-libp2p's per-read updates grew it to within the first burst of
+reads: go-yamux's maximum, 16 MiB, granted at a stream's first read (one update). Without that, a
+window left at 256 KiB with credit returned every 128 KiB held senders back on a busy node: ten
+nodes in one process lost three times as many events to sync."""
 
 from __future__ import annotations
 
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
+from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE, YamuxStream
 
 
 async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
     """After a read: send the sender the credit it lacks, once that is half the target window.
     Replaces py-libp2p's per-read release (its `_auto_tune_and_send_window_update`)."""
     async with self.window_lock:
+        self.target_recv_window = MAX_WINDOW_SIZE
         buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
         lacking = self.target_recv_window - (self.recv_window + buffered)
         if lacking <= 0 or lacking < self.target_recv_window // 2:
             return
-        increment = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+        increment = self._grow_to_delta(buffered)
         self._pending_recv_release = 0
     if increment > 0:  # sent outside the lock, as py-libp2p does (inbound updates take it)
         await self.send_window_update(increment, skip_lock=True)

@@ -1,6 +1,6 @@
-"""Yamux credit comes back in half-window batches (p2p/muxer.py): a stream that carries many small
-messages costs the reader one WINDOW_UPDATE frame per ~128 KiB read, not one per read, and a
-transfer many times the window still completes. Two real libp2p hosts on 127.0.0.1."""
+"""Yamux credit comes back in half-window batches (p2p/muxer.py): a stream read in many small reads
+costs the reader a WINDOW_UPDATE frame per half window read (16 MiB window), not one per read,
+and a transfer larger than the window still completes. Two real libp2p hosts on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE, YamuxStream
 
 from p2p.config import P2PConfig
 from p2p.host import running_host
 from p2p.localnet import LOOPBACK
 
 SINK = TProtocol("/castnet-test/sink/1")
-CHUNK = 1024
-TOTAL = 8 * DEFAULT_WINDOW_SIZE  # 2 MiB: the sender runs out of credit eight times over
+READ = 4096  # bytes per read: thousands of reads, each a chance to send an update
+WRITE = 64 * 1024
+TOTAL = MAX_WINDOW_SIZE + 4 * 1024 * 1024  # the sender needs credit back to finish
 
 
 async def test_many_small_writes_cost_few_window_updates(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +43,7 @@ async def test_many_small_writes_cost_few_window_updates(monkeypatch: pytest.Mon
         nonlocal received, reads
         reader_stream.append(id(stream.muxed_stream))  # type: ignore[attr-defined]
         while received < TOTAL:
-            data = await stream.read(CHUNK)
+            data = await stream.read(READ)
             if not data:
                 break
             received += len(data)
@@ -58,13 +59,13 @@ async def test_many_small_writes_cost_few_window_updates(monkeypatch: pytest.Mon
         await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
         stream = await writer.host.new_stream(reader.host.get_id(), [SINK])
         with trio.fail_after(60):
-            for _ in range(TOTAL // CHUNK):
-                await stream.write(b"\x5a" * CHUNK)
+            for _ in range(TOTAL // WRITE):
+                await stream.write(b"\x5a" * WRITE)
             await done.wait()
         await stream.close()
 
     assert received == TOTAL
-    assert reads >= TOTAL // CHUNK  # one read per small write (or more): many chances to update
+    assert reads >= TOTAL // READ
     count = updates[reader_stream[0]]
-    # credit had to come back (2 MiB through a 256 KiB window), at most once per half window
-    assert 1 <= count <= TOTAL // (DEFAULT_WINDOW_SIZE // 2) + 2, count
+    # the window granted at the first read, then credit once per half window read
+    assert 2 <= count <= 1 + TOTAL // (MAX_WINDOW_SIZE // 2) + 1, count
