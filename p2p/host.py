@@ -171,8 +171,9 @@ _RECORDS_REMEMBERED = 4096
 
 class _FrameReader:
     """Varint-prefixed frames from a stream, read in large chunks. py-libp2p reads each RPC's
-    length one byte at a time, and every yamux read sends a window update frame (Noise-encrypted,
-    one syscall) back: 3-4 reads and as many updates per RPC, more CPU than the message itself."""
+    length one byte at a time, and each yamux read then sent a window update frame
+    (Noise-encrypted, one syscall) back (p2p/muxer.py now batches those): 3-4 reads and as many
+    updates per RPC, more CPU than the message itself."""
 
     def __init__(self, stream: INetStream, max_frame: int) -> None:
         self.stream = stream
