@@ -177,7 +177,6 @@ class Arrivals:
         self._dbs: list[sqlite3.Connection | None] = [None] * len(procs)
         self._pos = [0] * len(procs)
         self.interval = POLL_S
-        self.polls = 0  # node logs read
 
     def expect(self, ids: list[bytes]) -> None:
         """Watch for `ids` (call it before they are published)."""
@@ -201,7 +200,6 @@ class Arrivals:
             if not path.exists():
                 return
             db = self._dbs[i] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        self.polls += 1
         try:
             rows = db.execute(
                 "SELECT pos, id FROM events WHERE pos > ? ORDER BY pos", (self._pos[i],)
