@@ -53,11 +53,15 @@ class Normalization:
 
 @dataclass(frozen=True, slots=True)
 class ModelFile:
-    """One ONNX graph of a model (a cascade such as MTCNN has several), pinned by its sha256."""
+    """One ONNX graph of a model (a cascade such as MTCNN has several), pinned by its sha256.
+
+    `pixels` ("uint8" or "float32"): load the graph so that it takes pixel values of that type,
+    the manifest's normalization folded into its first convolution (`inference.folding`)."""
 
     role: str
     path: Path
     sha256: str
+    pixels: str | None = None
 
     def read_verified(self, model: str) -> bytes:
         """The file's bytes, refused unless they hash to the pinned sha256."""

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.errors import InferenceError, ModelUnreadable, ShapeMismatch
+from inference.folding import fold_pixels
 from inference.manifest import ModelManifest
 from inference.providers import CPU, ProviderChoice
 
@@ -28,8 +29,12 @@ class ModelRunner:
     """One onnxruntime session; `run` feeds a whole batch to a single-input model, `run_feeds`
     feeds every input of a model that takes more (an image and style weights)."""
 
-    def __init__(self, model: str, session: ort.InferenceSession, device_id: int) -> None:
+    def __init__(
+        self, model: str, session: ort.InferenceSession, device_id: int, pixels: str | None = None
+    ) -> None:
         self.model, self.session, self.device_id = model, session, device_id
+        # the pixel type the session takes as it is (normalization folded in), None: tensors
+        self.pixels = pixels
         inputs = session.get_inputs()
         if not inputs:
             raise ShapeMismatch(f"model {model!r} has no inputs")
@@ -127,6 +132,8 @@ def load_model(manifest: ModelManifest, choice: ProviderChoice) -> LoadedModel:
     runners: dict[str, ModelRunner] = {}
     for file in manifest.files:
         data = file.read_verified(manifest.name)
+        if file.pixels is not None:
+            data = fold_pixels(data, manifest.normalization, file.pixels, manifest.name)
         try:
             session = choice.create_session(data)
         except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, ... for bad graphs
@@ -134,7 +141,7 @@ def load_model(manifest: ModelManifest, choice: ProviderChoice) -> LoadedModel:
             raise ModelUnreadable(
                 f"model {manifest.name!r}: {file.path.name} is not a loadable ONNX model: {reason}"
             ) from exc
-        runners[file.role] = ModelRunner(manifest.name, session, choice.device_id)
+        runners[file.role] = ModelRunner(manifest.name, session, choice.device_id, file.pixels)
     provider = next(iter(runners.values())).provider
     return LoadedModel(
         manifest=manifest,
