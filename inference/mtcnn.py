@@ -94,10 +94,9 @@ class FaceDetector:
         for i, picture in enumerate(pictures):
             full = self._full.reformat(picture, width, height, "rgb24", threads=1)
             images[i, 1:-1, 1:-1] = packed(full)
-        pyramid = []
+        pyramid, width_major = [], bool(self._transposers)
         for level, (h, w) in enumerate(self.sizes):
             # memory in the model's order; `laid` is (N, H, W, 3) over it
-            width_major = bool(self._transposers)
             batch = np.empty((count, w, h, 3) if width_major else (count, h, w, 3), np.uint8)
             for i, picture in enumerate(pictures):
                 batch[i] = packed(self._level(level, picture))
