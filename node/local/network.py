@@ -177,7 +177,7 @@ def _killer(member: Member) -> Any:
 
 async def _setup_chain(net: Network, plan: NetworkPlan, delegator: Member) -> None:
     """Deposit for the gateway, self-bonds and one delegation, each observed into the log by the
-    delegator node (the demo's chain watcher)."""
+    delegator node (the demo's chain watcher); then the current round initialized."""
     ledger = net.ledger
     observer = EventWriter(delegator.node, delegator.signer)
     gw = net.gateway.address
@@ -195,6 +195,10 @@ async def _setup_chain(net: Network, plan: NetworkPlan, delegator: Member) -> No
     for who, to, amount in bonds:
         chain_log = await trio.to_thread.run_sync(ledger.bond, who, to, amount)
         await observer.emit(_observed("bond", chain_log, who, to, amount))
+    # the setup's transactions may have moved the chain into a round nobody has initialized:
+    # do it now, as a live network's round initializer does when each round starts, instead of
+    # leaving it to the first job's first quote (a transaction on its critical path)
+    await trio.to_thread.run_sync(ledger.view)
 
 
 def _observed(what: str, at: ChainLog, *args: object) -> k.ChainObserved:
