@@ -63,8 +63,8 @@ def fold_pixels(data: bytes, normalization: Normalization, dtype: str, name: str
     else:
         graph.initializer.append(numpy_helper.from_array(folded_bias, bias_name))
         conv.input.append(bias_name)
+    feeds[0].type.tensor_type.elem_type = PIXEL_TYPES[dtype]
     if dtype == "uint8":
-        feeds[0].type.tensor_type.elem_type = TensorProto.UINT8
         # cast right before the convolution: a leading transpose moves bytes, not floats
         source = conv.input[0]
         cast = helper.make_node("Cast", [source], [f"{source}_as_float"], to=TensorProto.FLOAT)
