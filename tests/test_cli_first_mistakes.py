@@ -127,15 +127,19 @@ def test_two_nodes_on_one_port(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_the_demo(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "node.cli", "demo", "--size", "320x180", "--seconds", "6",
-            "--profiles", "144p", "--out", str(tmp_path / "out"),
-            "--data-dir", str(tmp_path / "nodes")]  # fmt: skip
+    # one orchestrator taking one segment at a time: the job lasts seconds, so the interrupt
+    # lands in it even when this process is slow to send it
+    argv = [sys.executable, "-m", "node.cli", "demo", "--size", "320x180", "--seconds", "40",
+            "--profiles", "144p", "--orchestrators", "1", "--capacity", "1",
+            "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nodes")]  # fmt: skip
     demo = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
     try:
         assert demo.stderr is not None and demo.stdout is not None
-        for line in demo.stderr:  # progress lines; interrupt once the job runs
-            if line.startswith("transcoding"):
+        seen: list[str] = []
+        for line in demo.stderr:  # progress lines; interrupt once a segment is done
+            seen.append(line)
+            if line.startswith("  segment "):
                 break
         demo.send_signal(signal.SIGINT)
         _, rest = demo.communicate(timeout=60)
@@ -143,7 +147,7 @@ def test_ctrl_c_during_the_demo(tmp_path: Path) -> None:
         if demo.poll() is None:
             demo.kill()  # our own child, by its handle
             demo.wait()
-    assert demo.returncode == 130
+    assert demo.returncode == 130, "".join(seen) + rest
     assert rest.strip().splitlines()[-1:] == ["castnet demo: interrupted"], rest
     assert "Traceback" not in rest and len(rest.strip().splitlines()) <= 3, rest
     assert not (tmp_path / "out").exists()  # no half-written output
