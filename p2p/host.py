@@ -413,6 +413,18 @@ class _Pubsub(Pubsub):
         finally:
             self._in_validation.discard(msg_id)
 
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        """py-libp2p's (run when a peer is blacklisted), safe when the peer's stream dies as it
+        is reset: its own teardown removes the peer meanwhile, and py-libp2p's `del` then raised
+        KeyError, which ended this node's pubsub (seen disconnecting a peer on another network)."""
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            if self.peers.get(peer_id) is stream:
+                del self.peers[peer_id]
+        self._forget_all_subscriptions(peer_id)
+
 
 def build_pubsub(
     host: IHost, config: P2PConfig, topics: frozenset[str]

@@ -139,6 +139,33 @@ async def test_peer_on_another_network_is_refused(tmp_path: Path) -> None:
             assert stranger.peer_id not in a.connected_peers()  # its redial was refused
 
 
+async def test_a_peer_whose_stream_dies_while_it_is_blacklisted_leaves_pubsub_running(
+    tmp_path: Path,
+) -> None:
+    # the race the suite met once: a blacklisted peer's pubsub stream is reset, and while the
+    # reset yields, the peer's own teardown removes it; py-libp2p's removal then raised KeyError
+    # and the node's pubsub ended (no more gossip)
+    async with open_local_nodes(tmp_path, 3, FAST) as (a, b, c):
+        await connect([a, b, c], [(0, 1), (0, 2)])
+        pubsub = a.running.pubsub
+        peer = b.running.host.get_id()
+        await until(lambda: peer in pubsub.peers, "A has B's pubsub stream", timeout=10)
+        stream = pubsub.peers[peer]
+        reset = stream.reset
+
+        async def reset_as_the_peer_dies() -> None:
+            await reset()
+            pubsub._handle_dead_peer(peer)  # the peer's teardown, run while the reset yielded
+
+        stream.reset = reset_as_the_peer_dies  # type: ignore[method-assign]
+        pubsub.add_to_blacklist(peer)
+        await until(lambda: peer not in pubsub.peers, "B's stream is gone", timeout=10)
+        assert pubsub.manager.is_running
+        await a.publish(Author(LocalKeySigner(key(9))).sign(offer(3), 3))
+        with trio.fail_after(10):
+            await c.wait_until(lambda: c.event_count() == 1)  # A still gossips
+
+
 async def test_blob_transfer_over_a_real_stream_is_hash_checked(tmp_path: Path) -> None:
     from libp2p.custom_types import TProtocol
 
