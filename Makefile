@@ -11,6 +11,10 @@ ANVIL := .testnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 # The dashboard's HLS player, from its npm package, copied into the Python package (never a CDN)
 HLSJS_VERSION := 1.7.4
 HLSJS := node/api/static/vendor/hls.min.js
+# the suite runs its test files on this many pytest-xdist workers (a file's tests stay together,
+# so a module's deployed contracts are shared); most tests wait on processes and sockets, so two
+# workers roughly halve its time on two cores
+TEST_WORKERS ?= 2
 
 # a stock js-libp2p gossipsub peer for the interop test, pinned by tests/interop/package-lock.json
 INTEROP := tests/interop/node_modules/.package-lock.json
@@ -48,7 +52,7 @@ $(INTEROP): tests/interop/package.json tests/interop/package-lock.json
 interop-deps: $(INTEROP)
 
 test: $(STAMP) testnet-deps interop-deps $(HLSJS)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP) $(HLSJS)
 	$(VENV)/bin/castnet demo

@@ -21,3 +21,7 @@ class CastlogError(StorageError):
 
 class BlobNotFound(StorageError):
     """No blob with that hash in the store."""
+
+
+class StoreClosed(StorageError):
+    """An append after the store's writer stopped (its node is stopping)."""

@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from events.envelope import SignedEvent
+from storage.errors import StoreClosed
 from storage.store import AppendResult, EventStore
 
 MAX_BATCH = 2048
@@ -74,7 +75,12 @@ class StoreService:
         """Queue an append now, without waiting: appends are committed in the order they were
         queued. Wait for the outcome with `wait`."""
         pending = Pending(list(events))
-        self._send.send_nowait(pending)
+        try:
+            self._send.send_nowait(pending)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise StoreClosed(
+                f"the event log {self.store.path} is closed (its node is stopping)"
+            ) from None
         return pending
 
     async def wait(self, pending: Pending) -> list[AppendResult]:

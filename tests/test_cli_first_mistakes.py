@@ -1,7 +1,8 @@
 """A new user's first mistakes, each as a real `castnet` process on 127.0.0.1: a bad listen or
 bootstrap multiaddr, a p2p or API port another program holds (a socket this test binds), a
-second node on the same port, an unreachable bootstrap peer, Ctrl-C during `castnet demo`. Each
-is one line on stderr and a non-zero exit (130 for Ctrl-C), and leaves nothing running."""
+second node on the same port, an unreachable bootstrap peer, Ctrl-C during `castnet demo`, SIGTERM
+during `castnet ai`. Each is one line on stderr and a non-zero exit (130 for Ctrl-C, 143 for
+SIGTERM), and leaves nothing running."""
 
 from __future__ import annotations
 
@@ -126,28 +127,52 @@ def test_two_nodes_on_one_port(tmp_path: Path) -> None:
         assert first.wait(timeout=20) == 0
 
 
-def test_ctrl_c_during_the_demo(tmp_path: Path) -> None:
-    # one orchestrator taking one segment at a time: the job lasts seconds, so the interrupt
-    # lands in it even when this process is slow to send it
-    argv = [sys.executable, "-m", "node.cli", "demo", "--size", "320x180", "--seconds", "40",
-            "--profiles", "144p", "--orchestrators", "1", "--capacity", "1",
-            "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nodes")]  # fmt: skip
-    demo = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+def _signal_after_first_segment(argv: list[str], signum: int) -> tuple[int, str]:
+    """Run `castnet ARGV`, send `signum` once its first segment is done; its exit status and
+    everything it wrote to stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "node.cli", *argv], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        assert demo.stderr is not None and demo.stdout is not None
+        assert proc.stderr is not None and proc.stdout is not None
         seen: list[str] = []
-        for line in demo.stderr:  # progress lines; interrupt once a segment is done
+        for line in proc.stderr:  # progress lines
             seen.append(line)
             if line.startswith("  segment "):
                 break
-        demo.send_signal(signal.SIGINT)
-        _, rest = demo.communicate(timeout=60)
+        proc.send_signal(signum)
+        _, rest = proc.communicate(timeout=60)
     finally:
-        if demo.poll() is None:
-            demo.kill()  # our own child, by its handle
-            demo.wait()
-    assert demo.returncode == 130, "".join(seen) + rest
-    assert rest.strip().splitlines()[-1:] == ["castnet demo: interrupted"], rest
-    assert "Traceback" not in rest and len(rest.strip().splitlines()) <= 3, rest
+        if proc.poll() is None:
+            proc.kill()  # our own child, by its handle
+            proc.wait()
+    return proc.returncode, "".join(seen) + rest
+
+
+def test_ctrl_c_during_the_demo(tmp_path: Path) -> None:
+    # one orchestrator taking one segment at a time: the job lasts seconds, so the interrupt
+    # lands in it even when this process is slow to send it
+    status, err = _signal_after_first_segment(
+        ["demo", "--size", "320x180", "--seconds", "40", "--profiles", "144p",
+         "--orchestrators", "1", "--capacity", "1",
+         "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nodes")],
+        signal.SIGINT,
+    )  # fmt: skip
+    assert status == 130, err
+    rest = err.split("  segment ", 1)[1]
+    assert rest.strip().splitlines()[-1:] == ["castnet demo: interrupted"], err
+    assert "Traceback" not in err and len(rest.strip().splitlines()) <= 3, err
     assert not (tmp_path / "out").exists()  # no half-written output
+
+
+def test_sigterm_during_an_ai_job(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    made = castnet("media", "sample", str(clip), "--size", "320x180", "--seconds", "30")
+    assert made.returncode == 0, made.stderr
+    status, err = _signal_after_first_segment(
+        ["ai", "detect-faces", str(clip), "--orchestrators", "1", "--out", str(tmp_path / "out"),
+         "--data-dir", str(tmp_path / "nodes")],
+        signal.SIGTERM,
+    )  # fmt: skip
+    assert status == 143, err
+    assert err.strip().splitlines()[-1] == "castnet ai: stopped by SIGTERM", err
+    assert "Traceback" not in err and " ERROR " not in err, err

@@ -15,7 +15,7 @@ from events.envelope import sign_event
 from events.fold import fold
 from node.local.synth import synth_events
 from storage.blobs import DirBlobStore, MemoryBlobStore
-from storage.errors import BlobNotFound, StoreCorrupt
+from storage.errors import BlobNotFound, StoreClosed, StoreCorrupt
 from storage.replay import decode_stream, load_state, snapshot
 from storage.service import StoreService
 from storage.store import EventStore, Outcome
@@ -160,6 +160,23 @@ async def test_group_commit_batches_concurrent_appends(tmp_path: Path) -> None:
         assert service.commits < 200  # appends from concurrent tasks shared transactions
         with EventStore(store.path) as fresh:
             assert fresh.count() == 200
+
+
+async def test_an_append_after_the_writer_stopped_says_so(tmp_path: Path) -> None:
+    writer = Author(LocalKeySigner(key(120)))
+    first, second = _offers(writer, 2)
+    with EventStore.open_dir(tmp_path / "n") as store:
+        service = StoreService(store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await service.append(first)
+            nursery.cancel_scope.cancel()  # the node stops: its writer task ends
+        with pytest.raises(StoreClosed, match="is closed"):
+            await service.append(second)
+        service.close()
+        with pytest.raises(StoreClosed, match=str(store.path)):
+            service.enqueue([second])
+        assert store.count() == 1
 
 
 @pytest.mark.parametrize("make", [lambda p: DirBlobStore(p / "blobs"), lambda p: MemoryBlobStore()])

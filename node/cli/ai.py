@@ -27,6 +27,7 @@ from media.errors import MediaError
 from node.amounts import readable
 from node.cli.ai_options import add_option_flags, options_from_args
 from node.cli.commands import amount_arg, command_help
+from node.cli.stopping import stopped_exit, until_done_or_signal
 from node.gateway.ai_jobs import AiJobError, check_options, run_ai_file
 from node.gateway.role import GatewayConfig, SegmentOutcome
 from node.local.network import default_plan, embedded_ledger, open_network
@@ -65,7 +66,9 @@ def cmd_ai(args: argparse.Namespace) -> int:
         for name in ("castnet.p2p", "castnet.gateway", "castnet.orchestrator", "libp2p"):
             logging.getLogger(name).setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="castnet-ai-") as temp:
-        summary = trio.run(_ai, args, args.data_dir or Path(temp))
+        summary, stopped_by = trio.run(until_done_or_signal, _ai, args, args.data_dir or Path(temp))
+    if stopped_by is not None:
+        return stopped_exit("ai", stopped_by)
     if summary["error"]:
         print(f"castnet ai: {summary['error']}", file=sys.stderr)
         return 1

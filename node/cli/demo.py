@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import trio
 
 from node.amounts import AmountError, parse_amount
 from node.cli.commands import command_help
-from node.cli.stopping import stop_on_signal
+from node.cli.stopping import stopped_exit, until_done_or_signal
 from node.config import VERIFY_POLICIES, ConfigError, parse_listen
 from node.gateway.live_ai import LiveAi, LiveAiError, live_ai
 from node.local.demo import Attach, DemoOptions, demo
@@ -161,39 +160,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     attach = _metrics_listener(host, port, say)
     with _logs_to_file(data_dir, args.verbose) as log_file, _plain_exits():
         summary, stopped_by = trio.run(
-            _stoppable, demo, options, say, attach, serve if args.serve else None
+            until_done_or_signal, demo, options, say, attach, serve if args.serve else None
         )
     if stopped_by is not None:
-        what = "interrupted" if stopped_by == signal.SIGINT else f"stopped by {stopped_by.name}"
-        print(f"castnet demo: {what}", file=sys.stderr)
-        return 128 + stopped_by
+        return stopped_exit("demo", stopped_by)
     if args.serve:
         return 130  # stopped by Ctrl-C; the summary was shown before serving
     show(summary)
     ok = summary["ok"] and summary["audit"]["clean"]
     return 0 if ok else 1
-
-
-async def _stoppable(
-    work: Callable[..., Awaitable[dict[str, Any]]], *args: Any
-) -> tuple[dict[str, Any], signal.Signals | None]:
-    """`work(*args)` until it ends or the first SIGINT (Ctrl-C) or SIGTERM: the signal cancels
-    it, every node stops cleanly (a second signal, or 30 s, ends the process at once), and the
-    signal is returned with an empty summary. The signal is taken here, not left to trio to
-    raise as KeyboardInterrupt in whatever task runs when it arrives: a library task can
-    swallow that (hypercorn's server takes it for its own shutdown), and the demo then ran to
-    its end as if no Ctrl-C had come."""
-    summary: dict[str, Any] = {}
-    with stop_on_signal() as stopper:
-        async with trio.open_nursery() as nursery:
-
-            async def run() -> None:
-                summary.update(await work(*args))
-                nursery.cancel_scope.cancel()  # done: stop waiting for a signal
-
-            nursery.start_soon(run)
-            await stopper.wait(nursery.cancel_scope)
-    return summary, stopper.signal
 
 
 def _cannot_listen(host: str, port: int) -> str:

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -124,3 +125,33 @@ def stop_on_signal(limit_s: float = STOP_LIMIT_S) -> Iterator[Stopper]:
             yield stopper
         finally:
             stopper.disarm()
+
+
+async def until_done_or_signal(
+    work: Callable[..., Awaitable[dict[str, Any]]], *args: Any
+) -> tuple[dict[str, Any], signal.Signals | None]:
+    """`work(*args)` (a command that runs a network in this process) until it ends or the first
+    SIGINT (Ctrl-C) or SIGTERM: the signal cancels it, every node stops cleanly (bounded as in
+    `stop_on_signal`), and the signal is returned with an empty result. The signal is taken
+    here, not left to trio to raise as KeyboardInterrupt in whatever task runs when it
+    arrives: a library task can swallow that (hypercorn's server takes it for its own
+    shutdown), and `castnet demo` then ran its job to the end as if no Ctrl-C had come."""
+    result: dict[str, Any] = {}
+    with stop_on_signal() as stopper:
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                result.update(await work(*args))
+                nursery.cancel_scope.cancel()  # done: stop waiting for a signal
+
+            nursery.start_soon(run)
+            await stopper.wait(nursery.cancel_scope)
+    return result, stopper.signal
+
+
+def stopped_exit(command: str, signum: signal.Signals) -> int:
+    """The line and exit status of a command stopped by a signal: 130 for Ctrl-C, 143 for
+    SIGTERM."""
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
+    print(f"castnet {command}: {what}", file=sys.stderr)
+    return 128 + signum

@@ -55,6 +55,7 @@ from payments.balance import segment_fee
 from payments.errors import ParamsExpired, PaymentError
 from payments.sender import Sender, SenderConfig
 from payments.ticket import SignedTicket
+from storage.errors import StoreClosed
 
 log = logging.getLogger("castnet.gateway")
 MAX_ATTEMPTS = 3
@@ -188,6 +189,9 @@ class SegmentMarket(JournalResume):
                     if again == BUSY_ANSWER:  # its slots hold jobs we do not know of: back off
                         busy_answers += 1
                         await trio.sleep(min(BUSY_BACKOFF_MAX_S, 0.25 * 2 ** min(busy_answers, 8)))
+        except StoreClosed as exc:  # the node stops under it: said in one line
+            log.info("segment %d not finished: %s", work.seq, exc)
+            outcome.errors.append(str(exc))
         except Exception as exc:  # a segment's failure is reported, never crashes the job
             log.exception("segment %d failed", work.seq)
             outcome.errors.append(repr(exc))
