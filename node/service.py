@@ -42,6 +42,7 @@ from node.orchestrator.role import Orchestrator
 from node.orchestrator.tickets import SqliteTicketStore
 from node.writer import EventWriter
 from p2p.node import P2PNode
+from storage.errors import StoreClosed
 
 log = logging.getLogger("castnet.service")
 SERVICE_FILE = "service.json"
@@ -232,6 +233,9 @@ class NodeService:
                 redeemed = await orchestrator.redeem_due()
                 if redeemed:
                     log.info("redeemed %d winning ticket(s)", redeemed)
+            except StoreClosed as exc:  # the node is stopping under the pass
+                log.info("redemption pass cut short: %s", exc)
+                return
             except Exception:  # a chain hiccup must not stop the node; retried next interval
                 log.exception("redemption pass failed")
             await trio.sleep(self.config.redeem_interval_s)

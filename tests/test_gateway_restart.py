@@ -158,20 +158,28 @@ async def _killed_mid_job(
     assert len(segments) == SEGMENTS
     # each segment was accepted exactly once, over both runs
     assert Counter(hash_of[j] for j in accepted_jobs(after)) == Counter(segments)
-    # each segment posted once: one whose attempt was open at the kill (the orchestrator took
-    # its tickets) is not posted again, its result is fetched from the orchestrator
-    per_segment = Counter(b.input_hash for _, b in after if isinstance(b, k.JobPosted))
-    assert set(per_segment.values()) == {1}, (per_segment, open_at_kill)
+    # a job open at the kill that the orchestrator took (its tickets are taken once the whole
+    # segment is in) is not posted again: its result is fetched. One whose upload the kill cut
+    # was never taken, and is posted anew
     assert open_at_kill, "the kill must leave an attempt open"
-    # the very job open at the kill was accepted: its result fetched, not computed again
-    assert open_jobs <= set(accepted_jobs(after)), open_jobs
+    paid = {b.job_id for _, b in own_events(orch_dir, orch_address)
+            if isinstance(b, k.TicketReceived)}  # fmt: skip
+    taken = open_jobs & paid
+    assert taken, "the kill must leave a job the orchestrator took open"
+    taken_at_kill = {hash_of[j] for j in taken}
+    per_segment = Counter(b.input_hash for _, b in after if isinstance(b, k.JobPosted))
+    again = {h for h, n in per_segment.items() if n > 1}
+    assert set(per_segment.values()) <= {1, 2}, per_segment
+    assert again <= {hash_of[j] for j in open_jobs - paid}, (per_segment, open_at_kill, paid)
+    # the very jobs taken at the kill were accepted: their results fetched, not computed again
+    assert taken <= set(accepted_jobs(after)), taken
     # after the restart, nothing is assigned or paid for a segment verified before the kill
     resumed = [b for seq, b in after if seq > last_seq]
     assert not any(isinstance(b, k.JobPosted) and b.input_hash in verified for b in resumed)
     for body in resumed:
         if isinstance(body, k.JobAssigned | k.TicketIssued):
-            # nothing paid again for a segment verified, or open, at the kill
-            assert hash_of[body.job_id] not in verified | open_at_kill, body
+            # nothing paid again for a segment verified, or taken, at the kill
+            assert hash_of[body.job_id] not in verified | taken_at_kill, body
     tickets = [b for b in resumed if isinstance(b, k.TicketIssued)]
     assert tickets and {b.recipient for b in tickets} == {orch_address}
     for data_dir in (gw_dir, orch_dir):

@@ -13,6 +13,7 @@ from libp2p.network.stream.net_stream import INetStream
 from node.protocol import REFUSED, Refused
 from p2p.errors import ProtocolError
 from p2p.framing import MessageStream
+from storage.errors import StoreClosed
 
 log = logging.getLogger("castnet.orchestrator")
 
@@ -50,6 +51,8 @@ async def answering(
         await refuse(ms, exc)
     except ProtocolError as exc:
         log.info("%s stream from %s broke: %s", what, peer_name(stream), exc)
+    except StoreClosed as exc:  # the node is stopping under the request
+        log.info("%s from %s cut short: %s", what, peer_name(stream), exc)
     except Exception:  # a bug must not take the node down
         log.exception("%s from %s failed unexpectedly", what, peer_name(stream))
     finally:
