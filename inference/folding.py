@@ -11,6 +11,8 @@ the graph after any leading transpose (which moves a quarter of the bytes it wou
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -47,9 +49,10 @@ def fold_pixels(data: bytes, normalization: Normalization, dtype: str, name: str
         )
     scale = np.float64(normalization.scale) / np.asarray(normalization.std, np.float64)
     shift = -np.asarray(normalization.mean, np.float64) / np.asarray(normalization.std, np.float64)
+    bias_name = conv.input[2] if len(conv.input) > 2 and conv.input[2] else ""
     bias = (
-        numpy_helper.to_array(weights[conv.input[2]]).astype(np.float64)
-        if len(conv.input) > 2 and conv.input[2]
+        numpy_helper.to_array(weights[bias_name]).astype(np.float64)
+        if bias_name
         else np.zeros(kernel.shape[0])
     )
     folded_kernel = (kernel * scale[None, :, None, None]).astype(np.float32)
@@ -57,10 +60,10 @@ def fold_pixels(data: bytes, normalization: Normalization, dtype: str, name: str
         np.float32
     )
     weights[conv.input[1]].CopyFrom(numpy_helper.from_array(folded_kernel, conv.input[1]))
-    bias_name = conv.input[2] if len(conv.input) > 2 and conv.input[2] else f"{conv.name}_bias"
-    if bias_name in weights:
+    if bias_name:
         weights[bias_name].CopyFrom(numpy_helper.from_array(folded_bias, bias_name))
     else:
+        bias_name = f"{conv.name}_bias"
         graph.initializer.append(numpy_helper.from_array(folded_bias, bias_name))
         conv.input.append(bias_name)
     feeds[0].type.tensor_type.elem_type = PIXEL_TYPES[dtype]
@@ -104,18 +107,19 @@ def _first_conv(graph: onnx.GraphProto, start: str, name: str) -> onnx.NodeProto
     raise ModelUnreadable(f"model {name!r}: no convolution reads the input")
 
 
+def _attribute(node: onnx.NodeProto, name: str) -> Any:
+    """The value of `node`'s attribute `name`, or None when it has none."""
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
 def _ints(node: onnx.NodeProto, attribute: str) -> list[int]:
-    for a in node.attribute:
-        if a.name == attribute:
-            value = helper.get_attribute_value(a)
-            return list(value) if isinstance(value, list | tuple) else [int(value)]
-    return []
+    value = _attribute(node, attribute)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [int(value)]
 
 
 def _auto_pad(node: onnx.NodeProto) -> str:
-    for a in node.attribute:
-        if a.name == "auto_pad":
-            value = helper.get_attribute_value(a)
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            return "" if text == "NOTSET" else text
-    return ""
+    value = _attribute(node, "auto_pad")
+    text = value.decode() if isinstance(value, bytes) else str(value or "")
+    return "" if text == "NOTSET" else text
