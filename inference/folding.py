@@ -107,19 +107,19 @@ def _first_conv(graph: onnx.GraphProto, start: str, name: str) -> onnx.NodeProto
     raise ModelUnreadable(f"model {name!r}: no convolution reads the input")
 
 
-def _attribute(node: onnx.NodeProto, name: str) -> Any:
+def node_attribute(node: onnx.NodeProto, name: str) -> Any:
     """The value of `node`'s attribute `name`, or None when it has none."""
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
 
 
 def _ints(node: onnx.NodeProto, attribute: str) -> list[int]:
-    value = _attribute(node, attribute)
+    value = node_attribute(node, attribute)
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [int(value)]
 
 
 def _auto_pad(node: onnx.NodeProto) -> str:
-    value = _attribute(node, "auto_pad")
+    value = node_attribute(node, "auto_pad")
     text = value.decode() if isinstance(value, bytes) else str(value or "")
     return "" if text == "NOTSET" else text

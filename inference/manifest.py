@@ -56,12 +56,15 @@ class ModelFile:
     """One ONNX graph of a model (a cascade such as MTCNN has several), pinned by its sha256.
 
     `pixels` ("uint8" or "float32"): load the graph so that it takes pixel values of that type,
-    the manifest's normalization folded into its first convolution (`inference.folding`)."""
+    the manifest's normalization folded into its first convolution (`inference.folding`).
+    `layout` ("NHWC" for a fully convolutional graph of an NWHC model): load the graph so that it
+    takes images in that layout, its kernels transposed instead (`inference.layouts`)."""
 
     role: str
     path: Path
     sha256: str
     pixels: str | None = None
+    layout: str | None = None
 
     def read_verified(self, model: str) -> bytes:
         """The file's bytes, refused unless they hash to the pinned sha256."""
@@ -110,6 +113,12 @@ class ModelManifest:
             raise InvalidManifest(f"model {self.name!r}: dtype {self.dtype!r} not in {DTYPES}")
         if not self.files:
             raise InvalidManifest(f"model {self.name!r}: no files")
+        for f in self.files:
+            if f.layout is not None and (f.layout, self.layout) != ("NHWC", "NWHC"):
+                raise InvalidManifest(
+                    f"model {self.name!r}: file {f.role!r} can be loaded NHWC only from NWHC,"
+                    f" not {f.layout!r} from {self.layout!r}"
+                )
         if self.multiple < 1:
             raise InvalidManifest(
                 f"model {self.name!r}: multiple must be >= 1, not {self.multiple}"

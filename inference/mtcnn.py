@@ -11,11 +11,9 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import av
-import av.filter
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
@@ -72,12 +70,17 @@ class FaceDetector:
         self.sizes = [(math.ceil(height * s), math.ceil(width * s)) for s in self.scales]
         self._full = VideoReformatter()
         self._scalers = [VideoReformatter() for _ in self.scales]
-        # P-Net takes width-major images (NWHC): FFmpeg's transpose filter swaps the axes of each
-        # scaled image ~20x faster than a strided numpy copy of 3-byte pixels
-        layout = self.manifest.layout
-        if layout not in ("NWHC", "NHWC"):
+        if self.manifest.layout not in ("NWHC", "NHWC"):
             raise ShapeMismatch(f"model {self.manifest.name!r}: MTCNN takes NWHC or NHWC input")
-        self._transposers = [_Transposer(w, h) for h, w in self.sizes] if layout == "NWHC" else []
+        # the pyramid goes to P-Net as swscale writes it, height-major: a P-Net trained on
+        # width-major images is loaded with its kernels transposed (`inference.layouts`)
+        if (self.pnet.layout or self.manifest.layout) != "NHWC":
+            raise ShapeMismatch(
+                f"model {self.manifest.name!r}: P-Net must take NHWC images (load its file with"
+                ' layout = "NHWC")'
+            )
+        # R-Net and O-Net are not fully convolutional: their crops are gathered in their order
+        self._width_major = self.manifest.layout == "NWHC"
         # P-Net (one step's thread) and R-/O-Net (the next step's) take turns in onnxruntime:
         # each run gets every intra-op thread, as in a run on its own, instead of two thread
         # pools splitting the cores between them mid-operator; the numpy work between the nets
@@ -94,30 +97,27 @@ class FaceDetector:
         for i, picture in enumerate(pictures):
             full = self._full.reformat(picture, width, height, "rgb24", threads=1)
             images[i, 1:-1, 1:-1] = packed(full)
-        pyramid, width_major = [], bool(self._transposers)
+        pyramid = []
         for level, (h, w) in enumerate(self.sizes):
-            # memory in the model's order; `laid` is (N, H, W, 3) over it
-            batch = np.empty((count, w, h, 3) if width_major else (count, h, w, 3), np.uint8)
+            batch = np.empty((count, h, w, 3), np.uint8)
             for i, picture in enumerate(pictures):
                 batch[i] = packed(self._level(level, picture))
-            laid = batch.transpose(0, 2, 1, 3) if width_major else batch
-            pyramid.append(self._feed(self.pnet, laid))
+            pyramid.append(self._feed(self.pnet, batch))
         return FaceBatch(images, pyramid)
 
     def _level(self, level: int, picture: av.VideoFrame) -> av.VideoFrame:
         """One pyramid level of a frame as rgb24 (area-averaged, as the reference MTCNN scales
-        its images), in the model's order."""
+        its images)."""
         h, w = self.sizes[level]
-        scaled = self._scalers[level].reformat(
+        return self._scalers[level].reformat(
             picture, w, h, "rgb24", interpolation=Interpolation.AREA, threads=1
         )
-        return self._transposers[level].apply(scaled) if self._transposers else scaled
 
     def _feed(self, net: ModelRunner, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) images as `net` takes them: pixel values when its graph folds the
         normalization in (no arithmetic here), else the normalized tensor."""
         if net.pixels is not None:
-            return to_pixels(images, self.manifest, net.pixels)
+            return to_pixels(images, net.layout or self.manifest.layout, net.pixels)
         return to_tensor(images, self.manifest)
 
     def detect(self, batch: FaceBatch) -> list[tuple[Box, ...]]:
@@ -144,9 +144,7 @@ class FaceDetector:
         for scale, tensor in zip(self.scales, batch.pyramid, strict=True):
             with self._turns:
                 outputs = run_batch(self.pnet, tensor)
-            # outputs are width-major like the input: back to (N, H', W', C)
-            reg = _by_channels(outputs, 4).transpose(0, 2, 1, 3)
-            prob = _by_channels(outputs, 2).transpose(0, 2, 1, 3)
+            reg, prob = _by_channels(outputs, 4), _by_channels(outputs, 2)  # (N, H', W', C)
             boxes, owners = _cell_boxes(prob[..., 1], reg, scale, self.settings.thresholds[0])
             bounds = np.searchsorted(owners, np.arange(count + 1))  # owners come sorted
             for i in range(count):
@@ -173,7 +171,7 @@ class FaceDetector:
         if len(owners) == 0:
             return boxes
         stacked = np.concatenate(boxes)
-        crops = _crops(images, owners, stacked, size, width_major=bool(self._transposers))
+        crops = _crops(images, owners, stacked, size, width_major=self._width_major)
         regs, probs = [], []
         for start in range(0, len(crops), CHUNK):
             tensor = self._feed(net, crops[start : start + CHUNK])
@@ -255,27 +253,6 @@ def packed(frame: av.VideoFrame) -> np.ndarray:
     return rows.reshape(frame.height, plane.line_size)[:, : frame.width * 3].reshape(
         frame.height, frame.width, 3
     )
-
-
-class _Transposer:
-    """Swaps the axes of `width` x `height` rgb24 frames with FFmpeg's transpose filter (exact)."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.graph = av.filter.Graph()
-        self.graph.threads = 1  # the pipeline's other stages and the model need the cores
-        source = self.graph.add_buffer(
-            width=width, height=height, format="rgb24", time_base=Fraction(1, 1)
-        )
-        flip = self.graph.add("transpose", "dir=cclock_flip")  # rows become columns, no turn
-        source.link_to(flip)
-        flip.link_to(self.graph.add("buffersink"))
-        self.graph.configure()
-        self.pts = 0
-
-    def apply(self, frame: av.VideoFrame) -> av.VideoFrame:
-        frame.pts, self.pts = self.pts, self.pts + 1
-        self.graph.vpush(frame)
-        return self.graph.vpull()
 
 
 def _crops(

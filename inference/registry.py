@@ -48,6 +48,7 @@ def builtin_manifests() -> list[ModelManifest]:
                     mtcnn / "pnet.onnx",
                     "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
                     pixels="uint8",
+                    layout="NHWC",  # fully convolutional: its pyramid is fed as frames come
                 ),
                 ModelFile(
                     "rnet",

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from inference.errors import InferenceError, ModelUnreadable, ShapeMismatch
 from inference.folding import fold_pixels
+from inference.layouts import height_major
 from inference.manifest import ModelManifest
 from inference.providers import CPU, ProviderChoice
 
@@ -30,11 +31,18 @@ class ModelRunner:
     feeds every input of a model that takes more (an image and style weights)."""
 
     def __init__(
-        self, model: str, session: ort.InferenceSession, device_id: int, pixels: str | None = None
+        self,
+        model: str,
+        session: ort.InferenceSession,
+        device_id: int,
+        pixels: str | None = None,
+        layout: str | None = None,
     ) -> None:
         self.model, self.session, self.device_id = model, session, device_id
         # the pixel type the session takes as it is (normalization folded in), None: tensors
         self.pixels = pixels
+        # the image layout the session takes when it is not the manifest's (None: the manifest's)
+        self.layout = layout
         inputs = session.get_inputs()
         if not inputs:
             raise ShapeMismatch(f"model {model!r} has no inputs")
@@ -134,6 +142,8 @@ def load_model(manifest: ModelManifest, choice: ProviderChoice) -> LoadedModel:
         data = file.read_verified(manifest.name)
         if file.pixels is not None:
             data = fold_pixels(data, manifest.normalization, file.pixels, manifest.name)
+        if file.layout is not None:
+            data = height_major(data, manifest.name)
         try:
             session = choice.create_session(data)
         except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, ... for bad graphs
@@ -141,7 +151,9 @@ def load_model(manifest: ModelManifest, choice: ProviderChoice) -> LoadedModel:
             raise ModelUnreadable(
                 f"model {manifest.name!r}: {file.path.name} is not a loadable ONNX model: {reason}"
             ) from exc
-        runners[file.role] = ModelRunner(manifest.name, session, choice.device_id, file.pixels)
+        runners[file.role] = ModelRunner(
+            manifest.name, session, choice.device_id, file.pixels, file.layout
+        )
     provider = next(iter(runners.values())).provider
     return LoadedModel(
         manifest=manifest,

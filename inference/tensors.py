@@ -43,11 +43,11 @@ def to_tensor(images: np.ndarray | list[np.ndarray], manifest: ModelManifest) ->
     return tensor
 
 
-def to_pixels(images: np.ndarray, manifest: ModelManifest, dtype: str) -> np.ndarray:
-    """(N, H, W, 3) images in the manifest's layout as `dtype` pixel values, for a graph that
-    folds the normalization in (`inference.folding`): no copy when `images` is a view of memory
-    already in that layout and of that type."""
-    return np.ascontiguousarray(images.transpose(_TO_LAYOUT[manifest.layout]), dtype=dtype)
+def to_pixels(images: np.ndarray, layout: str, dtype: str) -> np.ndarray:
+    """(N, H, W, 3) images in `layout` as `dtype` pixel values, for a graph that folds the
+    normalization in (`inference.folding`): no copy when `images` is a view of memory already
+    in that layout and of that type."""
+    return np.ascontiguousarray(images.transpose(_TO_LAYOUT[layout]), dtype=dtype)
 
 
 def _laid_out(images: list[np.ndarray], layout: str) -> np.ndarray:

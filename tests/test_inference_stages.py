@@ -169,16 +169,16 @@ def test_face_batches_hold_exactly_the_scaled_frames_the_plain_way_gives() -> No
     border = np.ones(batch.images.shape[:3], bool)
     border[:, 1:-1, 1:-1] = False
     assert not batch.images[border].any()  # crops read black outside the frame
-    # P-Net takes uint8 pixels (its normalization is folded into its graph), width-major
-    assert model.runner("pnet").pixels == "uint8"
+    # P-Net takes uint8 pixels (its normalization is folded into its graph), height-major as
+    # swscale writes them (its kernels are transposed instead)
+    assert (model.runner("pnet").pixels, model.runner("pnet").layout) == ("uint8", "NHWC")
     for (h, w), pixels in zip(detector.sizes, batch.pyramid, strict=True):
         scaler = VideoReformatter()
         scaled = [
             scaler.reformat(p, w, h, "rgb24", interpolation=Interpolation.AREA).to_ndarray()
             for p in pictures
         ]
-        wide = np.stack(scaled).transpose(0, 2, 1, 3)  # NWHC
-        assert pixels.dtype == np.uint8 and np.array_equal(pixels, wide)
+        assert pixels.dtype == np.uint8 and np.array_equal(pixels, np.stack(scaled))
 
 
 def test_text_regions_score_their_mean_probability() -> None:
