@@ -17,6 +17,7 @@ from libp2p.stream_muxer.exceptions import MuxedStreamError
 from sha3 import keccak_256
 
 from p2p.errors import BlobMismatch, FrameTooLarge, ProtocolError, StreamClosed, StreamTimeout
+from p2p.muxer import expect_bytes
 
 HEADER = 4
 CHUNK = 256 * 1024
@@ -126,6 +127,7 @@ class MessageStream:
             raise BlobMismatch(f"peer offered blob {digest.hex()[:16]}, not {expected.hex()[:16]}")
         if size > max_bytes:
             raise FrameTooLarge(f"blob of {size} bytes exceeds the {max_bytes}-byte limit")
+        await expect_bytes(self.stream, size)  # accepted: the sender need not wait for credit
         hasher = keccak_256()
         data = bytearray()
         while len(data) < size:

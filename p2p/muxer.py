@@ -8,25 +8,31 @@ less CPU per gossip event without them. go-yamux (and js-libp2p's yamux) send an
 update only once the credit the sender lacks reaches half the receive window, and that is all
 the protocol needs: the sender never waits while the reader keeps reading.
 
-The window itself is what py-libp2p's per-read updates grew it to within the first burst of
-reads: go-yamux's maximum, 16 MiB, granted at a stream's first read (one update), so a large
-transfer (a segment's upload, its renditions) keeps the window it had. Without the grant the
-window stayed at 256-512 KiB; the gossip figures were the same either way."""
+The window grows with what the reader takes, not with what the sender offers: it starts at yamux's
+256 KiB and doubles each time the reader has taken half of it, up to go-yamux's maximum of 16 MiB.
+A steady transfer (a segment's upload, its renditions) reaches the full window within its first
+few megabytes; a peer whose one small request was read cannot park more than the first window in
+this node's memory on that stream. A reader that accepts a blob of a known size credits the
+sender for all of it at once (`expect_bytes`). (An earlier version granted the full 16 MiB at a
+stream's first read: any peer that opened a stream and sent a request got 16 MiB of credit.)"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE, YamuxStream
 
 
 async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
-    """After a read: send the sender the credit it lacks, once that is half the target window.
-    Replaces py-libp2p's per-read release (its `_auto_tune_and_send_window_update`)."""
+    """After a read: once the reader has taken half the window, double it (up to the maximum)
+    and send the sender the credit it lacks. Replaces py-libp2p's per-read release (its
+    `_auto_tune_and_send_window_update`)."""
     async with self.window_lock:
-        self.target_recv_window = MAX_WINDOW_SIZE
         buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
         lacking = self.target_recv_window - (self.recv_window + buffered)
         if lacking <= 0 or lacking < self.target_recv_window // 2:
             return
+        self.target_recv_window = min(self.target_recv_window * 2, MAX_WINDOW_SIZE)
         increment = self._grow_to_delta(buffered)
         self._pending_recv_release = 0
     if increment > 0:  # sent outside the lock, as py-libp2p does (inbound updates take it)
@@ -36,3 +42,18 @@ async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
 def batch_window_updates() -> None:
     """Install the batched credit release on py-libp2p's yamux streams (idempotent)."""
     YamuxStream._auto_tune_and_send_window_update = _return_credit  # type: ignore[method-assign]
+
+
+async def expect_bytes(stream: Any, size: int) -> None:
+    """Credit the sender at once for `size` bytes the reader of `stream` is about to read (a blob
+    it has accepted), up to the maximum window, instead of doubling the window as they come.
+    Streams other than yamux's (test doubles, other muxers) are left alone."""
+    muxed = getattr(stream, "muxed_stream", None)
+    if not isinstance(muxed, YamuxStream):
+        return
+    async with muxed.window_lock:
+        buffered = len(muxed.conn.stream_buffers.get(muxed.stream_id, b""))
+        muxed.target_recv_window = min(MAX_WINDOW_SIZE, max(muxed.target_recv_window, size))
+        increment = muxed._grow_to_delta(buffered)
+    if increment > 0:
+        await muxed.send_window_update(increment, skip_lock=True)

@@ -1,6 +1,7 @@
 """Yamux credit comes back in half-window batches (p2p/muxer.py): a stream read in many small reads
-costs the reader a WINDOW_UPDATE frame per half window read (16 MiB window), not one per read,
-and a transfer larger than the window still completes. Two real libp2p hosts on 127.0.0.1."""
+costs the reader a WINDOW_UPDATE frame per half window read, not one per read; the window grows
+from 256 KiB to 16 MiB only as the reader takes data, and a transfer larger than the window still
+completes. Two real libp2p hosts on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, MAX_WINDOW_SIZE, YamuxStream
+from sha3 import keccak_256
 
 from p2p.config import P2PConfig
+from p2p.framing import MSG_BLOB, MessageStream
 from p2p.host import running_host
 from p2p.localnet import LOOPBACK
 
@@ -67,5 +70,80 @@ async def test_many_small_writes_cost_few_window_updates(monkeypatch: pytest.Mon
     assert received == TOTAL
     assert reads >= TOTAL // READ
     count = updates[reader_stream[0]]
-    # the window granted at the first read, then credit once per half window read
-    assert 2 <= count <= 1 + TOTAL // (MAX_WINDOW_SIZE // 2) + 1, count
+    # one update per doubling of the window (each half window read), then once per half window
+    doublings = (MAX_WINDOW_SIZE // DEFAULT_WINDOW_SIZE).bit_length() - 1
+    assert 2 <= count <= doublings + TOTAL // (MAX_WINDOW_SIZE // 2) + 1, count
+
+
+async def test_credit_grows_with_what_the_reader_takes() -> None:
+    """A peer whose first small request was read must not be able to park megabytes in this
+    node's memory on that stream: credit grows with what the reader has taken (doubling each
+    time half the window is read, up to go-yamux's 16 MiB), not at the first read."""
+    first_read, release = trio.Event(), trio.Event()
+    received = 0
+    read_by: list[Any] = []
+
+    async def slow(stream: INetStream) -> None:
+        nonlocal received
+        read_by.append(stream.muxed_stream)  # type: ignore[attr-defined]
+        received += len(await stream.read(100))  # one small request, then a long pause
+        first_read.set()
+        await release.wait()
+        while received < TOTAL:
+            data = await stream.read(WRITE)
+            if not data:
+                break
+            received += len(data)
+
+    config = P2PConfig(listen=(LOOPBACK,))
+    async with (
+        running_host(create_new_key_pair(b"\x23" * 32), config, frozenset()) as reader,
+        running_host(create_new_key_pair(b"\x24" * 32), config, frozenset()) as writer,
+    ):
+        reader.host.set_stream_handler(SINK, slow)
+        await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
+        stream = await writer.host.new_stream(reader.host.get_id(), [SINK])
+        await stream.write(b"\x01" * 100)
+        with trio.fail_after(30):
+            await first_read.wait()
+            await trio.sleep(0.2)  # any update the read caused has arrived
+        credit = stream.muxed_stream.send_window  # type: ignore[attr-defined]
+        assert credit <= DEFAULT_WINDOW_SIZE, credit  # 256 KiB, less the request
+        release.set()
+        with trio.fail_after(60):
+            for _ in range(TOTAL // WRITE):
+                await stream.write(b"\x5a" * WRITE)
+            while received < TOTAL:
+                await trio.sleep(0.01)
+        # a reader that keeps up ends with the full window granted
+        assert read_by[0].target_recv_window == MAX_WINDOW_SIZE
+        await stream.close()
+
+
+async def test_a_reader_that_accepts_a_blob_credits_the_sender_for_all_of_it_at_once() -> None:
+    size = 3 * 1024 * 1024
+    blob = bytes(range(256)) * (size // 256)
+    got: list[bytes] = []
+
+    async def accept(stream: INetStream) -> None:
+        got.append(await MessageStream(stream, 1024, 30).receive_blob(size))
+
+    config = P2PConfig(listen=(LOOPBACK,))
+    async with (
+        running_host(create_new_key_pair(b"\x25" * 32), config, frozenset()) as reader,
+        running_host(create_new_key_pair(b"\x26" * 32), config, frozenset()) as writer,
+    ):
+        reader.host.set_stream_handler(SINK, accept)
+        await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
+        stream = await writer.host.new_stream(reader.host.get_id(), [SINK])
+        sender = MessageStream(stream, 1024, 30)
+        await sender.send([MSG_BLOB, keccak_256(blob).digest(), size])  # announced, not sent
+        with trio.fail_after(30):
+            while stream.muxed_stream.send_window < size:  # type: ignore[attr-defined]
+                await trio.sleep(0.01)  # credit for the whole blob, before any of it is read
+            for start in range(0, size, WRITE):
+                await stream.write(blob[start : start + WRITE])
+            while not got:
+                await trio.sleep(0.01)
+        await stream.close()
+    assert got == [blob]
