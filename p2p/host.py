@@ -21,7 +21,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import ParseError
-from libp2p.io.exceptions import IncompleteReadError, IOException, MessageTooLarge
+from libp2p.io.exceptions import IOException, MessageTooLarge
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
@@ -45,6 +45,7 @@ from p2p.addrs import check_listen_addr, port_in_use
 from p2p.config import P2PConfig
 from p2p.errors import P2PError
 from p2p.muxer import batch_window_updates
+from p2p.rpc_reader import RpcReader
 
 log = logging.getLogger("castnet.p2p.host")
 MAX_RPC_BYTES = 1024 * 1024  # one gossip RPC frame; an event is at most 64 KiB
@@ -164,49 +165,8 @@ class _OutboundQueues(dict[ID, Any]):
 
 
 INFLIGHT_PER_PEER = 8  # a peer's gossip messages in validation at once; then reading pauses
-READ_CHUNK = 256 * 1024  # bytes asked of the muxer per read of a pubsub stream
 _RECORD_TTL_S = 5.0  # how long our own signed peer record is reused without a fresh check
 _RECORDS_REMEMBERED = 4096
-
-
-class _FrameReader:
-    """Varint-prefixed frames from a stream, read in large chunks. py-libp2p reads each RPC's
-    length one byte at a time, and each yamux read then sent a window update frame
-    (Noise-encrypted, one syscall) back (p2p/muxer.py now batches those): 3-4 reads and as many
-    updates per RPC, more CPU than the message itself."""
-
-    def __init__(self, stream: INetStream, max_frame: int) -> None:
-        self.stream = stream
-        self.max_frame = max_frame
-        self._buffer = bytearray()
-
-    async def _fill(self) -> None:
-        chunk = await self.stream.read(READ_CHUNK)
-        if not chunk:
-            raise IncompleteReadError("pubsub stream ended inside a frame")
-        self._buffer += chunk
-
-    async def next(self) -> bytes:
-        length = shift = 0
-        index = 0
-        while True:
-            while index >= len(self._buffer):
-                await self._fill()
-            byte = self._buffer[index]
-            index += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift >= 63:
-                raise ParseError("pubsub frame length: varint too long")
-        if length > self.max_frame:
-            raise MessageTooLarge(f"pubsub frame of {length} bytes, over {self.max_frame}")
-        while len(self._buffer) < index + length:
-            await self._fill()
-        frame = bytes(self._buffer[index : index + length])
-        del self._buffer[: index + length]
-        return frame
 
 
 def _cached_envelope(host: IHost) -> tuple[bytes, bool]:
@@ -256,7 +216,7 @@ class _Pubsub(Pubsub):
         """Read a peer's RPCs (py-libp2p's loop, with buffered reads and each peer's signed
         record verified once, not in every RPC: it is the same bytes every time)."""
         peer = stream.muxed_conn.peer_id
-        reader = _FrameReader(stream, self.max_inbound_rpc_size)
+        reader = RpcReader(stream, self.max_inbound_rpc_size)
         try:
             while self.manager.is_running:
                 frame = await reader.next()

@@ -32,7 +32,10 @@ async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
         lacking = self.target_recv_window - (self.recv_window + buffered)
         if lacking <= 0 or lacking < self.target_recv_window // 2:
             return
-        self.target_recv_window = min(self.target_recv_window * 2, MAX_WINDOW_SIZE)
+        largest = getattr(self, "castnet_window_cap", MAX_WINDOW_SIZE)
+        self.target_recv_window = max(
+            self.target_recv_window, min(self.target_recv_window * 2, largest)
+        )
         increment = self._grow_to_delta(buffered)
         self._pending_recv_release = 0
     if increment > 0:  # sent outside the lock, as py-libp2p does (inbound updates take it)
@@ -57,3 +60,10 @@ async def expect_bytes(stream: Any, size: int) -> None:
         increment = muxed._grow_to_delta(buffered)
     if increment > 0:
         await muxed.send_window_update(increment, skip_lock=True)
+
+
+def cap_window(stream: Any, largest: int) -> None:
+    """Never let `stream`'s receive window grow past `largest` bytes (yamux streams only)."""
+    muxed = getattr(stream, "muxed_stream", None)
+    if isinstance(muxed, YamuxStream):
+        muxed.castnet_window_cap = largest  # type: ignore[attr-defined]

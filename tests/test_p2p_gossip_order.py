@@ -16,8 +16,8 @@ from events.author import Author
 from events.crypto import LocalKeySigner
 from p2p.config import P2PConfig
 from p2p.gossip import encode_batch
-from p2p.host import _FrameReader
 from p2p.localnet import connect, open_local_nodes
+from p2p.rpc_reader import RpcReader
 from tests.conftest import key
 from tests.test_p2p_bad_input import attacker_of, offer
 
@@ -51,14 +51,14 @@ async def test_frame_reader_splits_and_joins_frames() -> None:
     # cut everywhere: inside a length prefix, inside a body, and several frames in one chunk
     cuts = [1, 2, 5, 7, 300, 310, 40_000, len(wire)]
     chunks = [wire[a:b] for a, b in zip([0, *cuts], cuts, strict=False) if wire[a:b]]
-    reader = _FrameReader(_Chunks(chunks), max_frame=100_000)  # type: ignore[arg-type]
+    reader = RpcReader(_Chunks(chunks), max_frame=100_000)  # type: ignore[arg-type]
     assert [await reader.next() for _ in frames] == frames
     with pytest.raises(IncompleteReadError):
         await reader.next()
 
 
 async def test_frame_reader_refuses_an_oversized_frame_before_reading_it() -> None:
-    reader = _FrameReader(_Chunks([_varint(2_000_000) + b"x"]), max_frame=1024)  # type: ignore[arg-type]
+    reader = RpcReader(_Chunks([_varint(2_000_000) + b"x"]), max_frame=1024)  # type: ignore[arg-type]
     with pytest.raises(MessageTooLarge):
         await reader.next()
 

@@ -21,6 +21,7 @@ from p2p.config import P2PConfig
 from p2p.framing import MSG_BLOB, MessageStream
 from p2p.host import running_host
 from p2p.localnet import LOOPBACK
+from p2p.rpc_reader import GOSSIP_WINDOW
 
 SINK = TProtocol("/castnet-test/sink/1")
 READ = 4096  # bytes per read: thousands of reads, each a chance to send an update
@@ -147,3 +148,32 @@ async def test_a_reader_that_accepts_a_blob_credits_the_sender_for_all_of_it_at_
                 await trio.sleep(0.01)
         await stream.close()
     assert got == [blob]
+
+
+async def test_a_gossip_stream_read_for_megabytes_keeps_a_small_window() -> None:
+    """While a node validates a peer's messages it stops reading that peer's gossip; what the
+    peer sends meanwhile waits in memory, up to the stream's window: two of the largest RPCs
+    (p2p/rpc_reader.py), not 16 MiB, however much gossip the stream has carried."""
+    topic, count, size = "castnet-test-window", 24, 300 * 1024
+    config = P2PConfig(listen=(LOOPBACK,))
+    async with (
+        running_host(create_new_key_pair(b"\x27" * 32), config, frozenset({topic})) as reader,
+        running_host(create_new_key_pair(b"\x28" * 32), config, frozenset({topic})) as writer,
+    ):
+        subscription = await reader.pubsub.subscribe(topic)
+        await writer.pubsub.subscribe(topic)
+        await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
+        with trio.fail_after(30):
+            while reader.host.get_id() not in writer.pubsub.peer_topics.get(topic, set()):
+                await trio.sleep(0.05)
+            for i in range(count):  # 7 MiB in all: an unlimited window doubles to 8 MiB
+                await writer.pubsub.publish(topic, bytes([i]) * size)
+            for _ in range(count):
+                await subscription.get()
+        conns = reader.host.get_network().connections[writer.host.get_id()]
+        targets = [
+            s.target_recv_window
+            for conn in (conns if isinstance(conns, list) else [conns])
+            for s in conn.muxed_conn.streams.values()
+        ]
+    assert targets and max(targets) <= GOSSIP_WINDOW, targets
