@@ -18,9 +18,19 @@ stream's first read: any peer that opened a stream and sent a request got 16 MiB
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE, YamuxStream
+from libp2p.network.connection.exceptions import RawConnError
+from libp2p.stream_muxer.yamux.yamux import (
+    DEFAULT_WINDOW_SIZE,
+    MAX_MESSAGE_SIZE,
+    MAX_WINDOW_SIZE,
+    Yamux,
+    YamuxStream,
+)
+
+log = logging.getLogger("castnet.p2p.muxer")
 
 
 async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
@@ -42,9 +52,61 @@ async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
         await self.send_window_update(increment, skip_lock=True)
 
 
+class WindowExceeded(RawConnError):
+    """A peer sent a stream more than the credit it was given: the connection is closed."""
+
+
+class _Buffer(bytearray):
+    """A stream's received bytes not yet read, refusing to grow past the stream's window.
+
+    py-libp2p 0.8.1 logs a peer that sends past the receive window and buffers the bytes anyway,
+    so a peer that ignores flow control could fill this node's memory through any stream nobody
+    reads. go-yamux ends the session in that case; so does castnet: the check raises, and
+    py-libp2p's reader treats a connection error by closing the connection."""
+
+    muxer: Yamux
+    stream_id: int
+
+    def extend(self, data: Any) -> None:
+        stream = self.muxer.streams.get(self.stream_id)
+        window = stream.target_recv_window if stream is not None else DEFAULT_WINDOW_SIZE
+        over = len(self) + len(data) - window - MAX_MESSAGE_SIZE  # a frame of slack
+        if over > 0:
+            muxer = self.muxer
+            if not getattr(muxer, "castnet_closing", False):
+                muxer.castnet_closing = True  # type: ignore[attr-defined]
+                log.warning("peer %s sent %d bytes past the receive window of a stream: closing"
+                            " the connection", muxer.peer_id, over)  # fmt: skip
+                if muxer._nursery is not None:  # py-libp2p's own teardown of a broken connection
+                    muxer._nursery.start_soon(muxer._cleanup_on_error)
+            raise WindowExceeded(f"peer sent {over} bytes past a stream's receive window")
+        super().extend(data)
+
+
+class _Buffers(dict[int, bytearray]):
+    def __init__(self, muxer: Yamux) -> None:
+        super().__init__()
+        self.muxer = muxer
+
+    def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
+        bounded = buffer if isinstance(buffer, _Buffer) else _Buffer(buffer)
+        bounded.muxer, bounded.stream_id = self.muxer, stream_id
+        super().__setitem__(stream_id, bounded)
+
+
+_yamux_init = Yamux.__init__
+
+
+def _bounded_init(self: Yamux, *args: Any, **kwargs: Any) -> None:
+    _yamux_init(self, *args, **kwargs)
+    self.stream_buffers = _Buffers(self)
+
+
 def batch_window_updates() -> None:
-    """Install the batched credit release on py-libp2p's yamux streams (idempotent)."""
+    """Install the batched credit release on py-libp2p's yamux streams, and the receive-window
+    check on its connections (idempotent)."""
     YamuxStream._auto_tune_and_send_window_update = _return_credit  # type: ignore[method-assign]
+    Yamux.__init__ = _bounded_init  # type: ignore[method-assign]
 
 
 async def expect_bytes(stream: Any, size: int) -> None:

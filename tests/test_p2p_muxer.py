@@ -5,6 +5,8 @@ completes. Two real libp2p hosts on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import struct
 from collections import Counter
 from typing import Any
 
@@ -14,7 +16,13 @@ from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, MAX_WINDOW_SIZE, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import (
+    DEFAULT_WINDOW_SIZE,
+    MAX_WINDOW_SIZE,
+    TYPE_DATA,
+    YAMUX_HEADER_FORMAT,
+    YamuxStream,
+)
 from sha3 import keccak_256
 
 from p2p.config import P2PConfig
@@ -177,3 +185,46 @@ async def test_a_gossip_stream_read_for_megabytes_keeps_a_small_window() -> None
             for s in conn.muxed_conn.streams.values()
         ]
     assert targets and max(targets) <= GOSSIP_WINDOW, targets
+
+
+async def test_a_peer_that_sends_past_the_window_is_disconnected_and_nothing_piles_up() -> None:
+    """py-libp2p buffers whatever a peer sends, window or not; castnet closes the connection of
+    a peer that sends a stream more than its credit, and the node goes on serving others."""
+    read_by: list[Any] = []
+    largest = 0
+
+    async def idle(stream: INetStream) -> None:
+        read_by.append(stream.muxed_stream)  # type: ignore[attr-defined]
+        await stream.read(1)  # then never again
+        await trio.sleep_forever()
+
+    config = P2PConfig(listen=(LOOPBACK,))
+    async with (
+        running_host(create_new_key_pair(b"\x29" * 32), config, frozenset()) as node,
+        running_host(create_new_key_pair(b"\x2a" * 32), config, frozenset()) as flooder,
+        running_host(create_new_key_pair(b"\x2b" * 32), config, frozenset()) as honest,
+    ):
+        node.host.set_stream_handler(SINK, idle)
+        await flooder.host.connect(PeerInfo(node.host.get_id(), node.host.get_addrs()))
+        stream = await flooder.host.new_stream(node.host.get_id(), [SINK])
+        await stream.write(b"\x01")
+        muxed = stream.muxed_stream  # type: ignore[attr-defined]
+        chunk = b"\x66" * (32 * 1024)
+        frame = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, muxed.stream_id, len(chunk))
+        with trio.fail_after(30):
+            while not read_by:
+                await trio.sleep(0.01)
+            with contextlib.suppress(Exception):  # the connection goes away under the flood
+                for _ in range(256):  # 8 MiB on a 256 KiB window, flow control ignored
+                    await muxed.conn._write_frame(frame + chunk)
+                    buffered = read_by[0].conn.stream_buffers.get(read_by[0].stream_id, b"")
+                    largest = max(largest, len(buffered))
+            while node.host.get_network().connections.get(flooder.host.get_id()):
+                await trio.sleep(0.05)
+            # the node still serves a well-behaved peer
+            await honest.host.connect(PeerInfo(node.host.get_id(), node.host.get_addrs()))
+            other = await honest.host.new_stream(node.host.get_id(), [SINK])
+            await other.write(b"\x01")
+            while len(read_by) < 2:
+                await trio.sleep(0.01)
+    assert largest <= DEFAULT_WINDOW_SIZE + 64 * 1024, largest
