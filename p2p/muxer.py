@@ -83,6 +83,13 @@ class _Buffer(bytearray):
         super().extend(data)
 
 
+class _SaidOnce(logging.Filter):
+    """py-libp2p logs a refused frame as an ERROR of its own; castnet's warning says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "past a stream's receive window" not in record.getMessage()
+
+
 class _Buffers(dict[int, bytearray]):
     def __init__(self, muxer: Yamux) -> None:
         super().__init__()
@@ -107,6 +114,9 @@ def batch_window_updates() -> None:
     check on its connections (idempotent)."""
     YamuxStream._auto_tune_and_send_window_update = _return_credit  # type: ignore[method-assign]
     Yamux.__init__ = _bounded_init  # type: ignore[method-assign]
+    yamux_log = logging.getLogger(Yamux.__module__)
+    if not any(isinstance(f, _SaidOnce) for f in yamux_log.filters):
+        yamux_log.addFilter(_SaidOnce())
 
 
 async def expect_bytes(stream: Any, size: int) -> None:

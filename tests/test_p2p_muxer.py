@@ -187,7 +187,9 @@ async def test_a_gossip_stream_read_for_megabytes_keeps_a_small_window() -> None
     assert targets and max(targets) <= GOSSIP_WINDOW, targets
 
 
-async def test_a_peer_that_sends_past_the_window_is_disconnected_and_nothing_piles_up() -> None:
+async def test_a_peer_that_sends_past_the_window_is_disconnected_and_nothing_piles_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """py-libp2p buffers whatever a peer sends, window or not; castnet closes the connection of
     a peer that sends a stream more than its credit, and the node goes on serving others."""
     read_by: list[Any] = []
@@ -228,3 +230,5 @@ async def test_a_peer_that_sends_past_the_window_is_disconnected_and_nothing_pil
             while len(read_by) < 2:
                 await trio.sleep(0.01)
     assert largest <= DEFAULT_WINDOW_SIZE + 64 * 1024, largest
+    said = [r for r in caplog.records if "past" in r.getMessage() and "window" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in said] == [("castnet.p2p.muxer", "WARNING")]
