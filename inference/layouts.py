@@ -45,13 +45,15 @@ def height_major(data: bytes, name: str) -> bytes:
     if len(feeds) != 1 or len(feeds[0].type.tensor_type.shape.dim) != 4:
         raise ModelUnreadable(f"model {name!r}: a height-major load needs one rank-4 input")
     axes: dict[str, tuple[str, ...]] = {feeds[0].name: (N, S, S, C)}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    swapped: set[str] = set()  # kernels already transposed (two convolutions may share one)
     for node in graph.node:
         image = [axes[i] for i in node.input if i in axes]
         if not image:
             continue  # works on constants only
-        out = _rewrite(node, image[0], weights, name)
-        for output in node.output:
-            axes[output] = out
+        out = _rewrite(node, image[0], weights, name, opset, swapped)
+        for tensor in node.output:
+            axes[tensor] = out
     _swap_spatial(feeds[0], (N, S, S, C))
     for output in graph.output:
         if output.name in axes:
@@ -62,7 +64,12 @@ def height_major(data: bytes, name: str) -> bytes:
 
 
 def _rewrite(
-    node: onnx.NodeProto, image: tuple[str, ...], weights: dict[str, Any], name: str
+    node: onnx.NodeProto,
+    image: tuple[str, ...],
+    weights: dict[str, Any],
+    name: str,
+    opset: int,
+    swapped: set[str],
 ) -> tuple[str, ...]:
     """Rewrite `node`, whose image input has `image` axes, in place; its output's axes."""
     op = node.op_type
@@ -73,11 +80,12 @@ def _rewrite(
         if image != (N, C, S, S):
             raise _mixing(name, node, f"runs over axes {''.join(image)}, not NCHW")
         _swap_window(node)
-        if op == "Conv":
+        if op == "Conv" and node.input[1] not in swapped:
             kernel = numpy_helper.to_array(_constant(node, 1, weights, name))
             weights[node.input[1]].CopyFrom(
                 numpy_helper.from_array(np.ascontiguousarray(kernel.swapaxes(2, 3)), node.input[1])
             )
+            swapped.add(node.input[1])
         return image
     if op in ELEMENTWISE:
         for other in node.input[1:]:
@@ -88,7 +96,7 @@ def _rewrite(
         return image
     if op in ("Softmax", "LogSoftmax"):
         axis = node_attribute(node, "axis")
-        axis = -1 if axis is None else int(axis)
+        axis = (1 if opset < 13 else -1) if axis is None else int(axis)  # the default changed
         if image[axis] != C:
             raise _mixing(name, node, "normalizes over a spatial axis")
         return image

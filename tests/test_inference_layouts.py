@@ -100,3 +100,32 @@ def test_a_file_can_be_loaded_height_major_only_from_width_major() -> None:
         files=(ModelFile("main", Path("m.onnx"), "0" * 64, layout="NHWC"),), layout="NWHC", **kwargs
     )
     assert manifest.files[0].layout == "NHWC"
+
+
+def test_a_kernel_two_convolutions_share_is_transposed_once() -> None:
+    kernel = np.random.default_rng(13).normal(size=(2, 3, 3, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "k"], ["a"]),
+        helper.make_node("Conv", ["t", "k"], ["b"], strides=[2, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "W", "H", 3])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2, "A", "B"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2, "C", "D"]),
+        ],
+        [numpy_helper.from_array(kernel, "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    images = np.random.default_rng(17).normal(size=(2, 19, 29, 3)).astype(np.float32)
+    plain, tall = session(data), session(height_major(data, "shared"))
+    wide = np.ascontiguousarray(images.transpose(0, 2, 1, 3))
+    want = plain.run(None, {"x": wide})
+    got = tall.run(None, {"x": images})
+    for a, b in zip(want, got, strict=True):  # NCHW maps: the two spatial axes are 2 and 3
+        assert np.abs(a.transpose(0, 1, 3, 2) - b).max() < 1e-5
