@@ -12,6 +12,7 @@ The binary comes from `make testnet-deps` (npm package `@foundry-rs/anvil` in `.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,10 +48,38 @@ def find_binary() -> Path:
     raise ChainError("anvil is not installed: run `make testnet-deps` (or set CASTNET_ANVIL)")
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORTS_BELOW_EPHEMERAL = 12_000  # how far below the ephemeral range ports are picked
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port nothing listens on at 127.0.0.1 now, for a process to listen on later.
+
+    Picked below the kernel's ephemeral range: the kernel takes outgoing connections' local ports
+    from that range, so a port it hands out there (bind to port 0) can be taken by any process's
+    outgoing connection before the listener binds it (seen with the suite's tests run two at a
+    time: a testnet node failed with "Address already in use")."""
+    low = ephemeral_low()
+    picker = random.SystemRandom()
+    for _ in range(200):
+        port = picker.randrange(max(1024, low - PORTS_BELOW_EPHEMERAL), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # every pick taken: the kernel's choice, as before
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux; 32768, its default, elsewhere)."""
+    try:
+        return max(2048, int(EPHEMERAL_RANGE.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _answers(url_port: int) -> bool:

@@ -4,12 +4,13 @@ account, and `stop()` ends exactly the process it started; a missing binary says
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from chain import anvil as anvil_module
-from chain.anvil import Anvil, dev_key, find_binary
+from chain.anvil import Anvil, dev_key, ephemeral_low, find_binary, free_port
 from chain.client import Chain
 from chain.errors import ChainError
 from events.crypto import LocalKeySigner
@@ -40,3 +41,14 @@ def test_a_missing_binary_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ChainError, match="make testnet-deps"):
         Anvil.start()
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_are_free() -> None:
+    """Outgoing connections take their local ports from the kernel's ephemeral range, so a port
+    picked there may be gone before its listener binds it; `free_port` picks below it."""
+    low = ephemeral_low()
+    ports = [free_port() for _ in range(20)]
+    assert all(1024 <= port < low for port in ports), ports
+    assert len(set(ports)) > 15  # picked at random, not one port over and over
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))  # nothing listens there
