@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import trio
-from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.peerinfo import PeerInfo
@@ -25,11 +24,10 @@ from libp2p.stream_muxer.yamux.yamux import (
 )
 from sha3 import keccak_256
 
-from p2p.config import P2PConfig
-from p2p.framing import MSG_BLOB, MessageStream
-from p2p.host import running_host
-from p2p.localnet import LOOPBACK
+from p2p.framing import HEADER, MSG_BLOB, MessageStream, pack_message
+from p2p.peers import DISCONNECTED, PeerEvents
 from p2p.rpc_reader import GOSSIP_WINDOW
+from tests.p2p_hosts import loopback_hosts, open_stream
 
 SINK = TProtocol("/castnet-test/sink/1")
 READ = 4096  # bytes per read: thousands of reads, each a chance to send an update
@@ -62,14 +60,9 @@ async def test_many_small_writes_cost_few_window_updates(monkeypatch: pytest.Mon
             reads += 1
         done.set()
 
-    config = P2PConfig(listen=(LOOPBACK,))
-    async with (
-        running_host(create_new_key_pair(b"\x21" * 32), config, frozenset()) as reader,
-        running_host(create_new_key_pair(b"\x22" * 32), config, frozenset()) as writer,
-    ):
+    async with loopback_hosts(0x21, 0x22) as (reader, writer):
         reader.host.set_stream_handler(SINK, sink)
-        await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
-        stream = await writer.host.new_stream(reader.host.get_id(), [SINK])
+        stream = await open_stream(writer, reader, SINK)
         with trio.fail_after(60):
             for _ in range(TOTAL // WRITE):
                 await stream.write(b"\x5a" * WRITE)
@@ -88,7 +81,7 @@ async def test_credit_grows_with_what_the_reader_takes() -> None:
     """A peer whose first small request was read must not be able to park megabytes in this
     node's memory on that stream: credit grows with what the reader has taken (doubling each
     time half the window is read, up to go-yamux's 16 MiB), not at the first read."""
-    first_read, release = trio.Event(), trio.Event()
+    release, done = trio.Event(), trio.Event()
     received = 0
     read_by: list[Any] = []
 
@@ -96,64 +89,77 @@ async def test_credit_grows_with_what_the_reader_takes() -> None:
         nonlocal received
         read_by.append(stream.muxed_stream)  # type: ignore[attr-defined]
         received += len(await stream.read(100))  # one small request, then a long pause
-        first_read.set()
+        # frames on a connection arrive in order: any credit the read sent precedes this answer
+        await stream.write(b"ok")
         await release.wait()
         while received < TOTAL:
             data = await stream.read(WRITE)
             if not data:
                 break
             received += len(data)
+        done.set()
 
-    config = P2PConfig(listen=(LOOPBACK,))
-    async with (
-        running_host(create_new_key_pair(b"\x23" * 32), config, frozenset()) as reader,
-        running_host(create_new_key_pair(b"\x24" * 32), config, frozenset()) as writer,
-    ):
+    async with loopback_hosts(0x23, 0x24) as (reader, writer):
         reader.host.set_stream_handler(SINK, slow)
-        await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
-        stream = await writer.host.new_stream(reader.host.get_id(), [SINK])
+        stream = await open_stream(writer, reader, SINK)
         await stream.write(b"\x01" * 100)
         with trio.fail_after(30):
-            await first_read.wait()
-            await trio.sleep(0.2)  # any update the read caused has arrived
+            assert await stream.read(2) == b"ok"
         credit = stream.muxed_stream.send_window  # type: ignore[attr-defined]
         assert credit <= DEFAULT_WINDOW_SIZE, credit  # 256 KiB, less the request
         release.set()
         with trio.fail_after(60):
             for _ in range(TOTAL // WRITE):
                 await stream.write(b"\x5a" * WRITE)
-            while received < TOTAL:
-                await trio.sleep(0.01)
+            await done.wait()
         # a reader that keeps up ends with the full window granted
         assert read_by[0].target_recv_window == MAX_WINDOW_SIZE
         await stream.close()
 
 
+class _Gated:
+    """A stream whose reads past its first `after` bytes wait for `gate`: the reader has taken
+    a blob's announcement and reads none of the blob until the test lets it."""
+
+    def __init__(self, stream: INetStream, after: int, gate: trio.Event) -> None:
+        self.stream, self.after, self.gate = stream, after, gate
+        self.muxed_stream = stream.muxed_stream  # type: ignore[attr-defined]
+        self.taken = 0
+
+    async def read(self, n: int | None = None) -> bytes:
+        if self.taken >= self.after:
+            await self.gate.wait()
+        data = await self.stream.read(n)
+        self.taken += len(data)
+        return data
+
+    async def write(self, data: bytes) -> None:
+        await self.stream.write(data)
+
+
 async def test_a_reader_that_accepts_a_blob_credits_the_sender_for_all_of_it_at_once() -> None:
     size = 3 * 1024 * 1024
     blob = bytes(range(256)) * (size // 256)
+    announcement = [MSG_BLOB, keccak_256(blob).digest(), size]
+    written, received = trio.Event(), trio.Event()
     got: list[bytes] = []
 
     async def accept(stream: INetStream) -> None:
-        got.append(await MessageStream(stream, 1024, 30).receive_blob(size))
+        gated = _Gated(stream, HEADER + len(pack_message(announcement)), written)
+        got.append(await MessageStream(gated, 1024, 30).receive_blob(size))
+        received.set()
 
-    config = P2PConfig(listen=(LOOPBACK,))
-    async with (
-        running_host(create_new_key_pair(b"\x25" * 32), config, frozenset()) as reader,
-        running_host(create_new_key_pair(b"\x26" * 32), config, frozenset()) as writer,
-    ):
+    async with loopback_hosts(0x25, 0x26) as (reader, writer):
         reader.host.set_stream_handler(SINK, accept)
-        await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
-        stream = await writer.host.new_stream(reader.host.get_id(), [SINK])
-        sender = MessageStream(stream, 1024, 30)
-        await sender.send([MSG_BLOB, keccak_256(blob).digest(), size])  # announced, not sent
+        stream = await open_stream(writer, reader, SINK)
+        await MessageStream(stream, 1024, 30).send(announcement)
         with trio.fail_after(30):
-            while stream.muxed_stream.send_window < size:  # type: ignore[attr-defined]
-                await trio.sleep(0.01)  # credit for the whole blob, before any of it is read
+            # the reader reads none of the blob yet: all of it goes out on the credit it gave
+            # for the announced size (on the initial window alone, the writes would stall)
             for start in range(0, size, WRITE):
                 await stream.write(blob[start : start + WRITE])
-            while not got:
-                await trio.sleep(0.01)
+            written.set()
+            await received.wait()
         await stream.close()
     assert got == [blob]
 
@@ -163,17 +169,12 @@ async def test_a_gossip_stream_read_for_megabytes_keeps_a_small_window() -> None
     peer sends meanwhile waits in memory, up to the stream's window: two of the largest RPCs
     (p2p/rpc_reader.py), not 16 MiB, however much gossip the stream has carried."""
     topic, count, size = "castnet-test-window", 24, 300 * 1024
-    config = P2PConfig(listen=(LOOPBACK,))
-    async with (
-        running_host(create_new_key_pair(b"\x27" * 32), config, frozenset({topic})) as reader,
-        running_host(create_new_key_pair(b"\x28" * 32), config, frozenset({topic})) as writer,
-    ):
+    async with loopback_hosts(0x27, 0x28, topics=frozenset({topic})) as (reader, writer):
         subscription = await reader.pubsub.subscribe(topic)
         await writer.pubsub.subscribe(topic)
         await writer.host.connect(PeerInfo(reader.host.get_id(), reader.host.get_addrs()))
+        await writer.pubsub.wait_for_mesh(reader.host.get_id(), topic, timeout=30)
         with trio.fail_after(30):
-            while reader.host.get_id() not in writer.pubsub.peer_topics.get(topic, set()):
-                await trio.sleep(0.05)
             for i in range(count):  # 7 MiB in all: an unlimited window doubles to 8 MiB
                 await writer.pubsub.publish(topic, bytes([i]) * size)
             for _ in range(count):
@@ -193,42 +194,37 @@ async def test_a_peer_that_sends_past_the_window_is_disconnected_and_nothing_pil
     """py-libp2p buffers whatever a peer sends, window or not; castnet closes the connection of
     a peer that sends a stream more than its credit, and the node goes on serving others."""
     read_by: list[Any] = []
+    opened = [trio.Event(), trio.Event()]  # a stream of the flooder's, then the honest peer's
     largest = 0
 
     async def idle(stream: INetStream) -> None:
         read_by.append(stream.muxed_stream)  # type: ignore[attr-defined]
         await stream.read(1)  # then never again
+        opened[len(read_by) - 1].set()
         await trio.sleep_forever()
 
-    config = P2PConfig(listen=(LOOPBACK,))
-    async with (
-        running_host(create_new_key_pair(b"\x29" * 32), config, frozenset()) as node,
-        running_host(create_new_key_pair(b"\x2a" * 32), config, frozenset()) as flooder,
-        running_host(create_new_key_pair(b"\x2b" * 32), config, frozenset()) as honest,
-    ):
+    send, events = trio.open_memory_channel[tuple[str, Any]](64)
+    async with loopback_hosts(0x29, 0x2A, 0x2B) as (node, flooder, honest):
+        node.host.get_network().register_notifee(PeerEvents(send))
         node.host.set_stream_handler(SINK, idle)
-        await flooder.host.connect(PeerInfo(node.host.get_id(), node.host.get_addrs()))
-        stream = await flooder.host.new_stream(node.host.get_id(), [SINK])
+        stream = await open_stream(flooder, node, SINK)
         await stream.write(b"\x01")
         muxed = stream.muxed_stream  # type: ignore[attr-defined]
         chunk = b"\x66" * (32 * 1024)
         frame = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, muxed.stream_id, len(chunk))
         with trio.fail_after(30):
-            while not read_by:
-                await trio.sleep(0.01)
+            await opened[0].wait()
             with contextlib.suppress(Exception):  # the connection goes away under the flood
                 for _ in range(256):  # 8 MiB on a 256 KiB window, flow control ignored
                     await muxed.conn._write_frame(frame + chunk)
                     buffered = read_by[0].conn.stream_buffers.get(read_by[0].stream_id, b"")
                     largest = max(largest, len(buffered))
-            while node.host.get_network().connections.get(flooder.host.get_id()):
-                await trio.sleep(0.05)
+            async for what, peer in events:  # the node drops the flooder
+                if (what, peer) == (DISCONNECTED, flooder.host.get_id()):
+                    break
             # the node still serves a well-behaved peer
-            await honest.host.connect(PeerInfo(node.host.get_id(), node.host.get_addrs()))
-            other = await honest.host.new_stream(node.host.get_id(), [SINK])
-            await other.write(b"\x01")
-            while len(read_by) < 2:
-                await trio.sleep(0.01)
+            await (await open_stream(honest, node, SINK)).write(b"\x01")
+            await opened[1].wait()
     assert largest <= DEFAULT_WINDOW_SIZE + 64 * 1024, largest
     said = [r for r in caplog.records if "past" in r.getMessage() and "window" in r.getMessage()]
     assert [(r.name, r.levelname) for r in said] == [("castnet.p2p.muxer", "WARNING")]

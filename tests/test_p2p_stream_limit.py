@@ -5,18 +5,16 @@ once, and the node goes on serving other peers. Real libp2p hosts on 127.0.0.1."
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import trio
-from libp2p.crypto.secp256k1 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2p.config import P2PConfig
 from p2p.connections import MAX_INBOUND_STREAMS
-from p2p.host import running_host
-from p2p.localnet import LOOPBACK
+from tests.p2p_hosts import loopback_hosts, open_stream
 
 HOLD = TProtocol("/castnet-test/hold/1")
 
@@ -26,11 +24,11 @@ async def test_a_peer_cannot_hold_more_than_its_share_of_streams_open(
 ) -> None:
     held = 0
     most = 0
-    served: set[object] = set()
+    served: dict[Any, trio.Event] = {}  # peer -> set once the node runs a stream of it
 
     async def hold(stream: INetStream) -> None:
         nonlocal held, most
-        served.add(stream.muxed_conn.peer_id)
+        served.setdefault(stream.muxed_conn.peer_id, trio.Event()).set()
         held += 1
         most = max(most, held)
         try:
@@ -38,13 +36,8 @@ async def test_a_peer_cannot_hold_more_than_its_share_of_streams_open(
         finally:
             held -= 1
 
-    config = P2PConfig(listen=(LOOPBACK,))
     caplog.set_level(logging.WARNING, logger="castnet.p2p.connections")
-    async with (
-        running_host(create_new_key_pair(b"\x31" * 32), config, frozenset()) as node,
-        running_host(create_new_key_pair(b"\x32" * 32), config, frozenset()) as greedy,
-        running_host(create_new_key_pair(b"\x33" * 32), config, frozenset()) as other,
-    ):
+    async with loopback_hosts(0x31, 0x32, 0x33) as (node, greedy, other):
         node.host.set_stream_handler(HOLD, hold)
         await greedy.host.connect(PeerInfo(node.host.get_id(), node.host.get_addrs()))
         opened = refused = 0
@@ -55,10 +48,8 @@ async def test_a_peer_cannot_hold_more_than_its_share_of_streams_open(
                     opened += 1
                 except Exception:  # reset by the node: py-libp2p raises its stream errors
                     refused += 1
-            await other.host.connect(PeerInfo(node.host.get_id(), node.host.get_addrs()))
-            await other.host.new_stream(node.host.get_id(), [HOLD])
-            while other.host.get_id() not in served:  # the node still serves other peers
-                await trio.sleep(0.01)
+            await open_stream(other, node, HOLD)  # the node still serves other peers
+            await served.setdefault(other.host.get_id(), trio.Event()).wait()
     assert refused >= 40 and opened <= MAX_INBOUND_STREAMS
     assert most <= MAX_INBOUND_STREAMS
     refusals = [r for r in caplog.records if "refusing more" in r.getMessage()]
