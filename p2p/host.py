@@ -46,6 +46,7 @@ from p2p.config import P2PConfig
 from p2p.connections import limit_inbound_streams
 from p2p.errors import P2PError
 from p2p.muxer import batch_window_updates
+from p2p.quicklocks import install_quick_locks
 from p2p.rpc_reader import RpcReader
 
 log = logging.getLogger("castnet.p2p.host")
@@ -187,6 +188,7 @@ _ENVELOPES: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.Weak
 _gossipsub_module.env_to_send_in_RPC = _cached_envelope  # type: ignore[attr-defined]
 batch_window_updates()
 limit_inbound_streams()
+install_quick_locks()
 
 
 class _Pubsub(Pubsub):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.stream_muxer.yamux.yamux import (
     DEFAULT_WINDOW_SIZE,
@@ -31,6 +32,7 @@ from libp2p.stream_muxer.yamux.yamux import (
 )
 
 log = logging.getLogger("castnet.p2p.muxer")
+TEAR_DOWN_S = 10.0  # the most a broken connection's teardown may take
 
 
 async def _return_credit(self: YamuxStream, *, bytes_read: int = 0) -> None:
@@ -78,9 +80,17 @@ class _Buffer(bytearray):
                 log.warning("peer %s sent %d bytes past the receive window of a stream: closing"
                             " the connection", muxer.peer_id, over)  # fmt: skip
                 if muxer._nursery is not None:  # py-libp2p's own teardown of a broken connection
-                    muxer._nursery.start_soon(muxer._cleanup_on_error)
+                    muxer._nursery.start_soon(_tear_down, muxer)
             raise WindowExceeded(f"peer sent {over} bytes past a stream's receive window")
         super().extend(data)
+
+
+async def _tear_down(muxer: Yamux) -> None:
+    """py-libp2p's teardown of a broken connection, to the end: it runs in the muxer's nursery,
+    which py-libp2p cancels once the muxer's reader stops, and the reader stops as soon as the
+    teardown begins; cancelled there, the connection was never reported closed."""
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + TEAR_DOWN_S):
+        await muxer._cleanup_on_error()
 
 
 class _SaidOnce(logging.Filter):

@@ -14,6 +14,7 @@ takes one frame at a time needs, and a sender on a 100 ms path still gets 20 MiB
 
 from __future__ import annotations
 
+import trio
 from libp2p.exceptions import ParseError
 from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.network.stream.net_stream import INetStream
@@ -34,6 +35,9 @@ class RpcReader:
         cap_window(stream, max(GOSSIP_WINDOW, 2 * max_frame))
 
     async def _fill(self) -> None:
+        # a schedule point per chunk: the muxer's locks take no turn (p2p.quicklocks), and a
+        # stream whose window is full of frames would otherwise be read through in one go
+        await trio.lowlevel.checkpoint()
         chunk = await self.stream.read(READ_CHUNK)
         if not chunk:
             raise IncompleteReadError("pubsub stream ended inside a frame")
