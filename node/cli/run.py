@@ -15,6 +15,7 @@ import trio
 
 from events.crypto import to_checksum
 from node.cli.commands import command_help
+from node.cli.heap import freeze_startup_heap
 from node.cli.stopping import stop_on_signal
 from node.config import (
     ADMIT_MODES,
@@ -161,6 +162,8 @@ async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
     with stop_on_signal() as stopper:
         async with trio.open_nursery() as nursery:
             service: NodeService = await nursery.start(NodeService(config, keys).run)
+            frozen = freeze_startup_heap()
+            log.debug("%d objects made by the start left out of garbage collection", frozen)
             status = service.status()
             print(f"castnet node pid {status['pid']} on network {status['network']} "
                   f"(ledger: {status['ledger']})", flush=True)  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from node.cli.commands import command_help
+from node.cli.heap import freeze_startup_heap
 from node.cli.stopping import stop_on_signal
 from node.config import ConfigError, parse_listen
 from node.orchestrator.role import capabilities
@@ -106,5 +107,7 @@ async def serve(worker: Worker, metrics: tuple[str, int] | None = None) -> None:
                 app = build_ops_app([metrics_route(WorkerMetrics(worker).render)])
                 host, port = await nursery.start(serve_app, app, *metrics)
                 print(f"  metrics http://{host}:{port}/metrics", flush=True)
+            frozen = freeze_startup_heap()
+            log.debug("%d objects made by the start left out of garbage collection", frozen)
             await stopper.wait(nursery.cancel_scope)
     print(f"stopped ({worker.stats.segments} segment(s) served)", flush=True)
