@@ -121,11 +121,14 @@ class _GossipSub(GossipSub):
     """Gossipsub with the message cache above, and an equivocation check (same `from + seqno`,
     other content) only for messages that carry `from` and `seqno`: unsigned messages from
     StrictNoSign peers carry neither, and all shared one empty key, so only the first was
-    forwarded."""
+    forwarded. Without py-libp2p's peer scorer: with its default parameters (every threshold
+    -inf, every weight 0) it gates nothing, yet scored each mesh peer three times for every
+    message sent; castnet's own penalties (p2p.guard) decide which peers are banned."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mcache = _MessageCache(self.mcache.window_size, self.mcache.history_size)
+        self.scorer = None
 
     def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
         if not msg.from_id or not msg.seqno:
