@@ -113,7 +113,8 @@ def _swapping(init: Callable[..., None], names: tuple[str, ...]) -> Callable[...
 
 
 def install_quick_locks() -> None:
-    """Make py-libp2p's streams, sessions and muxers use quick locks (idempotent)."""
+    """Make py-libp2p's TCP streams, streams, muxers and their read-write locks use quick locks
+    (idempotent)."""
     global _installed
     if _installed:
         return
