@@ -180,6 +180,7 @@ async def test_the_quote_fetched_ahead_is_answered_first(
     answered, so the orchestrator answers the first segment's quote first."""
     handle, quote, ask = Orchestrator._handle_quote, QuotesAhead.quote, Payer.quote
     answered = trio.Event()
+    received = trio.Event()
     asked_with_first_answered: list[bool] = []  # per quote the gateway sends, in order
     waiting, two_wait = [0], trio.Event()
 
@@ -198,8 +199,14 @@ async def test_the_quote_fetched_ahead_is_answered_first(
         return await quote(self, orch, peer)
 
     async def recorded_ask(self: Payer, peer: Any) -> Any:
-        asked_with_first_answered.append(answered.is_set())
-        return await ask(self, peer)
+        # "answered" as the gateway knows it: the first quote's answer has come back (the
+        # orchestrator's handler finishes later, after closing its stream)
+        asked_with_first_answered.append(received.is_set())
+        first = len(asked_with_first_answered) == 1
+        result = await ask(self, peer)
+        if first:
+            received.set()
+        return result
 
     monkeypatch.setattr(Orchestrator, "_handle_quote", held_quote)
     monkeypatch.setattr(QuotesAhead, "quote", counted_quote)
