@@ -25,68 +25,57 @@ from libp2p.stream_muxer.rw_lock import ReadWriteLock
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 
-class QuickLock:
-    """trio.Lock's interface; a free lock is taken without a schedule point."""
+class _Quick:
+    """Takes a free lock or slot of `_inner` at once; waits for a held one as trio does."""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
+    __slots__ = ("_inner",)
+    _inner: Any
 
     async def acquire(self) -> None:
         try:
-            self._lock.acquire_nowait()
+            self._inner.acquire_nowait()
         except trio.WouldBlock:
-            await self._lock.acquire()
+            await self._inner.acquire()
 
     def acquire_nowait(self) -> None:
-        self._lock.acquire_nowait()
+        self._inner.acquire_nowait()
 
     def release(self) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    def statistics(self) -> Any:
-        return self._lock.statistics()
+        self._inner.release()
 
     async def __aenter__(self) -> None:
         await self.acquire()
 
     async def __aexit__(self, *_: object) -> None:
-        self._lock.release()
+        self._inner.release()
 
 
-class QuickSemaphore:
+class QuickLock(_Quick):
+    """trio.Lock's interface; a free lock is taken without a schedule point."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._inner = trio.Lock()
+
+    def locked(self) -> bool:
+        return bool(self._inner.locked())
+
+    def statistics(self) -> Any:
+        return self._inner.statistics()
+
+
+class QuickSemaphore(_Quick):
     """trio.Semaphore's interface (as ReadWriteLock uses it); a free slot is taken at once."""
 
-    __slots__ = ("_sem",)
+    __slots__ = ()
 
     def __init__(self, value: int) -> None:
-        self._sem = trio.Semaphore(value)
-
-    async def acquire(self) -> None:
-        try:
-            self._sem.acquire_nowait()
-        except trio.WouldBlock:
-            await self._sem.acquire()
-
-    def acquire_nowait(self) -> None:
-        self._sem.acquire_nowait()
-
-    def release(self) -> None:
-        self._sem.release()
+        self._inner = trio.Semaphore(value)
 
     @property
     def value(self) -> int:
-        return self._sem.value
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *_: object) -> None:
-        self._sem.release()
+        return int(self._inner.value)
 
 
 # the classes and the lock attributes their constructors make
@@ -107,7 +96,7 @@ def _swapping(init: Callable[..., None], names: tuple[str, ...]) -> Callable[...
             if isinstance(getattr(self, name, None), trio.Lock):
                 setattr(self, name, QuickLock())
         if isinstance(self, ReadWriteLock):
-            self._writer_lock = QuickSemaphore(1)
+            self._writer_lock = QuickSemaphore(1)  # type: ignore[assignment]
 
     return __init__
 

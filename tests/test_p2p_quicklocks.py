@@ -31,7 +31,6 @@ async def test_a_held_lock_is_waited_for_and_handed_over_in_turn() -> None:
     async def take(name: str) -> None:
         async with lock:
             order.append(name)
-            await trio.sleep(0.01)
 
     async with trio.open_nursery() as nursery:
         await lock.acquire()
@@ -46,7 +45,7 @@ async def test_a_held_lock_is_waited_for_and_handed_over_in_turn() -> None:
     assert order == ["first waiter", "second waiter"]
 
 
-async def test_a_waiter_can_be_cancelled() -> None:
+async def test_a_waiter_can_be_cancelled(autojump_clock: trio.testing.MockClock) -> None:
     lock, release = QuickLock(), trio.Event()
 
     async def hold() -> None:
