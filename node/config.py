@@ -11,6 +11,9 @@ network = "castnet-dev"
 listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
 require_bootstrap = true              # refuse to start when no bootstrap peer answers
+peers = 6                             # below this many castnet peers, ask connected ones for
+                                      #   more and dial them (peer exchange); 0: only the
+                                      #   bootstrap peers and those that dial in
 admit = "standing"                    # store and forward only the events of authors with
                                       #   standing (README: Admission); "open" admits every
                                       #   author (a private LAN)
@@ -94,7 +97,7 @@ from node.gateway.role import GatewayConfig
 from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.orchestrator.role import OrchestratorConfig
 from node.writer import SUMMARY_EVERY_S
-from p2p.config import DEFAULT_NETWORK, P2PConfig
+from p2p.config import DEFAULT_NETWORK, PEERS_TARGET, P2PConfig
 
 # the sections' types and the value parsers stay importable from here, where callers found them
 __all__ = ["ADMIT_MODES", "ADMIT_STANDING", "KEYSTORE_NAME", "LEDGER_KINDS", "ROLES",
@@ -111,7 +114,7 @@ KEYSTORE_NAME = "keystore.json"
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
-    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit"},
+    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit", "peers"},
     "ledger": {"kind", "rpc_url", "deposit", "reserve", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
@@ -274,6 +277,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             sync_interval_s=2.0,
             require_bootstrap=boolean(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
             admission=_admit(t.get("admit", ADMIT_STANDING), "p2p.admit"),
+            peers_target=integer(t.get("peers", PEERS_TARGET), "p2p.peers", 0),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None

@@ -9,6 +9,7 @@ from p2p.addrs import check_bootstrap_addr, check_listen_addr
 DEFAULT_NETWORK = "castnet-dev"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 MiB = 1024 * 1024
+PEERS_TARGET = 6  # the gossip degree D: a mesh of D needs at least D peers to choose from
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,11 @@ class P2PConfig:
     # admission for an open network (p2p/admission.py): store and forward only events whose
     # authors have standing, within per-author and per-peer token buckets
     admission: bool = False
+    # peer exchange (p2p/discovery.py): while fewer castnet peers than this are connected, ask
+    # connected ones for more, one every `peer_exchange_s`, and dial some; 0 keeps a node to its
+    # bootstrap peers and those that dial it
+    peers_target: int = PEERS_TARGET
+    peer_exchange_s: float = 10.0
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
     dial_timeout_s: float = 5.0
@@ -75,5 +81,7 @@ class P2PConfig:
             raise ValueError(f"bad network id {self.network!r}: 1-64 characters, no '/'")
         if not self.degree_low <= self.degree <= self.degree_high:
             raise ValueError("gossip degrees must satisfy degree_low <= degree <= degree_high")
+        if self.peers_target < 0 or self.peer_exchange_s <= 0:
+            raise ValueError("peers_target must be >= 0 and peer_exchange_s > 0")
         if self.sync_batch_events < 1 or self.sync_batch_bytes < 64 * 1024 + 1024:
             raise ValueError("sync batches must hold at least one maximum-size event")

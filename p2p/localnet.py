@@ -47,10 +47,17 @@ async def connect(nodes: Sequence[P2PNode], edges: Sequence[tuple[int, int]]) ->
 
 @asynccontextmanager
 async def open_local_nodes(
-    base_dir: str | Path, count: int, config: P2PConfig | None = None, first: int = 0
+    base_dir: str | Path,
+    count: int,
+    config: P2PConfig | None = None,
+    first: int = 0,
+    discover: bool = False,
 ) -> AsyncIterator[list[P2PNode]]:
-    """`count` started nodes with data dirs `<base_dir>/node<i>`, listening on loopback."""
+    """`count` started nodes with data dirs `<base_dir>/node<i>`, listening on loopback; the
+    edges are the caller's (`connect`) unless `discover` lets peer exchange add its own."""
     config = dataclasses.replace(config or P2PConfig(), listen=(LOOPBACK,))
+    if not discover:
+        config = dataclasses.replace(config, peers_target=0)
     async with AsyncExitStack() as stack:
         nodes = [
             await stack.enter_async_context(open_node(Path(base_dir) / f"node{first + i}", config))

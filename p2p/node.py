@@ -22,6 +22,7 @@ from p2p.addrs import dial_problem
 from p2p.admission import Admission
 from p2p.config import P2PConfig
 from p2p.connections import abort_connections
+from p2p.discovery import PEERS_PROTOCOL, PeerExchange
 from p2p.errors import P2PError, StreamClosed, StreamTimeout
 from p2p.framing import MessageStream
 from p2p.gossip import Gossip, events_topic, install_drop_counter
@@ -68,6 +69,7 @@ class P2PNode:
         self.guard: PeerGuard
         self.gossip: Gossip
         self.sync: Sync
+        self.peers: PeerExchange
         # job chains: who holds which, and where their new events go (never to the topic)
         self.jobs = JobChains(config.network)
         # admission by standing, or (an open network) only the refusal of job events on the topic
@@ -105,6 +107,8 @@ class P2PNode:
                         if self.config.require_bootstrap and self.config.bootstrap:
                             await self._reach_bootstrap()
                         inner.start_soon(self._bootstrap)
+                        if self.config.peers_target > 0:
+                            inner.start_soon(self.peers.run)
                         self._write_info()
                         if self.admission is not None:
                             inner.start_soon(self._report_admission)
@@ -153,7 +157,9 @@ class P2PNode:
         self.gossip = Gossip(
             running, config, self.ingest, self.guard, self.sync.request, self.admission
         )
+        self.peers = PeerExchange(running, config, self.gossip.topic, self.guard)
         running.host.set_stream_handler(SYNC_PROTOCOL, self.sync.handle)
+        running.host.set_stream_handler(PEERS_PROTOCOL, self.peers.handle)
         running.host.set_stream_handler(JOBS_PROTOCOL, self._handle_jobs)
 
     # -- use -------------------------------------------------------------------------------

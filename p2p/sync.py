@@ -381,7 +381,7 @@ class Sync:
             else:
                 log.info("sync from %s failed: %s", peer.to_base58(), exc)
         except (P2PError, trio.TooSlowError, Exception) as exc:  # the peer went away, mostly
-            if _not_supported(exc):  # a peer without a log (a worker, a JS peer): ask once
+            if not_supported(exc):  # a peer without a log (a worker, a JS peer): ask once
                 self._not_syncing(peer, "it refused the protocol")
                 return
             log.info("sync from %s failed: %r", peer.to_base58(), exc)
@@ -426,7 +426,7 @@ def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return None
 
 
-def _not_supported(exc: BaseException) -> bool:
+def not_supported(exc: BaseException) -> bool:
     """Whether a failed stream open means the peer does not speak the protocol at all.
 
     py-libp2p 0.8.1 raises a fresh MultiselectClientError ("protocols not supported: tried

@@ -25,7 +25,7 @@ from p2p.identity import load_or_create_identity, peer_id_of
 from p2p.localnet import LOOPBACK, connect, open_local_nodes
 from p2p.node import P2PNode
 from p2p.peers import parse_peer_addr
-from p2p.sync import _not_supported
+from p2p.sync import not_supported
 from tests.conftest import key
 
 FAST = P2PConfig(sync_interval_s=60.0)
@@ -61,7 +61,7 @@ async def test_peer_without_sync_is_asked_once(tmp_path: Path) -> None:
             with pytest.raises(Exception) as refused:
                 with trio.fail_after(5):
                     await node.sync.sync_from(bare_id)
-            assert _not_supported(refused.value), refused.value
+            assert not_supported(refused.value), refused.value
             # the session the connection scheduled, or this one, marks the peer
             await node.sync._session(bare_id)
             assert bare_id.to_base58() in node.sync.no_sync_peers()

@@ -44,7 +44,9 @@ async def fetch_party_log(
 ) -> Fetched:
     """Start a node on `dest` (a data dir, created if new), fetch from the peer at `peer_addr`
     (a multiaddr with /p2p/<id>) what it holds of `parties`, and stop."""
-    quiet = dataclasses.replace(config, listen=(LOOPBACK,), bootstrap=(), mdns=False)
+    quiet = dataclasses.replace(
+        config, listen=(LOOPBACK,), bootstrap=(), mdns=False, peers_target=0
+    )
     async with open_node(dest, quiet) as node:
         try:
             peer = ID.from_base58(await node.connect(peer_addr))

@@ -17,7 +17,7 @@ from node.cli.heap import freeze_startup_heap
 from node.cli.stopping import stop_on_signal
 from node.config import ADMIT_MODES, ADMIT_STANDING
 from node.errors import user_error
-from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, P2PConfig
+from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, PEERS_TARGET, P2PConfig
 from p2p.errors import P2PError
 from p2p.host import quiet_libp2p
 from p2p.identity import key_path, load_identity, peer_id_of
@@ -44,6 +44,11 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--network", default=DEFAULT_NETWORK, help="network id (default %(default)s)")
     p.add_argument("--mdns", action="store_true", help="discover peers on the LAN (multicast)")
+    p.add_argument(
+        "--peers", type=int, default=PEERS_TARGET, metavar="N",
+        help="below N castnet peers, ask connected peers for more and dial them (peer "
+        "exchange; default %(default)s, the gossip degree); 0: only the bootstrap peers",
+    )  # fmt: skip
     p.add_argument(
         "--admit", choices=(*ADMIT_MODES, "all"), default=ADMIT_STANDING,
         help="store and forward only the events of authors with standing: bonded, funded, or "
@@ -72,6 +77,7 @@ def start_config(args: argparse.Namespace) -> P2PConfig:
         mdns=args.mdns,
         require_bootstrap=True,
         admission=args.admit == ADMIT_STANDING,
+        peers_target=args.peers,
     )
 
 
