@@ -1,7 +1,9 @@
 """N castnet nodes as N OS processes on loopback, started the way a user starts them
 (`python -m node.cli node start --data-dir ... --bootstrap ...`), joined by bootstrap addresses
-only: node i dials up to 3 earlier nodes. A publisher node in this process (a castnet node too,
-bootstrapped to 3 of them) injects the events; the N processes do all the receiving.
+only: node i dials up to 3 earlier nodes, and peer exchange adds connections while a node's
+gossip mesh is short of `--peers` (castnet's default, 4: gossipsub's D_lo). A publisher node in
+this process (a castnet node too, bootstrapped to 3 of them) injects the events; the N processes
+do all the receiving. `peers_per_node`: the mean connections per node at the end of the paced phase.
 
 - propagation (`p50_ms`, `p95_ms`): a paced phase, `--samples` events published at `--rate` per
   second (well under the limit, so it measures the network, not a queue): per event, the
@@ -31,7 +33,7 @@ bootstrapped to 3 of them) injects the events; the N processes do all the receiv
 No WAN delay is modelled: every figure is loopback.
 
 Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--samples 150] [--rate 5]
-                                 [--backlog 100000] [--json]
+                                 [--backlog 100000] [--peers 4] [--json]
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ from events.author import Author  # noqa: E402
 from events.crypto import LocalKeySigner, keccak256  # noqa: E402
 from events.envelope import SignedEvent, decode_verified  # noqa: E402
 from node.local.synth import synth_events  # noqa: E402
-from p2p.config import P2PConfig  # noqa: E402
+from p2p.config import PEERS_TARGET, P2PConfig  # noqa: E402
 from p2p.gossip import DROPS, MAX_BATCH_EVENTS  # noqa: E402
 from p2p.host import quiet_libp2p  # noqa: E402
 from p2p.node import P2PNode, open_node  # noqa: E402
@@ -245,10 +247,11 @@ async def measure(
     samples: int,
     rate: float,
     poll_s: float,
+    peers: int,
 ) -> dict[str, float]:
     """Propagation (paced) and throughput (sustained) through `procs` from a publisher node in
     this process."""
-    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot)
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot, peers_target=peers)
     async with open_node(base / f"publisher-{name}", config) as publisher:
         await meshed(publisher, min(3, len(procs)))
         # this process (the publisher and the polling) holds every module and the prepared
@@ -261,6 +264,7 @@ async def measure(
             await nursery.start(arrivals.run)
             progress(f"{name}: propagation, {samples} events at {rate:g}/s")
             latencies, paced_cpu = await propagation(publisher, procs, arrivals, samples, rate)
+            connections = statistics.mean(p.peers() for p in procs)
             writers = authors(n_authors, f"tput-{name}")
             batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
             progress(f"{name}: throughput, {count} events")
@@ -270,6 +274,7 @@ async def measure(
     flow["p50_ms"] = statistics.median(latencies) * 1000
     flow["p95_ms"] = pct(latencies, 95) * 1000
     flow["paced_cpu_us_per_event_per_node"] = paced_cpu * 1e6
+    flow["peers_per_node"] = connections
     return flow
 
 
@@ -299,6 +304,7 @@ async def run(
     backlog: int,
     keep: Path | None,
     poll_s: float = _LOAD_POLL_S,
+    peers: int = PEERS_TARGET,
 ) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         if keep is None:
@@ -309,16 +315,16 @@ async def run(
         sign_us, verify_us = signature_cost()
         cores = os.cpu_count() or 1
         progress(f"starting {n} node processes")
-        async with processes(base / "procs", n) as procs:
+        async with processes(base / "procs", n, peers=peers) as procs:
             boot = tuple(p.addr for p in random.sample(procs, min(3, n)))
             flow = await measure(
-                base, "procs", procs, boot, count, n_authors, samples, rate, poll_s
+                base, "procs", procs, boot, count, n_authors, samples, rate, poll_s, peers
             )
         progress(f"starting {n} nodes in this process")
-        async with in_process(base, n) as locals_:
+        async with in_process(base, n, peers) as locals_:
             boot = tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
             one = await measure(
-                base, "local", locals_, boot, count, n_authors, samples, rate, poll_s
+                base, "local", locals_, boot, count, n_authors, samples, rate, poll_s, peers
             )
         if backlog:
             progress(f"catch-up of a {backlog}-event backlog")
@@ -331,6 +337,8 @@ async def run(
             "p95_ms": round(flow["p95_ms"], 1),
             "paced_events": samples,
             "paced_rate_per_s": rate,
+            "peers_target": peers,
+            "peers_per_node": round(flow["peers_per_node"], 1),
             # CPU each node spends per paced event (one event per gossip message, every copy
             # a mesh peer forwards received and checked): what sets the paced latency here
             "paced_cpu_us_per_event_per_node": round(flow["paced_cpu_us_per_event_per_node"], 1),
@@ -377,6 +385,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=150, help="paced propagation phase: events")
     parser.add_argument("--rate", type=float, default=5.0, help="paced phase: events per second")
     parser.add_argument("--backlog", type=int, default=100_000, help="catch-up phase (0: skip it)")
+    parser.add_argument(
+        "--peers", type=int, default=PEERS_TARGET,
+        help="each node's mesh target (castnet node start --peers; 0: bootstrap edges only)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", type=Path, help="run in a folder here and keep it (node logs)")
     parser.add_argument(
@@ -384,8 +396,10 @@ def main() -> None:
         help="throughput phase: how often the bench reads the nodes' logs",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.nodes < 1 or args.events < 1 or args.samples < 1 or args.backlog < 0 or args.rate <= 0:
-        parser.error("--nodes, --events, --samples and --rate must be positive, --backlog >= 0")
+    if args.nodes < 1 or args.events < 1 or args.samples < 1 or args.rate <= 0:
+        parser.error("--nodes, --events, --samples and --rate must be positive")
+    if args.backlog < 0 or args.peers < 0:
+        parser.error("--backlog and --peers must be >= 0")
     logging.basicConfig(level=logging.ERROR)
     quiet_libp2p(logging.CRITICAL)
     load = os.getloadavg()[0]
@@ -401,6 +415,7 @@ def main() -> None:
         args.backlog,
         args.keep,
         args.load_poll_ms / 1000,
+        args.peers,
     )
     figures["load_average_before"] = round(load, 1)
     stolen_after, total_after = cpu_ticks()

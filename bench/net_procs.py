@@ -23,7 +23,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from p2p.config import P2PConfig  # noqa: E402
+from p2p.config import PEERS_TARGET, P2PConfig  # noqa: E402
 from p2p.localnet import open_local_nodes  # noqa: E402
 from p2p.node import P2PNode  # noqa: E402
 from storage.store import DB_NAME  # noqa: E402
@@ -33,6 +33,7 @@ _WAL_INDEX_HEADER = 48  # bytes: SQLite's WalIndexHdr, first in the -shm file
 _FULL_EVERY = 25  # polls: a query at least this often, header or not
 SYNCED_LINE = re.compile(rb"synced \d+ events from \S+ \((\d+) new\)")
 DROPPED_LINE = re.compile(rb"gossip dropped (\d+) outbound messages")
+PEER_LINE = re.compile(rb"peer (connected|disconnected): (\S+)")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -71,6 +72,13 @@ class Proc:
     def log_size(self) -> int:
         return self.log.stat().st_size
 
+    def peers(self) -> int:
+        """Peers connected now, as the node logged them."""
+        now: set[bytes] = set()
+        for what, peer in PEER_LINE.findall(self.log.read_bytes()):
+            (now.add if what == b"connected" else now.discard)(peer)
+        return len(now)
+
 
 @dataclasses.dataclass
 class Local:
@@ -93,12 +101,16 @@ class Local:
     def log_size(self) -> int:
         return 0
 
+    def peers(self) -> int:
+        return len(self.node.running.host.get_connected_peers())
+
 
 @contextlib.asynccontextmanager
-async def in_process(base: Path, n: int) -> AsyncIterator[list[Local]]:
-    """The same network inside this process: node i dials up to 3 earlier nodes."""
-    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",))
-    async with open_local_nodes(base / "local", n, config) as nodes:
+async def in_process(base: Path, n: int, peers: int) -> AsyncIterator[list[Local]]:
+    """The same network inside this process: node i dials up to 3 earlier nodes, and peer
+    exchange adds connections while a mesh is short of `peers`, as in the processes."""
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), peers_target=peers)
+    async with open_local_nodes(base / "local", n, config, discover=peers > 0) as nodes:
         for i, node in enumerate(nodes):
             for other in random.sample(nodes[:i], min(3, i)):
                 await node.connect(other.addrs[0])
@@ -107,7 +119,7 @@ async def in_process(base: Path, n: int) -> AsyncIterator[list[Local]]:
 
 @contextlib.asynccontextmanager
 async def processes(
-    base: Path, n: int, bootstrap: tuple[str, ...] = ()
+    base: Path, n: int, bootstrap: tuple[str, ...] = (), peers: int = PEERS_TARGET
 ) -> AsyncIterator[list[Proc]]:
     procs: list[Proc] = []
     base.mkdir(parents=True, exist_ok=True)
@@ -126,6 +138,8 @@ async def processes(
                 # the bench's authors are throwaway keys: measure gossip, not admission
                 "--admit",
                 "open",
+                "--peers",
+                str(peers),
             ]
             earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
             if earlier or bootstrap:

@@ -11,9 +11,10 @@ network = "castnet-dev"
 listen = ["/ip4/127.0.0.1/tcp/0"]     # the n-th role of a process listens on port + n
 bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2..."]
 require_bootstrap = true              # refuse to start when no bootstrap peer answers
-peers = 6                             # below this many castnet peers, ask connected ones for
-                                      #   more and dial them (peer exchange); 0: only the
-                                      #   bootstrap peers and those that dial in
+peers = 4                             # a gossip mesh short of this many peers (none left
+                                      #   to graft): ask connected peers for more and dial
+                                      #   them (peer exchange); 0: only the bootstrap peers
+                                      #   and those that dial in
 admit = "standing"                    # store and forward only the events of authors with
                                       #   standing (README: Admission); "open" admits every
                                       #   author (a private LAN)

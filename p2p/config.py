@@ -9,7 +9,7 @@ from p2p.addrs import check_bootstrap_addr, check_listen_addr
 DEFAULT_NETWORK = "castnet-dev"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 MiB = 1024 * 1024
-PEERS_TARGET = 6  # the gossip degree D: a mesh of D needs at least D peers to choose from
+PEERS_TARGET = 4  # gossipsub's D_lo: below it a mesh is short, and gossipsub grafts
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +58,10 @@ class P2PConfig:
     # admission for an open network (p2p/admission.py): store and forward only events whose
     # authors have standing, within per-author and per-peer token buckets
     admission: bool = False
-    # peer exchange (p2p/discovery.py): while fewer castnet peers than this are connected, ask
-    # connected ones for more, one every `peer_exchange_s`, and dial some; 0 keeps a node to its
-    # bootstrap peers and those that dial it
+    # peer exchange (p2p/discovery.py): while the gossip mesh has fewer peers than this and no
+    # connected one is left to graft, ask connected peers for more, one every
+    # `peer_exchange_s`, and dial what is missing; 0 keeps a node to its bootstrap peers and
+    # those that dial it
     peers_target: int = PEERS_TARGET
     peer_exchange_s: float = 10.0
     # bootstrap redial

@@ -1,11 +1,11 @@
 """Peer exchange: a node that was given a few bootstrap peers finds the rest of the network.
 
-Gossipsub keeps a mesh of D peers per topic, but only among the peers a node is connected to,
-and py-libp2p finds none by itself: a node that dialled three bootstrap peers stayed at three
-(under the mesh's lower bound), and the seeds everyone dials became the only hubs (their mesh
-prunes the surplus, and a pruned peer had nowhere else to go). While a node has fewer than
-`peers_target` castnet peers, it asks one connected peer at a time (`/castnet/peers/1`) for
-peers it knows, and dials some of those it is not connected to.
+Gossipsub keeps a mesh of D_lo..D_hi peers per topic, but only among the peers a node is
+connected to, and py-libp2p finds none by itself: a node that dialled three bootstrap peers
+stayed at a mesh of three (under D_lo), and the seeds everyone dials became the only hubs (their
+mesh prunes the surplus, and a pruned peer had nowhere else to go). While a node's mesh is short
+of `peers_target` (default D_lo) and no connected peer is left to graft, it asks one connected
+peer at a time (`/castnet/peers/1`) for peers it knows, and dials as many as it is short.
 
 The answer lists connected peers subscribed to the network's topic (castnet nodes, and any
 libp2p peer that gossips on it) with the addresses they announced in their signed peer
@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import time
 from typing import Any
 
 import multiaddr
@@ -54,7 +55,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class PeerExchange:
-    """The protocol's handler and the loop that keeps a node at `config.peers_target` peers."""
+    """The protocol's handler and the loop that keeps a node's gossip mesh at
+    `config.peers_target` peers or more."""
 
     def __init__(
         self, running: RunningHost, config: P2PConfig, topic: str, guard: PeerGuard
@@ -121,11 +123,25 @@ class PeerExchange:
         on_topic = self.running.pubsub.peer_topics.get(self.topic, set())
         return {p for p in self.running.host.get_connected_peers() if p in on_topic}
 
+    def shortfall(self, connected: set[ID]) -> int:
+        """How many peers to add: the target less the gossip mesh and the connected peers
+        gossipsub may still graft into it (not in its prune backoff). Seeds that everyone dials
+        keep only a few peers in their mesh and prune the rest: counted as connections they
+        would hold a node at its bootstrap peers with no mesh at all."""
+        router = self.running.router
+        mesh = router.mesh.get(self.topic, set())
+        if len(mesh) >= self.config.peers_target:
+            return 0
+        backoff = router.back_off.get(self.topic, {})
+        now = time.time()  # py-libp2p's backoff deadlines are wall-clock seconds
+        graftable = sum(1 for p in connected if p not in mesh and backoff.get(p, 0) <= now)
+        return self.config.peers_target - len(mesh) - graftable
+
     async def round(self) -> int:
-        """Ask one peer and dial what it names, if we have fewer peers than the target; the
+        """Ask one peer and dial what it names, if the gossip mesh is short of the target; the
         number of new connections."""
         connected = self.topic_peers()
-        want = self.config.peers_target - len(connected)
+        want = self.shortfall(connected)
         candidates = [p for p in connected if p not in self._no_exchange]
         if want <= 0 or not candidates:
             return 0
@@ -163,7 +179,7 @@ class PeerExchange:
         self.dialed += len(chosen)
         self.connected += made
         log.info("peer exchange: %s named %d peers; connected to %d of the %d dialled "
-                 "(%d peers on the topic before, target %d)", asked.to_base58(), len(named),
+                 "(%d peers on the topic before; mesh target %d)", asked.to_base58(), len(named),
                  made, len(chosen), len(connected), self.config.peers_target)  # fmt: skip
         self._forget_old_failures(now)
         return made

@@ -52,7 +52,7 @@ async def test_nodes_given_one_seed_find_each_other_and_gossip_over_their_own_me
         seed, leaves = nodes[0], nodes[1:]
         for leaf in leaves:
             await leaf.connect(seed.addrs[0])
-        # every leaf wants 6 peers and there are 4 others: it ends connected to all of them
+        # a leaf's mesh (the seed) is 3 short of 4: it ends connected to all the others
         with trio.fail_after(20):
             while min(topic_peers(n) for n in nodes) < len(nodes) - 1:
                 await trio.sleep(_POLL_S)
@@ -70,6 +70,34 @@ async def test_nodes_given_one_seed_find_each_other_and_gossip_over_their_own_me
             for leaf in leaves[1:]:
                 await leaf.wait_until(lambda leaf=leaf: leaf.ingest.heads.get(event.author) == 1)
         assert all(leaf.sync.stored == 0 for leaf in leaves)  # by gossip, not by sync
+
+
+async def test_leaves_of_a_seed_that_prunes_them_mesh_among_themselves(tmp_path: Path) -> None:
+    # a seed everyone dials keeps a mesh of 1 and prunes the rest: counting connections, a leaf
+    # would sit at its one bootstrap peer with an empty mesh
+    seed_config = P2PConfig(sync_interval_s=60.0, degree=1, degree_low=1, degree_high=1)
+    leaf_config = dataclasses.replace(QUICK, peers_target=2)
+    topic = events_topic(QUICK.network)
+    async with (
+        open_local_nodes(tmp_path / "seed", 1, seed_config) as (seed,),
+        open_local_nodes(tmp_path / "leaves", 4, leaf_config, discover=True) as leaves,
+    ):
+        for leaf in leaves:
+            await leaf.connect(seed.addrs[0])
+        seed_id = seed.running.host.get_id()
+
+        def mesh(node: P2PNode) -> set[ID]:
+            return set(node.running.router.mesh.get(topic, set()))
+
+        # every leaf has a mesh of 2 (the target), of other leaves but for the one the seed kept
+        def settled() -> bool:
+            short = min(len(mesh(leaf)) for leaf in leaves) < 2
+            return not short and sum(seed_id in mesh(leaf) for leaf in leaves) <= 1
+
+        with trio.fail_after(30):
+            while not settled():
+                await trio.sleep(_POLL_S)
+        assert len(seed.running.router.mesh.get(topic, ())) <= 1
 
 
 async def test_a_node_at_its_target_asks_nobody(tmp_path: Path) -> None:
@@ -189,10 +217,10 @@ def test_the_target_is_configurable_and_checked(tmp_path: Path) -> None:
     args = ["node", "start", "--data-dir", "d", "--peers", "0"]
     assert start_config(build_parser(args).parse_args(args)).peers_target == 0
     default = ["node", "start", "--data-dir", "d"]
-    assert start_config(build_parser(default).parse_args(default)).peers_target == 6
+    assert start_config(build_parser(default).parse_args(default)).peers_target == 4
     raw = {"roles": ["delegator"], "data_dir": "d", "ledger": {"kind": "embedded"}}
     assert build_config({**raw, "p2p": {"peers": 9}}, tmp_path).p2p.peers_target == 9
-    assert build_config(raw, tmp_path).p2p.peers_target == 6
+    assert build_config(raw, tmp_path).p2p.peers_target == 4
     with pytest.raises(ConfigError, match=r"p2p\.peers"):
         build_config({**raw, "p2p": {"peers": -1}}, tmp_path)
     with pytest.raises(ValueError, match="peers_target"):

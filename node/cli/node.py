@@ -46,8 +46,9 @@ def register(sub: Any) -> None:
     p.add_argument("--mdns", action="store_true", help="discover peers on the LAN (multicast)")
     p.add_argument(
         "--peers", type=int, default=PEERS_TARGET, metavar="N",
-        help="below N castnet peers, ask connected peers for more and dial them (peer "
-        "exchange; default %(default)s, the gossip degree); 0: only the bootstrap peers",
+        help="while the gossip mesh is short of N peers, ask connected peers for more and "
+        "dial them (peer exchange; default %(default)s, gossipsub's D_lo); 0: only the "
+        "bootstrap peers and those that dial in",
     )  # fmt: skip
     p.add_argument(
         "--admit", choices=(*ADMIT_MODES, "all"), default=ADMIT_STANDING,
