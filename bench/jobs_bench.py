@@ -28,8 +28,8 @@ import trio
 from node.api.app import GatewayApi
 from node.api.server import serve_api
 from node.config import ApiConfig
-from node.gateway.job_book import DONE, FAILED, JobBook
-from node.gateway.jobs import MAX_JOBS, JobRunner
+from node.gateway.job_book import DONE, FAILED, MAX_JOBS, JobBook
+from node.gateway.jobs import JobRunner
 from node.gateway.role import GatewayConfig
 from node.local.demo import generate_clip
 from node.local.network import Network, default_plan, embedded_ledger, open_network

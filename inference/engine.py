@@ -9,32 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.config import DEFAULT_BATCH as DEFAULT_BATCH
+from inference.config import InferenceConfig as InferenceConfig
 from inference.errors import InferenceError, UnknownPipeline
 from inference.manifest import ModelManifest
 from inference.options import parse_options
-from inference.pipelines import DEFAULT_BATCH, PIPELINES, PipelineResult, execute
+from inference.pipelines import PIPELINES, PipelineResult, execute
 from inference.providers import ProviderChoice, choose_providers
 from inference.registry import Registry
-from inference.sessions import DEFAULT_BUDGET, SessionCache, WarmModel
+from inference.sessions import SessionCache, WarmModel
 from media.progress import ProgressCallback
 from media.source import Source
 
 log = logging.getLogger("castnet.inference")
 ARBITRARY_STYLE = "arbitrary-style"  # the style model that takes any picture as the style
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceConfig:
-    """How inference runs here: provider preference, threads, memory budget, models, encoding."""
-
-    provider: str = "auto"  # auto, cpu, cuda, tensorrt
-    threads: int = 0  # intra-op threads per session; 0: onnxruntime's default
-    device_id: int = 0
-    memory_budget: int = DEFAULT_BUDGET  # bytes of loaded models kept warm (estimated)
-    models_dir: Path | None = None  # extra *.toml manifests
-    batch: int = DEFAULT_BATCH  # frames per model run where the model allows
-    preset: str = "veryfast"  # x264 preset for filter/upscale output
-    encoder: str = "software"
 
 
 @dataclass(frozen=True, slots=True)

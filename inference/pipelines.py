@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import av
 
+from inference.config import DEFAULT_BATCH
 from inference.detections import Box, FrameDetections
 from inference.effects import EFFECTS, video_effect
 from inference.errors import OutputFailed, UnknownPipeline
@@ -35,7 +36,6 @@ from media.source import Source
 
 PIPELINES = PIPELINE_KINDS
 DETECTORS = {"detect-faces": FaceDetector, "detect-text": TextDetector}
-DEFAULT_BATCH = 4
 
 
 @dataclass(frozen=True, slots=True)

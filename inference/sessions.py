@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from inference.config import DEFAULT_BUDGET
 from inference.errors import InferenceError, ModelUnreadable, ShapeMismatch
 from inference.folding import fold_pixels
 from inference.layouts import height_major
@@ -20,7 +21,6 @@ from inference.providers import CPU, ProviderChoice
 
 log = logging.getLogger("castnet.inference")
 
-DEFAULT_BUDGET = 2 << 30
 # A loaded session holds its weights, optimized copies of them and arena slack: measured 2-3x the
 # file size on CPU for the shipped models.
 MEMORY_FACTOR = 3

@@ -10,12 +10,13 @@ from typing import Any
 import av
 import numpy as np
 
+from inference.config import DEFAULT_BATCH
 from inference.effects import EFFECTS, video_effect
 from inference.errors import InferenceError, UnknownPipeline
 from inference.imagemodels import ImageModel
 from inference.mtcnn import FaceDetector
 from inference.options import parse_options
-from inference.pipelines import DEFAULT_BATCH, PIPELINES
+from inference.pipelines import PIPELINES
 from inference.sessions import LoadedModel
 from inference.textdet import TextDetector
 

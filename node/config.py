@@ -92,12 +92,11 @@ from node.config_values import (
     strings,
     wei,
 )
-from node.gateway.job_book import Retention
-from node.gateway.jobs import MAX_JOBS
-from node.gateway.role import GatewayConfig
+from node.gateway.job_book import MAX_JOBS, Retention
 from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
-from node.orchestrator.role import OrchestratorConfig
-from node.writer import SUMMARY_EVERY_S
+from node.gateway.work import GatewayConfig
+from node.orchestrator.settings import OrchestratorConfig
+from node.protocol import SUMMARY_EVERY_S
 from p2p.config import DEFAULT_NETWORK, PEERS_TARGET, P2PConfig
 
 # the sections' types and the value parsers stay importable from here, where callers found them

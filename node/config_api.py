@@ -20,7 +20,7 @@ from node.config_values import (
     path_value,
     strings,
 )
-from node.gateway.live import LIVE_SCHEMES
+from node.gateway.work import LIVE_SCHEMES
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 GiB = 1024**3

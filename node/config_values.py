@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from libp2p.peer.id import ID
+import base58
 
 from events.crypto import parse_address
 
@@ -91,7 +91,7 @@ def peer_ids(value: Any, name: str) -> tuple[str, ...]:
     ids = strings(value, name)
     for text in ids:
         try:
-            raw = ID.from_base58(text).to_bytes()
+            raw = base58.b58decode(text)
         except Exception:  # base58 decoding raises a variety of errors
             raw = b""
         # a multihash: identity (0x00) or sha2-256 (0x12) code, then the digest's length

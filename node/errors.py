@@ -19,3 +19,13 @@ def user_error(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> Ba
 def interrupted(exc: BaseException) -> bool:
     """Whether `exc` is (or a group holds) a KeyboardInterrupt: Ctrl-C, exit 130."""
     return user_error(exc, (KeyboardInterrupt,)) is not None
+
+
+class ServiceError(Exception):
+    """The service cannot start as configured; the message says why."""
+
+
+NO_CHAIN = (
+    'no chain configured: set ledger.kind = "embedded" (an in-process EVM with the protocol '
+    'contracts, for a single-process node) or "rpc" with ledger.rpc_url and ledger.contracts'
+)

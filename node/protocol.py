@@ -244,6 +244,8 @@ def estimate_pixels(
 
 DETECTIONS, VIDEO = "detections", "video"  # what an AI segment returns: JSON lines, or MPEG-TS
 VIDEO_PIPELINES = VIDEO_KINDS
+SUMMARY_EVERY_S = 30.0  # a gateway's verdicts are summarized at most this often (and at job end)
+DETECTIONS_FILE = "detections.jsonl"  # an analysis job's output (one JSON line per frame)
 MAX_AI_FRAMES = 2000  # per segment (a ~2 s segment has 50-120)
 MAX_BOXES = 100  # per frame
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

@@ -33,6 +33,8 @@ from node.api.ops import build_ops_app, metrics_route, node_routes, serve_app
 from node.api.server import ApiServeError, GatewayApi, serve_api
 from node.chain_ledger import ChainLedger
 from node.config import NodeConfig
+from node.errors import NO_CHAIN as NO_CHAIN
+from node.errors import ServiceError as ServiceError
 from node.gateway.job_book import JobBook
 from node.gateway.jobs import JobRunner
 from node.gateway.role import Gateway
@@ -48,10 +50,6 @@ log = logging.getLogger("castnet.service")
 SERVICE_FILE = "service.json"
 
 
-class ServiceError(Exception):
-    """The service cannot start as configured; the message says why."""
-
-
 @dataclass(slots=True)
 class RoleNode:
     role: str
@@ -63,12 +61,6 @@ def recipient_secret(private_key: bytes) -> bytes:
     """The orchestrator's ticket secret, derived from its wallet key so that it survives restarts
     (tickets issued under params quoted before a restart stay redeemable)."""
     return keccak256(b"castnet/recipient-secret/v1" + private_key)
-
-
-NO_CHAIN = (
-    'no chain configured: set ledger.kind = "embedded" (an in-process EVM with the protocol '
-    'contracts, for a single-process node) or "rpc" with ledger.rpc_url and ledger.contracts'
-)
 
 
 def make_ledger(config: NodeConfig, keys: Mapping[str, bytes]) -> Ledger:

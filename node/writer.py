@@ -22,11 +22,11 @@ from events.crypto import Signer
 from events.envelope import SignedEvent, decode
 from events.kinds import Body
 from node.keystore import open_job_chain
+from node.protocol import SUMMARY_EVERY_S as SUMMARY_EVERY_S
 from p2p.node import P2PNode
 from storage.store import Outcome
 
 log = logging.getLogger("castnet.writer")
-SUMMARY_EVERY_S = 30.0  # a gateway's verdicts are summarized at most this often (and at job end)
 LAST_SUMMARY_S = 10.0  # how long a stopping node waits for its last summaries to be published
 
 

@@ -8,7 +8,6 @@ import re
 import socket
 
 import multiaddr
-from libp2p.peer.peerinfo import info_from_p2p_addr
 
 LISTEN_FORM = "/ip4/HOST/tcp/PORT (or /ip6/HOST/tcp/PORT)"
 PEER_FORM = "/ip4/HOST/tcp/PORT/p2p/PEER_ID"
@@ -31,6 +30,8 @@ def check_listen_addr(text: str) -> tuple[str, int]:
 
 def check_bootstrap_addr(text: str) -> None:
     """ValueError unless `text` is a full peer multiaddr (address and peer id)."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr  # libp2p takes ~1 s to import
+
     try:
         addr = multiaddr.Multiaddr(text)
         if "p2p" not in [p.name for p in addr.protocols()]:

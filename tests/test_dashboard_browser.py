@@ -26,8 +26,8 @@ from conftest import key
 from events.crypto import LocalKeySigner, to_checksum
 from node.api.dashboard import STATIC
 from node.config import build_config
-from node.gateway.ai_jobs import DETECTIONS_FILE
 from node.local.demo import generate_clip
+from node.protocol import DETECTIONS_FILE
 from node.service import NodeService
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -19,9 +19,6 @@ from node.config import ADMIT_MODES, ADMIT_STANDING
 from node.errors import user_error
 from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, PEERS_TARGET, P2PConfig
 from p2p.errors import P2PError
-from p2p.host import quiet_libp2p
-from p2p.identity import key_path, load_identity, peer_id_of
-from p2p.node import INFO_FILE, P2PNode
 from storage.errors import StorageError
 from storage.store import DB_NAME, EventStore
 
@@ -87,6 +84,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         config = start_config(args)
     except ValueError as exc:
         return _fail(str(exc))
+    from p2p.host import quiet_libp2p  # libp2p (~1 s to import): once the flags are good
+
     # a failure that matters surfaces as our own one-line error; -v shows libp2p's own logs
     quiet_libp2p(logging.WARNING if getattr(args, "verbose", False) else logging.CRITICAL)
     try:
@@ -101,6 +100,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 async def serve(data_dir: Path, config: P2PConfig) -> None:
     """Run the node; the first SIGINT or SIGTERM stops it cleanly (store closed, hosts shut)."""
+    from p2p.node import P2PNode
+
     with stop_on_signal() as stopper:
         async with trio.open_nursery() as nursery:
             node = P2PNode(data_dir, config)
@@ -115,6 +116,9 @@ async def serve(data_dir: Path, config: P2PConfig) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from p2p.identity import key_path, load_identity, peer_id_of
+    from p2p.node import INFO_FILE
+
     data_dir: Path = args.data_dir
     if not key_path(data_dir).exists():
         return _fail(f"{data_dir} has no p2p key: run `castnet node start --data-dir {data_dir}`")

@@ -26,7 +26,7 @@ from node.config import (
     NodeConfig,
     load_config,
 )
-from node.errors import user_error
+from node.errors import NO_CHAIN, ServiceError, user_error
 from node.keystore import (
     KDFS,
     PASSWORD_ENV,
@@ -36,9 +36,7 @@ from node.keystore import (
     load_keystore,
     resolve_password,
 )
-from node.service import NO_CHAIN, NodeService, ServiceError
 from p2p.errors import P2PError
-from p2p.host import quiet_libp2p
 from storage.errors import StorageError
 
 log = logging.getLogger("castnet.run")
@@ -145,6 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         for name in QUIET:
             logging.getLogger(name).setLevel(logging.WARNING)
+    from p2p.host import quiet_libp2p  # the node's stack: imported once the config is good
+
     # a failure that matters surfaces as our own one-line error; -v shows libp2p's own logs
     quiet_libp2p(logging.WARNING if args.verbose else logging.CRITICAL)
     try:
@@ -159,9 +159,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def serve(config: NodeConfig, keys: dict[str, bytes]) -> None:
     """Run until the first SIGINT or SIGTERM, then stop every role cleanly."""
+    from node.service import NodeService
+
     with stop_on_signal() as stopper:
         async with trio.open_nursery() as nursery:
-            service: NodeService = await nursery.start(NodeService(config, keys).run)
+            service = await nursery.start(NodeService(config, keys).run)
             frozen = freeze_startup_heap()
             log.debug("%d objects made by the start left out of garbage collection", frozen)
             status = service.status()

@@ -42,6 +42,7 @@ from node.protocol import (
     AI_DONE,
     AI_PROTOCOL,
     AI_REQUEST,
+    DETECTIONS_FILE,
     VIDEO_PIPELINES,
     AiOutput,
     AiSpec,
@@ -51,8 +52,6 @@ from node.protocol import (
     parse_ai_options,
 )
 from p2p.errors import ProtocolError
-
-DETECTIONS_FILE = "detections.jsonl"
 
 
 class AiJobError(GatewayError):

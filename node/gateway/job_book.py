@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.gateway.ai_jobs import DETECTIONS_FILE
-from node.protocol import VIDEO_PIPELINES
+from node.protocol import DETECTIONS_FILE, VIDEO_PIPELINES
 
 log = logging.getLogger("castnet.jobs")
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -27,6 +26,8 @@ INPUT_NAME = "input"
 OUT_NAME = "out"
 TRANSCODE, LIVE, AI = "transcode", "live", "ai"
 DAY_MS = 86_400_000
+
+MAX_JOBS = 4  # file jobs running at once by default (config gateway.max_jobs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from node.gateway.job_book import (
     DONE,
     FAILED,
     LIVE,
+    MAX_JOBS,
     QUEUED,
     RUNNING,
     JobBook,
@@ -45,7 +46,6 @@ from node.gateway.role import Gateway, SegmentOutcome
 log = logging.getLogger("castnet.jobs")
 JOURNAL_NAME = "segments"  # node.gateway.journal: how far each segment got, for a restart
 MAX_QUEUE = 1000
-MAX_JOBS = 4  # file jobs running at once by default (config gateway.max_jobs)
 MAX_LIVE = 8  # live streams at once
 SEGMENT_JOBS = 100  # jobs whose per-segment outcomes are kept in memory (for the dashboard)
 RETENTION_INTERVAL_S = 3600.0

@@ -41,9 +41,9 @@ from node.gateway.live_ai import (
     install_selector,
 )
 from node.gateway.role import Gateway, JobReport, SegmentOutcome
+from node.gateway.work import LIVE_SCHEMES
 
 log = logging.getLogger("castnet.live")
-LIVE_SCHEMES = ("tcp", "udp", "rtmp", "rtmps", "srt", "http", "https")
 MAX_BUFFERED = 8  # segments read ahead of the jobs before the reader waits (TCP backpressure)
 
 

@@ -11,7 +11,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from events import kinds as k
 from events.envelope import SignedEvent
-from node.writer import SUMMARY_EVERY_S
+from node.protocol import SUMMARY_EVERY_S
+
+# the URL schemes a live input may use (api.live_schemes narrows them; node.gateway.live checks)
+LIVE_SCHEMES = ("tcp", "udp", "rtmp", "rtmps", "srt", "http", "https")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from inference.engine import InferenceConfig
+from inference.config import InferenceConfig
 from media.encoders import HARDWARE, SOFTWARE, encoder_works
 from media.transcoder import TranscodeResult
 
