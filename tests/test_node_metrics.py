@@ -105,6 +105,9 @@ async def test_metrics_after_a_job(tmp_path: Path) -> None:
         for role in ("gateway", "orchestrator"):
             assert value(after, "castnet_gossip_messages_published_total", role=role) > 0
             assert value(after, "castnet_gossip_peers", role=role) >= 1
+            assert value(after, "castnet_gossip_mesh_peers", role=role) >= 1
+            # the two roles know no third peer: peer exchange found none to dial
+            assert value(after, "castnet_peer_exchange_dialed_total", role=role) == 0
             assert (
                 value(after, "castnet_log_events", role=role) >= (status["roles"][role]["events"])
             )

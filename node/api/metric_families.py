@@ -225,6 +225,12 @@ def p2p_families(nodes: dict[str, P2PNode]) -> Iterator[Metric]:
     specs: list[tuple[str, str, Callable[[str], Metric], Callable[[P2PNode], float]]] = [
         ("castnet_gossip_peers", "Connected peers", gauge,
          lambda n: len(n.connected_peers())),
+        ("castnet_gossip_mesh_peers", "Peers in the gossip mesh of the network's topic", gauge,
+         lambda n: len(n.running.router.mesh.get(n.gossip.topic, ()))),
+        ("castnet_peer_exchange_dialed", "Peers dialled because a peer named them", counter,
+         lambda n: n.peers.dialed),
+        ("castnet_peer_exchange_connected", "Peer exchange dials that connected", counter,
+         lambda n: n.peers.connected),
         ("castnet_gossip_messages_received", "Gossip messages received and accepted", counter,
          lambda n: n.gossip.received),
         ("castnet_gossip_messages_published", "Events published on gossip", counter,
