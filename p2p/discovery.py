@@ -50,6 +50,7 @@ MAX_ADDR_CHARS = 200
 MAX_ANSWER_BYTES = 16 * 1024
 FAILED_BACKOFF_S = 300.0  # a peer whose dial failed is not dialled again for this long
 FIRST_ROUND_S = 1.0  # after the start: bootstrap dials go first
+_REMEMBERED = 4096  # peers known not to serve the protocol
 _IPS = ("ip4", "ip6")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -67,7 +68,8 @@ class PeerExchange:
         self.guard = guard
         self.dialed = 0  # peers dialled because a peer named them
         self.connected = 0  # ... of which the dial succeeded
-        self._no_exchange: set[ID] = set()  # peers that do not serve the protocol
+        # peers that do not serve the protocol (the latest _REMEMBERED, oldest first)
+        self._no_exchange: dict[ID, None] = {}
         self._asked: dict[ID, float] = {}  # when each peer was last asked
         self._failed: dict[ID, float] = {}  # until when a peer is not dialled again
 
@@ -145,6 +147,7 @@ class PeerExchange:
         candidates = [p for p in connected if p not in self._no_exchange]
         if want <= 0 or not candidates:
             return 0
+        self._asked = {p: t for p, t in self._asked.items() if p in connected}
         asked = min(candidates, key=lambda p: (self._asked.get(p, -1.0), random.random()))
         self._asked[asked] = trio.current_time()
         named = await self.ask(asked)
@@ -191,15 +194,16 @@ class PeerExchange:
                 stream = await self.running.host.new_stream(peer, [PEERS_PROTOCOL])
         except Exception as exc:  # gone, or it does not speak the protocol
             if not_supported(exc):
-                self._no_exchange.add(peer)
+                self._no_exchange[peer] = None
+                if len(self._no_exchange) > _REMEMBERED:
+                    del self._no_exchange[next(iter(self._no_exchange))]
                 log.info("%s does not serve %s; not asking it for peers again",
                          peer.to_base58(), PEERS_PROTOCOL)  # fmt: skip
             else:
                 log.debug("asking %s for peers failed: %r", peer.to_base58(), exc)
             return []
         try:
-            remote = stream.get_remote_address()
-            via = _parse_ip(remote[0]) if remote else None
+            via = _remote_ip(stream)
             ms = MessageStream(stream, MAX_ANSWER_BYTES, self.config.frame_timeout_s)
             _, answer = await ms.expect(PEERS_ANSWER, 2)
             return parse_answer(answer, via)
@@ -277,10 +281,12 @@ def _ip_of(addr: multiaddr.Multiaddr | str) -> IPAddress | None:
     return ip
 
 
-def _parse_ip(text: str) -> IPAddress | None:
+def _remote_ip(stream: INetStream) -> IPAddress | None:
+    """The IP the answering peer's connection comes from (None: unknown, nothing dialled)."""
     try:
-        return ipaddress.ip_address(text)
-    except ValueError:
+        remote = stream.get_remote_address()
+        return ipaddress.ip_address(remote[0]) if remote else None
+    except Exception:  # a transport without an IP address
         return None
 
 
