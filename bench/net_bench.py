@@ -1,9 +1,11 @@
 """N castnet nodes as N OS processes on loopback, started the way a user starts them
 (`python -m node.cli node start --data-dir ... --bootstrap ...`), joined by bootstrap addresses
 only: node i dials up to 3 earlier nodes, and peer exchange adds connections while a node's
-gossip mesh is short of `--peers` (castnet's default, 4: gossipsub's D_lo). A publisher node in
-this process (a castnet node too, bootstrapped to 3 of them) injects the events; the N processes
-do all the receiving. `peers_per_node`: the mean connections per node at the end of the paced phase.
+gossip mesh is short of `--peers` (castnet's default, 4: gossipsub's D_lo); with `--seed`, every
+node bootstraps to node 0 only (strangers given one seed address). A publisher node in this
+process (a castnet node too, bootstrapped to 3 of them, or to the seed) injects the events; the
+N processes do all the receiving. `peers_per_node`: the mean connections per node at the end of
+the paced phase.
 
 - propagation (`p50_ms`, `p95_ms`): a paced phase, `--samples` events published at `--rate` per
   second (well under the limit, so it measures the network, not a queue): per event, the
@@ -33,7 +35,7 @@ do all the receiving. `peers_per_node`: the mean connections per node at the end
 No WAN delay is modelled: every figure is loopback.
 
 Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--samples 150] [--rate 5]
-                                 [--backlog 100000] [--peers 4] [--json]
+                                 [--backlog 100000] [--peers 4] [--seed] [--json]
 """
 
 from __future__ import annotations
@@ -253,7 +255,7 @@ async def measure(
     this process."""
     config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=boot, peers_target=peers)
     async with open_node(base / f"publisher-{name}", config) as publisher:
-        await meshed(publisher, min(3, len(procs)))
+        await meshed(publisher, min(len(boot), len(procs)))
         # this process (the publisher and the polling) holds every module and the prepared
         # events: a full collection of all that took 70-100 ms, and the paced sample it fell on
         # was each run's slowest; what exists now is never collected again
@@ -305,6 +307,7 @@ async def run(
     keep: Path | None,
     poll_s: float = _LOAD_POLL_S,
     peers: int = PEERS_TARGET,
+    seed: bool = False,
 ) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         if keep is None:
@@ -315,14 +318,19 @@ async def run(
         sign_us, verify_us = signature_cost()
         cores = os.cpu_count() or 1
         progress(f"starting {n} node processes")
-        async with processes(base / "procs", n, peers=peers) as procs:
-            boot = tuple(p.addr for p in random.sample(procs, min(3, n)))
+        async with processes(base / "procs", n, peers=peers, seed=seed) as procs:
+            boot = (
+                (procs[0].addr,) if seed else tuple(p.addr for p in random.sample(procs, min(3, n)))
+            )
             flow = await measure(
                 base, "procs", procs, boot, count, n_authors, samples, rate, poll_s, peers
             )
         progress(f"starting {n} nodes in this process")
-        async with in_process(base, n, peers) as locals_:
-            boot = tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
+        async with in_process(base, n, peers, seed) as locals_:
+            boot = (
+                (locals_[0].node.addrs[0],) if seed
+                else tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
+            )  # fmt: skip
             one = await measure(
                 base, "local", locals_, boot, count, n_authors, samples, rate, poll_s, peers
             )
@@ -338,6 +346,7 @@ async def run(
             "paced_events": samples,
             "paced_rate_per_s": rate,
             "peers_target": peers,
+            "topology": "seed" if seed else "random-3",
             "peers_per_node": round(flow["peers_per_node"], 1),
             # CPU each node spends per paced event (one event per gossip message, every copy
             # a mesh peer forwards received and checked): what sets the paced latency here
@@ -389,6 +398,10 @@ def main() -> None:
         "--peers", type=int, default=PEERS_TARGET,
         help="each node's mesh target (castnet node start --peers; 0: bootstrap edges only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--seed", action="store_true",
+        help="every node (and the publisher) bootstraps to node 0 only, not to 3 earlier nodes",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", type=Path, help="run in a folder here and keep it (node logs)")
     parser.add_argument(
@@ -416,6 +429,7 @@ def main() -> None:
         args.keep,
         args.load_poll_ms / 1000,
         args.peers,
+        args.seed,
     )
     figures["load_average_before"] = round(load, 1)
     stolen_after, total_after = cpu_ticks()

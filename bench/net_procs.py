@@ -106,21 +106,30 @@ class Local:
 
 
 @contextlib.asynccontextmanager
-async def in_process(base: Path, n: int, peers: int) -> AsyncIterator[list[Local]]:
-    """The same network inside this process: node i dials up to 3 earlier nodes, and peer
-    exchange adds connections while a mesh is short of `peers`, as in the processes."""
+async def in_process(
+    base: Path, n: int, peers: int, seed: bool = False
+) -> AsyncIterator[list[Local]]:
+    """The same network inside this process: node i dials up to 3 earlier nodes (or node 0
+    only: `seed`), and peer exchange adds connections while a mesh is short of `peers`, as in
+    the processes."""
     config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), peers_target=peers)
     async with open_local_nodes(base / "local", n, config, discover=peers > 0) as nodes:
         for i, node in enumerate(nodes):
-            for other in random.sample(nodes[:i], min(3, i)):
+            for other in nodes[:1] if seed and i else random.sample(nodes[:i], min(3, i)):
                 await node.connect(other.addrs[0])
         yield [Local(node) for node in nodes]
 
 
 @contextlib.asynccontextmanager
 async def processes(
-    base: Path, n: int, bootstrap: tuple[str, ...] = (), peers: int = PEERS_TARGET
+    base: Path,
+    n: int,
+    bootstrap: tuple[str, ...] = (),
+    peers: int = PEERS_TARGET,
+    seed: bool = False,
 ) -> AsyncIterator[list[Proc]]:
+    """`n` node processes; node i bootstraps to up to 3 earlier ones, or to node 0 only
+    (`seed`: a network of strangers given one seed address), or to `bootstrap`."""
     procs: list[Proc] = []
     base.mkdir(parents=True, exist_ok=True)
     try:
@@ -141,7 +150,10 @@ async def processes(
                 "--peers",
                 str(peers),
             ]
-            earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
+            if seed:
+                earlier = [p.addr for p in procs[:1]]
+            else:
+                earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
             if earlier or bootstrap:
                 argv += ["--bootstrap", *(earlier or bootstrap)]
             log = base / f"node{i}.log"
