@@ -153,9 +153,10 @@ class PeerExchange:
         named = await self.ask(asked)
         now = trio.current_time()
         me = self.running.host.get_id()
+        linked = set(self.running.host.get_connected_peers())  # on the topic or not (yet)
         fresh = [
             info for info in named
-            if info.peer_id != me and info.peer_id not in connected
+            if info.peer_id != me and info.peer_id not in linked
             and not self.guard.is_banned(info.peer_id)
             and self._failed.get(info.peer_id, -1.0) <= now
         ]  # fmt: skip
