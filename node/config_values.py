@@ -9,9 +9,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import base58
-
 from events.crypto import parse_address
+from p2p.addrs import is_peer_id
 
 
 class ConfigError(Exception):
@@ -90,12 +89,7 @@ def peer_ids(value: Any, name: str) -> tuple[str, ...]:
     """libp2p peer ids (base58, as `castnet worker --print-peer-id` shows them)."""
     ids = strings(value, name)
     for text in ids:
-        try:
-            raw = base58.b58decode(text)
-        except Exception:  # base58 decoding raises a variety of errors
-            raw = b""
-        # a multihash: identity (0x00) or sha2-256 (0x12) code, then the digest's length
-        if len(raw) < 3 or raw[0] not in (0x00, 0x12) or raw[1] != len(raw) - 2:
+        if not is_peer_id(text):
             raise ConfigError(f"{name}: {text!r} is not a libp2p peer id")
     return ids
 
