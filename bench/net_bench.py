@@ -46,7 +46,6 @@ import gc
 import json
 import logging
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -66,6 +65,7 @@ from net_procs import (  # noqa: E402
     SYNCED_LINE,
     Arrivals,
     Local,
+    dial_targets,
     in_process,
     processes,
     wait_all,
@@ -319,18 +319,13 @@ async def run(
         cores = os.cpu_count() or 1
         progress(f"starting {n} node processes")
         async with processes(base / "procs", n, peers=peers, seed=seed) as procs:
-            boot = (
-                (procs[0].addr,) if seed else tuple(p.addr for p in random.sample(procs, min(3, n)))
-            )
+            boot = tuple(p.addr for p in dial_targets(procs, seed))
             flow = await measure(
                 base, "procs", procs, boot, count, n_authors, samples, rate, poll_s, peers
             )
         progress(f"starting {n} nodes in this process")
         async with in_process(base, n, peers, seed) as locals_:
-            boot = (
-                (locals_[0].node.addrs[0],) if seed
-                else tuple(p.node.addrs[0] for p in random.sample(locals_, min(3, n)))
-            )  # fmt: skip
+            boot = tuple(p.node.addrs[0] for p in dial_targets(locals_, seed))
             one = await measure(
                 base, "local", locals_, boot, count, n_authors, samples, rate, poll_s, peers
             )

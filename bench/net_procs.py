@@ -105,6 +105,12 @@ class Local:
         return len(self.node.running.host.get_connected_peers())
 
 
+def dial_targets(earlier: list[Any], seed: bool) -> list[Any]:
+    """Whom a node joining after `earlier` bootstraps to: up to 3 of them at random, or the
+    first one only (`seed`: a network of strangers given one seed address)."""
+    return earlier[:1] if seed else random.sample(earlier, min(3, len(earlier)))
+
+
 @contextlib.asynccontextmanager
 async def in_process(
     base: Path, n: int, peers: int, seed: bool = False
@@ -115,7 +121,7 @@ async def in_process(
     config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), peers_target=peers)
     async with open_local_nodes(base / "local", n, config, discover=peers > 0) as nodes:
         for i, node in enumerate(nodes):
-            for other in nodes[:1] if seed and i else random.sample(nodes[:i], min(3, i)):
+            for other in dial_targets(nodes[:i], seed):
                 await node.connect(other.addrs[0])
         yield [Local(node) for node in nodes]
 
@@ -150,10 +156,7 @@ async def processes(
                 "--peers",
                 str(peers),
             ]
-            if seed:
-                earlier = [p.addr for p in procs[:1]]
-            else:
-                earlier = [p.addr for p in random.sample(procs, min(3, len(procs)))]
+            earlier = [p.addr for p in dial_targets(procs, seed)]
             if earlier or bootstrap:
                 argv += ["--bootstrap", *(earlier or bootstrap)]
             log = base / f"node{i}.log"

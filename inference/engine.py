@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.config import DEFAULT_BATCH as DEFAULT_BATCH
 from inference.config import InferenceConfig as InferenceConfig
 from inference.errors import InferenceError, UnknownPipeline
 from inference.manifest import ModelManifest
