@@ -5,7 +5,8 @@ gossip mesh is short of `--peers` (castnet's default, 4: gossipsub's D_lo); with
 node bootstraps to node 0 only (strangers given one seed address). A publisher node in this
 process (a castnet node too, bootstrapped to 3 of them, or to the seed) injects the events; the
 N processes do all the receiving. `peers_per_node`: the mean connections per node at the end of
-the paced phase.
+the paced phase; `first_node_peers`: node 0's (the seed's) at the end, which `--max-peers`
+bounds (idle connections outside its mesh are trimmed once 30 s old).
 
 - propagation (`p50_ms`, `p95_ms`): a paced phase, `--samples` events published at `--rate` per
   second (well under the limit, so it measures the network, not a queue): per event, the
@@ -35,7 +36,7 @@ the paced phase.
 No WAN delay is modelled: every figure is loopback.
 
 Usage: python bench/net_bench.py [--nodes 10] [--events 3000] [--samples 150] [--rate 5]
-                                 [--backlog 100000] [--peers 4] [--seed] [--json]
+                                 [--backlog 100000] [--peers 4] [--seed] [--max-peers 64] [--json]
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ from events.author import Author  # noqa: E402
 from events.crypto import LocalKeySigner, keccak256  # noqa: E402
 from events.envelope import SignedEvent, decode_verified  # noqa: E402
 from node.local.synth import synth_events  # noqa: E402
-from p2p.config import PEERS_TARGET, P2PConfig  # noqa: E402
+from p2p.config import MAX_PEERS, PEERS_TARGET, P2PConfig  # noqa: E402
 from p2p.gossip import DROPS, MAX_BATCH_EVENTS  # noqa: E402
 from p2p.host import quiet_libp2p  # noqa: E402
 from p2p.node import P2PNode, open_node  # noqa: E402
@@ -271,12 +272,14 @@ async def measure(
             batch = [writers[i % n_authors].sign(offer(i), i + 1) for i in range(count)]
             progress(f"{name}: throughput, {count} events")
             flow = await throughput(publisher, procs, arrivals, batch, poll_s)
+            first_peers = procs[0].peers()  # the seed, with --seed
             nursery.cancel_scope.cancel()
         progress(f"{name}: done, closing the publisher")
     flow["p50_ms"] = statistics.median(latencies) * 1000
     flow["p95_ms"] = pct(latencies, 95) * 1000
     flow["paced_cpu_us_per_event_per_node"] = paced_cpu * 1e6
     flow["peers_per_node"] = connections
+    flow["first_node_peers"] = first_peers
     return flow
 
 
@@ -308,6 +311,7 @@ async def run(
     poll_s: float = _LOAD_POLL_S,
     peers: int = PEERS_TARGET,
     seed: bool = False,
+    max_peers: int = MAX_PEERS,
 ) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         if keep is None:
@@ -318,13 +322,14 @@ async def run(
         sign_us, verify_us = signature_cost()
         cores = os.cpu_count() or 1
         progress(f"starting {n} node processes")
-        async with processes(base / "procs", n, peers=peers, seed=seed) as procs:
+        procs_cm = processes(base / "procs", n, peers=peers, seed=seed, max_peers=max_peers)
+        async with procs_cm as procs:
             boot = tuple(p.addr for p in dial_targets(procs, seed))
             flow = await measure(
                 base, "procs", procs, boot, count, n_authors, samples, rate, poll_s, peers
             )
         progress(f"starting {n} nodes in this process")
-        async with in_process(base, n, peers, seed) as locals_:
+        async with in_process(base, n, peers, seed, max_peers) as locals_:
             boot = tuple(p.node.addrs[0] for p in dial_targets(locals_, seed))
             one = await measure(
                 base, "local", locals_, boot, count, n_authors, samples, rate, poll_s, peers
@@ -343,6 +348,10 @@ async def run(
             "peers_target": peers,
             "topology": "seed" if seed else "random-3",
             "peers_per_node": round(flow["peers_per_node"], 1),
+            "max_peers": max_peers,
+            # node 0's connections at the end of the run: with --seed, what trimming
+            # left the seed everyone dialled (it keeps its gossip mesh, up to D_hi = 12)
+            "first_node_peers": int(flow["first_node_peers"]),
             # CPU each node spends per paced event (one event per gossip message, every copy
             # a mesh peer forwards received and checked): what sets the paced latency here
             "paced_cpu_us_per_event_per_node": round(flow["paced_cpu_us_per_event_per_node"], 1),
@@ -397,6 +406,10 @@ def main() -> None:
         "--seed", action="store_true",
         help="every node (and the publisher) bootstraps to node 0 only, not to 3 earlier nodes",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-peers", type=int, default=MAX_PEERS,
+        help="each node's connection limit (castnet node start --max-peers; 0: no limit)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--keep", type=Path, help="run in a folder here and keep it (node logs)")
     parser.add_argument(
@@ -406,8 +419,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.nodes < 1 or args.events < 1 or args.samples < 1 or args.rate <= 0:
         parser.error("--nodes, --events, --samples and --rate must be positive")
-    if args.backlog < 0 or args.peers < 0:
-        parser.error("--backlog and --peers must be >= 0")
+    if args.backlog < 0 or args.peers < 0 or args.max_peers < 0:
+        parser.error("--backlog, --peers and --max-peers must be >= 0")
+    if 0 < args.max_peers < args.peers:
+        parser.error("--max-peers must be 0 or at least --peers")
     logging.basicConfig(level=logging.ERROR)
     quiet_libp2p(logging.CRITICAL)
     load = os.getloadavg()[0]
@@ -425,6 +440,7 @@ def main() -> None:
         args.load_poll_ms / 1000,
         args.peers,
         args.seed,
+        args.max_peers,
     )
     figures["load_average_before"] = round(load, 1)
     stolen_after, total_after = cpu_ticks()

@@ -23,7 +23,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from p2p.config import PEERS_TARGET, P2PConfig  # noqa: E402
+from p2p.config import MAX_PEERS, PEERS_TARGET, P2PConfig  # noqa: E402
 from p2p.localnet import open_local_nodes  # noqa: E402
 from p2p.node import P2PNode  # noqa: E402
 from storage.store import DB_NAME  # noqa: E402
@@ -113,12 +113,12 @@ def dial_targets(earlier: list[Any], seed: bool) -> list[Any]:
 
 @contextlib.asynccontextmanager
 async def in_process(
-    base: Path, n: int, peers: int, seed: bool = False
+    base: Path, n: int, peers: int, seed: bool = False, max_peers: int = MAX_PEERS
 ) -> AsyncIterator[list[Local]]:
     """The same network inside this process: node i dials up to 3 earlier nodes (or node 0
     only: `seed`), and peer exchange adds connections while a mesh is short of `peers`, as in
     the processes."""
-    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), peers_target=peers)
+    config = P2PConfig(listen=("/ip4/127.0.0.1/tcp/0",), peers_target=peers, max_peers=max_peers)
     async with open_local_nodes(base / "local", n, config, discover=peers > 0) as nodes:
         for i, node in enumerate(nodes):
             for other in dial_targets(nodes[:i], seed):
@@ -133,6 +133,7 @@ async def processes(
     bootstrap: tuple[str, ...] = (),
     peers: int = PEERS_TARGET,
     seed: bool = False,
+    max_peers: int = MAX_PEERS,
 ) -> AsyncIterator[list[Proc]]:
     """`n` node processes; node i bootstraps to up to 3 earlier ones, or to node 0 only
     (`seed`: a network of strangers given one seed address), or to `bootstrap`."""
@@ -155,6 +156,8 @@ async def processes(
                 "open",
                 "--peers",
                 str(peers),
+                "--max-peers",
+                str(max_peers),
             ]
             earlier = [p.addr for p in dial_targets(procs, seed)]
             if earlier or bootstrap:

@@ -15,6 +15,8 @@ peers = 4                             # a gossip mesh short of this many peers (
                                       #   to graft): ask connected peers for more and dial
                                       #   them (peer exchange); 0: only the bootstrap peers
                                       #   and those that dial in
+max_peers = 64                        # above this many connections, close idle ones outside
+                                      #   the gossip mesh down to 3/4 of it; 0: keep all
 admit = "standing"                    # store and forward only the events of authors with
                                       #   standing (README: Admission); "open" admits every
                                       #   author (a private LAN)
@@ -97,7 +99,7 @@ from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.gateway.work import GatewayConfig
 from node.orchestrator.settings import OrchestratorConfig
 from node.protocol import SUMMARY_EVERY_S
-from p2p.config import DEFAULT_NETWORK, PEERS_TARGET, P2PConfig
+from p2p.config import DEFAULT_NETWORK, MAX_PEERS, PEERS_TARGET, P2PConfig
 
 # the sections' types and the value parsers stay importable from here, where callers found them
 __all__ = ["ADMIT_MODES", "ADMIT_STANDING", "KEYSTORE_NAME", "LEDGER_KINDS", "ROLES",
@@ -114,7 +116,8 @@ KEYSTORE_NAME = "keystore.json"
 _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
-    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit", "peers"},
+    "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit", "peers",
+            "max_peers"},
     "ledger": {"kind", "rpc_url", "deposit", "reserve", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
@@ -278,6 +281,7 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             require_bootstrap=boolean(t.get("require_bootstrap", True), "p2p.require_bootstrap"),
             admission=_admit(t.get("admit", ADMIT_STANDING), "p2p.admit"),
             peers_target=integer(t.get("peers", PEERS_TARGET), "p2p.peers", 0),
+            max_peers=integer(t.get("max_peers", MAX_PEERS), "p2p.max_peers", 0),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None

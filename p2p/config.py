@@ -10,6 +10,7 @@ DEFAULT_NETWORK = "castnet-dev"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 MiB = 1024 * 1024
 PEERS_TARGET = 4  # gossipsub's D_lo: below it a mesh is short, and gossipsub grafts
+MAX_PEERS = 64  # connections a node keeps before it trims idle ones outside its mesh
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,11 @@ class P2PConfig:
     # those that dial it
     peers_target: int = PEERS_TARGET
     peer_exchange_s: float = 10.0
+    # connection trimming (p2p/trim.py): above this many connected peers, close idle ones
+    # outside the gossip mesh (connected at least `trim_grace_s`) down to three quarters of it;
+    # 0: keep every connection
+    max_peers: int = MAX_PEERS
+    trim_grace_s: float = 30.0
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
     dial_timeout_s: float = 5.0
@@ -84,5 +90,10 @@ class P2PConfig:
             raise ValueError("gossip degrees must satisfy degree_low <= degree <= degree_high")
         if self.peers_target < 0 or self.peer_exchange_s <= 0:
             raise ValueError("peers_target must be >= 0 and peer_exchange_s > 0")
+        if self.max_peers < 0 or 0 < self.max_peers < self.peers_target or self.trim_grace_s < 0:
+            raise ValueError(
+                f"max_peers must be 0 (no limit) or at least the peer target ({self.peers_target}),"
+                " and trim_grace_s >= 0"
+            )
         if self.sync_batch_events < 1 or self.sync_batch_bytes < 64 * 1024 + 1024:
             raise ValueError("sync batches must hold at least one maximum-size event")

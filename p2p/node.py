@@ -35,6 +35,7 @@ from p2p.jobchains import JobChains
 from p2p.peers import CONNECTED, PeerEvents, parse_peer_addr
 from p2p.scoring import PeerScores
 from p2p.sync import SYNC_PROTOCOL, Sync, verify_batch
+from p2p.trim import Trimmer
 from storage.service import StoreService
 from storage.store import AppendResult, EventStore, Outcome
 
@@ -70,6 +71,7 @@ class P2PNode:
         self.gossip: Gossip
         self.sync: Sync
         self.peers: PeerExchange
+        self.trimmer: Trimmer
         # job chains: who holds which, and where their new events go (never to the topic)
         self.jobs = JobChains(config.network)
         # admission by standing, or (an open network) only the refusal of job events on the topic
@@ -109,9 +111,10 @@ class P2PNode:
                         inner.start_soon(self._bootstrap)
                         if self.config.peers_target > 0:
                             inner.start_soon(self.peers.run)
+                        if self.config.max_peers > 0:
+                            inner.start_soon(self.trimmer.run)
                         self._write_info()
-                        if self.admission is not None:
-                            inner.start_soon(self._report_admission)
+                        inner.start_soon(self._report)
                         log.info("p2p node %s on network %r", self.peer_id, self.config.network)
                         for addr in self.addrs:
                             log.info("listening on %s", addr)
@@ -158,6 +161,7 @@ class P2PNode:
             running, config, self.ingest, self.guard, self.sync.request, self.admission
         )
         self.peers = PeerExchange(running, config, self.gossip.topic, self.guard)
+        self.trimmer = Trimmer(running, config, self.guard, self._protected_peers)
         running.host.set_stream_handler(SYNC_PROTOCOL, self.sync.handle)
         running.host.set_stream_handler(PEERS_PROTOCOL, self.peers.handle)
         running.host.set_stream_handler(JOBS_PROTOCOL, self._handle_jobs)
@@ -363,11 +367,18 @@ class P2PNode:
         raise P2PError(f"cannot reach any bootstrap peer ({BOOTSTRAP_TRIES} tries): {tried}")
 
     async def _bootstrap(self) -> None:
-        """Keep the bootstrap peers connected: dial now, and again whenever they are gone."""
+        """Dial the bootstrap peers now, and again when they are gone while this node needs
+        them: no peer connected, or (with peer exchange on) a gossip mesh short of its target.
+        A leaf that meshes elsewhere leaves a busy seed alone, even when the seed trimmed it."""
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]
         failures: dict[str, int] = {}
+        target = self.config.peers_target
         while infos:
             connected = set(self.running.host.get_connected_peers())
+            mesh = self.running.router.mesh.get(self.gossip.topic, ())
+            if connected and target > 0 and len(mesh) >= target:
+                await trio.sleep(self.config.bootstrap_retry_s)
+                continue
             for info in infos:
                 name = info.peer_id.to_base58()
                 if info.peer_id in connected or self.guard.is_banned(info.peer_id):
@@ -384,6 +395,11 @@ class P2PNode:
                                     name, failures[name], exc)  # fmt: skip
             await trio.sleep(self.config.bootstrap_retry_s)
 
+    def _protected_peers(self) -> set[ID]:
+        """Peers the trimmer leaves connected: our bootstrap peers and our job counterparties."""
+        peers = {parse_peer_addr(a).peer_id for a in self.config.bootstrap}
+        return peers | set(self.jobs.peers.values())
+
     def _unblock(self, peer: ID) -> None:
         """py-libp2p refuses for 60 s to redial a peer whose addresses all failed once (its
         "negative cache"); a restarted bootstrap peer must be found sooner."""
@@ -391,35 +407,57 @@ class P2PNode:
         if unblock is not None:
             unblock(peer)
 
-    async def _report_admission(self) -> None:
-        """Log what admission held back (once per period) and record the counts for `castnet
-        node info`."""
-        assert self.admission is not None
-        every = self.admission.config.report_every_s
+    async def _report(self) -> None:
+        """Log what admission held back (once per period), and record it and the peer figures
+        for `castnet node info` whenever they change."""
         shown: dict[str, object] = {}
+        every = self.admission.config.report_every_s if self.admission is not None else 2.0
         while True:
             await trio.sleep(min(every, 2.0))
-            self.admission.report(trio.current_time())
-            summary = self.admission.summary()
-            if summary != shown:
-                shown = summary
-                self._write_info()  # a small file; only when the counts changed
+            if self.admission is not None:
+                self.admission.report(trio.current_time())
+            figures = self._figures()
+            if figures != shown:
+                shown = figures  # a small file, written only when the figures changed
+                await trio.to_thread.run_sync(_write_json, self.data_dir / INFO_FILE, self._info())
 
-    def _write_info(self) -> None:
-        """Record where this node listens (and what admission held back), for `castnet node
-        info` and scripts."""
-        info: dict[str, object] = {
+    def _figures(self) -> dict[str, object]:
+        """What `castnet node info` shows of the running node: peers, and admission."""
+        mesh = self.running.router.mesh.get(self.gossip.topic, ())
+        figures: dict[str, object] = {
+            "peers": {
+                "connected": len(self.running.host.get_connected_peers()),
+                "mesh": len(mesh),
+                "target": self.config.peers_target,
+                "max": self.config.max_peers,
+                "exchange_dialed": self.peers.dialed,
+                "exchange_connected": self.peers.connected,
+                "trimmed": self.trimmer.trimmed,
+            }
+        }
+        if self.admission is not None:
+            figures["admission"] = self.admission.summary()
+        return figures
+
+    def _info(self) -> dict[str, object]:
+        """Where this node listens, its peer figures and what admission held back, for
+        `castnet node info` and scripts."""
+        return {
             "peer_id": self.peer_id,
             "network": self.config.network,
             "addrs": self.addrs,
             "pid": os.getpid(),
+            **self._figures(),
         }
-        if self.admission is not None:
-            info["admission"] = self.admission.summary()
-        path = self.data_dir / INFO_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, path)
+
+    def _write_info(self) -> None:
+        _write_json(self.data_dir / INFO_FILE, self._info())
+
+
+def _write_json(path: Path, info: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 @asynccontextmanager

@@ -231,6 +231,8 @@ def p2p_families(nodes: dict[str, P2PNode]) -> Iterator[Metric]:
          lambda n: n.peers.dialed),
         ("castnet_peer_exchange_connected", "Peer exchange dials that connected", counter,
          lambda n: n.peers.connected),
+        ("castnet_connections_trimmed", "Idle connections outside the mesh closed over the "
+         "peer limit", counter, lambda n: n.trimmer.trimmed),
         ("castnet_gossip_messages_received", "Gossip messages received and accepted", counter,
          lambda n: n.gossip.received),
         ("castnet_gossip_messages_published", "Events published on gossip", counter,

@@ -17,7 +17,7 @@ from node.cli.heap import freeze_startup_heap
 from node.cli.stopping import stop_on_signal
 from node.config import ADMIT_MODES, ADMIT_STANDING
 from node.errors import user_error
-from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, PEERS_TARGET, P2PConfig
+from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, MAX_PEERS, PEERS_TARGET, P2PConfig
 from p2p.errors import P2PError
 from storage.errors import StorageError
 from storage.store import DB_NAME, EventStore
@@ -48,6 +48,11 @@ def register(sub: Any) -> None:
         "bootstrap peers and those that dial in",
     )  # fmt: skip
     p.add_argument(
+        "--max-peers", type=int, default=MAX_PEERS, metavar="N",
+        help="above N connected peers, close idle ones outside the gossip mesh (connected for "
+        "30 s or more) down to three quarters of N (default %(default)s); 0: keep every one",
+    )  # fmt: skip
+    p.add_argument(
         "--admit", choices=(*ADMIT_MODES, "all"), default=ADMIT_STANDING,
         help="store and forward only the events of authors with standing: bonded, funded, or "
         "a counterparty of ours (standing, the default; see README), or of every author "
@@ -76,6 +81,7 @@ def start_config(args: argparse.Namespace) -> P2PConfig:
         require_bootstrap=True,
         admission=args.admit == ADMIT_STANDING,
         peers_target=args.peers,
+        max_peers=args.max_peers,
     )
 
 
@@ -132,8 +138,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         recorded = json.loads(last.read_text())
         info["network"] = recorded.get("network")
         info["listen_addrs"] = recorded.get("addrs", [])
-        if "admission" in recorded:
-            info["admission"] = recorded["admission"]
+        for part in ("peers", "admission"):  # as the node last recorded them (while running)
+            if part in recorded:
+                info[part] = recorded[part]
     else:
         info["network"], info["listen_addrs"] = None, []
     if (data_dir / DB_NAME).exists():
@@ -151,6 +158,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {addr}")
     if "events" in info:
         print(f"events:   {info['events']} by {info['authors']} authors")
+    if "peers" in info:
+        peers = info["peers"]
+        limit = peers.get("max") or "no limit"
+        print(
+            f"peers:    {peers.get('connected', 0)} connected (limit {limit}; "
+            f"{peers.get('trimmed', 0)} trimmed), gossip mesh {peers.get('mesh', 0)} "
+            f"(target {peers.get('target', 0)}); peer exchange dialled "
+            f"{peers.get('exchange_dialed', 0)}, {peers.get('exchange_connected', 0)} connected"
+        )
     if "admission" in info:
         held = info["admission"].get("held_back", {})
         shown = ", ".join(f"{n} {why}" for why, n in sorted(held.items())) or "none"
