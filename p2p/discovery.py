@@ -13,9 +13,9 @@ records or were dialled at. What a peer answers is never trusted further than on
 an address is dialled only if it is TCP on a unicast IP in the same scope as the answering
 peer (loopback only when the answer came over loopback, private ranges only from a peer on a
 private or loopback address), the dial must reach the named peer id (Noise proves it), a
-peer that failed is not dialled again for `FAILED_BACKOFF_S`, and a malformed answer costs
-the peer a penalty. A peer that does not serve the protocol (a js-libp2p peer, a worker) is
-asked once.
+peer that failed, and each address it was dialled at (under any peer id), is not dialled
+again for `FAILED_BACKOFF_S`, and a malformed answer costs the peer a penalty. A peer that
+does not serve the protocol (a js-libp2p peer, a worker) is asked once.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ class PeerExchange:
         self._no_exchange: dict[ID, None] = {}
         self._asked: dict[ID, float] = {}  # when each peer was last asked
         self._failed: dict[ID, float] = {}  # until when a peer is not dialled again
+        # until when an address is not dialled again, under any peer id: a peer that names
+        # someone else's address under ever new ids gets it dialled once per FAILED_BACKOFF_S
+        # by each node that asks it, not once per id (no amplifier of connection floods)
+        self._failed_addrs: dict[str, float] = {}
 
     # -- answering -------------------------------------------------------------------------
 
@@ -154,12 +158,18 @@ class PeerExchange:
         now = trio.current_time()
         me = self.running.host.get_id()
         linked = set(self.running.host.get_connected_peers())  # on the topic or not (yet)
-        fresh = [
-            info for info in named
-            if info.peer_id != me and info.peer_id not in linked
-            and not self.guard.is_banned(info.peer_id)
-            and self._failed.get(info.peer_id, -1.0) <= now
-        ]  # fmt: skip
+        fresh = []
+        for info in named:
+            if (
+                info.peer_id == me
+                or info.peer_id in linked
+                or self.guard.is_banned(info.peer_id)
+                or self._failed.get(info.peer_id, -1.0) > now
+            ):
+                continue
+            info.addrs = [a for a in info.addrs if self._failed_addrs.get(str(a), -1.0) <= now]
+            if info.addrs:
+                fresh.append(info)
         random.shuffle(fresh)
         chosen = fresh[:want]
         if not chosen:
@@ -174,7 +184,10 @@ class PeerExchange:
                     await self.running.host.connect(info)
                 made += 1
             except Exception as exc:  # unreachable, refused, another peer id: not again soon
-                self._failed[info.peer_id] = trio.current_time() + FAILED_BACKOFF_S
+                until = trio.current_time() + FAILED_BACKOFF_S
+                self._failed[info.peer_id] = until
+                for addr in info.addrs:
+                    self._failed_addrs[str(addr)] = until
                 log.debug("peer exchange: dialling %s failed: %r", info.peer_id.to_base58(), exc)
 
         async with trio.open_nursery() as nursery:
@@ -218,8 +231,9 @@ class PeerExchange:
         return []
 
     def _forget_old_failures(self, now: float) -> None:
-        for peer in [p for p, until in self._failed.items() if until <= now]:
-            del self._failed[peer]
+        for table in (self._failed, self._failed_addrs):
+            for key in [k for k, until in table.items() if until <= now]:
+                del table[key]
 
     def summary(self) -> dict[str, int]:
         return {"target": self.config.peers_target, "dialed": self.dialed,

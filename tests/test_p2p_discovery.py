@@ -137,6 +137,10 @@ async def test_a_lying_answer_costs_one_dial_and_a_malformed_one_a_penalty(
         assert asker.peers.dialed == 1 and asker.peers.connected == 0
         assert await asker.peers.round() == 0  # the same lie again: not dialled again
         assert asker.peers.dialed == 1
+        # nor that address under a new id (a liar cannot make its askers flood someone)
+        answers[0] = [[a_peer_id(3), [f"/ip4/{other_host}/tcp/{other_port}"]]]
+        assert await asker.peers.round() == 0
+        assert asker.peers.dialed == 1
         liar_name = liar.running.host.get_id().to_base58()
         assert asker.guard.scores.points(liar_name, trio.current_time()) == 0
         answers[0] = [["not a peer id", ["/ip4/127.0.0.1/tcp/1"]]]
