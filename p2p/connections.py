@@ -1,6 +1,7 @@
 """What a node does to its libp2p connections beyond py-libp2p's own calls: find the TCP socket
-under a connection, abort every connection at once (p2p.node bounds a stuck close with it), and
-limit the streams one peer may have open to this node."""
+under a connection, abort every connection at once (p2p.node bounds a stuck close with it),
+limit the streams one peer may have open to this node, and give back an inbound connection's
+slot when the connection ends."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Any
 import trio
 from libp2p.abc import IHost
 from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.swarm import Swarm
 
 log = logging.getLogger("castnet.p2p.connections")
 # streams one peer may have open to this node at once: a node's own protocols use a handful per
 # peer (gossip, sync, a job's requests); each stream may hold its receive window (256 KiB and
 # more) in memory, and py-libp2p limits streams only across all peers together
 MAX_INBOUND_STREAMS = 128
+_FIND_CONN_S = 0.25  # how often an inbound handler looks for the connection its upgrade made
 
 
 def _socket_of(conn: object) -> trio.SocketStream | None:
@@ -70,3 +73,55 @@ async def _accept_limited(self: SwarmConn, muxed_stream: Any) -> None:
 def limit_inbound_streams() -> None:
     """Install the per-peer limit on streams in py-libp2p's connections (idempotent)."""
     SwarmConn._handle_muxed_stream = _accept_limited  # type: ignore[method-assign]
+
+
+_inbound = Swarm._do_handle_inbound_connection
+
+
+async def _inbound_while_open(self: Swarm, read_write_closer: Any, *args: Any) -> None:
+    """py-libp2p's handling of an inbound connection, ended once that connection has closed.
+
+    py-libp2p 0.8.1 keeps each inbound connection's handler (and the inbound slot it holds, one
+    of 300) until the whole swarm stops, whether the connection lives or not: a node that had
+    accepted 300 connections over its life refused every inbound connection after that, and a
+    seed whose peers come and go (or that trims them) got there in hours. Here the handler ends
+    when its connection closes, which gives its slot back."""
+    socket = _socket_of(read_write_closer)
+    async with trio.open_nursery() as nursery:
+
+        async def handle() -> None:
+            try:
+                await _inbound(self, read_write_closer, *args)
+            finally:  # refused, failed, or (rarely) the swarm stopped
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(handle)
+        if socket is None:
+            return  # another transport: py-libp2p's handling as it is
+        muxed = None
+        while muxed is None:  # the upgrade (Noise, yamux) is bounded by py-libp2p's timeouts
+            await trio.sleep(_FIND_CONN_S)
+            if socket.socket.fileno() == -1:
+                break  # closed before (or as) it was found
+            muxed = _muxed_on(self, socket)
+        closed = getattr(muxed, "event_closed", None)
+        if isinstance(closed, trio.Event):
+            await closed.wait()
+        elif muxed is not None:
+            while not getattr(muxed, "is_closed", True):
+                await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+
+
+def _muxed_on(swarm: Swarm, socket: trio.SocketStream) -> Any:
+    """The muxed connection the swarm holds over `socket`, or None (not upgraded yet)."""
+    for conns in list(swarm.connections.values()):
+        for conn in conns if isinstance(conns, list) else [conns]:
+            if _socket_of(conn) is socket:
+                return conn.muxed_conn
+    return None
+
+
+def release_inbound_slots() -> None:
+    """End each inbound connection's handler with its connection (idempotent)."""
+    Swarm._do_handle_inbound_connection = _inbound_while_open  # type: ignore[method-assign]

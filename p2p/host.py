@@ -43,7 +43,7 @@ from libp2p.tools.anyio_service.context import background_trio_service
 from events.crypto import keccak256
 from p2p.addrs import check_listen_addr, port_in_use
 from p2p.config import P2PConfig
-from p2p.connections import limit_inbound_streams
+from p2p.connections import limit_inbound_streams, release_inbound_slots
 from p2p.errors import P2PError
 from p2p.muxer import batch_window_updates
 from p2p.quicklocks import install_quick_locks
@@ -191,6 +191,7 @@ _ENVELOPES: weakref.WeakKeyDictionary[IHost, tuple[float, bytes]] = weakref.Weak
 _gossipsub_module.env_to_send_in_RPC = _cached_envelope  # type: ignore[attr-defined]
 batch_window_updates()
 limit_inbound_streams()
+release_inbound_slots()
 install_quick_locks()
 
 

@@ -191,3 +191,19 @@ async def test_node_info_shows_the_peer_figures(
     assert info["peers"]["max"] == MAX_PEERS and info["peers"]["trimmed"] == 0
     assert node_cli(["node", "info", str(tmp_path / "node0")]) == 0
     assert "peers:    1 connected (limit 64; 0 trimmed), gossip mesh 1" in capsys.readouterr().out
+
+
+async def test_an_inbound_connection_gives_its_slot_back_when_it_closes(tmp_path: Path) -> None:
+    # py-libp2p held each inbound connection's slot (300 in all) until the node stopped: a seed
+    # that had accepted 300 connections over its life refused every newcomer after that
+    async with open_local_nodes(tmp_path / "seed", 1, QUICK) as (seed,):
+        network = seed.running.host.get_network()
+        for i in range(3):
+            async with open_local_nodes(tmp_path / f"peer{i}", 1, QUICK) as (peer,):
+                await peer.connect(seed.addrs[0])
+                assert network._inbound_limiter.borrowed_tokens == 1
+                await seed.running.host.disconnect(peer.running.host.get_id())  # trimmed, say
+                with trio.fail_after(10):
+                    while network._inbound_limiter.borrowed_tokens:
+                        await trio.sleep(_POLL_S)
+        assert not network.connections
