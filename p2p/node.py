@@ -122,6 +122,11 @@ class P2PNode:
                         await trio.sleep_forever()
         finally:
             self._closed = True
+            running = getattr(self, "running", None)
+            if running is not None:  # a stop is a cancellation, and py-libp2p's close under it
+                # left the sockets open: its peers kept a live connection to a node long gone
+                with contextlib.suppress(Exception):
+                    abort_connections(running.host)
             service.close()
             if self._own_store:
                 self.store.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 from libp2p.peer.id import ID
 
+from p2p.config import P2PConfig
 from p2p.connections import _socket_of, abort_connections
 from p2p.localnet import open_local_nodes
 from tests.polling import until
@@ -77,3 +78,18 @@ async def test_a_write_blocked_on_an_aborted_socket_wakes_with_an_error(tmp_path
     assert failed and isinstance(failed[0], trio.ClosedResourceError)
     await server.aclose()
     await listener.aclose()
+
+
+async def test_a_stopped_node_leaves_no_connection_behind_at_its_peers(tmp_path: Path) -> None:
+    # a node stops by cancellation, and py-libp2p's close under it left the sockets open: its
+    # peers (in another process, or this one) kept a live connection to it, and its place
+    quiet = P2PConfig(sync_interval_s=60.0)  # no sync round that would find b gone
+    async with open_local_nodes(tmp_path / "a", 1, quiet) as (a,):
+        network = a.running.host.get_network()
+        async with open_local_nodes(tmp_path / "b", 1, quiet) as (b,):
+            await b.connect(a.addrs[0])
+            gone = b.running.host.get_id()
+            await until(lambda: gone in network.connections, "a sees b", 10)
+            await trio.sleep(0.2)  # and both are past the connection's start (identify, sync)
+        await until(lambda: gone not in network.connections, "a sees b gone", 10)
+        await until(lambda: network._inbound_limiter.borrowed_tokens == 0, "b's place freed", 10)
