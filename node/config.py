@@ -17,6 +17,8 @@ peers = 4                             # a gossip mesh short of this many peers (
                                       #   and those that dial in
 max_peers = 64                        # above this many connections, close idle ones outside
                                       #   the gossip mesh down to 3/4 of it; 0: keep all
+inbound_per_ip = 8                    # inbound connections one IP address may hold at once
+                                      #   (loopback is not limited); 0: no limit
 admit = "standing"                    # store and forward only the events of authors with
                                       #   standing (README: Admission); "open" admits every
                                       #   author (a private LAN)
@@ -99,7 +101,7 @@ from node.gateway.verify_policy import POLICIES as VERIFY_POLICIES
 from node.gateway.work import GatewayConfig
 from node.orchestrator.settings import OrchestratorConfig
 from node.protocol import SUMMARY_EVERY_S
-from p2p.config import DEFAULT_NETWORK, MAX_PEERS, PEERS_TARGET, P2PConfig
+from p2p.config import DEFAULT_NETWORK, INBOUND_PER_IP, MAX_PEERS, PEERS_TARGET, P2PConfig
 
 # the sections' types and the value parsers stay importable from here, where callers found them
 __all__ = ["ADMIT_MODES", "ADMIT_STANDING", "KEYSTORE_NAME", "LEDGER_KINDS", "ROLES",
@@ -117,7 +119,7 @@ _SECTIONS: dict[str, set[str]] = {
     "": {"roles", "data_dir", "p2p", "ledger", "orchestrator", "gateway", "api", "delegator",
          "keys", "metrics"},
     "p2p": {"network", "listen", "bootstrap", "mdns", "require_bootstrap", "admit", "peers",
-            "max_peers"},
+            "max_peers", "inbound_per_ip"},
     "ledger": {"kind", "rpc_url", "deposit", "reserve", "contracts"},
     "orchestrator": {"price_per_pixel", "capacity", "ticket_ev", "encoder", "offer_interval_s",
                      "validity_blocks", "redeem_interval_s", "workers", "allow_any_worker",
@@ -282,6 +284,9 @@ def _p2p(t: Mapping[str, Any]) -> P2PConfig:
             admission=_admit(t.get("admit", ADMIT_STANDING), "p2p.admit"),
             peers_target=integer(t.get("peers", PEERS_TARGET), "p2p.peers", 0),
             max_peers=integer(t.get("max_peers", MAX_PEERS), "p2p.max_peers", 0),
+            inbound_per_ip=integer(
+                t.get("inbound_per_ip", INBOUND_PER_IP), "p2p.inbound_per_ip", 0
+            ),
         )
     except ValueError as exc:
         raise ConfigError(f"[p2p]: {exc}") from None

@@ -11,6 +11,7 @@ DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 MiB = 1024 * 1024
 PEERS_TARGET = 4  # gossipsub's D_lo: below it a mesh is short, and gossipsub grafts
 MAX_PEERS = 64  # connections a node keeps before it trims idle ones outside its mesh
+INBOUND_PER_IP = 8  # inbound connections one (non-loopback) IP address may hold at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,9 @@ class P2PConfig:
     # 0: keep every connection
     max_peers: int = MAX_PEERS
     trim_grace_s: float = 30.0
+    # inbound connections one IP address may hold at once (p2p/connections.py; loopback is not
+    # limited); 0: no limit
+    inbound_per_ip: int = INBOUND_PER_IP
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
     dial_timeout_s: float = 5.0
@@ -90,6 +94,8 @@ class P2PConfig:
             raise ValueError("gossip degrees must satisfy degree_low <= degree <= degree_high")
         if self.peers_target < 0 or self.peer_exchange_s <= 0:
             raise ValueError("peers_target must be >= 0 and peer_exchange_s > 0")
+        if self.inbound_per_ip < 0:
+            raise ValueError("inbound_per_ip must be >= 0 (0: no limit)")
         if self.max_peers < 0 or 0 < self.max_peers < self.peers_target or self.trim_grace_s < 0:
             raise ValueError(
                 f"max_peers must be 0 (no limit) or at least the peer target ({self.peers_target}),"

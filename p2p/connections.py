@@ -6,7 +6,10 @@ slot when the connection ends."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -20,6 +23,12 @@ log = logging.getLogger("castnet.p2p.connections")
 # more) in memory, and py-libp2p limits streams only across all peers together
 MAX_INBOUND_STREAMS = 128
 _FIND_CONN_S = 0.25  # how often an inbound handler looks for the connection its upgrade made
+_REFUSAL_LOG_S = 60.0  # a refused address is logged at most this often
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _not_loopback(ip: IPAddress) -> bool:
+    return not ip.is_loopback
 
 
 def _socket_of(conn: object) -> trio.SocketStream | None:
@@ -85,8 +94,66 @@ async def _inbound_while_open(self: Swarm, read_write_closer: Any, *args: Any) -
     of 300) until the whole swarm stops, whether the connection lives or not: a node that had
     accepted 300 connections over its life refused every inbound connection after that, and a
     seed whose peers come and go (or that trims them) got there in hours. Here the handler ends
-    when its connection closes, which gives its slot back."""
+    when its connection closes, which gives its slot back.
+
+    And one IP address may hold at most `castnet_per_ip` inbound connections at once (loopback
+    is not limited): one host opening connections under ever new peer ids would otherwise fill
+    those places, each kept for the trimmer's grace period, and keep newcomers out."""
     socket = _socket_of(read_write_closer)
+    ip = _peer_ip(socket)
+    held: Counter[IPAddress] = self.__dict__.setdefault("castnet_inbound_ips", Counter())
+    if ip is not None and _refused(self, ip, held[ip]):
+        with contextlib.suppress(Exception):
+            await read_write_closer.close()
+        return
+    if ip is not None:
+        held[ip] += 1
+    try:
+        await _handle_while_open(self, read_write_closer, socket, *args)
+    finally:
+        if ip is not None:
+            held[ip] -= 1
+            if held[ip] <= 0:
+                del held[ip]
+
+
+def _refused(swarm: Swarm, ip: IPAddress, holding: int) -> bool:
+    """Whether an inbound connection from `ip`, which holds `holding` already, is over the
+    swarm's limit per address (logged at most once per `_REFUSAL_LOG_S` per address)."""
+    limit = getattr(swarm, "castnet_per_ip", 0)
+    limited: Callable[[IPAddress], bool] = getattr(swarm, "castnet_ip_limited", _not_loopback)
+    if limit <= 0 or holding < limit or not limited(ip):
+        return False
+    swarm.castnet_ip_refused = getattr(swarm, "castnet_ip_refused", 0) + 1  # type: ignore[attr-defined]
+    logged: dict[IPAddress, float] = swarm.__dict__.setdefault("castnet_ip_logged", {})
+    now = trio.current_time()
+    if now - logged.get(ip, -_REFUSAL_LOG_S) >= _REFUSAL_LOG_S:
+        if len(logged) > 4096:
+            logged.clear()
+        logged[ip] = now
+        log.warning("refusing inbound connections from %s: it holds %d, the limit per address "
+                    "(%d refused in all)", ip, holding, swarm.castnet_ip_refused)  # fmt: skip
+    return True
+
+
+def _peer_ip(socket: trio.SocketStream | None) -> IPAddress | None:
+    if socket is None:
+        return None
+    try:
+        return ipaddress.ip_address(socket.socket.getpeername()[0])
+    except (OSError, ValueError, IndexError, TypeError):  # closed already, or not IP
+        return None
+
+
+def limit_inbound_per_ip(swarm: Any, limit: int) -> None:
+    """At most `limit` inbound connections at once from one (non-loopback) IP address; 0: no
+    limit."""
+    swarm.castnet_per_ip = limit
+
+
+async def _handle_while_open(
+    self: Swarm, read_write_closer: Any, socket: trio.SocketStream | None, *args: Any
+) -> None:
     async with trio.open_nursery() as nursery:
 
         async def handle() -> None:

@@ -43,7 +43,7 @@ from libp2p.tools.anyio_service.context import background_trio_service
 from events.crypto import keccak256
 from p2p.addrs import check_listen_addr, port_in_use
 from p2p.config import P2PConfig
-from p2p.connections import limit_inbound_streams, release_inbound_slots
+from p2p.connections import limit_inbound_per_ip, limit_inbound_streams, release_inbound_slots
 from p2p.errors import P2PError
 from p2p.muxer import batch_window_updates
 from p2p.quicklocks import install_quick_locks
@@ -139,7 +139,7 @@ class _GossipSub(GossipSub):
 def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
     # Noise only: py-libp2p's default stack also accepts /plaintext/2.0.0, TLS and secio.
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
@@ -151,6 +151,8 @@ def build_host(key_pair: KeyPair, config: P2PConfig) -> IHost:
         ),
         enable_mDNS=config.mdns,
     )
+    limit_inbound_per_ip(host.get_network(), config.inbound_per_ip)
+    return host
 
 
 OUTBOUND_QUEUE = 512  # RPCs queued per peer before py-libp2p drops (its default: 32)

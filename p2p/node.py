@@ -438,6 +438,7 @@ class P2PNode:
                 "exchange_dialed": self.peers.dialed,
                 "exchange_connected": self.peers.connected,
                 "trimmed": self.trimmer.trimmed,
+                "refused_per_ip": getattr(self.running.host.get_network(), "castnet_ip_refused", 0),
             }
         }
         if self.admission is not None:

@@ -128,9 +128,8 @@ class Trimmer:
         self.trimmed += len(chosen)
         now = trio.current_time()
         if now - self._logged_at >= LOG_EVERY_S:
-            log.info("%d connections over the limit of %d: closed %d that were outside the "
-                     "gossip mesh and idle (%d trimmed since the start)", before -
-                     self.config.max_peers, self.config.max_peers, len(chosen),
-                     self.trimmed)  # fmt: skip
+            log.info("%d connections, over the limit of %d: closed %d that were outside the "
+                     "gossip mesh and idle (%d trimmed since the start)", before,
+                     self.config.max_peers, len(chosen), self.trimmed)  # fmt: skip
             self._logged_at = now
         return len(chosen)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 from pathlib import Path
 
@@ -167,9 +168,19 @@ def test_max_peers_from_the_flag_and_the_config_file(tmp_path: Path) -> None:
     assert parsed("--max-peers", "0").max_peers == 0  # no limit
     with pytest.raises(ValueError, match=r"max_peers must be 0 .* peer target \(4\)"):
         parsed("--max-peers", "3")
+    assert parsed().inbound_per_ip == 8
+    assert parsed("--inbound-per-ip", "0").inbound_per_ip == 0  # no limit
+    with pytest.raises(ValueError, match="inbound_per_ip"):
+        parsed("--inbound-per-ip", "-1")
     base = {"roles": ["delegator"], "ledger": {"kind": "embedded"}}
     config = build_config({**base, "p2p": {"max_peers": 100}, "data_dir": "d"}, tmp_path)
     assert config.p2p.max_peers == 100
+    assert (
+        build_config(
+            {**base, "p2p": {"inbound_per_ip": 32}, "data_dir": "d"}, tmp_path
+        ).p2p.inbound_per_ip
+        == 32
+    )
     with pytest.raises(ConfigError, match=r"p2p\.max_peers"):
         build_config({**base, "p2p": {"max_peers": -1}, "data_dir": "d"}, tmp_path)
     assert low_water(64) == 48 and low_water(1) == 1
@@ -207,3 +218,41 @@ async def test_an_inbound_connection_gives_its_slot_back_when_it_closes(tmp_path
                     while network._inbound_limiter.borrowed_tokens:
                         await trio.sleep(_POLL_S)
         assert not network.connections
+
+
+async def test_one_address_holds_at_most_its_share_of_inbound_connections(tmp_path: Path) -> None:
+    config = dataclasses.replace(QUICK, inbound_per_ip=2)
+    async with (
+        open_local_nodes(tmp_path / "seed", 1, config) as (seed,),
+        open_local_nodes(tmp_path / "peers", 4, QUICK) as peers,
+    ):
+        network = seed.running.host.get_network()
+        network.castnet_ip_limited = lambda ip: True  # loopback counts here (not by default)
+        for peer in peers[:2]:
+            await peer.connect(seed.addrs[0])
+        with pytest.raises(Exception), trio.fail_after(10):  # noqa: B017 (py-libp2p's dial error)
+            await peers[2].connect(seed.addrs[0])
+        assert network.castnet_ip_refused >= 1
+        assert connected(seed) == {p.running.host.get_id() for p in peers[:2]}
+        await seed.running.host.disconnect(peers[0].running.host.get_id())  # one goes: room
+        with trio.fail_after(10):
+            while sum(network.castnet_inbound_ips.values()) >= 2:
+                await trio.sleep(_POLL_S)
+        await peers[3].connect(seed.addrs[0])
+        assert peers[3].running.host.get_id() in connected(seed)
+
+
+async def test_the_limit_per_address_spares_loopback_by_default() -> None:
+    from p2p.connections import _refused, limit_inbound_per_ip
+
+    class Swarm:  # only the attributes the rule reads
+        pass
+
+    swarm = Swarm()
+    limit_inbound_per_ip(swarm, 8)
+    lan, loop = ipaddress.ip_address("192.168.1.20"), ipaddress.ip_address("127.0.0.1")
+    assert not _refused(swarm, lan, 7)  # type: ignore[arg-type]
+    assert _refused(swarm, lan, 8)  # type: ignore[arg-type]
+    assert not _refused(swarm, loop, 100)  # type: ignore[arg-type]
+    limit_inbound_per_ip(swarm, 0)
+    assert not _refused(swarm, lan, 100)  # type: ignore[arg-type]

@@ -17,7 +17,14 @@ from node.cli.heap import freeze_startup_heap
 from node.cli.stopping import stop_on_signal
 from node.config import ADMIT_MODES, ADMIT_STANDING
 from node.errors import user_error
-from p2p.config import DEFAULT_LISTEN, DEFAULT_NETWORK, MAX_PEERS, PEERS_TARGET, P2PConfig
+from p2p.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_NETWORK,
+    INBOUND_PER_IP,
+    MAX_PEERS,
+    PEERS_TARGET,
+    P2PConfig,
+)
 from p2p.errors import P2PError
 from storage.errors import StorageError
 from storage.store import DB_NAME, EventStore
@@ -53,6 +60,11 @@ def register(sub: Any) -> None:
         "30 s or more) down to three quarters of N (default %(default)s); 0: keep every one",
     )  # fmt: skip
     p.add_argument(
+        "--inbound-per-ip", type=int, default=INBOUND_PER_IP, metavar="N",
+        help="inbound connections one IP address may hold at once (loopback is not limited; "
+        "default %(default)s); 0: no limit",
+    )  # fmt: skip
+    p.add_argument(
         "--admit", choices=(*ADMIT_MODES, "all"), default=ADMIT_STANDING,
         help="store and forward only the events of authors with standing: bonded, funded, or "
         "a counterparty of ours (standing, the default; see README), or of every author "
@@ -82,6 +94,7 @@ def start_config(args: argparse.Namespace) -> P2PConfig:
         admission=args.admit == ADMIT_STANDING,
         peers_target=args.peers,
         max_peers=args.max_peers,
+        inbound_per_ip=args.inbound_per_ip,
     )
 
 
