@@ -76,6 +76,9 @@ class P2PConfig:
     inbound_per_ip: int = INBOUND_PER_IP
     # bootstrap redial
     bootstrap_retry_s: float = 2.0
+    # ... while a node needs them (no peer, or a short mesh); else this rarely (a trimmed leaf
+    # does not churn a busy seed, and a restarted seed gets its peers back)
+    bootstrap_idle_redial_s: float = 300.0
     dial_timeout_s: float = 5.0
     # start only once a bootstrap peer answered (a long-lived node started by a user); a node
     # in a test or a local network dials in the background instead

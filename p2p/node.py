@@ -372,22 +372,28 @@ class P2PNode:
         raise P2PError(f"cannot reach any bootstrap peer ({BOOTSTRAP_TRIES} tries): {tried}")
 
     async def _bootstrap(self) -> None:
-        """Dial the bootstrap peers now, and again when they are gone while this node needs
-        them: no peer connected, or (with peer exchange on) a gossip mesh short of its target.
-        A leaf that meshes elsewhere leaves a busy seed alone, even when the seed trimmed it."""
+        """Dial the bootstrap peers now, and again when they are gone: every
+        `bootstrap_retry_s` while this node needs them (no peer connected, or with peer exchange
+        on a gossip mesh short of its target), else once per `bootstrap_idle_redial_s`. A leaf
+        that meshes elsewhere comes back to a busy seed that trimmed it only that rarely, and a
+        seed that restarted still gets its old peers back."""
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]
         failures: dict[str, int] = {}
+        dialled: dict[str, float] = {}  # when each was last dialled
         target = self.config.peers_target
         while infos:
             connected = set(self.running.host.get_connected_peers())
             mesh = self.running.router.mesh.get(self.gossip.topic, ())
-            if connected and target > 0 and len(mesh) >= target:
-                await trio.sleep(self.config.bootstrap_retry_s)
-                continue
+            needed = not connected or target <= 0 or len(mesh) < target
+            now = trio.current_time()
             for info in infos:
                 name = info.peer_id.to_base58()
                 if info.peer_id in connected or self.guard.is_banned(info.peer_id):
                     continue
+                idle = self.config.bootstrap_idle_redial_s
+                if not needed and now - dialled.get(name, now) < idle:
+                    continue
+                dialled[name] = now
                 self._unblock(info.peer_id)
                 try:
                     with trio.fail_after(self.config.dial_timeout_s):

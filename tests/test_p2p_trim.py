@@ -139,7 +139,9 @@ async def test_the_mesh_counterparties_bootstrap_peers_work_and_newcomers_stay(
                 await trio.sleep(_POLL_S)
 
 
-async def test_bootstrap_peers_are_redialled_only_while_the_mesh_is_short(tmp_path: Path) -> None:
+async def test_bootstrap_peers_are_redialled_at_once_only_while_the_mesh_is_short(
+    tmp_path: Path,
+) -> None:
     async with open_local_nodes(tmp_path / "seed", 2, QUICK) as (seed, other):
         config = dataclasses.replace(
             QUICK, bootstrap=(seed.addrs[0],), bootstrap_retry_s=0.05, peers_target=1
@@ -153,8 +155,15 @@ async def test_bootstrap_peers_are_redialled_only_while_the_mesh_is_short(tmp_pa
             await seed.running.host.disconnect(leaf.running.host.get_id())  # the seed trims it
             await trio.sleep(20 * config.bootstrap_retry_s)
             assert seed_id not in connected(leaf)  # a mesh at its target: the seed is left alone
+            # ... but for a redial once per bootstrap_idle_redial_s (a seed that restarted)
+            leaf.config = dataclasses.replace(config, bootstrap_idle_redial_s=0.2)
+            with trio.fail_after(10):
+                while seed_id not in connected(leaf):
+                    await trio.sleep(_POLL_S)
+            leaf.config = config
+            await seed.running.host.disconnect(leaf.running.host.get_id())
             await other.running.host.disconnect(leaf.running.host.get_id())
-            with trio.fail_after(10):  # no peer left: back to the seed
+            with trio.fail_after(10):  # no peer left: back to the seed at once
                 while seed_id not in connected(leaf):
                     await trio.sleep(_POLL_S)
 
