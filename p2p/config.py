@@ -71,6 +71,7 @@ class P2PConfig:
     # 0: keep every connection
     max_peers: int = MAX_PEERS
     trim_grace_s: float = 30.0
+    trim_every_s: float = 5.0
     # inbound connections one IP address may hold at once (p2p/connections.py; loopback is not
     # limited); 0: no limit
     inbound_per_ip: int = INBOUND_PER_IP
@@ -78,7 +79,7 @@ class P2PConfig:
     bootstrap_retry_s: float = 2.0
     # ... while a node needs them (no peer, or a short mesh); else this rarely (a trimmed leaf
     # does not churn a busy seed, and a restarted seed gets its peers back)
-    bootstrap_idle_redial_s: float = 300.0
+    bootstrap_idle_redial_s: float = 1800.0
     dial_timeout_s: float = 5.0
     # start only once a bootstrap peer answered (a long-lived node started by a user); a node
     # in a test or a local network dials in the background instead
@@ -99,6 +100,8 @@ class P2PConfig:
             raise ValueError("peers_target must be >= 0 and peer_exchange_s > 0")
         if self.inbound_per_ip < 0:
             raise ValueError("inbound_per_ip must be >= 0 (0: no limit)")
+        if self.trim_every_s <= 0:
+            raise ValueError("trim_every_s must be > 0")
         if self.max_peers < 0 or 0 < self.max_peers < self.peers_target or self.trim_grace_s < 0:
             raise ValueError(
                 f"max_peers must be 0 (no limit) or at least the peer target ({self.peers_target}),"

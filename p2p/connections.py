@@ -6,6 +6,7 @@ slot when the connection ends."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ipaddress
 import logging
 from collections import Counter
@@ -22,7 +23,6 @@ log = logging.getLogger("castnet.p2p.connections")
 # peer (gossip, sync, a job's requests); each stream may hold its receive window (256 KiB and
 # more) in memory, and py-libp2p limits streams only across all peers together
 MAX_INBOUND_STREAMS = 128
-_FIND_CONN_S = 0.25  # how often an inbound handler looks for the connection its upgrade made
 _REFUSAL_LOG_S = 60.0  # a refused address is logged at most this often
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -31,7 +31,7 @@ def _not_loopback(ip: IPAddress) -> bool:
     return not ip.is_loopback
 
 
-def _socket_of(conn: object) -> trio.SocketStream | None:
+def socket_of(conn: object) -> trio.SocketStream | None:
     """The TCP stream under a swarm connection (through yamux, the secure session and the raw
     connection), or None for a transport without one."""
     layer: object | None = conn
@@ -50,7 +50,7 @@ def abort_connections(host: IHost) -> int:
     closed = 0
     for conns in list(host.get_network().connections.values()):
         for conn in conns if isinstance(conns, list) else [conns]:
-            stream = _socket_of(conn)
+            stream = socket_of(conn)
             if stream is not None and stream.socket.fileno() != -1:
                 stream.socket.close()  # wakes the tasks waiting on it (trio notify_closing)
                 closed += 1
@@ -99,7 +99,7 @@ async def _inbound_while_open(self: Swarm, read_write_closer: Any, *args: Any) -
     And one IP address may hold at most `castnet_per_ip` inbound connections at once (loopback
     is not limited): one host opening connections under ever new peer ids would otherwise fill
     those places, each kept for the trimmer's grace period, and keep newcomers out."""
-    socket = _socket_of(read_write_closer)
+    socket = socket_of(read_write_closer)
     ip = _peer_ip(socket)
     held: Counter[IPAddress] = self.__dict__.setdefault("castnet_inbound_ips", Counter())
     if ip is not None and _refused(self, ip, held[ip]):
@@ -140,9 +140,21 @@ def _peer_ip(socket: trio.SocketStream | None) -> IPAddress | None:
     if socket is None:
         return None
     try:
-        return ipaddress.ip_address(socket.socket.getpeername()[0])
+        return ip_key(ipaddress.ip_address(socket.socket.getpeername()[0]))
     except (OSError, ValueError, IndexError, TypeError):  # closed already, or not IP
         return None
+
+
+def ip_key(ip: IPAddress) -> IPAddress:
+    """A remote address as the limit per address counts it: an IPv4 address mapped into IPv6 as
+    itself, and an IPv6 address as its /64 (one host's share of addresses), named by the /64's
+    first address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if not ip.is_loopback:
+            return ipaddress.IPv6Network((ip, 64), strict=False).network_address
+    return ip
 
 
 def limit_inbound_per_ip(swarm: Any, limit: int) -> None:
@@ -151,9 +163,34 @@ def limit_inbound_per_ip(swarm: Any, limit: int) -> None:
     swarm.castnet_per_ip = limit
 
 
+class _Upgraded:
+    """Where an inbound handler learns the connection its upgrade made."""
+
+    def __init__(self) -> None:
+        self.muxed: Any = None
+        self.done = trio.Event()
+
+
+_UPGRADED: contextvars.ContextVar[_Upgraded | None] = contextvars.ContextVar(
+    "castnet_upgraded", default=None
+)
+_upgrade = Swarm.upgrade_inbound_raw_conn
+
+
+async def _upgrade_noted(self: Swarm, *args: Any, **kwargs: Any) -> Any:
+    """py-libp2p's upgrade of an inbound connection, telling the handler what it made."""
+    muxed = await _upgrade(self, *args, **kwargs)
+    holder = _UPGRADED.get()
+    if holder is not None and not holder.done.is_set():
+        holder.muxed = muxed
+        holder.done.set()
+    return muxed
+
+
 async def _handle_while_open(
     self: Swarm, read_write_closer: Any, socket: trio.SocketStream | None, *args: Any
 ) -> None:
+    holder = _Upgraded()
     async with trio.open_nursery() as nursery:
 
         async def handle() -> None:
@@ -162,33 +199,24 @@ async def _handle_while_open(
             finally:  # refused, failed, or (rarely) the swarm stopped
                 nursery.cancel_scope.cancel()
 
-        nursery.start_soon(handle)
+        token = _UPGRADED.set(holder)  # the handler's task starts with it in its context
+        try:
+            nursery.start_soon(handle)
+        finally:
+            _UPGRADED.reset(token)
         if socket is None:
             return  # another transport: py-libp2p's handling as it is
-        muxed = None
-        while muxed is None:  # the upgrade (Noise, yamux) is bounded by py-libp2p's timeouts
-            await trio.sleep(_FIND_CONN_S)
-            if socket.socket.fileno() == -1:
-                break  # closed before (or as) it was found
-            muxed = _muxed_on(self, socket)
-        closed = getattr(muxed, "event_closed", None)
+        await holder.done.wait()  # the upgrade ends, by py-libp2p's timeouts if need be
+        closed = getattr(holder.muxed, "event_closed", None)
         if isinstance(closed, trio.Event):
             await closed.wait()
-        elif muxed is not None:
-            while not getattr(muxed, "is_closed", True):
+        else:
+            while not getattr(holder.muxed, "is_closed", True):
                 await trio.sleep(1.0)
         nursery.cancel_scope.cancel()
-
-
-def _muxed_on(swarm: Swarm, socket: trio.SocketStream) -> Any:
-    """The muxed connection the swarm holds over `socket`, or None (not upgraded yet)."""
-    for conns in list(swarm.connections.values()):
-        for conn in conns if isinstance(conns, list) else [conns]:
-            if _socket_of(conn) is socket:
-                return conn.muxed_conn
-    return None
 
 
 def release_inbound_slots() -> None:
     """End each inbound connection's handler with its connection (idempotent)."""
     Swarm._do_handle_inbound_connection = _inbound_while_open  # type: ignore[method-assign]
+    Swarm.upgrade_inbound_raw_conn = _upgrade_noted  # type: ignore[method-assign]

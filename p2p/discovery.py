@@ -13,9 +13,9 @@ records or were dialled at. What a peer answers is never trusted further than on
 an address is dialled only if it is TCP on a unicast IP in the same scope as the answering
 peer (loopback only when the answer came over loopback, private ranges only from a peer on a
 private or loopback address), the dial must reach the named peer id (Noise proves it), a
-peer that failed, and each address it was dialled at (under any peer id), is not dialled
-again for `FAILED_BACKOFF_S`, and a malformed answer costs the peer a penalty. A peer that
-does not serve the protocol (a js-libp2p peer, a worker) is asked once.
+peer that failed, and each address it was dialled at (under any peer id the same peer names),
+is not dialled again for `FAILED_BACKOFF_S`, and a malformed answer costs the peer a penalty.
+A peer that does not serve the protocol (a js-libp2p peer, a worker) is asked once.
 """
 
 from __future__ import annotations
@@ -72,10 +72,12 @@ class PeerExchange:
         self._no_exchange: dict[ID, None] = {}
         self._asked: dict[ID, float] = {}  # when each peer was last asked
         self._failed: dict[ID, float] = {}  # until when a peer is not dialled again
-        # until when an address is not dialled again, under any peer id: a peer that names
-        # someone else's address under ever new ids gets it dialled once per FAILED_BACKOFF_S
-        # by each node that asks it, not once per id (no amplifier of connection floods)
-        self._failed_addrs: dict[str, float] = {}
+        # until when an address is not dialled again on the word of the peer that named it,
+        # under any peer id: a peer that names someone else's address under ever new ids gets
+        # it dialled once per FAILED_BACKOFF_S by each node that asks it, not once per id (no
+        # amplifier of connection floods); keyed by the naming peer too, so that a liar cannot
+        # keep an honest node's address from being dialled when an honest peer names it
+        self._failed_addrs: dict[tuple[str, ID], float] = {}
 
     # -- answering -------------------------------------------------------------------------
 
@@ -167,7 +169,9 @@ class PeerExchange:
                 or self._failed.get(info.peer_id, -1.0) > now
             ):
                 continue
-            info.addrs = [a for a in info.addrs if self._failed_addrs.get(str(a), -1.0) <= now]
+            info.addrs = [
+                a for a in info.addrs if self._failed_addrs.get((str(a), asked), -1.0) <= now
+            ]
             if info.addrs:
                 fresh.append(info)
         random.shuffle(fresh)
@@ -187,7 +191,7 @@ class PeerExchange:
                 until = trio.current_time() + FAILED_BACKOFF_S
                 self._failed[info.peer_id] = until
                 for addr in info.addrs:
-                    self._failed_addrs[str(addr)] = until
+                    self._failed_addrs[(str(addr), asked)] = until
                 log.debug("peer exchange: dialling %s failed: %r", info.peer_id.to_base58(), exc)
 
         async with trio.open_nursery() as nursery:

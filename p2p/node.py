@@ -374,9 +374,9 @@ class P2PNode:
     async def _bootstrap(self) -> None:
         """Dial the bootstrap peers now, and again when they are gone: every
         `bootstrap_retry_s` while this node needs them (no peer connected, or with peer exchange
-        on a gossip mesh short of its target), else once per `bootstrap_idle_redial_s`. A leaf
-        that meshes elsewhere comes back to a busy seed that trimmed it only that rarely, and a
-        seed that restarted still gets its old peers back."""
+        on a gossip mesh short of its target), else once per `bootstrap_idle_redial_s` after it
+        was last seen connected. A leaf that meshes elsewhere comes back to a busy seed that
+        trimmed it only that rarely, and a seed that restarted still gets its old peers back."""
         infos = [parse_peer_addr(a) for a in self.config.bootstrap]
         failures: dict[str, int] = {}
         dialled: dict[str, float] = {}  # when each was last dialled
@@ -388,7 +388,10 @@ class P2PNode:
             now = trio.current_time()
             for info in infos:
                 name = info.peer_id.to_base58()
-                if info.peer_id in connected or self.guard.is_banned(info.peer_id):
+                if info.peer_id in connected:
+                    dialled[name] = now  # connected (by whoever dialled): the idle wait starts
+                    continue
+                if self.guard.is_banned(info.peer_id):
                     continue
                 idle = self.config.bootstrap_idle_redial_s
                 if not needed and now - dialled.get(name, now) < idle:
@@ -422,15 +425,23 @@ class P2PNode:
         """Log what admission held back (once per period), and record it and the peer figures
         for `castnet node info` whenever they change."""
         shown: dict[str, object] = {}
+        failed = False
         every = self.admission.config.report_every_s if self.admission is not None else 2.0
         while True:
             await trio.sleep(min(every, 2.0))
             if self.admission is not None:
                 self.admission.report(trio.current_time())
             figures = self._figures()
-            if figures != shown:
-                shown = figures  # a small file, written only when the figures changed
+            if figures == shown:
+                continue
+            shown = figures  # a small file, written only when the figures changed
+            try:
                 await trio.to_thread.run_sync(_write_json, self.data_dir / INFO_FILE, self._info())
+            except OSError as exc:  # a full or read-only disk: the node goes on without it
+                if not failed:
+                    log.warning("cannot record the node's figures for `castnet node info` in "
+                                "%s: %s (said once)", self.data_dir / INFO_FILE, exc)  # fmt: skip
+                failed = True
 
     def _figures(self) -> dict[str, object]:
         """What `castnet node info` shows of the running node: peers, and admission."""

@@ -5,7 +5,7 @@ py-libp2p keeps every connection until its inbound cap (300) and then refuses ne
 its own pruner never closes a connection that has a stream open (every castnet peer has its
 gossip streams open). A seed that everyone bootstraps to would fill up with leaves that found
 their meshes elsewhere long ago, and turn away the next node that needs it. Every
-`TRIM_EVERY_S`, while more than `max_peers` peers are connected, this closes connections down
+`trim_every_s` (5 s), while more than `max_peers` peers are connected, this closes connections down
 to the low-water mark (three quarters of `max_peers`), choosing only among peers that:
 
 - are not in the gossip mesh of any topic (the mesh carries our messages),
@@ -34,12 +34,12 @@ from libp2p.pubsub.floodsub import PROTOCOL_ID as FLOODSUB_PROTOCOL_ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 
 from p2p.config import P2PConfig
+from p2p.connections import socket_of
 from p2p.discovery import PEERS_PROTOCOL
 from p2p.guard import PeerGuard
 from p2p.host import RunningHost
 
 log = logging.getLogger("castnet.p2p.trim")
-TRIM_EVERY_S = 5.0
 LOG_EVERY_S = 60.0  # trims are logged in aggregate, at most this often
 # streams that every connected castnet peer holds (or opens now and then) and that are not work
 # in progress; None: a stream still negotiating its protocol (py-libp2p bounds that to 10 s)
@@ -62,20 +62,19 @@ class Trimmer:
         config: P2PConfig,
         guard: PeerGuard,
         protected: Callable[[], Iterable[ID]],
-        every_s: float = TRIM_EVERY_S,
     ) -> None:
         self.running = running
         self.config = config
         self.guard = guard
         self.protected = protected  # bootstrap peers, job counterparties (asked at each pass)
-        self.every_s = every_s
         self.trimmed = 0  # connections closed by trimming, since the start
+        self.aborted = 0  # ... of which the close did not finish in time: their sockets closed
         self._logged_at = -math.inf
-        self._logged_count = 0
+        self._trimming = False
 
     async def run(self) -> None:
         while True:
-            await trio.sleep(self.every_s)
+            await trio.sleep(self.config.trim_every_s)
             try:
                 await self.trim()
             except Exception:  # never the end of the node: logged, tried again next pass
@@ -109,18 +108,38 @@ class Trimmer:
         return candidates[:excess]
 
     async def trim(self) -> int:
-        """Disconnect the peers `choose` names; how many were."""
+        """Disconnect the peers `choose` names; how many were (0 while another pass runs)."""
+        if self._trimming:
+            return 0
+        self._trimming = True
+        try:
+            return await self._trim()
+        finally:
+            self._trimming = False
+
+    async def _trim(self) -> int:
         chosen = self.choose()
         if not chosen:
             return 0
-        before = len(self.running.host.get_network().connections)
+        network = self.running.host.get_network()
+        before = len(network.connections)
 
         async def drop(peer: ID) -> None:
-            with trio.move_on_after(self.config.dial_timeout_s):
+            # py-libp2p marks the connection closed before it writes its goodbye; a peer that
+            # does not read holds that write, and a close cancelled there left the connection
+            # open but no longer listed: its sockets are closed instead
+            conns = network.connections.get(peer, [])
+            sockets = [socket_of(c) for c in (conns if isinstance(conns, list) else [conns])]
+            with trio.move_on_after(self.config.dial_timeout_s) as scope:
                 try:
                     await self.running.host.disconnect(peer)
                 except Exception as exc:  # already gone
                     log.debug("disconnecting %s: %r", peer.to_base58(), exc)
+            if scope.cancelled_caught:
+                self.aborted += 1
+                for socket in sockets:
+                    if socket is not None and socket.socket.fileno() != -1:
+                        socket.socket.close()  # wakes whatever waits on it
 
         async with trio.open_nursery() as nursery:
             for peer in chosen:
@@ -129,7 +148,8 @@ class Trimmer:
         now = trio.current_time()
         if now - self._logged_at >= LOG_EVERY_S:
             log.info("%d connections, over the limit of %d: closed %d that were outside the "
-                     "gossip mesh and idle (%d trimmed since the start)", before,
-                     self.config.max_peers, len(chosen), self.trimmed)  # fmt: skip
+                     "gossip mesh and idle (%d trimmed since the start, %d of them aborted)",
+                     before, self.config.max_peers, len(chosen), self.trimmed,
+                     self.aborted)  # fmt: skip
             self._logged_at = now
         return len(chosen)

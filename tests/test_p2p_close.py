@@ -12,7 +12,7 @@ import trio
 from libp2p.peer.id import ID
 
 from p2p.config import P2PConfig
-from p2p.connections import _socket_of, abort_connections
+from p2p.connections import abort_connections, socket_of
 from p2p.localnet import open_local_nodes
 from tests.polling import until
 
@@ -24,7 +24,7 @@ async def test_aborting_closes_every_connection_at_once_and_the_peers_notice(
         await a.connect(b.addrs[0])
         await a.connect(c.addrs[0])
         host = a.running.host
-        streams = [_socket_of(conn) for conns in host.get_network().connections.values()
+        streams = [socket_of(conn) for conns in host.get_network().connections.values()
                    for conn in (conns if isinstance(conns, list) else [conns])]  # fmt: skip
         assert len(streams) >= 2 and all(s is not None for s in streams)
         assert abort_connections(host) == len(streams)
@@ -45,7 +45,7 @@ async def test_a_closed_connection_still_listed_is_not_an_open_one(tmp_path: Pat
         peer = ID.from_base58(b.peer_id)
         assert a.has_open_connection(peer)
         (conn,) = a.running.host.get_network().get_connections(peer)
-        stream = _socket_of(conn)
+        stream = socket_of(conn)
         assert stream is not None
         stream.socket.close()  # the state py-libp2p is in before it removes the connection
         await until(lambda: conn.is_closed, "the connection sees its socket gone", 10)

@@ -117,7 +117,7 @@ async def test_a_node_at_its_target_asks_nobody(tmp_path: Path) -> None:
 async def test_a_lying_answer_costs_one_dial_and_a_malformed_one_a_penalty(
     tmp_path: Path,
 ) -> None:
-    async with open_local_nodes(tmp_path, 3, QUICK) as (asker, liar, other):
+    async with open_local_nodes(tmp_path, 4, QUICK) as (asker, liar, other, honest):
         await asker.connect(liar.addrs[0])
         with trio.fail_after(10):
             while topic_peers(asker) < 1:
@@ -146,6 +146,15 @@ async def test_a_lying_answer_costs_one_dial_and_a_malformed_one_a_penalty(
         answers[0] = [["not a peer id", ["/ip4/127.0.0.1/tcp/1"]]]
         assert await asker.peers.round() == 0
         assert asker.guard.scores.points(liar_name, trio.current_time()) > 0
+        # but an honest peer naming that address under its real id gets it dialled: the liar
+        # cannot keep it from the asker
+        await honest.connect(other.addrs[0])
+        await asker.connect(honest.addrs[0])
+        with trio.fail_after(10):
+            while topic_peers(asker) < 2 or topic_peers(honest) < 2:
+                await trio.sleep(_POLL_S)
+        assert await asker.peers.round() == 1  # asks the peer it never asked: `honest`
+        assert other.running.host.get_id() in asker.running.host.get_connected_peers()
 
 
 async def test_a_peer_without_the_protocol_is_asked_once(tmp_path: Path) -> None:
