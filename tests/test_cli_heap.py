@@ -16,7 +16,9 @@ def test_the_start_up_heap_is_frozen_and_its_garbage_collected_first() -> None:
     kept = [Cycle() for _ in range(100)]
     Cycle()  # garbage in a reference cycle: only the collector frees it
     try:
-        assert freeze_startup_heap() == gc.get_freeze_count() > 0
+        frozen = freeze_startup_heap()
+        # frozen objects may still be freed (a worker thread that ends), never added to
+        assert 0 < gc.get_freeze_count() <= frozen
         assert not any(type(o) is Cycle for o in gc.get_objects())  # out of the collector's view
         assert all(k.me is k for k in kept)
         assert not gc.garbage
