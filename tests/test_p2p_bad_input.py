@@ -75,8 +75,9 @@ async def test_bad_input_is_rejected_not_stored_not_forwarded(tmp_path: Path) ->
                 await bad.pubsub.publish(topic, payload)
                 await trio.sleep(0)
             await bad.pubsub.publish(topic, encode_batch([marker.raw]))
-            with trio.fail_after(10):
+            with trio.fail_after(10):  # A forwards before its own append is durable: both
                 await b.wait_until(lambda: b.event_count() == 2)
+                await a.wait_until(lambda: a.event_count() == 2)
             assert a.guard.rejected == 4
             assert b.guard.rejected == 0  # nothing invalid was forwarded to B
             for node in (a, b):
