@@ -89,7 +89,11 @@ async def test_a_stopped_node_leaves_no_connection_behind_at_its_peers(tmp_path:
         async with open_local_nodes(tmp_path / "b", 1, quiet) as (b,):
             await b.connect(a.addrs[0])
             gone = b.running.host.get_id()
-            await until(lambda: gone in network.connections, "a sees b", 10)
-            await trio.sleep(0.2)  # and both are past the connection's start (identify, sync)
+            here = a.running.host.get_id()
+            # past the connection's start: each has the other's subscriptions, and both ran
+            # the sync a new connection starts
+            await until(lambda: gone in a.running.pubsub.peers and here in b.running.pubsub.peers
+                        and a.sync.sessions and b.sync.sessions and not a.sync._in_flight
+                        and not b.sync._in_flight, "a and b past their start", 10)  # fmt: skip
         await until(lambda: gone not in network.connections, "a sees b gone", 10)
         await until(lambda: network._inbound_limiter.borrowed_tokens == 0, "b's place freed", 10)

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from node.cli.node import main as node_cli
 from node.cli.node import start_config
 from node.config import ConfigError, build_config
 from p2p.config import MAX_PEERS, P2PConfig
-from p2p.host import running_host
+from p2p.host import RunningHost, running_host
 from p2p.localnet import LOOPBACK, open_local_nodes
 from p2p.node import P2PNode
 from p2p.peers import parse_peer_addr
@@ -35,6 +36,28 @@ from tests.conftest import key
 QUICK = P2PConfig(sync_interval_s=60.0, peer_exchange_s=0.2)
 _POLL_S = 0.02  # connection counts offer no event to wait on
 BUSY = TProtocol("/castnet-test/busy/1")
+
+
+# a hub that may keep one connection, trims at once, and has its passes run by hand
+HUB = dataclasses.replace(QUICK, peers_target=0, max_peers=1, trim_grace_s=0.0, trim_every_s=600.0)
+
+
+@contextlib.asynccontextmanager
+async def hub_and_bare_peers(
+    tmp_path: Path, hub_config: P2PConfig, count: int, first_key: int
+) -> AsyncIterator[tuple[P2PNode, list[RunningHost]]]:
+    """A hub node and `count` bare libp2p hosts that gossip on no topic (none joins its mesh,
+    so only the trimmer's other rules can keep one)."""
+    bare_config = dataclasses.replace(QUICK, listen=(LOOPBACK,))
+    async with contextlib.AsyncExitStack() as stack:
+        (hub,) = await stack.enter_async_context(open_local_nodes(tmp_path, 1, hub_config))
+        peers = [
+            await stack.enter_async_context(
+                running_host(create_new_key_pair(key(first_key + i)), bare_config, frozenset())
+            )
+            for i in range(count)
+        ]
+        yield hub, peers
 
 
 def connected(node: P2PNode) -> set[ID]:
@@ -48,11 +71,12 @@ def mesh(node: P2PNode) -> set[ID]:
 async def test_a_seed_over_its_limit_trims_idle_leaves_and_they_still_get_its_events(
     tmp_path: Path,
 ) -> None:
-    # a seed that keeps a small mesh (1..3) and at most 4 connections; eight leaves dial it
-    seed_config = dataclasses.replace(  # passes run by hand
-        QUICK, degree=2, degree_low=1, degree_high=3, max_peers=4, trim_grace_s=0.2
-    )
-    seed_config = dataclasses.replace(seed_config, trim_every_s=600.0)
+    # a seed that keeps a small mesh (1..3) and at most 4 connections, its trimming passes run
+    # by hand; eight leaves dial it
+    seed_config = dataclasses.replace(
+        QUICK, degree=2, degree_low=1, degree_high=3, max_peers=4, trim_grace_s=0.2,
+        trim_every_s=600.0,
+    )  # fmt: skip
     leaf_config = dataclasses.replace(QUICK, peers_target=3)
     async with (
         open_local_nodes(tmp_path / "seed", 1, seed_config) as (seed,),
@@ -64,7 +88,9 @@ async def test_a_seed_over_its_limit_trims_idle_leaves_and_they_still_get_its_ev
         with trio.fail_after(30):  # the leaves mesh among themselves (peer exchange)
             while min(len(mesh(leaf)) for leaf in leaves) < 3:
                 await trio.sleep(_POLL_S)
-        await trio.sleep(seed_config.trim_grace_s)
+        with trio.fail_after(10):  # past the grace period, five leaves are idle outside its mesh
+            while len(seed.trimmer.choose()) < 5:
+                await trio.sleep(_POLL_S)
         kept_mesh = mesh(seed)
         assert 1 <= len(kept_mesh) <= 3
         trimmed = await seed.trimmer.trim()
@@ -84,28 +110,16 @@ async def test_a_seed_over_its_limit_trims_idle_leaves_and_they_still_get_its_ev
             for leaf in leaves:
                 await leaf.wait_until(lambda leaf=leaf: leaf.ingest.heads.get(event.author) == 1)
         assert all(leaf.sync.stored == 0 for leaf in leaves)  # by gossip, not by sync
-        # and the trimmed leaves, whose meshes are full, do not come back
-        await trio.sleep(5 * QUICK.peer_exchange_s)
+        # and the trimmed leaves, whose meshes are full, do not come back: none asks for peers
+        for leaf in leaves:
+            assert await leaf.peers.round() == 0
         assert len(connected(seed)) <= 4
 
 
 async def test_the_mesh_counterparties_bootstrap_peers_work_and_newcomers_stay(
     tmp_path: Path,
 ) -> None:
-    # the hub's peers are bare libp2p hosts that gossip on no topic: none joins its mesh, so
-    # only the other rules can keep a peer
-    hub_config = dataclasses.replace(  # passes run by hand
-        QUICK, peers_target=0, max_peers=1, trim_grace_s=0.0, trim_every_s=600.0
-    )
-    bare_config = dataclasses.replace(QUICK, listen=(LOOPBACK,))
-    async with contextlib.AsyncExitStack() as stack:
-        (hub,) = await stack.enter_async_context(open_local_nodes(tmp_path, 1, hub_config))
-        peers = [
-            await stack.enter_async_context(
-                running_host(create_new_key_pair(key(180 + i)), bare_config, frozenset())
-            )
-            for i in range(5)
-        ]
+    async with hub_and_bare_peers(tmp_path, HUB, 5, 180) as (hub, peers):
         idle, busy, party, boot, fresh = (p.host.get_id() for p in peers)
         release = trio.Event()
 
@@ -123,9 +137,9 @@ async def test_the_mesh_counterparties_bootstrap_peers_work_and_newcomers_stay(
         assert not mesh(hub)
         assert set(hub.trimmer.choose()) == {idle, fresh}
         # a newcomer gets `trim_grace_s` before it may be trimmed
-        hub.trimmer.config = dataclasses.replace(hub_config, trim_grace_s=60.0)
+        hub.trimmer.config = dataclasses.replace(HUB, trim_grace_s=60.0)
         assert hub.trimmer.choose() == []
-        hub.trimmer.config = hub_config
+        hub.trimmer.config = HUB
         # the most penalised goes first
         hub.guard.penalize(fresh, 2.0, "test")
         assert hub.trimmer.choose()[0] == fresh
@@ -156,8 +170,23 @@ async def test_bootstrap_peers_are_redialled_at_once_only_while_the_mesh_is_shor
             with trio.fail_after(10):  # its mesh holds both
                 while mesh(leaf) != {seed_id, other_id}:
                     await trio.sleep(_POLL_S)
+            # count the bootstrap loop's passes over the missing seed (it asks for its ban first)
+            passes = 0
+            ten_passes = trio.Event()
+            is_banned = leaf.guard.is_banned
+
+            def counting(peer: ID) -> bool:
+                nonlocal passes
+                if peer == seed_id:
+                    passes += 1
+                    if passes >= 10:
+                        ten_passes.set()
+                return is_banned(peer)
+
+            leaf.guard.is_banned = counting  # type: ignore[method-assign]
             await seed.running.host.disconnect(leaf.running.host.get_id())  # the seed trims it
-            await trio.sleep(20 * config.bootstrap_retry_s)
+            with trio.fail_after(10):
+                await ten_passes.wait()
             assert seed_id not in connected(leaf)  # a mesh at its target: the seed is left alone
             # ... but for a redial once per bootstrap_idle_redial_s (a seed that restarted)
             leaf.config = dataclasses.replace(config, bootstrap_idle_redial_s=0.2)
@@ -279,19 +308,8 @@ async def test_the_limit_per_address_spares_loopback_by_default() -> None:
 async def test_a_close_that_hangs_is_cut_at_the_socket(tmp_path: Path) -> None:
     # py-libp2p marks a connection closed before it writes its goodbye; a peer that does not read
     # holds that write, and a close cancelled there left an open connection no longer listed
-    hub_config = dataclasses.replace(
-        QUICK, peers_target=0, max_peers=1, trim_grace_s=0.0, trim_every_s=600.0
-    )
-    hub_config = dataclasses.replace(hub_config, dial_timeout_s=0.3)
-    bare_config = dataclasses.replace(QUICK, listen=(LOOPBACK,))
-    async with contextlib.AsyncExitStack() as stack:
-        (hub,) = await stack.enter_async_context(open_local_nodes(tmp_path, 1, hub_config))
-        peers = [
-            await stack.enter_async_context(
-                running_host(create_new_key_pair(key(190 + i)), bare_config, frozenset())
-            )
-            for i in range(2)
-        ]
+    hub_config = dataclasses.replace(HUB, dial_timeout_s=0.3)
+    async with hub_and_bare_peers(tmp_path, hub_config, 2, 190) as (hub, peers):
         for peer in peers:
             await peer.host.connect(parse_peer_addr(hub.addrs[0]))
 
