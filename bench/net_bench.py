@@ -317,6 +317,7 @@ async def run(
         if keep is None:
             base = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         else:
+            keep.mkdir(parents=True, exist_ok=True)
             base = Path(tempfile.mkdtemp(prefix="net-bench-", dir=keep))
         cost = node_cost(base)
         sign_us, verify_us = signature_cost()

@@ -40,7 +40,7 @@ class P2PConfig:
     publish_wait_s: float = 10.0
     # anti-entropy sync
     sync_interval_s: float = 10.0
-    sync_quiet_s: float = 2.0  # a periodic round is skipped if gossip stored events this recently
+    sync_quiet_s: float = 2.0  # a periodic round is skipped if gossip carried events this recently
     sync_max_skips: int = 5  # ... but not more rounds than this in a row
     sync_batch_events: int = 1024
     sync_batch_bytes: int = 1 * MiB

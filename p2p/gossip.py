@@ -96,7 +96,10 @@ class Gossip:
         self.admission = admission
         self.topic = events_topic(config.network)
         self.received = 0  # messages that reached our subscription (valid and forwarded)
-        self.last_delivery = -math.inf  # when gossip last stored an event
+        # when gossip last carried an event: stored one received, or queued one of ours (a node
+        # that publishes is ahead of its peers; a sync session then makes them pull back events
+        # that are on their way to them)
+        self.last_delivery = -math.inf
         self.published = 0  # events gossiped
         self.messages = 0  # gossip messages they went out in
         self.resubmitted = 0  # held events submitted again by a waiting validation
@@ -321,6 +324,7 @@ class Gossip:
                 await self._room.wait()
         self._outbox.append(raw)
         self._outbox_bytes += len(raw)
+        self.last_delivery = trio.current_time()
         self._wake.set()
         await trio.sleep(0)
 

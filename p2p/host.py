@@ -48,6 +48,7 @@ from p2p.errors import P2PError
 from p2p.muxer import batch_window_updates
 from p2p.quicklocks import install_quick_locks
 from p2p.rpc_reader import RpcReader
+from p2p.wire import use_lean_wire
 
 log = logging.getLogger("castnet.p2p.host")
 MAX_RPC_BYTES = 1024 * 1024  # one gossip RPC frame; an event is at most 64 KiB
@@ -195,6 +196,7 @@ batch_window_updates()
 limit_inbound_streams()
 release_inbound_slots()
 install_quick_locks()
+use_lean_wire()
 
 
 class _Pubsub(Pubsub):
