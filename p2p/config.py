@@ -72,6 +72,8 @@ class P2PConfig:
     max_peers: int = MAX_PEERS
     trim_grace_s: float = 30.0
     trim_every_s: float = 5.0
+    # a job counterparty is not trimmed until it has been silent this long (job events, requests)
+    trim_job_peer_s: float = 600.0
     # inbound connections one IP address may hold at once (p2p/connections.py; loopback is not
     # limited); 0: no limit
     inbound_per_ip: int = INBOUND_PER_IP
@@ -100,8 +102,8 @@ class P2PConfig:
             raise ValueError("peers_target must be >= 0 and peer_exchange_s > 0")
         if self.inbound_per_ip < 0:
             raise ValueError("inbound_per_ip must be >= 0 (0: no limit)")
-        if self.trim_every_s <= 0:
-            raise ValueError("trim_every_s must be > 0")
+        if self.trim_every_s <= 0 or self.trim_job_peer_s < 0:
+            raise ValueError("trim_every_s must be > 0 and trim_job_peer_s >= 0")
         if self.max_peers < 0 or 0 < self.max_peers < self.peers_target or self.trim_grace_s < 0:
             raise ValueError(
                 f"max_peers must be 0 (no limit) or at least the peer target ({self.peers_target}),"

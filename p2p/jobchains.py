@@ -8,6 +8,7 @@ author a job chain: the events of an author without one are network-wide."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from libp2p.peer.id import ID
@@ -56,7 +57,9 @@ class JobChains:
         self.network = network
         self.bindings: dict[bytes, Binding] = {}  # job chain author -> binding
         self.own: set[bytes] = set()  # principals whose job keys this node holds
-        self.peers: dict[bytes, ID] = {}  # principal -> the peer that served its job chain
+        # principal -> the peer that served its job chain, the least recently noted first
+        self.peers: dict[bytes, ID] = {}
+        self._noted: dict[bytes, float] = {}  # principal -> when (time.monotonic())
 
     def load(self, store: EventStore) -> None:
         """The bindings the store already holds (blocking: run in a thread)."""
@@ -97,10 +100,24 @@ class JobChains:
         binding = self.bindings.get(author)
         return binding.principal if binding else None
 
-    def note_peer(self, principal: bytes, peer: ID) -> None:
-        if principal not in self.peers and len(self.peers) >= MAX_PEERS:
-            self.peers.pop(next(iter(self.peers)))
+    def note_peer(self, principal: bytes, peer: ID, now: float | None = None) -> None:
+        self.peers.pop(principal, None)  # to the end: the order is the order of last notes
+        if len(self.peers) >= MAX_PEERS:
+            oldest = next(iter(self.peers))
+            del self.peers[oldest], self._noted[oldest]
         self.peers[principal] = peer
+        self._noted[principal] = time.monotonic() if now is None else now
+
+    def recent_peers(self, within_s: float, now: float | None = None) -> set[ID]:
+        """The peers that served a counterparty's job chain here in the last `within_s`
+        seconds."""
+        since = (time.monotonic() if now is None else now) - within_s
+        recent: set[ID] = set()
+        for principal in reversed(self.peers):
+            if self._noted[principal] < since:
+                break
+            recent.add(self.peers[principal])
+        return recent
 
     def accepts(self, event: SignedEvent, binding: Binding | None = None) -> bool:
         """Whether a counterparty may send us `event` unasked: it is in a job chain whose

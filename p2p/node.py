@@ -410,9 +410,10 @@ class P2PNode:
             await trio.sleep(self.config.bootstrap_retry_s)
 
     def _protected_peers(self) -> set[ID]:
-        """Peers the trimmer leaves connected: our bootstrap peers and our job counterparties."""
+        """Peers the trimmer leaves connected: our bootstrap peers and the job counterparties
+        heard from in the last `trim_job_peer_s`."""
         peers = {parse_peer_addr(a).peer_id for a in self.config.bootstrap}
-        return peers | set(self.jobs.peers.values())
+        return peers | self.jobs.recent_peers(self.config.trim_job_peer_s)
 
     def _unblock(self, peer: ID) -> None:
         """py-libp2p refuses for 60 s to redial a peer whose addresses all failed once (its

@@ -11,7 +11,9 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
 import trio
+from libp2p.peer.id import ID
 
 from events import kinds as k
 from events.audit import audit
@@ -23,6 +25,7 @@ from events.state import Head, State
 from node.gateway.role import GatewayConfig
 from node.keystore import job_signer, open_job_chain
 from node.local.network import default_plan, open_network
+from p2p import jobchains
 from p2p.admission import JOB_EVENT, Admission
 from p2p.config import P2PConfig
 from p2p.gossip import encode_batch
@@ -97,6 +100,26 @@ def test_job_chains_speak_for_their_principal() -> None:
     missed = Author(gw).sign(k.VerdictSummary(orch.address, 9, 20, 1, 0, 70), 20)
     assert audited(missed) == ["summary-mismatch"]  # nothing was verified in [9, 20)
     assert audited() == []  # no summary yet: nothing to check
+
+
+def test_a_counterpartys_peer_is_recent_while_it_is_heard_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trimmer keeps the counterparties heard from lately; the oldest note is forgotten
+    first once the memory is full."""
+    monkeypatch.setattr(jobchains, "MAX_PEERS", 3)
+    jobs = JobChains("castnet-dev")
+    peer = [ID(bytes([0, 36, 8, 2, 18, 32]) + bytes([i]) * 32) for i in range(5)]
+    jobs.note_peer(b"a" * 20, peer[0], now=100.0)
+    jobs.note_peer(b"b" * 20, peer[1], now=200.0)
+    jobs.note_peer(b"a" * 20, peer[0], now=300.0)  # heard from again
+    assert jobs.recent_peers(150.0, now=400.0) == {peer[0]}
+    assert jobs.recent_peers(250.0, now=400.0) == {peer[0], peer[1]}
+    jobs.note_peer(b"c" * 20, peer[2], now=310.0)
+    jobs.note_peer(b"d" * 20, peer[3], now=320.0)  # full: b, the least recently heard, goes
+    assert set(jobs.peers) == {b"a" * 20, b"c" * 20, b"d" * 20}
+    assert jobs.recent_peers(1000.0, now=400.0) == {peer[0], peer[2], peer[3]}
+    assert jobs.recent_peers(0.0, now=400.0) == set()
 
 
 def test_a_binding_signed_by_someone_else_leaves_its_chain_speaking_for_no_one() -> None:

@@ -136,6 +136,10 @@ async def test_the_mesh_counterparties_bootstrap_peers_work_and_newcomers_stay(
         hub.config = dataclasses.replace(hub.config, bootstrap=(boot_addr,))
         assert not mesh(hub)
         assert set(hub.trimmer.choose()) == {idle, fresh}
+        # a counterparty silent for longer than `trim_job_peer_s` is no longer kept for its jobs
+        hub.config = dataclasses.replace(hub.config, trim_job_peer_s=0.0)
+        assert set(hub.trimmer.choose()) == {idle, fresh, party}
+        hub.config = dataclasses.replace(hub.config, trim_job_peer_s=600.0)
         # a newcomer gets `trim_grace_s` before it may be trimmed
         hub.trimmer.config = dataclasses.replace(HUB, trim_grace_s=60.0)
         assert hub.trimmer.choose() == []
