@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError, IOException
 from libp2p.io.trio import TrioTCPStream
 from libp2p.stream_muxer.yamux import yamux as _yamux
 from libp2p.stream_muxer.yamux.yamux import (
@@ -48,11 +48,15 @@ from libp2p.stream_muxer.yamux.yamux import (
     YamuxStream,
 )
 
+from p2p.muxer import WindowExceeded
+
 log = logging.getLogger("castnet.p2p.wire")
 _HEADER = struct.Struct("!BBHII")  # version, type, flags, stream id, length
 # py-libp2p's bound on the arrival of a frame's body (60 s, or PY_YAMUX_DATA_READ_TIMEOUT)
 _BODY_TIMEOUT_S = _yamux._yamux_data_read_timeout()
 READ_AHEAD = 64 * 1024  # bytes a TCP read may take beyond what was asked for
+# how a connection ends (closed, reset, cut short): the reader stops without a warning
+_ENDED = (IOException, OSError, EOFError, trio.ClosedResourceError, trio.BrokenResourceError)
 
 
 async def _buffered_read(self: TrioTCPStream, n: int | None = None) -> bytes:
@@ -191,7 +195,7 @@ async def handle_incoming(self: Yamux) -> None:
                     continue
                 try:
                     await _apply(self, sid, flags, data, 0)
-                except Exception as exc:  # a buffer past its window: the teardown is under way
+                except WindowExceeded as exc:  # the muxer's teardown is under way
                     log.debug("frame for stream %d of %s refused: %s", sid, self.peer_id, exc)
                     await _end_stream(self, sid)
             elif typ == TYPE_WINDOW_UPDATE:
@@ -216,8 +220,10 @@ async def handle_incoming(self: Yamux) -> None:
     except trio.TooSlowError:
         log.warning("peer %s sent part of a yamux frame and stalled: closing the connection",
                     self.peer_id)  # fmt: skip
-    except Exception as exc:  # the connection ended or broke: py-libp2p's teardown follows
+    except _ENDED as exc:  # the connection ended or broke: py-libp2p's teardown follows
         log.debug("yamux reader for %s ends: %s: %s", self.peer_id, type(exc).__name__, exc)
+    except Exception as exc:  # anything else (a session that fails to decrypt): said once
+        log.warning("yamux reader for %s failed, closing the connection: %r", self.peer_id, exc)
     self.event_shutting_down.set()
     await self._cleanup_on_error()
 
@@ -231,6 +237,21 @@ async def _end_stream(conn: Yamux, sid: int) -> None:
             event = conn.stream_events.get(sid)
             if event is not None:
                 event.set()
+            conn._finalize_stream_locked(stream, fully_closed=stream.closed)
+
+
+def _waking(finalize: Callable[..., None]) -> Any:
+    """py-libp2p's `_finalize_stream_locked`, waking the stream's reader before it forgets the
+    stream's event: a task reading a stream that another task resets here waited forever."""
+
+    def waking(self: Yamux, stream: YamuxStream, *, fully_closed: bool) -> None:
+        if fully_closed:
+            event = self.stream_events.get(stream.stream_id)
+            if event is not None:
+                event.set()
+        finalize(self, stream, fully_closed=fully_closed)
+
+    return waking
 
 
 async def _write_frame(self: Yamux, data: bytes) -> None:
@@ -282,6 +303,7 @@ _STOCK: dict[tuple[type, str], Any] = {
     (Yamux, "handle_incoming"): Yamux.handle_incoming,
     (Yamux, "_write_frame"): Yamux._write_frame,
     (Yamux, "read_stream"): Yamux.read_stream,
+    (Yamux, "_finalize_stream_locked"): Yamux._finalize_stream_locked,
     (YamuxStream, "write"): YamuxStream.write,
 }
 _LEAN: dict[tuple[type, str], Any] = {
@@ -289,13 +311,14 @@ _LEAN: dict[tuple[type, str], Any] = {
     (Yamux, "handle_incoming"): handle_incoming,
     (Yamux, "_write_frame"): _write_frame,
     (Yamux, "read_stream"): _lean_read_stream(Yamux.read_stream),
+    (Yamux, "_finalize_stream_locked"): _waking(Yamux._finalize_stream_locked),
     (YamuxStream, "write"): _lean_write(YamuxStream.write),
 }
 
 
 def use_lean_wire(lean: bool = True) -> None:
     """Use the lean path on py-libp2p's TCP streams and yamux connections and streams (or,
-    False, py-libp2p's own again: the benches compare the two). A connection keeps the reader
-    it started with."""
+    False, py-libp2p's own again: the benches compare the two, on connections made after the
+    switch; a connection made before it would lose the bytes its reads took ahead)."""
     for (cls, name), method in (_LEAN if lean else _STOCK).items():
         setattr(cls, name, method)

@@ -11,19 +11,20 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from libp2p.custom_types import TProtocol
+from libp2p.io.trio import TrioTCPStream
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.network.stream.net_stream import INetStream
 from libp2p.stream_muxer.exceptions import MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import (
     FLAG_ACK,
+    FLAG_FIN,
     FLAG_SYN,
     MAX_WINDOW_SIZE,
     TYPE_DATA,
     TYPE_GO_AWAY,
-    TYPE_PING,
     TYPE_WINDOW_UPDATE,
-    Yamux,
 )
 
 from p2p import wire
@@ -55,7 +56,8 @@ async def sink(stream: INetStream) -> None:
 
 
 def test_the_lean_path_is_the_one_in_use() -> None:
-    assert Yamux.handle_incoming is wire.handle_incoming
+    for (cls, name), method in wire._LEAN.items():
+        assert getattr(cls, name) is method, name
 
 
 async def test_streams_carry_every_size_whole_and_end_with_the_writer() -> None:
@@ -97,26 +99,64 @@ async def test_frames_sent_together_are_all_delivered() -> None:
         assert got == one + two
 
 
-async def test_a_reset_ends_the_readers_wait() -> None:
-    opened = trio.Event()
+async def _held_stream(a: Any, b: Any) -> tuple[INetStream, INetStream]:
+    """A stream from A to B, and B's end of it once B has read its first byte."""
     held: list[INetStream] = []
+    opened = trio.Event()
 
     async def hold(stream: INetStream) -> None:
         held.append(stream)
         opened.set()
         await trio.sleep_forever()
 
+    b.host.set_stream_handler(SINK, hold)
+    stream = await open_stream(a, b, SINK)
+    await stream.write(b"x")
+    with trio.fail_after(10):
+        await opened.wait()
+        assert await held[0].read(1) == b"x"
+    return stream, held[0]
+
+
+async def _read_until_it_ends(stream: INetStream, ended: list[BaseException]) -> None:
+    try:
+        while await stream.read(10):
+            pass
+    except Exception as exc:
+        ended.append(exc)
+
+
+@pytest.mark.parametrize("side", ["the peer", "another task here"])
+async def test_a_reset_ends_a_waiting_read(side: str) -> None:
+    """A read waiting for data ends when the stream is reset, by the peer or by another task
+    on this side (py-libp2p forgot the waiting reader's event then: it waited forever)."""
     async with loopback_hosts(0x45, 0x46) as (a, b):
-        b.host.set_stream_handler(SINK, hold)
-        stream = await open_stream(a, b, SINK)
-        await stream.write(b"x")
+        stream, theirs = await _held_stream(a, b)
+        ended: list[BaseException] = []
         with trio.fail_after(10):
-            await opened.wait()
-            assert await held[0].read(1) == b"x"
-            await stream.reset()
-            with pytest.raises((MuxedStreamReset, StreamEOF, StreamReset)):  # no wait
-                while await held[0].read(10):
-                    pass
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_until_it_ends, theirs, ended)
+                await trio.testing.wait_all_tasks_blocked()  # the read waits
+                await (stream if side == "the peer" else theirs).reset()
+        assert len(ended) == 1
+        assert isinstance(ended[0], MuxedStreamReset | StreamEOF | StreamReset), ended
+
+
+async def test_a_fin_on_an_ack_frame_ends_the_stream() -> None:
+    """yamux lets any frame carry FIN; py-libp2p ignored it on ACK frames, so a reader whose
+    peer acknowledged and closed in one frame waited forever."""
+    async with loopback_hosts(0x4E, 0x4F) as (a, b):
+        stream, theirs = await _held_stream(a, b)
+        sid = theirs.muxed_stream.stream_id  # type: ignore[attr-defined]
+        ended: list[BaseException] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_until_it_ends, stream, ended)
+                await trio.testing.wait_all_tasks_blocked()
+                await theirs.muxed_stream.conn._write_frame(  # type: ignore[attr-defined]
+                    HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK | FLAG_FIN, sid, 0)
+                )
+        assert len(ended) == 1 and isinstance(ended[0], StreamEOF), ended
 
 
 async def test_a_syn_for_a_stream_id_in_use_is_refused_with_rst() -> None:
@@ -139,17 +179,46 @@ async def test_a_syn_for_a_stream_id_in_use_is_refused_with_rst() -> None:
             assert await other.read(100) == b"still here"
 
 
-async def test_a_ping_is_answered() -> None:
+async def test_pings_are_answered_and_timed() -> None:
+    """py-libp2p's RTT loop pings each connection half a second after it opens: the peer's
+    reader answers, this side's reader times the answer."""
     async with loopback_hosts(0x49, 0x4A) as (a, b):
         b.host.set_stream_handler(SINK, sink)
         stream = await open_stream(a, b, SINK)
         conn = stream.muxed_stream.conn  # type: ignore[attr-defined]
-        conn._ping_event = trio.Event()
-        conn._ping_sent_time = trio.current_time()
-        await conn._write_frame(HEADER.pack(0, TYPE_PING, FLAG_SYN, 0, 7))
         with trio.fail_after(10):
-            await conn._ping_event.wait()
-        assert 0 < conn.rtt() < 10
+            while conn.rtt() == 0:
+                await trio.sleep(0.05)
+        assert 0 < conn.rtt() < 5
+
+
+async def test_reads_take_ahead_and_hand_out_the_rest_in_order() -> None:
+    """A connection's socket reads take what is there (up to 64 KiB); the next reads are
+    served from it, in order and never more than asked, and the end comes after them."""
+    left, right = trio.socket.socketpair()
+    ours, theirs = TrioTCPStream(trio.SocketStream(left)), trio.SocketStream(right)
+    sent = bytes(range(256)) * 1024  # 256 KiB
+
+    async def send() -> None:
+        await theirs.send_all(sent)
+        await theirs.send_eof()
+
+    got = bytearray()
+    sizes = [2, 1, 100_000, 3, 70_000, None, 12]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            for i in range(10_000):
+                size = sizes[i % len(sizes)]
+                chunk = await ours.read(size)
+                if not chunk:
+                    break
+                assert len(chunk) <= (size or wire.READ_AHEAD)
+                got += chunk
+    assert bytes(got) == sent
+    assert await ours.read(10) == b""
+    await ours.close()
+    await theirs.aclose()
 
 
 def _raw(frame_type: int, flags: int, length: int, body: bytes = b"") -> bytes:
