@@ -24,7 +24,9 @@ from libp2p.stream_muxer.yamux.yamux import (
     MAX_WINDOW_SIZE,
     TYPE_DATA,
     TYPE_GO_AWAY,
+    TYPE_PING,
     TYPE_WINDOW_UPDATE,
+    Yamux,
 )
 
 from p2p import wire
@@ -165,12 +167,15 @@ async def test_a_syn_for_a_stream_id_in_use_is_refused_with_rst() -> None:
         stream = await open_stream(a, b, SINK)
         await stream.write(b"x")
         muxed = stream.muxed_stream  # type: ignore[attr-defined]
+        ended: list[BaseException] = []
         with trio.fail_after(10):
-            await muxed.conn._write_frame(
-                HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, muxed.stream_id, 0)
-            )
-            while not muxed.reset_received:  # the RST comes back for that id
-                await trio.sleep(0.01)
+            async with trio.open_nursery() as nursery:  # a read that the RST ends
+                nursery.start_soon(_read_until_it_ends, stream, ended)
+                await trio.testing.wait_all_tasks_blocked()
+                await muxed.conn._write_frame(
+                    HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, muxed.stream_id, 0)
+                )
+        assert muxed.reset_received and len(ended) == 1  # the RST came back for that id
         # the connection is still up: a new stream works
         b.host.set_stream_handler(ECHO, echo)
         other = await open_stream(a, b, ECHO)
@@ -179,16 +184,23 @@ async def test_a_syn_for_a_stream_id_in_use_is_refused_with_rst() -> None:
             assert await other.read(100) == b"still here"
 
 
-async def test_pings_are_answered_and_timed() -> None:
-    """py-libp2p's RTT loop pings each connection half a second after it opens: the peer's
-    reader answers, this side's reader times the answer."""
+async def test_a_ping_is_answered_and_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PING is answered by the peer's reader and its answer timed by this side's (py-libp2p's
+    own RTT loop is held back, so the test's ping is the only one)."""
+
+    async def no_rtt_loop(self: Yamux) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(Yamux, "_measure_rtt_loop", no_rtt_loop)
     async with loopback_hosts(0x49, 0x4A) as (a, b):
         b.host.set_stream_handler(SINK, sink)
         stream = await open_stream(a, b, SINK)
         conn = stream.muxed_stream.conn  # type: ignore[attr-defined]
+        conn._ping_event = answered = trio.Event()
+        conn._ping_sent_time = trio.current_time()
+        await conn._write_frame(HEADER.pack(0, TYPE_PING, FLAG_SYN, 0, 7))
         with trio.fail_after(10):
-            while conn.rtt() == 0:
-                await trio.sleep(0.05)
+            await answered.wait()
         assert 0 < conn.rtt() < 5
 
 
