@@ -33,20 +33,16 @@ from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
 
 from p2p.config import P2PConfig  # noqa: E402
+from p2p.framing import read_exactly  # noqa: E402
 from p2p.host import build_host, quiet_libp2p  # noqa: E402
 from p2p.wire import use_lean_wire  # noqa: E402
 
 PROTOCOL = TProtocol("/castnet/mux-bench/1")
+READ_TIMEOUT_S = 10.0
 
 
 async def _read_exactly(stream: Any, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = await stream.read(n - len(data))
-        if not chunk:
-            raise EOFError("stream ended")
-        data += chunk
-    return data
+    return await read_exactly(stream, n, READ_TIMEOUT_S)
 
 
 async def one_round(mode: str, messages: int, size: int) -> dict[str, float]:
