@@ -45,7 +45,7 @@ from inference.effects import video_effect
 from inference.engine import InferenceConfig, InferenceEngine
 from inference.frames import open_video
 from inference.imagemodels import ImageModel
-from inference.pipelines import DETECTORS, pipeline_stages
+from inference.pipelines import DETECTORS, decode_threads, pipeline_stages
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
 from inference.speed import measure_fps
@@ -94,7 +94,7 @@ def pipeline_seconds(
     """Decode + prepare + model steps in the pipeline's threads, nothing encoded: wall and process
     CPU seconds, and each step's working time, with "ort" the seconds inside onnxruntime."""
     started, cpu, ort = time.perf_counter(), time.process_time(), ort_seconds(model)
-    with open_video(video) as (info, frames):
+    with open_video(video, threads=decode_threads(model)) as (info, frames):
         if pipeline in DETECTORS:
             worker = DETECTORS[pipeline](model, info.width, info.height)
             prepare, steps = worker.prepare, worker.steps()
@@ -168,7 +168,7 @@ def effect_pipeline_seconds(
 ) -> tuple[float, StageTimes]:
     """Decode + prepare + model steps of a video effect in the pipeline's threads, no encoding."""
     started = time.perf_counter()
-    with open_video(video) as (info, frames):
+    with open_video(video, threads=decode_threads(model)) as (info, frames):
         effect = video_effect(pipeline, model, info.width, info.height, options)
         stages, times = pipeline_stages(effect.prepare, effect.steps(), engine.config.batch)
         for _ in run_stages(in_background(frames), stages, times=times):

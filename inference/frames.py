@@ -61,9 +61,10 @@ class FrameStamp:
 
 @contextmanager
 def open_video(
-    source: Source, *, format: str | None = None
+    source: Source, *, format: str | None = None, threads: int = 0
 ) -> Iterator[tuple[VideoInfo, Iterator[Frame]]]:
-    """Open an input; yields its description and an iterator over its decoded frames.
+    """Open an input; yields its description and an iterator over its decoded frames, decoded on
+    `threads` threads (0: FFmpeg's choice, one per core).
 
     Every decode failure, at open or mid-stream, becomes an `InputUnreadable`.
     """
@@ -71,7 +72,8 @@ def open_video(
     try:
         with open_input(source, format=format) as container:
             stream = video_stream(container, name)
-            stream.thread_type = "AUTO"
+            stream.thread_type = "AUTO" if threads != 1 else "NONE"
+            stream.codec_context.thread_count = threads
             rate = frame_rate(stream)
             time_base = Fraction(stream.time_base or Fraction(1, 90000))
             duration = container.duration / av.time_base if container.duration else None

@@ -28,6 +28,7 @@ from inference.manifest import PIPELINE_KINDS
 from inference.manifest import VIDEO_KINDS as VIDEO_KINDS  # re-exported
 from inference.mtcnn import FaceDetector
 from inference.options import parse_options
+from inference.providers import CPU
 from inference.sessions import LoadedModel
 from inference.stages import StageTimes, background_stage, in_background, run_stages
 from inference.textdet import TextDetector
@@ -167,7 +168,7 @@ def execute(
         raise UnknownPipeline(f"unknown pipeline {pipeline!r}; use one of {', '.join(PIPELINES)}")
     parsed = parse_options(pipeline, options)
     started = time.perf_counter()
-    with open_video(source, format=format) as (info, frames):
+    with open_video(source, format=format, threads=decode_threads(model)) as (info, frames):
         prepare, steps, sink, size = _plan(pipeline, model, info, out, preset, encoder, parsed)
         stages, times = pipeline_stages(prepare, steps, batch)
         count, output, first = 0, None, None
@@ -205,6 +206,17 @@ def execute(
 
 
 Step = Callable[[Any], Any]
+
+
+def decode_threads(model: LoadedModel) -> int:
+    """Decoder threads for a pipeline on `model`. On the CPU the model's intra-op threads want the
+    cores, so the decoder gets the cores they leave, one thread when they take them all (FFmpeg's
+    frame threads also cost more CPU per frame: 720p H.264, 6.6 ms against 5.7 on one thread).
+    On a GPU the cores are the decoder's: FFmpeg's choice (0)."""
+    if model.provider != CPU:
+        return 0
+    threads = model.intra_op_threads
+    return max(1, len(os.sched_getaffinity(0)) - threads) if threads else 1
 
 
 def pipeline_stages(

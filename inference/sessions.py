@@ -123,6 +123,13 @@ class LoadedModel:
     def runner(self, role: str = "main") -> ModelRunner:
         return self.runners[role]
 
+    @property
+    def intra_op_threads(self) -> int:
+        """The intra-op threads its sessions were created with (0: onnxruntime's default, one per
+        physical core)."""
+        session = next(iter(self.runners.values())).session
+        return session.get_session_options().intra_op_num_threads
+
 
 @dataclass(frozen=True, slots=True)
 class WarmModel:

@@ -168,6 +168,29 @@ def test_filter_tensor_path_is_exact(engine: InferenceEngine) -> None:
     assert np.abs(made.astype(int) - sharpen_reference(image).astype(int)).max() <= 1
 
 
+def test_cpu_pipelines_decode_on_the_cores_the_model_leaves(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference.frames import open_video
+    from inference.pipelines import decode_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    widths = {}
+    for threads in (0, 3, 8):
+        cpu = InferenceEngine(InferenceConfig(provider="cpu", models_dir=models, threads=threads))
+        model = cpu.cache.get(cpu.registry.get("sharpen"))
+        widths[threads] = decode_threads(model)
+    # onnxruntime's default takes every core: the decoder gets one thread; else what is left
+    assert widths == {0: 1, 3: 5, 8: 1}
+    video = encode(tmp_path / "in.mp4", textured(5), crf=18)
+    decoded = {}
+    for threads in (1, 0):
+        with open_video(video, threads=threads) as (_, frames):
+            decoded[threads] = [f.picture.to_ndarray(format="rgb24") for f in frames]
+    assert len(decoded[1]) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(decoded[1], decoded[0], strict=True))
+
+
 def test_upscale_doubles_the_resolution(engine: InferenceEngine, tmp_path: Path) -> None:
     source = textured(4, 48, 64)
     out = tmp_path / "up.mkv"
