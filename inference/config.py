@@ -15,7 +15,7 @@ class InferenceConfig:
     """How inference runs here: provider preference, threads, memory budget, models, encoding."""
 
     provider: str = "auto"  # auto, cpu, cuda, tensorrt
-    threads: int = 0  # intra-op threads per session; 0: onnxruntime's default
+    threads: int = 0  # intra-op threads per session; 0: one per physical core
     device_id: int = 0
     memory_budget: int = DEFAULT_BUDGET  # bytes of loaded models kept warm (estimated)
     models_dir: Path | None = None  # extra *.toml manifests

@@ -28,7 +28,7 @@ from inference.manifest import PIPELINE_KINDS
 from inference.manifest import VIDEO_KINDS as VIDEO_KINDS  # re-exported
 from inference.mtcnn import FaceDetector
 from inference.options import parse_options
-from inference.providers import CPU
+from inference.providers import CPU, usable_cpus
 from inference.sessions import LoadedModel
 from inference.stages import StageTimes, background_stage, in_background, run_stages
 from inference.textdet import TextDetector
@@ -216,7 +216,7 @@ def decode_threads(model: LoadedModel) -> int:
     if model.provider != CPU:
         return 0
     threads = model.intra_op_threads
-    return max(1, len(os.sched_getaffinity(0)) - threads) if threads else 1
+    return max(1, len(usable_cpus()) - threads) if threads else 1
 
 
 def pipeline_stages(

@@ -13,6 +13,7 @@ import ctypes
 import functools
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,10 @@ class ProviderChoice:
         options = ort.SessionOptions()
         options.log_severity_level = ORT_ERROR
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads  # 0: onnxruntime's default (physical cores)
+        # always a number: left at 0, onnxruntime starts a thread per physical core and pins each
+        # pool thread to a core of its own, where it then waits behind whatever else runs on that
+        # core (a pipeline's decoding) instead of moving to a free one
+        options.intra_op_num_threads = self.threads or physical_cores()
         options.inter_op_num_threads = 1
         # idle pool threads sleep instead of spinning: the pipeline's other stages need the cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -70,7 +74,7 @@ def choose_providers(
     if prefer not in PREFERENCES:
         raise ProviderUnavailable(f"unknown provider {prefer!r}; use one of {PREFERENCES}")
     if threads < 0:
-        raise ProviderUnavailable("threads must be >= 0 (0: onnxruntime's default)")
+        raise ProviderUnavailable("threads must be >= 0 (0: one per physical core)")
     cpu: tuple[tuple[str, dict[str, str]], ...] = ((CPU, {}),)
     if prefer == "cpu":
         return ProviderChoice("cpu", cpu, threads, device_id, "CPU requested")
@@ -89,6 +93,26 @@ def choose_providers(
     if prefer == "cuda":
         raise ProviderUnavailable(f"CUDA is not usable here: {why}")
     return ProviderChoice("cpu", cpu, threads, device_id, why)
+
+
+def usable_cpus() -> set[int]:
+    """The logical CPUs this process may run on (its affinity where the platform tells it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return set(affinity(0)) if affinity is not None else set(range(os.cpu_count() or 1))
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads of one core count
+    once), as onnxruntime counts them for its default thread pool; where Linux does not say which
+    core a CPU belongs to, it counts as one."""
+    cores = set()
+    for cpu in usable_cpus():
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list")
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
 
 
 @functools.cache

@@ -125,8 +125,7 @@ class LoadedModel:
 
     @property
     def intra_op_threads(self) -> int:
-        """The intra-op threads its sessions were created with (0: onnxruntime's default, one per
-        physical core)."""
+        """The intra-op threads its sessions were created with (default: one per physical core)."""
         session = next(iter(self.runners.values())).session
         return session.get_session_options().intra_op_num_threads
 

@@ -3,6 +3,7 @@ upscale models checked numerically, and bad input refused cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from fractions import Fraction
@@ -175,12 +176,13 @@ def test_cpu_pipelines_decode_on_the_cores_the_model_leaves(
     from inference.pipelines import decode_threads
 
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setattr("inference.providers.physical_cores", lambda: 8)
     widths = {}
     for threads in (0, 3, 8):
         cpu = InferenceEngine(InferenceConfig(provider="cpu", models_dir=models, threads=threads))
         model = cpu.cache.get(cpu.registry.get("sharpen"))
         widths[threads] = decode_threads(model)
-    # onnxruntime's default takes every core: the decoder gets one thread; else what is left
+    # by default the model takes every core: the decoder gets one thread; else what is left
     assert widths == {0: 1, 3: 5, 8: 1}
     video = encode(tmp_path / "in.mp4", textured(5), crf=18)
     decoded = {}
@@ -189,6 +191,22 @@ def test_cpu_pipelines_decode_on_the_cores_the_model_leaves(
             decoded[threads] = [f.picture.to_ndarray(format="rgb24") for f in frames]
     assert len(decoded[1]) == 5
     assert all(np.array_equal(a, b) for a, b in zip(decoded[1], decoded[0], strict=True))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_no_onnxruntime_thread_is_pinned_to_one_core(models: Path) -> None:
+    # left to choose its own thread count, onnxruntime pins each pool thread to a core, where it
+    # waits behind the pipeline's other threads instead of moving to a free core
+    cpu = InferenceEngine(InferenceConfig(provider="cpu", models_dir=models))
+    model = cpu.cache.get(cpu.registry.get("sharpen"))
+    assert model.intra_op_threads >= 1
+    model.runner().run(np.zeros((1, 3, 32, 32), np.float32))
+    allowed = set()
+    for status in Path("/proc/self/task").glob("*/status"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            line = next(x for x in status.read_text().splitlines() if x.startswith("Cpus_allowed:"))
+            allowed.add(line)
+    assert len(allowed) == 1  # every thread may run on every core the process may
 
 
 def test_upscale_doubles_the_resolution(engine: InferenceEngine, tmp_path: Path) -> None:

@@ -59,7 +59,9 @@ def register(sub: Any) -> None:
 def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, help="folder of *.toml model manifests")
     p.add_argument("--provider", default="auto", choices=PREFERENCES, help="execution provider")
-    p.add_argument("--threads", type=int, default=0, help="threads per model (0: onnxruntime's)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="threads per model (0: one per physical core)"
+    )
 
 
 def _engine(args: argparse.Namespace) -> InferenceEngine:
