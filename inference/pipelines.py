@@ -210,13 +210,12 @@ Step = Callable[[Any], Any]
 
 def decode_threads(model: LoadedModel) -> int:
     """Decoder threads for a pipeline on `model`. On the CPU the model's intra-op threads want the
-    cores, so the decoder gets the cores they leave, one thread when they take them all (FFmpeg's
-    frame threads also cost more CPU per frame: 720p H.264, 6.6 ms against 5.7 on one thread).
-    On a GPU the cores are the decoder's: FFmpeg's choice (0)."""
+    cores, so the decoder gets the logical CPUs they leave, one thread when they take them all
+    (FFmpeg's frame threads also cost more CPU per frame: 720p H.264, 6.6 ms against 5.7 on one
+    thread). On a GPU the cores are the decoder's: FFmpeg's choice (0)."""
     if model.provider != CPU:
         return 0
-    threads = model.intra_op_threads
-    return max(1, len(usable_cpus()) - threads) if threads else 1
+    return max(1, len(usable_cpus()) - model.intra_op_threads)
 
 
 def pipeline_stages(

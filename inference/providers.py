@@ -107,10 +107,12 @@ def physical_cores() -> int:
     core a CPU belongs to, it counts as one."""
     cores = set()
     for cpu in usable_cpus():
-        try:
-            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list")
-            cores.add(siblings.read_text().strip())
-        except OSError:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        for name in ("core_cpus_list", "thread_siblings_list"):  # the second: kernels before 5.3
+            with contextlib.suppress(OSError):
+                cores.add(topology.joinpath(name).read_text().strip())
+                break
+        else:
             cores.add(str(cpu))
     return max(1, len(cores))
 
