@@ -197,16 +197,24 @@ def test_cpu_pipelines_decode_on_the_cores_the_model_leaves(
 def test_no_onnxruntime_thread_is_pinned_to_one_core(models: Path) -> None:
     # left to choose its own thread count, onnxruntime pins each pool thread to a core, where it
     # waits behind the pipeline's other threads instead of moving to a free core
+    def affinities() -> dict[str, str]:
+        found = {}
+        for status in Path("/proc/self/task").glob("*/status"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                lines = status.read_text().splitlines()
+                found[status.parent.name] = next(x for x in lines if x.startswith("Cpus_allowed:"))
+        return found
+
+    before = affinities()
     cpu = InferenceEngine(InferenceConfig(provider="cpu", models_dir=models))
     model = cpu.cache.get(cpu.registry.get("sharpen"))
     assert model.intra_op_threads >= 1
     model.runner().run(np.zeros((1, 3, 32, 32), np.float32))
-    allowed = set()
-    for status in Path("/proc/self/task").glob("*/status"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            line = next(x for x in status.read_text().splitlines() if x.startswith("Cpus_allowed:"))
-            allowed.add(line)
-    assert len(allowed) == 1  # every thread may run on every core the process may
+    process = Path("/proc/self/status").read_text().splitlines()
+    everywhere = next(x for x in process if x.startswith("Cpus_allowed:"))
+    started = {tid: mask for tid, mask in affinities().items() if tid not in before}
+    # the session's pool threads (none with one core) may run on every core the process may
+    assert all(mask == everywhere for mask in started.values()), started
 
 
 def test_upscale_doubles_the_resolution(engine: InferenceEngine, tmp_path: Path) -> None:
