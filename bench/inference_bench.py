@@ -89,12 +89,6 @@ def ort_seconds(model: LoadedModel) -> float:
     return sum(runner.seconds for runner in model.runners.values())
 
 
-def intra_op_threads(model: LoadedModel) -> int:
-    """The intra-op threads the model's sessions were created with (by default one per physical
-    core); raw and pipeline runs use these same sessions."""
-    return next(iter(model.runners.values())).session.get_session_options().intra_op_num_threads
-
-
 def pipeline_seconds(
     engine: InferenceEngine, pipeline: str, model: LoadedModel, video: Path
 ) -> tuple[float, float, StageTimes]:
@@ -337,7 +331,7 @@ def main() -> int:
                      "pipeline_cpu_over_raw_cpu": cpu_ratio, "cpu_ceiling": ceiling,
                      "pipeline_bounding_stage": pipe_bound,
                      "pipeline_stage_ms_per_frame": pipe_stages,
-                     "intra_op_threads": intra_op_threads(model),
+                     "intra_op_threads": model.intra_op_threads,
                      "load_average": [load_before, load()],
                      "raw_seconds": raws, "pipeline_seconds": pipes,
                      "raw_cpu_seconds": raw_cpu, "pipeline_cpu_seconds": pipe_cpu,
