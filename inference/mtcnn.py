@@ -121,30 +121,39 @@ class FaceDetector:
         return to_tensor(images, self.manifest)
 
     def detect(self, batch: FaceBatch) -> list[tuple[Box, ...]]:
-        return self.finish(self.propose(batch))
+        item: Any = batch
+        for _, step in self.steps():
+            item = step(item)
+        return item
 
     def steps(self) -> list[tuple[str, Callable[[Any], Any]]]:
-        """The cascade as two steps a pipeline can run in separate threads, one batch each."""
-        return [("pnet", self.propose), ("rnet+onet", self.finish)]
+        """The cascade as steps a pipeline can run in separate threads, one batch each: the three
+        nets' runs, each followed by its numpy work (a `post` step, which a pipeline runs at a
+        lower priority: the nets' threads keep the cores first)."""
+        return [
+            ("pnet", self._run_pnet),
+            ("pnet post", self._after_pnet),
+            ("rnet", self._run_rnet),
+            ("rnet post", self._after_rnet),
+            ("onet", self._run_onet),
+            ("onet post", self._after_onet),
+        ]
 
-    def propose(self, batch: FaceBatch) -> tuple[np.ndarray, list[np.ndarray]]:
-        """P-Net over the pyramid: the frames, and per frame its candidate boxes."""
-        return batch.images, self._propose(batch, len(batch.images))
-
-    def finish(self, proposed: tuple[np.ndarray, list[np.ndarray]]) -> list[tuple[Box, ...]]:
-        """R-Net and O-Net over the candidates: per frame, its faces."""
-        images, candidates = proposed
-        candidates = self._refine(self.rnet, 24, images, candidates, self.settings.thresholds[1])
-        faces = self._refine(self.onet, 48, images, candidates, self.settings.thresholds[2])
-        return [boxes_from_array(f, self.width, self.height) for f in faces]
-
-    def _propose(self, batch: FaceBatch, count: int) -> list[np.ndarray]:
-        """P-Net over the pyramid: per frame, squared candidate boxes in source pixels."""
-        found: list[list[np.ndarray]] = [[] for _ in range(count)]
-        for scale, tensor in zip(self.scales, batch.pyramid, strict=True):
+    def _run_pnet(self, batch: FaceBatch) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+        """P-Net over every pyramid level: the frames and each level's outputs."""
+        outputs = []
+        for tensor in batch.pyramid:
             with self._turns:
-                outputs = run_batch(self.pnet, tensor)
-            reg, prob = _by_channels(outputs, 4), _by_channels(outputs, 2)  # (N, H', W', C)
+                outputs.append(run_batch(self.pnet, tensor))
+        return batch.images, outputs
+
+    def _after_pnet(self, ran: tuple[np.ndarray, list[list[np.ndarray]]]) -> _Crops:
+        """P-Net's candidates per frame (squared boxes in source pixels), cropped for R-Net."""
+        images, outputs = ran
+        count = len(images)
+        found: list[list[np.ndarray]] = [[] for _ in range(count)]
+        for scale, out in zip(self.scales, outputs, strict=True):
+            reg, prob = _by_channels(out, 4), _by_channels(out, 2)  # (N, H', W', C)
             boxes, owners = _cell_boxes(prob[..., 1], reg, scale, self.settings.thresholds[0])
             bounds = np.searchsorted(owners, np.arange(count + 1))  # owners come sorted
             for i in range(count):
@@ -156,44 +165,83 @@ class FaceDetector:
             boxes = np.concatenate(per_scale) if per_scale else np.empty((0, 9))
             boxes = boxes[nms(boxes, 0.7)]
             proposals.append(_square(_regress(boxes, boxes[:, 5:9], extent=0.0)))
-        return proposals
+        return self._cropped(images, proposals, 24)
 
-    def _refine(
-        self,
-        net: ModelRunner,
-        size: int,
-        images: np.ndarray,
-        boxes: list[np.ndarray],
-        threshold: float,
-    ) -> list[np.ndarray]:
-        """Score crops of every candidate with R-Net or O-Net, keep, regress and suppress."""
+    def _run_rnet(self, crops: _Crops) -> _Scored:
+        return self._score(self.rnet, crops)
+
+    def _after_rnet(self, scored: _Scored) -> _Crops:
+        """R-Net's survivors per frame, regressed, suppressed, squared, cropped for O-Net."""
+        kept = []
+        for rows, offsets in _survivors(scored, self.settings.thresholds[1]):
+            keep = nms(rows, 0.7)
+            kept.append(_square(_regress(rows[keep], offsets[keep], extent=1.0)))
+        return self._cropped(scored.crops.images, kept, 48)
+
+    def _run_onet(self, crops: _Crops) -> _Scored:
+        return self._score(self.onet, crops)
+
+    def _after_onet(self, scored: _Scored) -> list[tuple[Box, ...]]:
+        """O-Net's survivors per frame, regressed and suppressed: the faces."""
+        faces = []
+        for rows, offsets in _survivors(scored, self.settings.thresholds[2]):
+            rows = _regress(rows, offsets, extent=1.0)
+            faces.append(boxes_from_array(rows[nms(rows, 0.7, "min")], self.width, self.height))
+        return faces
+
+    def _cropped(self, images: np.ndarray, boxes: list[np.ndarray], size: int) -> _Crops:
+        """Every frame's candidate boxes, stacked, with their `size` x `size` crops as the next
+        net takes them."""
         owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)])
-        if len(owners) == 0:
-            return boxes
-        stacked = np.concatenate(boxes)
-        crops = _crops(images, owners, stacked, size, width_major=self._width_major)
-        regs, probs = [], []
-        for start in range(0, len(crops), CHUNK):
-            tensor = self._feed(net, crops[start : start + CHUNK])
+        stacked = np.concatenate(boxes) if len(owners) else np.empty((0, 5))
+        net = self.rnet if size == 24 else self.onet
+        tensors = []
+        if len(owners):
+            crops = _crops(images, owners, stacked, size, width_major=self._width_major)
+            tensors = [
+                self._feed(net, crops[start : start + CHUNK])
+                for start in range(0, len(crops), CHUNK)
+            ]
+        return _Crops(images, len(boxes), owners, stacked, tensors)
+
+    def _score(self, net: ModelRunner, crops: _Crops) -> _Scored:
+        """`net` over the crops (in chunks of `CHUNK`): box offsets and face scores."""
+        regs, probs = [np.empty((0, 4), np.float32)], [np.empty((0, 2), np.float32)]
+        for tensor in crops.tensors:
             with self._turns:
                 outputs = run_batch(net, tensor)
             regs.append(_by_channels(outputs, 4))
             probs.append(_by_channels(outputs, 2))
-        reg, score = np.concatenate(regs), np.concatenate(probs)[:, 1]
-        last = net is self.onet
-        refined = []
-        for i in range(len(boxes)):
-            mine = (owners == i) & (score > threshold)
-            rows = np.column_stack([stacked[mine, :4], score[mine]])
-            offsets = reg[mine]
-            if last:
-                rows = _regress(rows, offsets, extent=1.0)
-                rows = rows[nms(rows, 0.7, "min")]
-            else:
-                keep = nms(rows, 0.7)
-                rows = _square(_regress(rows[keep], offsets[keep], extent=1.0))
-            refined.append(rows)
-        return refined
+        return _Scored(crops, np.concatenate(regs), np.concatenate(probs)[:, 1])
+
+
+@dataclass(slots=True)
+class _Crops:
+    """Candidate boxes of a batch's frames, stacked, and their crops in chunks for a net."""
+
+    images: np.ndarray
+    frames: int
+    owners: np.ndarray  # the frame of each box
+    boxes: np.ndarray  # (K, 5+): x1, y1, x2, y2, score, ...
+    tensors: list[np.ndarray]
+
+
+@dataclass(slots=True)
+class _Scored:
+    crops: _Crops
+    reg: np.ndarray  # (K, 4) box offsets
+    score: np.ndarray  # (K,) face probability
+
+
+def _survivors(scored: _Scored, threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame: the boxes scoring above `threshold` as (x1, y1, x2, y2, score) rows, and their
+    offsets."""
+    crops = scored.crops
+    out = []
+    for i in range(crops.frames):
+        mine = (crops.owners == i) & (scored.score > threshold)
+        out.append((np.column_stack([crops.boxes[mine, :4], scored.score[mine]]), scored.reg[mine]))
+    return out
 
 
 def _expect(net: ModelRunner, side: int | None) -> None:

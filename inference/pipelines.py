@@ -218,18 +218,23 @@ def decode_threads(model: LoadedModel) -> int:
     return max(1, len(usable_cpus()) - model.intra_op_threads)
 
 
+def is_post(step: str) -> bool:
+    """Whether a step of a pipeline runs no model (numpy work around one)."""
+    return step == "post" or step.endswith(" post")
+
+
 def pipeline_stages(
     prepare: Callable[[list[av.VideoFrame]], Any], steps: list[tuple[str, Step]], batch: int
 ) -> tuple[list[Callable[[Iterator[Any]], Iterator[Any]]], StageTimes]:
     """Thread stages after decoding: batch + prepare, then each model step; and their timer.
 
-    Preparing and the `post` steps (no model run in them) run in the background (see
-    `inference.stages`): the steps that run the model keep the cores first. The caller's source
-    of frames should be wrapped in `in_background` too."""
+    Preparing and the post steps (`post`, `<net> post`: no model run in them) run in the
+    background (see `inference.stages`): the steps that run the model keep the cores first. The
+    caller's source of frames should be wrapped in `in_background` too."""
     stages = [
         background_stage(_batched(prepare, batch)),
         *(
-            background_stage(_mapped(step)) if name == "post" else _mapped(step)
+            background_stage(_mapped(step)) if is_post(name) else _mapped(step)
             for name, step in steps
         ),
     ]
