@@ -165,7 +165,7 @@ class FaceDetector:
             boxes = np.concatenate(per_scale) if per_scale else np.empty((0, 9))
             boxes = boxes[nms(boxes, 0.7)]
             proposals.append(_square(_regress(boxes, boxes[:, 5:9], extent=0.0)))
-        return self._cropped(images, proposals, 24)
+        return self._cropped(self.rnet, 24, images, proposals, keep=True)
 
     def _run_rnet(self, crops: _Crops) -> _Scored:
         return self._score(self.rnet, crops)
@@ -176,7 +176,8 @@ class FaceDetector:
         for rows, offsets in _survivors(scored, self.settings.thresholds[1]):
             keep = nms(rows, 0.7)
             kept.append(_square(_regress(rows[keep], offsets[keep], extent=1.0)))
-        return self._cropped(scored.crops.images, kept, 48)
+        assert scored.crops.images is not None  # R-Net's crops keep their frames
+        return self._cropped(self.onet, 48, scored.crops.images, kept, keep=False)
 
     def _run_onet(self, crops: _Crops) -> _Scored:
         return self._score(self.onet, crops)
@@ -189,12 +190,13 @@ class FaceDetector:
             faces.append(boxes_from_array(rows[nms(rows, 0.7, "min")], self.width, self.height))
         return faces
 
-    def _cropped(self, images: np.ndarray, boxes: list[np.ndarray], size: int) -> _Crops:
-        """Every frame's candidate boxes, stacked, with their `size` x `size` crops as the next
-        net takes them."""
+    def _cropped(
+        self, net: ModelRunner, size: int, images: np.ndarray, boxes: list[np.ndarray], keep: bool
+    ) -> _Crops:
+        """Every frame's candidate boxes, stacked, with their `size` x `size` crops as `net`
+        takes them; the frames themselves only if `keep` (a later net's crops need them)."""
         owners = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)])
         stacked = np.concatenate(boxes) if len(owners) else np.empty((0, 5))
-        net = self.rnet if size == 24 else self.onet
         tensors = []
         if len(owners):
             crops = _crops(images, owners, stacked, size, width_major=self._width_major)
@@ -202,7 +204,7 @@ class FaceDetector:
                 self._feed(net, crops[start : start + CHUNK])
                 for start in range(0, len(crops), CHUNK)
             ]
-        return _Crops(images, len(boxes), owners, stacked, tensors)
+        return _Crops(images if keep else None, len(boxes), owners, stacked, tensors)
 
     def _score(self, net: ModelRunner, crops: _Crops) -> _Scored:
         """`net` over the crops (in chunks of `CHUNK`): box offsets and face scores."""
@@ -219,7 +221,7 @@ class FaceDetector:
 class _Crops:
     """Candidate boxes of a batch's frames, stacked, and their crops in chunks for a net."""
 
-    images: np.ndarray
+    images: np.ndarray | None  # the frames, while a later net's crops need them
     frames: int
     owners: np.ndarray  # the frame of each box
     boxes: np.ndarray  # (K, 5+): x1, y1, x2, y2, score, ...
