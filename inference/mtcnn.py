@@ -81,10 +81,10 @@ class FaceDetector:
             )
         # R-Net and O-Net are not fully convolutional: their crops are gathered in their order
         self._width_major = self.manifest.layout == "NWHC"
-        # P-Net (one step's thread) and R-/O-Net (the next step's) take turns in onnxruntime:
-        # each run gets every intra-op thread, as in a run on its own, instead of two thread
-        # pools splitting the cores between them mid-operator; the numpy work between the nets
-        # still overlaps the other step's inference
+        # the three nets (each in its own step's thread) take turns in onnxruntime: each run
+        # gets every intra-op thread, as in a run on its own, instead of thread pools splitting
+        # the cores between them mid-operator; the numpy work between the nets (the lowered
+        # `post` steps) overlaps the nets' runs
         self._turns = threading.Lock()
 
     def prepare(self, pictures: list[av.VideoFrame]) -> FaceBatch:
