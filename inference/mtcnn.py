@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import av
@@ -214,7 +214,8 @@ class FaceDetector:
                 outputs = run_batch(net, tensor)
             regs.append(_by_channels(outputs, 4))
             probs.append(_by_channels(outputs, 2))
-        return _Scored(crops, np.concatenate(regs), np.concatenate(probs)[:, 1])
+        scored = replace(crops, tensors=[])  # the crops are not needed any more
+        return _Scored(scored, np.concatenate(regs), np.concatenate(probs)[:, 1])
 
 
 @dataclass(slots=True)
