@@ -110,3 +110,36 @@ def test_psnr_and_ssim_separate_right_from_wrong() -> None:
     assert ssim(ref, noisy) > 0.9 > 0.1 > ssim(ref, other)
     with pytest.raises(ValueError):
         psnr(ref, ref[:10])
+
+
+def _ssim_by_windows(reference: np.ndarray, test: np.ndarray) -> float:
+    """SSIM as its definition reads: average-pool by f, then each 8x8 window's means,
+    variances and covariance in float64, from the window's own pixels."""
+    f = max(1, round(min(reference.shape) / 256))
+    h, w = reference.shape[0] // f * f, reference.shape[1] // f * f
+    x, y = (p[:h, :w].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+            for p in (reference, test))  # fmt: skip
+    a, b = (np.lib.stride_tricks.sliding_window_view(p, (8, 8)) for p in (x, y))
+    ma, mb = a.mean(axis=(2, 3)), b.mean(axis=(2, 3))
+    va, vb = a.var(axis=(2, 3)), b.var(axis=(2, 3))
+    cov = ((a - ma[..., None, None]) * (b - mb[..., None, None])).mean(axis=(2, 3))
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    scores = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
+    return float(scores.mean())
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (90, 61), (400, 384)])  # the last is pooled by 2
+def test_ssim_is_the_mean_over_every_window(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0])
+    ref = rng.integers(0, 256, shape, dtype=np.uint8)
+    smooth = np.clip(ref.astype(int) + rng.integers(-12, 13, shape), 0, 255).astype(np.uint8)
+    for test in (ref, smooth, 255 - ref, np.zeros(shape, np.uint8)):
+        assert ssim(ref, test) == pytest.approx(_ssim_by_windows(ref, test), abs=1e-9)
+
+
+def test_ssim_of_large_pooled_planes_is_exact() -> None:
+    """A 4K plane is pooled by 8: its sums no longer fit 32 bits, so it takes the wide path."""
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 256, (2160, 3840), dtype=np.uint8)
+    assert ssim(ref, ref) == 1.0
+    assert ssim(ref, 255 - ref) < 0.1
