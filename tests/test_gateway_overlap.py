@@ -1,5 +1,6 @@
-"""How the gateway overlaps a file job's steps (node.gateway.role, node.gateway.market): it cuts and
-probes the input only a segment ahead of the segments holding a scheduler place (CUT_AHEAD); two
+"""How the gateway overlaps a file job's steps (node.gateway.role, node.gateway.market): it cuts the
+input only a segment ahead of the segments holding a scheduler place (CUT_AHEAD) and probes a
+segment once it has an orchestrator's slot (one that does not probe gives the slot back); two
 segments being checked in full do not hold back the next upload (CHECKED_PER_SLOT); and the quote
 fetched ahead of the first segment is answered before another segment's quote. Real network on
 127.0.0.1 (embedded chain), real encodes; the step a test holds waits on an event, no sleeps."""
@@ -18,11 +19,12 @@ import trio
 
 import node.gateway.role as gateway_role
 import node.orchestrator.role as orch_role
+from media.errors import MediaError
 from media.segmenter import Segment
 from node.gateway.market import PIPELINE_DEPTH
 from node.gateway.payment import Payer
 from node.gateway.quotes import QuotesAhead
-from node.gateway.role import CUT_AHEAD, GatewayConfig, JobReport
+from node.gateway.role import CUT_AHEAD, GatewayConfig, GatewayError, JobReport
 from node.gateway.scheduler import SegmentScheduler
 from node.local.demo import generate_clip
 from node.local.network import Network, default_plan, embedded_ledger, open_network
@@ -115,11 +117,13 @@ async def test_the_input_is_cut_one_segment_ahead_of_the_places(
                     await staged.wait()
                     await one_waits.wait()
                     # every place is taken (none frees while the compute is held) and the
-                    # segment after them waits for one: nothing more is probed, and the
-                    # segmenter stops once it has cut the segment after that
+                    # segment after them waits for one; only the segments the orchestrator
+                    # took (one computing, the rest staged) are probed: those with a place
+                    # wait for its slot unprobed, and the segmenter stops once it has cut the
+                    # segment after the one waiting for a place
                     assert gateway.scheduler.in_flight == places
                     assert gateway.scheduler.waiting() == CUT_AHEAD
-                    assert sorted(probed) == list(range(places + CUT_AHEAD))
+                    assert sorted(probed) == list(range(PIPELINE_DEPTH))
                     assert len(cut) <= places + CUT_AHEAD + 1
                     release.set()
         finally:
@@ -127,6 +131,28 @@ async def test_the_input_is_cut_one_segment_ahead_of_the_places(
     (report,) = reports
     assert_complete(report)
     assert sorted(probed) == list(range(SEGMENTS)) and len(cut) == SEGMENTS
+
+
+async def test_a_segment_that_does_not_probe_gives_its_slot_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment is probed once it has an orchestrator's slot; one whose probe fails gives the
+    slot back, fails alone with the probe's error, and the job's other segments all land."""
+    prepare = gateway_role._Transcode.prepare
+
+    async def broken_prepare(self: Any) -> Any:
+        if self.seq == 2:
+            raise MediaError("segment 2: invalid data found when processing input")
+        return await prepare(self)
+
+    monkeypatch.setattr(gateway_role._Transcode, "prepare", broken_prepare)
+    async with one_slot(tmp_path) as (net, clip):
+        gateway = net.gateway
+        failed = r"1 of 8 segments failed: 2: MediaError\('segment 2: invalid data"
+        with trio.fail_after(60), pytest.raises(GatewayError, match=failed):
+            await gateway.transcode_file(clip, tmp_path / "out")
+        (orch,) = net.orchestrators
+        assert gateway.selector.local[orch.address].in_flight == 0
 
 
 async def test_two_full_checks_do_not_hold_back_the_next_upload(

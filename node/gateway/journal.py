@@ -160,14 +160,15 @@ class JournalResume:
     async def _resume(
         self,
         work: SegmentWork,
-        body: k.JobPosted,
+        posting: Callable[[], Awaitable[k.JobPosted]],
         outcome: SegmentOutcome,
         journal: SegmentJournal,
     ) -> SignedEvent | None:
         """What a run before a restart left of this segment: its verified outputs, or the
         result of an attempt open at the restart, fetched from its orchestrator (then `outcome`
         gets them), or its JobPosted when no attempt was open (returned, to assign again); None
-        when it must be posted anew."""
+        when it must be posted anew. `posting()` gives what the segment would post now (it
+        probes the segment: called only when the journal holds a posting to compare)."""
         kept = await trio.to_thread.run_sync(journal.kept, work.seq)
         posted_id = kept.job_id if kept is not None else None
         posted_id = posted_id or await trio.to_thread.run_sync(journal.posted, work.seq)
@@ -179,7 +180,7 @@ class JournalResume:
         if raw is None or job is None or job.poster != self.address:
             return None
         posted = decode(raw)
-        if not same_posting(k.read_body(posted), body):
+        if not same_posting(k.read_body(posted), await posting()):
             log.warning("segment %d differs from the one posted before the restart", work.seq)
             return None
         if kept is not None and await self._reuse(work, kept, job, outcome):

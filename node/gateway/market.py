@@ -150,13 +150,18 @@ class SegmentMarket(JournalResume):
         With a `journal`, a segment verified before a restart is taken from it, and one posted
         before is not posted again. `placed` is set once the segment holds a place in the
         scheduler, or needs none any more (done, or failed before)."""
+        body: k.JobPosted | None = None
+
+        async def posting() -> k.JobPosted:
+            nonlocal body
+            if body is None:
+                body = await self._posting(work)
+            return body
+
         try:
-            cap = self.config.max_price_per_pixel
-            body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
-                                       pixels_per_unit=cap.denominator)  # fmt: skip
             posted = None
             if journal is not None:
-                posted = await self._resume(work, body, outcome, journal)
+                posted = await self._resume(work, posting, outcome, journal)
                 if outcome.result is not None:
                     return outcome
             selector = self.selector_for(work.capability)
@@ -177,9 +182,16 @@ class SegmentMarket(JournalResume):
                         outcome.errors.append(f"no orchestrator available for {work.capability}")
                         break
                     tried.add(candidate.address)
+                    try:
+                        # probed once it has an orchestrator: the segments waiting for a slot
+                        # do not take the cores from those being sent (a job's start)
+                        posting_body = await posting()
+                    except BaseException:
+                        self._free(candidate.address)
+                        raise
                     if posted is None or self.writer.counterparty_of(posted) != candidate.address:
                         # a job is posted in the job chain towards the orchestrator it goes to
-                        posted = await self.writer.emit(body, to=candidate.address)
+                        posted = await self.writer.emit(posting_body, to=candidate.address)
                         if journal is not None:
                             await record(journal.record_posted, work.seq, posted.id)
                     again = await self._attempt(work, posted, candidate, outcome, report, timeout_s,
@@ -199,6 +211,12 @@ class SegmentMarket(JournalResume):
             if placed is not None:
                 placed.set()
         return outcome
+
+    async def _posting(self, work: SegmentWork) -> k.JobPosted:
+        """The work's JobPosted (`work.prepare`, which probes it), at our price cap."""
+        cap = self.config.max_price_per_pixel
+        return dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
+                                   pixels_per_unit=cap.denominator)  # fmt: skip
 
     async def _pick(
         self,

@@ -45,10 +45,11 @@ from p2p.errors import ProtocolError
 
 log = logging.getLogger("castnet.gateway")
 TRANSCODE_CAPABILITY = "transcode:h264"
-# segments of a job cut and probed beyond those holding a scheduler place (one more is cut and
-# waits in the segmenter): the next segment is ready when a place frees, and the segmenter (a
-# thread on the gateway's cores) does not cut and probe the whole input at once while the first
-# segments' quote, tickets and upload wait for those cores
+# segments of a job cut beyond those holding a scheduler place (one more is cut and waits in the
+# segmenter): the next segment is ready when a place frees, and the segmenter (a thread on the
+# gateway's cores) does not cut the whole input at once while the first segments' quote, tickets
+# and upload wait for those cores. A segment is probed later still, once it has an orchestrator's
+# slot (node.gateway.market)
 CUT_AHEAD = 1
 
 
