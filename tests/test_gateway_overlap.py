@@ -1,12 +1,15 @@
 """How the gateway overlaps a file job's steps (node.gateway.role, node.gateway.market): it cuts the
 input only a segment ahead of the segments holding a scheduler place (CUT_AHEAD) and probes a
-segment once it has an orchestrator's slot (one that does not probe gives the slot back); two
-segments being checked in full do not hold back the next upload (CHECKED_PER_SLOT); and the quote
-fetched ahead of the first segment is answered before another segment's quote. Real network on
-127.0.0.1 (embedded chain), real encodes; the step a test holds waits on an event, no sleeps."""
+segment once it has an orchestrator's slot (one that does not probe gives the slot back); an
+orchestrator's uploads go one at a time; two segments being checked in full do not hold back the
+next upload (CHECKED_PER_SLOT); and the quote fetched ahead of the first segment is answered
+before another segment's quote. Real network on 127.0.0.1 (embedded chain), real encodes; the
+step a test holds waits on an event (one hold also ends after UPLOAD_HOLD_S), no sleeps."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -21,7 +24,7 @@ import node.gateway.role as gateway_role
 import node.orchestrator.role as orch_role
 from media.errors import MediaError
 from media.segmenter import Segment
-from node.gateway.market import PIPELINE_DEPTH
+from node.gateway.market import PIPELINE_DEPTH, SegmentMarket
 from node.gateway.payment import Payer
 from node.gateway.quotes import QuotesAhead
 from node.gateway.role import CUT_AHEAD, GatewayConfig, GatewayError, JobReport
@@ -29,9 +32,12 @@ from node.gateway.scheduler import SegmentScheduler
 from node.local.demo import generate_clip
 from node.local.network import Network, default_plan, embedded_ledger, open_network
 from node.orchestrator.role import Orchestrator
+from node.protocol import JOB_REQUEST
+from p2p.framing import MessageStream
 
 SEGMENTS = 8  # a 16 s clip with a keyframe every 2 s
 HOLD_S = 60.0  # a held step's own bound, should a test fail before releasing it
+UPLOAD_HOLD_S = 2.0  # the first upload is held this long when nothing else ends the hold
 
 
 @asynccontextmanager
@@ -153,6 +159,47 @@ async def test_a_segment_that_does_not_probe_gives_its_slot_back(
             await gateway.transcode_file(clip, tmp_path / "out")
         (orch,) = net.orchestrators
         assert gateway.selector.local[orch.address].in_flight == 0
+
+
+async def test_an_orchestrators_uploads_go_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first segment's upload is held until the second segment's request goes out, or for
+    UPLOAD_HOLD_S: the second waits for the first upload to end before it sends anything (so at
+    a job's start the first segment's upload has the connection and the cores to itself), and
+    the job's uploads never overlap."""
+    uploads: list[list[float]] = []  # [start, end] per upload, in the order they start
+    second_started = trio.Event()
+
+    class Recorded(MessageStream):
+        async def send(self, fields: list[Any]) -> None:
+            if fields[0] == JOB_REQUEST:
+                uploads.append([trio.current_time(), math.inf])
+                if len(uploads) == 2:
+                    second_started.set()
+            await super().send(fields)
+
+        async def send_blob(self, data: bytes) -> bytes:
+            mine = len(uploads) - 1
+            if mine == 0:
+                with trio.move_on_after(UPLOAD_HOLD_S):
+                    await second_started.wait()
+            digest = await super().send_blob(data)
+            uploads[mine][1] = trio.current_time()
+            return digest
+
+    def recorded(self: Any, stream: Any, timeout: float) -> MessageStream:
+        cfg = self.node.config
+        return Recorded(stream, cfg.max_frame_bytes, timeout)
+
+    monkeypatch.setattr(SegmentMarket, "_stream", recorded)
+    async with one_slot(tmp_path) as (net, clip):
+        with trio.fail_after(60):
+            report = await net.gateway.transcode_file(clip, tmp_path / "out")
+    assert_complete(report)
+    assert len(uploads) == SEGMENTS
+    for (_, end), (start, _) in itertools.pairwise(uploads):
+        assert end <= start
 
 
 async def test_two_full_checks_do_not_hold_back_the_next_upload(

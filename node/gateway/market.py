@@ -101,6 +101,7 @@ class SegmentMarket(JournalResume):
         self.mirror = self.payer.mirror  # what each orchestrator's balance for us should be
         self.verdicts: list[k.JobVerdict] = []
         self._slot_freed = trio.Event()
+        self._uploads: dict[ID, trio.Lock] = {}  # per orchestrator peer: one upload at a time
         self.quotes = QuotesAhead(self.payer)  # for each job's first segment
         self.verify_policy = VerifyPolicy(config.verify, config.verify_fraction)
         self.ai_rechecker = AiRechecker(config.ai_recheck, recheck_config(config.ai_models_dir))
@@ -435,13 +436,16 @@ class SegmentMarket(JournalResume):
         tickets: list[SignedTicket],
     ) -> tuple[SignedEvent, list[Any], list[bytes]]:
         """Request, segment and tickets up; the signed JobResult, and the metadata and bytes of
-        each output, down."""
+        each output, down. Uploads to one orchestrator go one at a time, in the order they
+        asked (trio's lock is fair): a job's first segment is not sent at half speed beside the
+        second, which has the first one's compute to arrive in."""
         stream = await self.node.running.host.new_stream(peer, [work.protocol])
         try:
             ms = self._stream(stream, self.config.job_timeout_s)
-            await ms.send([work.request_kind, VERSION, work.spec_wire(job_id), raws,
-                           [ticket_to_wire(t) for t in tickets]])  # fmt: skip
-            await ms.send_blob(work.data)
+            async with self._uploads.setdefault(peer, trio.Lock()):
+                await ms.send([work.request_kind, VERSION, work.spec_wire(job_id), raws,
+                               [ticket_to_wire(t) for t in tickets]])  # fmt: skip
+                await ms.send_blob(work.data)
             return await read_result(self.node, ms, work.done_kind, peer)
         finally:
             await close(stream)
