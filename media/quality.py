@@ -49,11 +49,11 @@ def ssim(reference: Plane, test: Plane) -> float:
     for top in range(0, x.shape[0] - k + 1, _STRIP):
         xs, ys = x[top : top + _STRIP + k - 1], y[top : top + _STRIP + k - 1]
         sums = _window_sums(np.stack([xs, ys, xs * xs + ys * ys, xs * ys]), k)
-        sx, sy, squares, sxy = sums.astype(np.float64)  # integers below 2**53: exact
-        cross = 2 * sx * sy
-        means = sx * sx + sy * sy
+        sx, sy, sxx_yy, sxy = sums.astype(np.float64)  # integers below 2**53: exact
+        cross = 2 * sx * sy  # 2 mx my, times (n a)**2
+        both = sx * sx + sy * sy  # mx**2 + my**2, times (n a)**2
         index = ((cross + c1) * (2 * n * sxy - cross + c2)) / (
-            (means + c1) * (n * squares - means + c2)
+            (both + c1) * (n * sxx_yy - both + c2)
         )
         total += float(index.sum())
         count += index.size
