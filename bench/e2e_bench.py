@@ -12,7 +12,12 @@ the gateway (node.gateway.verify_policy: "sample", the default, and "all").
 an A/B of the gateway's overlap. `--json` prints one JSON object per run (configuration x policy
 x depth x placement) with `overhead_pct` (the network's median wall time over the local one's,
 minus 1, in percent), `verify`, `depth` and `placement`. The machine's load average is printed
-with the figures: compare within one run.
+with the figures: compare within one run. With the split placement it also has each path's
+median wall time beyond its transcodes (`local_extra_s`, `network_extra_s`: the wall minus the
+time the transcodes took in the compute child, per round) and `extra_overhead_pct`, the
+network's extra over the local one's in percent of the local wall: the transcodes' own time
+varies by 10-25% from round to round and moves both walls with it, so with few rounds
+`overhead_pct` spreads wider than what the network adds.
 
 Placement (`--placement split,shared`, default split) is a measurement model, not a deployment:
 the network's nodes run in this one process, but a networked segment means a gateway machine and
@@ -99,26 +104,31 @@ def _pin(cores: frozenset[int]) -> None:
     os.sched_setaffinity(0, cores)
 
 
-def _transcode(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, frozenset[int]]:
-    return transcode(*args, **kwargs), frozenset(os.sched_getaffinity(0))
+def _transcode(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, float, frozenset[int]]:
+    started = time.perf_counter()
+    result = transcode(*args, **kwargs)
+    return result, time.perf_counter() - started, frozenset(os.sched_getaffinity(0))
 
 
 class Compute:
     """The transcode on a compute machine of its own: a child process (its own interpreter, so
     no lock shared with the gateway's Python work) on `cores`, started once; the local path and
     the orchestrator call the same one, so both pay the same hand-over (the segment in, the
-    renditions out, a few milliseconds). Notes the cores each call ran on."""
+    renditions out, a few milliseconds). Notes the cores each call ran on, and adds the time
+    each took in the child to `computed_s`."""
 
     def __init__(self, cores: frozenset[int]) -> None:
         self.cores = cores
         self.seen: set[frozenset[int]] = set()
+        self.computed_s = 0.0
         spawn = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self.pool = ProcessPoolExecutor(1, spawn, initializer=_pin, initargs=(cores,))
         self.pool.submit(os.getpid).result()  # started before anything is timed
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        result, cores = self.pool.submit(_transcode, args, kwargs).result()
+        result, took, cores = self.pool.submit(_transcode, args, kwargs).result()
         self.seen.add(cores)
+        self.computed_s += took
         return result
 
     def close(self) -> None:
@@ -130,6 +140,7 @@ class Runs:
     """The walls and per-segment latencies of one path over the rounds."""
 
     walls: list[float] = field(default_factory=list)
+    extras: list[float] = field(default_factory=list)  # wall minus the transcodes (split only)
     latencies: list[float] = field(default_factory=list)
     full_checks: int = 0
     cheap_checks: int = 0
@@ -215,6 +226,8 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
     for r in range(args.rounds):
         order = paths[r % len(paths) :] + paths[: r % len(paths)]  # A/B: rotate who goes first
         for path in order:
+            compute = computes[path[-1]]
+            computed = compute.computed_s if compute is not None else 0.0
             if path[0] == "local":
                 wall, lat = local_run(clip, profiles, args.preset, places[path[1]],
                                       computes[path[1]])  # fmt: skip
@@ -230,6 +243,8 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
                 if trace is not None:
                     traces[path] = trace.table()  # the last round's
             runs[path].walls.append(wall)
+            if compute is not None:
+                runs[path].extras.append(wall - (compute.computed_s - computed))
             runs[path].latencies += lat
     place_process(ALL_CORES)
     for compute in computes.values():
@@ -257,12 +272,27 @@ def bench(name: str, size: str, profiles: str, args: argparse.Namespace, root: P
             "local_p50_latency_s": round(statistics.median(local.latencies), 3),
             "network_p50_latency_s": round(statistics.median(net.latencies), 3),
             "full_checks": net.full_checks, "cheap_checks": net.cheap_checks,
+            **_extra_figures(local, net),
             "local_walls_s": [round(w, 3) for w in local.walls],
             "network_walls_s": [round(w, 3) for w in net.walls],
             "loadavg": [round(x, 2) for x in load],
             **({"trace": traces[path]} if path in traces else {}),
         })  # fmt: skip
     return out
+
+
+def _extra_figures(local: Runs, net: Runs) -> dict[str, Any]:
+    """Split placement: each path's wall time beyond its transcodes (in the child, per round),
+    medians, and the network's extra over the local one's in percent of the local wall. The
+    transcodes' own time varies from round to round (by 10-25% here), and both paths' walls with
+    it; what the network adds does not, so this figure is steadier than `overhead_pct`."""
+    if not local.extras or not net.extras:
+        return {}
+    local_extra, net_extra = statistics.median(local.extras), statistics.median(net.extras)
+    return {
+        "local_extra_s": round(local_extra, 3), "network_extra_s": round(net_extra, 3),
+        "extra_overhead_pct": round(100 * (net_extra - local_extra) / local.median_wall(), 1),
+    }  # fmt: skip
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -285,6 +315,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"{label:44} {row['network_seg_per_s']:7.2f} "
               f"{row['network_p50_latency_s']:14.3f} {row['network_wall_s']:8.2f} "
               f"{row['overhead_pct']:+8.1f}% {checks:>11}")  # fmt: skip
+        if "extra_overhead_pct" in row:
+            print(f"{'':44} beyond the transcodes: local {row['local_extra_s']:.3f} s, network "
+                  f"{row['network_extra_s']:.3f} s: {row['extra_overhead_pct']:+.1f}% of the "
+                  "local wall")  # fmt: skip
     if any(r["placement"] == "split" for r in rows):
         split = next(r for r in rows if r["placement"] == "split")["cores"]
         print(f"split: a model of two machines in one process: the local transcode and the "
