@@ -438,17 +438,20 @@ class SegmentMarket(JournalResume):
         """Request, segment and tickets up; the signed JobResult, and the metadata and bytes of
         each output, down. Uploads to one orchestrator go one at a time, in the order they
         asked (trio's lock is fair): a job's first segment is not sent at half speed beside the
-        second, which has the first one's compute to arrive in."""
-        stream = await self.node.running.host.new_stream(peer, [work.protocol])
+        second, which has the first one's compute to arrive in. The stream is opened once it
+        is this upload's turn: the orchestrator waits a frame timeout for a request on it."""
+        stream = None
         try:
-            ms = self._stream(stream, self.config.job_timeout_s)
             async with self._uploads.setdefault(peer, trio.Lock()):
+                stream = await self.node.running.host.new_stream(peer, [work.protocol])
+                ms = self._stream(stream, self.config.job_timeout_s)
                 await ms.send([work.request_kind, VERSION, work.spec_wire(job_id), raws,
                                [ticket_to_wire(t) for t in tickets]])  # fmt: skip
                 await ms.send_blob(work.data)
             return await read_result(self.node, ms, work.done_kind, peer)
         finally:
-            await close(stream)
+            if stream is not None:
+                await close(stream)
 
     async def _problems(
         self, work: SegmentWork, orch: bytes, job_id: bytes, result: SignedEvent, outputs: Any
