@@ -4,7 +4,7 @@ segment once it has an orchestrator's slot (one that does not probe gives the sl
 orchestrator's uploads go one at a time; two segments being checked in full do not hold back the
 next upload (CHECKED_PER_SLOT); and the quote fetched ahead of the first segment is answered
 before another segment's quote. Real network on 127.0.0.1 (embedded chain), real encodes; the
-step a test holds waits on an event (one hold also ends after UPLOAD_HOLD_S), no sleeps."""
+step a test holds waits on an event, no sleeps."""
 
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ from p2p.framing import MessageStream
 
 SEGMENTS = 8  # a 16 s clip with a keyframe every 2 s
 HOLD_S = 60.0  # a held step's own bound, should a test fail before releasing it
-UPLOAD_HOLD_S = 2.0  # the first upload is held this long when nothing else ends the hold
 
 
 @asynccontextmanager
@@ -164,26 +163,46 @@ async def test_a_segment_that_does_not_probe_gives_its_slot_back(
 async def test_an_orchestrators_uploads_go_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first segment's upload is held until the second segment's request goes out, or for
-    UPLOAD_HOLD_S: the second waits for the first upload to end before it sends anything (so at
-    a job's start the first segment's upload has the connection and the cores to itself), and
-    the job's uploads never overlap."""
+    """The first segment's upload is held until the second segment either waits for its turn
+    or sends its request: the second waits for the first upload to end before it sends anything
+    (so at a job's start the first segment's upload has the connection and the cores to
+    itself), and the job's uploads never overlap."""
     uploads: list[list[float]] = []  # [start, end] per upload, in the order they start
-    second_started = trio.Event()
+    second_came = trio.Event()
+    held_to_the_bound = []
+
+    class Watched:
+        """An upload lock that says when a segment finds it taken."""
+
+        def __init__(self, lock: trio.Lock) -> None:
+            self.lock = lock
+
+        async def __aenter__(self) -> None:
+            if self.lock.locked():
+                second_came.set()
+            await self.lock.acquire()
+
+        async def __aexit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    class WatchedLocks(dict[Any, Any]):
+        def setdefault(self, key: Any, default: Any = None) -> Any:
+            return super().setdefault(key, Watched(default))
 
     class Recorded(MessageStream):
         async def send(self, fields: list[Any]) -> None:
             if fields[0] == JOB_REQUEST:
                 uploads.append([trio.current_time(), math.inf])
                 if len(uploads) == 2:
-                    second_started.set()
+                    second_came.set()
             await super().send(fields)
 
         async def send_blob(self, data: bytes) -> bytes:
             mine = len(uploads) - 1
             if mine == 0:
-                with trio.move_on_after(UPLOAD_HOLD_S):
-                    await second_started.wait()
+                with trio.move_on_after(HOLD_S) as hold:
+                    await second_came.wait()
+                held_to_the_bound.append(hold.cancelled_caught)
             digest = await super().send_blob(data)
             uploads[mine][1] = trio.current_time()
             return digest
@@ -194,9 +213,11 @@ async def test_an_orchestrators_uploads_go_one_at_a_time(
 
     monkeypatch.setattr(SegmentMarket, "_stream", recorded)
     async with one_slot(tmp_path) as (net, clip):
-        with trio.fail_after(60):
+        net.gateway._uploads = WatchedLocks()
+        with trio.fail_after(2 * HOLD_S):
             report = await net.gateway.transcode_file(clip, tmp_path / "out")
     assert_complete(report)
+    assert held_to_the_bound == [False]  # the second segment came while the first was held
     assert len(uploads) == SEGMENTS
     for (_, end), (start, _) in itertools.pairwise(uploads):
         assert end <= start

@@ -153,10 +153,12 @@ class SegmentMarket(JournalResume):
         scheduler, or needs none any more (done, or failed before)."""
         body: k.JobPosted | None = None
 
-        async def posting() -> k.JobPosted:
+        async def posting() -> k.JobPosted:  # probes the work the first time, at our price cap
             nonlocal body
             if body is None:
-                body = await self._posting(work)
+                cap = self.config.max_price_per_pixel
+                body = dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
+                                           pixels_per_unit=cap.denominator)  # fmt: skip
             return body
 
         try:
@@ -212,12 +214,6 @@ class SegmentMarket(JournalResume):
             if placed is not None:
                 placed.set()
         return outcome
-
-    async def _posting(self, work: SegmentWork) -> k.JobPosted:
-        """The work's JobPosted (`work.prepare`, which probes it), at our price cap."""
-        cap = self.config.max_price_per_pixel
-        return dataclasses.replace(await work.prepare(), max_price_per_unit=cap.numerator,
-                                   pixels_per_unit=cap.denominator)  # fmt: skip
 
     async def _pick(
         self,
